@@ -1,0 +1,15 @@
+//! eventline's domain: the event model and its validation against the API limits,
+//! tenants, API keys and scopes, timestamp conversions, and the one error type with its
+//! mapping to `tonic::Status`. It does no I/O and must not depend on the store or server.
+
+pub mod admin;
+pub mod error;
+pub mod event;
+pub mod limits;
+pub mod time;
+pub mod validate;
+
+pub use admin::{ApiKey, Scope, Tenant, TenantId};
+pub use error::{Error, ErrorCode, FieldViolation};
+pub use event::{Event, IngestOutcome};
+pub use validate::{IngestClock, validate_event};
