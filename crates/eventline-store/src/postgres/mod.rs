@@ -1,0 +1,333 @@
+//! The PostgreSQL store: one multi-row `INSERT … SELECT FROM unnest(…) ON CONFLICT DO
+//! NOTHING RETURNING` per batch, with the rollup upsert in the same statement.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use eventline_core::{ApiKey, Event, IngestOutcome, Scope, Tenant, TenantId};
+use sqlx::{
+    PgPool, Row,
+    postgres::{PgPoolOptions, PgRow},
+};
+use uuid::Uuid;
+
+use crate::{Store, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// A PostgreSQL-backed store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects a pool of at most `max_connections` to `url`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations (sqlx holds an advisory lock, so replicas may race).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The pool, for tests and diagnostics.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// The batch as one array per column, rows ordered by `(tenant_id, event_id)` so that
+/// concurrent writers take row locks in the same order and cannot deadlock.
+#[derive(Default)]
+struct Columns<'a> {
+    tenant_ids: Vec<Uuid>,
+    event_ids: Vec<&'a str>,
+    event_types: Vec<&'a str>,
+    user_ids: Vec<Option<&'a str>>,
+    session_ids: Vec<Option<&'a str>>,
+    timestamps: Vec<DateTime<Utc>>,
+    client_timestamps: Vec<Option<DateTime<Utc>>>,
+    received_ats: Vec<DateTime<Utc>>,
+    properties: Vec<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    fn from_sorted(events: &'a [Event], order: &[usize]) -> Self {
+        let mut columns = Columns::default();
+        for &index in order {
+            let event = &events[index];
+            columns.tenant_ids.push(event.tenant_id.0);
+            columns.event_ids.push(&event.event_id);
+            columns.event_types.push(&event.event_type);
+            columns.user_ids.push(event.user_id.as_deref());
+            columns.session_ids.push(event.session_id.as_deref());
+            columns.timestamps.push(event.timestamp);
+            columns.client_timestamps.push(event.client_timestamp);
+            columns.received_ats.push(event.received_at);
+            columns.properties.push(&event.properties_json);
+        }
+        columns
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn append(&self, events: &[Event]) -> Result<Vec<IngestOutcome>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        order.sort_unstable_by(|&left, &right| {
+            (events[left].tenant_id, &events[left].event_id)
+                .cmp(&(events[right].tenant_id, &events[right].event_id))
+        });
+        // Within one statement a repeated key is inserted once; keep the first.
+        order.dedup_by(|right, left| {
+            events[*left].tenant_id == events[*right].tenant_id
+                && events[*left].event_id == events[*right].event_id
+        });
+        let columns = Columns::from_sorted(events, &order);
+        let inserted: Vec<PgRow> = sqlx::query(include_str!("append.sql"))
+            .bind(&columns.tenant_ids)
+            .bind(&columns.event_ids)
+            .bind(&columns.event_types)
+            .bind(&columns.user_ids)
+            .bind(&columns.session_ids)
+            .bind(&columns.timestamps)
+            .bind(&columns.client_timestamps)
+            .bind(&columns.received_ats)
+            .bind(&columns.properties)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut first_position: HashMap<(Uuid, &str), usize> = HashMap::with_capacity(order.len());
+        for &index in &order {
+            first_position.insert((events[index].tenant_id.0, events[index].event_id.as_str()), index);
+        }
+        let mut outcomes = vec![IngestOutcome::Duplicate; events.len()];
+        for row in &inserted {
+            let tenant_id: Uuid = row.try_get(0)?;
+            let event_id: &str = row.try_get(1)?;
+            if let Some(&index) = first_position.get(&(tenant_id, event_id)) {
+                outcomes[index] = IngestOutcome::Accepted;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
+        let embedded = MIGRATOR.iter().count() as i64;
+        if applied < embedded {
+            return Err(StoreError::Unavailable(format!(
+                "{applied} of {embedded} migrations applied"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        let tenant_id = TenantId::generate();
+        let row = sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, $2) RETURNING created_at")
+            .bind(tenant_id.0)
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|error| tenant_name_conflict(error, name))?;
+        Ok(Tenant { tenant_id, name: name.to_owned(), created_at: row.try_get(0)? })
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows = sqlx::query("SELECT tenant_id, name, created_at FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn bootstrap(&self, name: &str, key: &ApiKey) -> Result<bool, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        // Serialises concurrent first starts of several replicas.
+        sqlx::query("LOCK TABLE tenants IN EXCLUSIVE MODE").execute(&mut *transaction).await?;
+        let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+            .fetch_one(&mut *transaction)
+            .await?;
+        if existing > 0 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, $2)")
+            .bind(key.tenant_id.0)
+            .bind(name)
+            .execute(&mut *transaction)
+            .await?;
+        insert_key(&mut *transaction, key).await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        insert_key(&self.pool, key).await.map_err(|error| match error {
+            StoreError::NotFound(_) => {
+                StoreError::NotFound(format!("tenant {} does not exist", key.tenant_id))
+            }
+            other => other,
+        })
+    }
+
+    async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let row = sqlx::query(
+            "SELECT key_id, tenant_id, scopes, secret_hash, created_at, revoked_at
+             FROM api_keys WHERE key_id = $1",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self, tenant_id: TenantId) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key_id, tenant_id, scopes, secret_hash, created_at, revoked_at
+             FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, key_id",
+        )
+        .bind(tenant_id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, key_id: &str) -> Result<ApiKey, StoreError> {
+        let row = sqlx::query(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1
+             RETURNING key_id, tenant_id, scopes, secret_hash, created_at, revoked_at",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = row.ok_or_else(|| StoreError::NotFound(format!("api key {key_id:?} does not exist")))?;
+        key_from_row(&row)
+    }
+
+    async fn event(&self, tenant_id: TenantId, event_id: &str) -> Result<Option<Event>, StoreError> {
+        let row = sqlx::query(
+            r#"SELECT tenant_id, event_id, event_type, user_id, session_id, "timestamp",
+                      client_timestamp, received_at, properties::text
+               FROM events WHERE tenant_id = $1 AND event_id = $2"#,
+        )
+        .bind(tenant_id.0)
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn count_events(
+        &self,
+        tenant_id: TenantId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            r#"SELECT count(*) FROM events
+               WHERE tenant_id = $1 AND "timestamp" >= $2 AND "timestamp" < $3"#,
+        )
+        .bind(tenant_id.0)
+        .bind(start)
+        .bind(end)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count.max(0) as u64)
+    }
+
+    async fn rollup_total(
+        &self,
+        tenant_id: TenantId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let total: Option<i64> = sqlx::query_scalar(
+            "SELECT sum(event_count)::bigint FROM event_rollups_hourly
+             WHERE tenant_id = $1 AND hour >= $2 AND hour < $3",
+        )
+        .bind(tenant_id.0)
+        .bind(start)
+        .bind(end)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(total.unwrap_or(0).max(0) as u64)
+    }
+}
+
+async fn insert_key<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    key: &ApiKey,
+) -> Result<(), StoreError> {
+    let scopes: Vec<&str> = key.scopes.iter().map(|scope| scope.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO api_keys (key_id, tenant_id, scopes, secret_hash, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&key.key_id)
+    .bind(key.tenant_id.0)
+    .bind(&scopes)
+    .bind(&key.secret_hash)
+    .bind(key.created_at)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+fn tenant_name_conflict(error: sqlx::Error, name: &str) -> StoreError {
+    match StoreError::from(error) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("tenant name {name:?} is taken")),
+        other => other,
+    }
+}
+
+fn tenant_from_row(row: &PgRow) -> Result<Tenant, StoreError> {
+    Ok(Tenant {
+        tenant_id: TenantId(row.try_get(0)?),
+        name: row.try_get(1)?,
+        created_at: row.try_get(2)?,
+    })
+}
+
+fn key_from_row(row: &PgRow) -> Result<ApiKey, StoreError> {
+    let scope_names: Vec<String> = row.try_get(2)?;
+    let scopes = scope_names
+        .iter()
+        .map(|name| name.parse::<Scope>().map_err(StoreError::Internal))
+        .collect::<Result<_, _>>()?;
+    Ok(ApiKey {
+        key_id: row.try_get(0)?,
+        tenant_id: TenantId(row.try_get(1)?),
+        scopes,
+        secret_hash: row.try_get(3)?,
+        created_at: row.try_get(4)?,
+        revoked_at: row.try_get(5)?,
+    })
+}
+
+fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
+    Ok(Event {
+        tenant_id: TenantId(row.try_get(0)?),
+        event_id: row.try_get(1)?,
+        event_type: row.try_get(2)?,
+        user_id: row.try_get(3)?,
+        session_id: row.try_get(4)?,
+        timestamp: row.try_get(5)?,
+        client_timestamp: row.try_get(6)?,
+        received_at: row.try_get(7)?,
+        properties_json: row.try_get(8)?,
+    })
+}

@@ -1,0 +1,339 @@
+//! The embedded SQLite store: zero set-up, one file in the data directory, WAL mode with
+//! full synchronous commits so that an acknowledged event survives a crash.
+
+use std::{collections::BTreeMap, path::Path, str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use eventline_core::{ApiKey, Event, IngestOutcome, Scope, Tenant, TenantId};
+use sqlx::{
+    Row, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+};
+use uuid::Uuid;
+
+use crate::{Store, StoreError, hour_of};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// A SQLite-backed store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `eventline.sqlite3` in `data_dir`.
+    pub async fn open_dir(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|error| {
+            StoreError::Config(format!("cannot create data dir {}: {error}", data_dir.display()))
+        })?;
+        let options = SqliteConnectOptions::new().filename(data_dir.join("eventline.sqlite3"));
+        Self::connect_with(options).await
+    }
+
+    /// Opens a `sqlite:` URL.
+    pub async fn connect_url(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|error| StoreError::Config(format!("invalid sqlite url: {error}")))?;
+        Self::connect_with(options).await
+    }
+
+    async fn connect_with(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+}
+
+fn micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+fn from_micros(value: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(value)
+        .ok_or_else(|| StoreError::Internal(format!("stored time {value} is out of range")))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, events: &[Event]) -> Result<Vec<IngestOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut rollup: BTreeMap<(String, i64, &str), i64> = BTreeMap::new();
+        // BEGIN IMMEDIATE takes the write lock up front instead of failing on upgrade.
+        let mut connection = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *connection).await?;
+        let result: Result<(), StoreError> = async {
+            for event in events {
+                let inserted = sqlx::query(
+                    "INSERT INTO events (tenant_id, event_id, event_type, user_id, session_id,
+                         timestamp_us, client_timestamp_us, received_us, properties)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (tenant_id, event_id) DO NOTHING",
+                )
+                .bind(event.tenant_id.to_string())
+                .bind(&event.event_id)
+                .bind(&event.event_type)
+                .bind(event.user_id.as_deref())
+                .bind(event.session_id.as_deref())
+                .bind(micros(event.timestamp))
+                .bind(event.client_timestamp.map(micros))
+                .bind(micros(event.received_at))
+                .bind(&event.properties_json)
+                .execute(&mut *connection)
+                .await?
+                .rows_affected()
+                    == 1;
+                if inserted {
+                    let key = (event.tenant_id.to_string(), micros(hour_of(event.timestamp)), event.event_type.as_str());
+                    *rollup.entry(key).or_default() += 1;
+                    outcomes.push(IngestOutcome::Accepted);
+                } else {
+                    outcomes.push(IngestOutcome::Duplicate);
+                }
+            }
+            for ((tenant_id, hour_us, event_type), count) in &rollup {
+                sqlx::query(
+                    "INSERT INTO event_rollups_hourly (tenant_id, hour_us, event_type, event_count)
+                     VALUES (?, ?, ?, ?)
+                     ON CONFLICT (tenant_id, hour_us, event_type)
+                     DO UPDATE SET event_count = event_count + excluded.event_count",
+                )
+                .bind(tenant_id)
+                .bind(hour_us)
+                .bind(event_type)
+                .bind(count)
+                .execute(&mut *connection)
+                .await?;
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                sqlx::query("COMMIT").execute(&mut *connection).await?;
+                Ok(outcomes)
+            }
+            Err(error) => {
+                // A failed ROLLBACK leaves the connection unusable: drop it from the pool.
+                if sqlx::query("ROLLBACK").execute(&mut *connection).await.is_err() {
+                    connection.close_on_drop();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await?;
+        let embedded = MIGRATOR.iter().count() as i64;
+        if applied < embedded {
+            return Err(StoreError::Unavailable(format!("{applied} of {embedded} migrations applied")));
+        }
+        Ok(())
+    }
+
+    async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        let tenant = Tenant { tenant_id: TenantId::generate(), name: name.to_owned(), created_at: eventline_core::time::now() };
+        sqlx::query("INSERT INTO tenants (tenant_id, name, created_us) VALUES (?, ?, ?)")
+            .bind(tenant.tenant_id.to_string())
+            .bind(name)
+            .bind(micros(tenant.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(|error| match StoreError::from(error) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!("tenant name {name:?} is taken")),
+                other => other,
+            })?;
+        Ok(tenant)
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows = sqlx::query("SELECT tenant_id, name, created_us FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn bootstrap(&self, name: &str, key: &ApiKey) -> Result<bool, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *connection).await?;
+        let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&mut *connection).await?;
+        if existing > 0 {
+            sqlx::query("ROLLBACK").execute(&mut *connection).await?;
+            return Ok(false);
+        }
+        let created = async {
+            sqlx::query("INSERT INTO tenants (tenant_id, name, created_us) VALUES (?, ?, ?)")
+                .bind(key.tenant_id.to_string())
+                .bind(name)
+                .bind(micros(key.created_at))
+                .execute(&mut *connection)
+                .await?;
+            insert_key(&mut *connection, key).await
+        }
+        .await;
+        match created {
+            Ok(()) => {
+                sqlx::query("COMMIT").execute(&mut *connection).await?;
+                Ok(true)
+            }
+            Err(error) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        insert_key(&mut connection, key).await.map_err(|error| match error {
+            StoreError::NotFound(_) => StoreError::NotFound(format!("tenant {} does not exist", key.tenant_id)),
+            other => other,
+        })
+    }
+
+    async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let row = sqlx::query(
+            "SELECT key_id, tenant_id, scopes, secret_hash, created_us, revoked_us FROM api_keys WHERE key_id = ?",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self, tenant_id: TenantId) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key_id, tenant_id, scopes, secret_hash, created_us, revoked_us FROM api_keys
+             WHERE tenant_id = ? ORDER BY created_us, key_id",
+        )
+        .bind(tenant_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, key_id: &str) -> Result<ApiKey, StoreError> {
+        let row = sqlx::query(
+            "UPDATE api_keys SET revoked_us = coalesce(revoked_us, ?) WHERE key_id = ?
+             RETURNING key_id, tenant_id, scopes, secret_hash, created_us, revoked_us",
+        )
+        .bind(micros(eventline_core::time::now()))
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = row.ok_or_else(|| StoreError::NotFound(format!("api key {key_id:?} does not exist")))?;
+        key_from_row(&row)
+    }
+
+    async fn event(&self, tenant_id: TenantId, event_id: &str) -> Result<Option<Event>, StoreError> {
+        let row = sqlx::query(
+            "SELECT tenant_id, event_id, event_type, user_id, session_id, timestamp_us,
+                    client_timestamp_us, received_us, properties
+             FROM events WHERE tenant_id = ? AND event_id = ?",
+        )
+        .bind(tenant_id.to_string())
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn count_events(&self, tenant_id: TenantId, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE tenant_id = ? AND timestamp_us >= ? AND timestamp_us < ?",
+        )
+        .bind(tenant_id.to_string())
+        .bind(micros(start))
+        .bind(micros(end))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count.max(0) as u64)
+    }
+
+    async fn rollup_total(&self, tenant_id: TenantId, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<u64, StoreError> {
+        let total: Option<i64> = sqlx::query_scalar(
+            "SELECT sum(event_count) FROM event_rollups_hourly WHERE tenant_id = ? AND hour_us >= ? AND hour_us < ?",
+        )
+        .bind(tenant_id.to_string())
+        .bind(micros(start))
+        .bind(micros(end))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(total.unwrap_or(0).max(0) as u64)
+    }
+}
+
+async fn insert_key(connection: &mut sqlx::SqliteConnection, key: &ApiKey) -> Result<(), StoreError> {
+    let scopes: Vec<&str> = key.scopes.iter().map(|scope| scope.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO api_keys (key_id, tenant_id, scopes, secret_hash, created_us) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&key.key_id)
+    .bind(key.tenant_id.to_string())
+    .bind(scopes.join(","))
+    .bind(&key.secret_hash)
+    .bind(micros(key.created_at))
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+fn parse_tenant_id(text: &str) -> Result<TenantId, StoreError> {
+    Uuid::parse_str(text).map(TenantId).map_err(|error| StoreError::Internal(format!("stored tenant id {text:?}: {error}")))
+}
+
+fn tenant_from_row(row: &SqliteRow) -> Result<Tenant, StoreError> {
+    Ok(Tenant {
+        tenant_id: parse_tenant_id(row.try_get(0)?)?,
+        name: row.try_get(1)?,
+        created_at: from_micros(row.try_get(2)?)?,
+    })
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
+    let scope_names: &str = row.try_get(2)?;
+    let scopes = scope_names
+        .split(',')
+        .filter(|name| !name.is_empty())
+        .map(|name| name.parse::<Scope>().map_err(StoreError::Internal))
+        .collect::<Result<_, _>>()?;
+    let revoked_us: Option<i64> = row.try_get(5)?;
+    Ok(ApiKey {
+        key_id: row.try_get(0)?,
+        tenant_id: parse_tenant_id(row.try_get(1)?)?,
+        scopes,
+        secret_hash: row.try_get(3)?,
+        created_at: from_micros(row.try_get(4)?)?,
+        revoked_at: revoked_us.map(from_micros).transpose()?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
+    let client_timestamp_us: Option<i64> = row.try_get(6)?;
+    Ok(Event {
+        tenant_id: parse_tenant_id(row.try_get(0)?)?,
+        event_id: row.try_get(1)?,
+        event_type: row.try_get(2)?,
+        user_id: row.try_get(3)?,
+        session_id: row.try_get(4)?,
+        timestamp: from_micros(row.try_get(5)?)?,
+        client_timestamp: client_timestamp_us.map(from_micros).transpose()?,
+        received_at: from_micros(row.try_get(7)?)?,
+        properties_json: row.try_get(8)?,
+    })
+}

@@ -1,0 +1,166 @@
+//! Test harness: fresh databases for every test. PostgreSQL comes from `DATABASE_URL`
+//! when it is set, else from a throwaway cluster started from the local PostgreSQL
+//! binaries and shared by every test process of the run. Neither available is a panic
+//! with the reason, never a skip.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+use crate::{postgres::PgStore, sqlite::SqliteStore};
+
+const CLUSTER_PORT: u16 = 55_439;
+
+/// A fresh, migrated PostgreSQL store on its own database.
+pub async fn fresh_pg_store() -> PgStore {
+    let url = fresh_postgres_database().await;
+    let store = PgStore::connect(&url, 4).await.expect("connect to the test database");
+    store.migrate().await.expect("migrate the test database");
+    store
+}
+
+/// A fresh, migrated SQLite store in a temporary directory (kept alive by the guard).
+pub async fn fresh_sqlite_store() -> (SqliteStore, tempfile::TempDir) {
+    let directory = tempfile::tempdir().expect("create a temporary directory");
+    let store = SqliteStore::open_dir(directory.path()).await.expect("open sqlite store");
+    store.migrate().await.expect("migrate sqlite store");
+    (store, directory)
+}
+
+/// Creates an empty database named `eventline_test_<uuid>` and returns its URL.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let admin_url = postgres_admin_url();
+    let name = format!("eventline_test_{}", uuid::Uuid::new_v4().simple());
+    let mut connection = sqlx::PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect to test PostgreSQL at {admin_url}: {error}"));
+    // The name is generated here from a UUID, never from input.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut connection)
+        .await
+        .expect("create test database");
+    let _ = connection.close().await;
+    with_database(admin_url, &name)
+}
+
+/// The URL of a PostgreSQL server tests may create databases on.
+pub fn postgres_admin_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => start_throwaway_cluster(),
+    })
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_end = base.find("://").map(|scheme| scheme + 3).unwrap_or(0);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    format!("{base}/{database}{query}")
+}
+
+/// Starts (once per machine and run) a cluster in the temp dir and returns its URL.
+fn start_throwaway_cluster() -> String {
+    let bin_dir = find_postgres_bin_dir().unwrap_or_else(|| {
+        panic!(
+            "no PostgreSQL for tests: DATABASE_URL is unset and no initdb/pg_ctl was found \
+             in /usr/lib/postgresql/*/bin or PATH; set DATABASE_URL or install PostgreSQL"
+        )
+    });
+    let root = std::env::temp_dir().join(format!("eventline-test-pg-{CLUSTER_PORT}"));
+    std::fs::create_dir_all(&root).expect("create cluster dir");
+    // Every test process of the run shares one cluster; the lock makes one of them start it.
+    let lock_file = std::fs::File::create(root.join("lock")).expect("create cluster lock");
+    lock_file.lock().expect("lock cluster dir");
+    let data_dir = root.join("data");
+    if !data_dir.join("PG_VERSION").exists() {
+        run_as_postgres(&root, &bin_dir.join("initdb"), &["-D", path_str(&data_dir), "-U", "postgres", "-A", "trust"]);
+    }
+    let running = as_postgres_command(&root, &bin_dir.join("pg_ctl"), &["-D", path_str(&data_dir), "status"])
+        .status()
+        .map(|status| status.success())
+        .unwrap_or(false);
+    if !running {
+        let options = format!(
+            "-k {} -p {CLUSTER_PORT} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+            root.display()
+        );
+        run_as_postgres(
+            &root,
+            &bin_dir.join("pg_ctl"),
+            &["-D", path_str(&data_dir), "-w", "-l", path_str(&root.join("log")), "-o", &options, "start"],
+        );
+    }
+    format!("postgres://postgres@127.0.0.1:{CLUSTER_PORT}/postgres")
+}
+
+fn find_postgres_bin_dir() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin"))
+        .collect();
+    candidates.sort();
+    candidates.reverse();
+    if let Ok(path) = std::env::var("PATH") {
+        candidates.extend(std::env::split_paths(&path));
+    }
+    candidates.into_iter().find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|out| out.stdout.starts_with(b"0")).unwrap_or(false)
+}
+
+/// initdb refuses to run as root: run the cluster as the `postgres` user then.
+fn as_postgres_command(root: &Path, program: &Path, args: &[&str]) -> Command {
+    if is_root() {
+        let _ = Command::new("chown").args(["-R", "postgres", path_str(root)]).status();
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program).args(args);
+        command
+    } else {
+        let mut command = Command::new(program);
+        command.args(args);
+        command
+    }
+}
+
+fn run_as_postgres(root: &Path, program: &Path, args: &[&str]) {
+    let output = as_postgres_command(root, program, args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", program.display()));
+    assert!(
+        output.status.success(),
+        "{} failed: {}{}",
+        program.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_name_replaces_the_path_and_keeps_the_query() {
+        assert_eq!(with_database("postgres://u@h:5/postgres", "x"), "postgres://u@h:5/x");
+        assert_eq!(with_database("postgres://u@h:5/postgres?sslmode=disable", "x"), "postgres://u@h:5/x?sslmode=disable");
+        assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
+    }
+}
