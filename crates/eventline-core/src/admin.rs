@@ -20,9 +20,9 @@ impl TenantId {
 
     /// Parses the `tenant_id` field of a request.
     pub fn parse(field: &str, text: &str) -> Result<Self, Error> {
-        Uuid::parse_str(text)
-            .map(Self)
-            .map_err(|_| Error::invalid(field, format!("must be a tenant id (a UUID), got {text:?}")))
+        Uuid::parse_str(text).map(Self).map_err(|_| {
+            Error::invalid(field, format!("must be a tenant id (a UUID), got {text:?}"))
+        })
     }
 }
 
@@ -59,7 +59,10 @@ impl Scope {
             Ok(v1::Scope::Ingest) => Ok(Self::Ingest),
             Ok(v1::Scope::Query) => Ok(Self::Query),
             Ok(v1::Scope::Admin) => Ok(Self::Admin),
-            _ => Err(Error::invalid(field, format!("must be SCOPE_INGEST, SCOPE_QUERY or SCOPE_ADMIN, got {value}"))),
+            _ => Err(Error::invalid(
+                field,
+                format!("must be SCOPE_INGEST, SCOPE_QUERY or SCOPE_ADMIN, got {value}"),
+            )),
         }
     }
 
@@ -132,7 +135,11 @@ impl ApiKey {
         v1::ApiKey {
             key_id: self.key_id.clone(),
             tenant_id: self.tenant_id.to_string(),
-            scopes: self.scopes.iter().map(|scope| scope.to_proto() as i32).collect(),
+            scopes: self
+                .scopes
+                .iter()
+                .map(|scope| scope.to_proto() as i32)
+                .collect(),
             create_time: Some(time::to_proto(self.created_at)),
             revoke_time: self.revoked_at.map(time::to_proto),
         }
@@ -143,7 +150,10 @@ impl ApiKey {
 pub fn validate_tenant_name(field: &str, name: &str) -> Result<(), Error> {
     let chars = name.chars().count();
     if chars == 0 || chars > crate::limits::MAX_TENANT_NAME_CHARS {
-        return Err(Error::invalid(field, format!("must be 1 to 128 characters, got {chars}")));
+        return Err(Error::invalid(
+            field,
+            format!("must be 1 to 128 characters, got {chars}"),
+        ));
     }
     if name.chars().any(char::is_control) {
         return Err(Error::invalid(field, "must not contain control characters"));

@@ -61,7 +61,10 @@ pub struct FieldViolation {
 impl FieldViolation {
     /// Creates a violation of `field`.
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self { field: field.into(), description: description.into() }
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
     }
 
     /// Prefixes the field path, turning `event_type` into `events[3].event_type`.
@@ -105,7 +108,9 @@ pub enum Error {
 impl Error {
     /// An invalid-argument error naming `field`.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self::InvalidArgument { violation: FieldViolation::new(field, description) }
+        Self::InvalidArgument {
+            violation: FieldViolation::new(field, description),
+        }
     }
 
     /// The error's code.
@@ -155,11 +160,7 @@ impl From<Error> for tonic::Status {
         if let Some(delay) = error.retry_after() {
             details.set_retry_info(Some(delay));
         }
-        tonic::Status::with_error_details(
-            error.code().grpc_code(),
-            error.public_message(),
-            details,
-        )
+        tonic::Status::with_error_details(error.code().grpc_code(), error.public_message(), details)
     }
 }
 
@@ -172,7 +173,9 @@ mod tests {
         let status: tonic::Status = Error::invalid("event.event_type", "must not be empty").into();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().contains("event.event_type"));
-        let bad_request = status.get_details_bad_request().expect("bad request detail");
+        let bad_request = status
+            .get_details_bad_request()
+            .expect("bad request detail");
         assert_eq!(bad_request.field_violations[0].field, "event.event_type");
     }
 

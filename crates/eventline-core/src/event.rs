@@ -27,8 +27,8 @@ pub struct Event {
 impl Event {
     /// Converts to the API message.
     pub fn to_proto(&self) -> v1::Event {
-        let properties = serde_json::from_str::<pbjson_types::Struct>(&self.properties_json)
-            .unwrap_or_default();
+        let properties =
+            serde_json::from_str::<pbjson_types::Struct>(&self.properties_json).unwrap_or_default();
         v1::Event {
             event_id: self.event_id.clone(),
             event_type: self.event_type.clone(),

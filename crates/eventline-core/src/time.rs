@@ -36,13 +36,28 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_microseconds_and_drops_nanoseconds() {
-        let proto = Timestamp { seconds: 1_700_000_000, nanos: 123_456_789 };
+        let proto = Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 123_456_789,
+        };
         let time = from_proto(&proto).expect("valid timestamp");
-        assert_eq!(to_proto(time), Timestamp { seconds: 1_700_000_000, nanos: 123_456_000 });
+        assert_eq!(
+            to_proto(time),
+            Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123_456_000
+            }
+        );
     }
 
     #[test]
     fn negative_nanos_are_invalid() {
-        assert!(from_proto(&Timestamp { seconds: 0, nanos: -1 }).is_none());
+        assert!(
+            from_proto(&Timestamp {
+                seconds: 0,
+                nanos: -1
+            })
+            .is_none()
+        );
     }
 }

@@ -26,20 +26,33 @@ impl IngestClock {
     /// clock); larger ones shift every event timestamp, as Segment does.
     pub fn new(received_at: DateTime<Utc>, sent_at: Option<&Timestamp>) -> Result<Self, Error> {
         let Some(sent_at) = sent_at else {
-            return Ok(Self { received_at, skew_correction: chrono::Duration::zero() });
+            return Ok(Self {
+                received_at,
+                skew_correction: chrono::Duration::zero(),
+            });
         };
         let sent_at = time::from_proto(sent_at)
             .ok_or_else(|| Error::invalid("sent_at", "must be a valid timestamp"))?;
         let skew = received_at - sent_at;
         let threshold = chrono::Duration::from_std(limits::CLOCK_SKEW_THRESHOLD)
             .unwrap_or(chrono::Duration::MAX);
-        let skew_correction = if skew.abs() > threshold { skew } else { chrono::Duration::zero() };
-        Ok(Self { received_at, skew_correction })
+        let skew_correction = if skew.abs() > threshold {
+            skew
+        } else {
+            chrono::Duration::zero()
+        };
+        Ok(Self {
+            received_at,
+            skew_correction,
+        })
     }
 
     /// A clock with no skew correction, received now.
     pub fn now() -> Self {
-        Self { received_at: time::now(), skew_correction: chrono::Duration::zero() }
+        Self {
+            received_at: time::now(),
+            skew_correction: chrono::Duration::zero(),
+        }
     }
 }
 
@@ -54,11 +67,19 @@ pub fn validate_event(
     if encoded_len > limits::MAX_EVENT_BYTES {
         return Err(FieldViolation::new(
             "event",
-            format!("encoded event is {encoded_len} bytes, over the limit of {} bytes", limits::MAX_EVENT_BYTES),
+            format!(
+                "encoded event is {encoded_len} bytes, over the limit of {} bytes",
+                limits::MAX_EVENT_BYTES
+            ),
         ));
     }
     let event_id = normalize_event_id(event.event_id)?;
-    check_text("event_type", &event.event_type, 1, limits::MAX_EVENT_TYPE_CHARS)?;
+    check_text(
+        "event_type",
+        &event.event_type,
+        1,
+        limits::MAX_EVENT_TYPE_CHARS,
+    )?;
     let user_id = optional_id("user_id", event.user_id)?;
     let session_id = optional_id("session_id", event.session_id)?;
     let (timestamp, client_timestamp) = event_time(event.timestamp.as_ref(), clock)?;
@@ -92,7 +113,12 @@ fn optional_id(field: &str, value: String) -> Result<Option<String>, FieldViolat
     Ok(Some(value))
 }
 
-fn check_text(field: &str, value: &str, min_chars: usize, max_chars: usize) -> Result<(), FieldViolation> {
+fn check_text(
+    field: &str,
+    value: &str,
+    min_chars: usize,
+    max_chars: usize,
+) -> Result<(), FieldViolation> {
     // Byte length bounds the char count from above, so most values skip the count.
     if value.len() < min_chars || value.len() > max_chars {
         let chars = value.chars().count();
@@ -104,7 +130,10 @@ fn check_text(field: &str, value: &str, min_chars: usize, max_chars: usize) -> R
         }
     }
     if value.chars().any(char::is_control) {
-        return Err(FieldViolation::new(field, "must not contain control characters"));
+        return Err(FieldViolation::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -120,7 +149,9 @@ fn event_time(
         .ok_or_else(|| FieldViolation::new("timestamp", "must be a valid timestamp"))?;
     let corrected = client_time
         .checked_add_signed(clock.skew_correction)
-        .ok_or_else(|| FieldViolation::new("timestamp", "is out of range after clock-skew correction"))?;
+        .ok_or_else(|| {
+            FieldViolation::new("timestamp", "is out of range after clock-skew correction")
+        })?;
     if corrected.timestamp() < limits::MIN_EVENT_UNIX_SECONDS {
         return Err(FieldViolation::new(
             "timestamp",
@@ -132,14 +163,20 @@ fn event_time(
     if corrected > latest {
         return Err(FieldViolation::new(
             "timestamp",
-            format!("{} is more than 1 hour after the receive time", corrected.to_rfc3339()),
+            format!(
+                "{} is more than 1 hour after the receive time",
+                corrected.to_rfc3339()
+            ),
         ));
     }
     Ok((corrected, Some(client_time)))
 }
 
 /// Encodes `properties` as a JSON object, checking depth, NUL characters and numbers.
-fn encode_properties(properties: Option<&Struct>, size_hint: usize) -> Result<String, FieldViolation> {
+fn encode_properties(
+    properties: Option<&Struct>,
+    size_hint: usize,
+) -> Result<String, FieldViolation> {
     let mut json = Vec::with_capacity(size_hint.min(64 * 1024));
     match properties {
         None => json.extend_from_slice(b"{}"),
@@ -149,12 +186,20 @@ fn encode_properties(properties: Option<&Struct>, size_hint: usize) -> Result<St
     String::from_utf8(json).map_err(|_| FieldViolation::new("properties", "must be valid UTF-8"))
 }
 
-fn write_struct(json: &mut Vec<u8>, object: &Struct, depth: usize, path: &str) -> Result<(), FieldViolation> {
+fn write_struct(
+    json: &mut Vec<u8>,
+    object: &Struct,
+    depth: usize,
+    path: &str,
+) -> Result<(), FieldViolation> {
     check_depth(depth, path)?;
     json.push(b'{');
     for (position, (key, value)) in object.fields.iter().enumerate() {
         if key.contains('\0') {
-            return Err(FieldViolation::new(path, "keys must not contain NUL characters"));
+            return Err(FieldViolation::new(
+                path,
+                "keys must not contain NUL characters",
+            ));
         }
         if position > 0 {
             json.push(b',');
@@ -175,11 +220,17 @@ fn write_value(
 ) -> Result<(), FieldViolation> {
     match &value.kind {
         None | Some(Kind::NullValue(_)) => json.extend_from_slice(b"null"),
-        Some(Kind::BoolValue(flag)) => json.extend_from_slice(if *flag { b"true" } else { b"false" }),
-        Some(Kind::NumberValue(number)) => write_number(json, *number).map_err(|description| FieldViolation::new(path(), description))?,
+        Some(Kind::BoolValue(flag)) => {
+            json.extend_from_slice(if *flag { b"true" } else { b"false" })
+        }
+        Some(Kind::NumberValue(number)) => write_number(json, *number)
+            .map_err(|description| FieldViolation::new(path(), description))?,
         Some(Kind::StringValue(text)) => {
             if text.contains('\0') {
-                return Err(FieldViolation::new(path(), "must not contain NUL characters"));
+                return Err(FieldViolation::new(
+                    path(),
+                    "must not contain NUL characters",
+                ));
             }
             write_json_string(json, text);
         }
@@ -239,18 +290,30 @@ mod tests {
     }
 
     fn event(event_type: &str) -> v1::Event {
-        v1::Event { event_type: event_type.into(), ..Default::default() }
+        v1::Event {
+            event_type: event_type.into(),
+            ..Default::default()
+        }
     }
 
     fn string_value(text: &str) -> Value {
-        Value { kind: Some(Kind::StringValue(text.into())) }
+        Value {
+            kind: Some(Kind::StringValue(text.into())),
+        }
     }
 
     fn nested(depth: usize) -> Struct {
-        let mut object = Struct { fields: HashMap::from([("leaf".to_owned(), string_value("x"))]) };
+        let mut object = Struct {
+            fields: HashMap::from([("leaf".to_owned(), string_value("x"))]),
+        };
         for _ in 1..depth {
             object = Struct {
-                fields: HashMap::from([("n".to_owned(), Value { kind: Some(Kind::StructValue(object)) })]),
+                fields: HashMap::from([(
+                    "n".to_owned(),
+                    Value {
+                        kind: Some(Kind::StructValue(object)),
+                    },
+                )]),
             };
         }
         object
@@ -282,7 +345,12 @@ mod tests {
         assert_eq!(violation.field, "user_id");
         let mut control = event("sign\nup");
         control.event_id = "a".into();
-        assert_eq!(validate_event(tenant(), control, &IngestClock::now()).unwrap_err().field, "event_type");
+        assert_eq!(
+            validate_event(tenant(), control, &IngestClock::now())
+                .unwrap_err()
+                .field,
+            "event_type"
+        );
     }
 
     #[test]
@@ -291,13 +359,26 @@ mod tests {
         with_props.properties = Some(Struct {
             fields: HashMap::from([
                 ("plan".to_owned(), string_value("pro \"x\"")),
-                ("seats".to_owned(), Value { kind: Some(Kind::NumberValue(5.0)) }),
-                ("ratio".to_owned(), Value { kind: Some(Kind::NumberValue(0.5)) }),
+                (
+                    "seats".to_owned(),
+                    Value {
+                        kind: Some(Kind::NumberValue(5.0)),
+                    },
+                ),
+                (
+                    "ratio".to_owned(),
+                    Value {
+                        kind: Some(Kind::NumberValue(0.5)),
+                    },
+                ),
             ]),
         });
         let stored = validate_event(tenant(), with_props, &IngestClock::now()).unwrap();
         let parsed: serde_json::Value = serde_json::from_str(&stored.properties_json).unwrap();
-        assert_eq!(parsed, serde_json::json!({"plan": "pro \"x\"", "seats": 5, "ratio": 0.5}));
+        assert_eq!(
+            parsed,
+            serde_json::json!({"plan": "pro \"x\"", "seats": 5, "ratio": 0.5})
+        );
     }
 
     #[test]
@@ -315,33 +396,69 @@ mod tests {
     #[test]
     fn nul_characters_and_non_finite_numbers_are_rejected() {
         let mut nul = event("x");
-        nul.properties = Some(Struct { fields: HashMap::from([("k".to_owned(), string_value("a\0b"))]) });
-        assert_eq!(validate_event(tenant(), nul, &IngestClock::now()).unwrap_err().field, "properties.k");
+        nul.properties = Some(Struct {
+            fields: HashMap::from([("k".to_owned(), string_value("a\0b"))]),
+        });
+        assert_eq!(
+            validate_event(tenant(), nul, &IngestClock::now())
+                .unwrap_err()
+                .field,
+            "properties.k"
+        );
         let mut nan = event("x");
         nan.properties = Some(Struct {
-            fields: HashMap::from([("n".to_owned(), Value { kind: Some(Kind::NumberValue(f64::NAN)) })]),
+            fields: HashMap::from([(
+                "n".to_owned(),
+                Value {
+                    kind: Some(Kind::NumberValue(f64::NAN)),
+                },
+            )]),
         });
-        assert_eq!(validate_event(tenant(), nan, &IngestClock::now()).unwrap_err().field, "properties.n");
+        assert_eq!(
+            validate_event(tenant(), nan, &IngestClock::now())
+                .unwrap_err()
+                .field,
+            "properties.n"
+        );
     }
 
     #[test]
     fn oversized_event_is_rejected() {
         let mut big = event("big");
         big.properties = Some(Struct {
-            fields: HashMap::from([("blob".to_owned(), string_value(&"x".repeat(limits::MAX_EVENT_BYTES)))]),
+            fields: HashMap::from([(
+                "blob".to_owned(),
+                string_value(&"x".repeat(limits::MAX_EVENT_BYTES)),
+            )]),
         });
-        assert_eq!(validate_event(tenant(), big, &IngestClock::now()).unwrap_err().field, "event");
+        assert_eq!(
+            validate_event(tenant(), big, &IngestClock::now())
+                .unwrap_err()
+                .field,
+            "event"
+        );
     }
 
     #[test]
     fn timestamps_before_1971_or_an_hour_ahead_are_rejected() {
         let clock = IngestClock::now();
         let mut old = event("x");
-        old.timestamp = Some(Timestamp { seconds: 1000, nanos: 0 });
-        assert_eq!(validate_event(tenant(), old, &clock).unwrap_err().field, "timestamp");
+        old.timestamp = Some(Timestamp {
+            seconds: 1000,
+            nanos: 0,
+        });
+        assert_eq!(
+            validate_event(tenant(), old, &clock).unwrap_err().field,
+            "timestamp"
+        );
         let mut future = event("x");
-        future.timestamp = Some(time::to_proto(clock.received_at + chrono::Duration::minutes(61)));
-        assert_eq!(validate_event(tenant(), future, &clock).unwrap_err().field, "timestamp");
+        future.timestamp = Some(time::to_proto(
+            clock.received_at + chrono::Duration::minutes(61),
+        ));
+        assert_eq!(
+            validate_event(tenant(), future, &clock).unwrap_err().field,
+            "timestamp"
+        );
     }
 
     #[test]
@@ -355,7 +472,10 @@ mod tests {
         skewed.timestamp = Some(time::to_proto(raw));
         let stored = validate_event(tenant(), skewed, &clock).unwrap();
         assert_eq!(stored.client_timestamp, Some(raw));
-        assert_eq!(stored.timestamp, received_at - chrono::Duration::seconds(10));
+        assert_eq!(
+            stored.timestamp,
+            received_at - chrono::Duration::seconds(10)
+        );
     }
 
     #[test]

@@ -1,1 +1,284 @@
-//! placeholder
+//! eventline's server: the gRPC services (Ingest, Query, Admin, health, reflection,
+//! gRPC-Web), the group-commit writer, API-key auth, configuration and [`Server`], which
+//! `main` and the integration tests run alike. It depends on the store, core and proto
+//! crates and nothing depends on it but the binary.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+mod health;
+pub mod ingest;
+pub mod query;
+pub mod writer;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use eventline_core::{Scope, TenantId};
+use eventline_proto::v1::{
+    admin_service_server::AdminServiceServer, ingest_service_server::IngestServiceServer,
+    query_service_server::QueryServiceServer,
+};
+use eventline_store::Store;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
+use tracing::info;
+
+pub use config::Config;
+
+use crate::{
+    admin::AdminApi,
+    auth::{Authenticator, issue_key},
+    ingest::IngestApi,
+    query::QueryApi,
+    writer::{Writer, WriterOptions, WriterTasks},
+};
+
+/// Largest response message; a page of events may be large, but never unbounded.
+const MAX_ENCODING_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// How long in-flight requests get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+/// Errors that stop the server from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] eventline_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// The key created on the first start of an empty database.
+#[derive(Debug, Clone)]
+pub struct BootstrapKey {
+    pub tenant_id: TenantId,
+    pub key_id: String,
+    pub secret: String,
+}
+
+/// A started server: store open and migrated, listener bound, writer running.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    grpc_addr: SocketAddr,
+    bootstrap_key: Option<BootstrapKey>,
+}
+
+impl Server {
+    /// Opens the store, applies migrations, bootstraps an empty database and binds the
+    /// gRPC listener.
+    pub async fn start(config: Config) -> Result<Self, ServeError> {
+        config.validate().map_err(ServeError::Config)?;
+        let max_connections = match config.database.max_connections {
+            0 => writer_workers(&config) as u32 + 4,
+            configured => configured,
+        };
+        let store = eventline_store::open(
+            config.database.url.as_deref(),
+            &config.data.dir,
+            max_connections,
+        )
+        .await?;
+        let bootstrap_key = bootstrap(&*store, config.bootstrap.api_key.as_deref()).await?;
+        let listener = TcpListener::bind(config.grpc.addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.grpc.addr,
+                source,
+            })?;
+        let grpc_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.grpc.addr,
+            source,
+        })?;
+        Ok(Self {
+            config,
+            store,
+            listener,
+            grpc_addr,
+            bootstrap_key,
+        })
+    }
+
+    /// The bound gRPC address (useful with port 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The key created by this start, if the database was empty.
+    pub fn bootstrap_key(&self) -> Option<&BootstrapKey> {
+        self.bootstrap_key.as_ref()
+    }
+
+    /// The store, for tests that check what was written.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
+    /// finish (bounded) and commits every queued event before returning.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Server {
+            config,
+            store,
+            listener,
+            grpc_addr,
+            ..
+        } = self;
+        let (writer, writer_tasks) = Writer::start(Arc::clone(&store), writer_options(&config));
+        let auth = Authenticator::new(Arc::clone(&store), config.admin.token.as_deref());
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let health_task = tokio::spawn(health::watch(
+            Arc::clone(&store),
+            writer.clone(),
+            health_reporter,
+        ));
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(eventline_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(eventline_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let max_message = eventline_core::limits::MAX_MESSAGE_BYTES;
+        let ingest = IngestServiceServer::new(IngestApi::new(auth.clone(), writer.clone()))
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip);
+        let query = QueryServiceServer::new(QueryApi::new(auth.clone()))
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+        let admin = AdminServiceServer::new(AdminApi::new(auth.clone(), Arc::clone(&store)))
+            .max_decoding_message_size(1024 * 1024)
+            .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+        drop(writer);
+
+        let (stop_accepting, stop_signal) = tokio::sync::watch::channel(false);
+        let router = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .max_concurrent_streams(config.grpc.max_concurrent_streams)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_keepalive(Some(Duration::from_secs(60)))
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(ingest)
+            .add_service(query)
+            .add_service(admin);
+        let mut wait_for_stop = stop_signal.clone();
+        let serving =
+            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = wait_for_stop.wait_for(|stopped| *stopped).await;
+            });
+        info!(grpc_addr = %grpc_addr, store = store_kind(&config), "eventline serving");
+        tokio::spawn(async move {
+            shutdown.await;
+            info!("shutdown requested: draining in-flight requests");
+            let _ = stop_accepting.send(true);
+        });
+        let mut grace_signal = stop_signal;
+        let grace = async move {
+            let _ = grace_signal.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let result = tokio::select! {
+            served = serving => served.map_err(ServeError::from),
+            () = grace => {
+                tracing::warn!("shutdown grace period over: closing remaining streams");
+                Ok(())
+            }
+        };
+        health_task.abort();
+        drain_writer(writer_tasks).await;
+        info!("eventline stopped");
+        result
+    }
+}
+
+/// Runs a server until `shutdown`: the library entry point `main` calls.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    Server::start(config).await?.run(shutdown).await
+}
+
+async fn drain_writer(tasks: WriterTasks) {
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "writer did not drain in time; unacknowledged events are left to client retries"
+        );
+    }
+}
+
+/// Creates the `default` tenant and an ingest+query key when the database has no tenant.
+async fn bootstrap(
+    store: &dyn Store,
+    secret: Option<&str>,
+) -> Result<Option<BootstrapKey>, ServeError> {
+    if !store.list_tenants().await?.is_empty() {
+        return Ok(None);
+    }
+    let issued = issue_key(
+        TenantId::generate(),
+        vec![Scope::Ingest, Scope::Query],
+        secret,
+    );
+    if !store.bootstrap("default", &issued.key).await? {
+        return Ok(None);
+    }
+    Ok(Some(BootstrapKey {
+        tenant_id: issued.key.tenant_id,
+        key_id: issued.key.key_id,
+        secret: issued.secret,
+    }))
+}
+
+fn writer_workers(config: &Config) -> usize {
+    match config.writer.workers {
+        0 if config.uses_postgres() => 2,
+        0 => 1,
+        workers => workers as usize,
+    }
+}
+
+fn writer_options(config: &Config) -> WriterOptions {
+    WriterOptions {
+        queue_events: config.writer.queue_events as usize,
+        max_batch_events: config.writer.max_batch_events as usize,
+        workers: writer_workers(config),
+        enqueue_timeout: Duration::from_millis(config.writer.enqueue_timeout_ms),
+    }
+}
+
+fn store_kind(config: &Config) -> &'static str {
+    if config.uses_postgres() {
+        "postgres"
+    } else {
+        "sqlite"
+    }
+}

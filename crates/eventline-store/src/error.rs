@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// What went wrong in a store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or is not ready; retrying later may work.
     #[error("database unavailable: {0}")]
@@ -36,7 +36,10 @@ impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
             sqlx::Error::Database(database_error) => {
-                let code = database_error.code().map(|code| code.into_owned()).unwrap_or_default();
+                let code = database_error
+                    .code()
+                    .map(|code| code.into_owned())
+                    .unwrap_or_default();
                 classify_sqlstate(&code, database_error.message())
             }
             sqlx::Error::Io(_)
@@ -107,9 +110,21 @@ mod tests {
 
     #[test]
     fn sqlstates_are_classified() {
-        assert!(matches!(classify_sqlstate("23505", "dup"), StoreError::Conflict(_)));
-        assert!(matches!(classify_sqlstate("40P01", "deadlock"), StoreError::Retryable(_)));
-        assert!(matches!(classify_sqlstate("57P01", "admin shutdown"), StoreError::Unavailable(_)));
-        assert!(matches!(classify_sqlstate("22P02", "bad text"), StoreError::Internal(_)));
+        assert!(matches!(
+            classify_sqlstate("23505", "dup"),
+            StoreError::Conflict(_)
+        ));
+        assert!(matches!(
+            classify_sqlstate("40P01", "deadlock"),
+            StoreError::Retryable(_)
+        ));
+        assert!(matches!(
+            classify_sqlstate("57P01", "admin shutdown"),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify_sqlstate("22P02", "bad text"),
+            StoreError::Internal(_)
+        ));
     }
 }

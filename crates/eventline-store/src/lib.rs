@@ -52,7 +52,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn revoke_api_key(&self, key_id: &str) -> Result<ApiKey, StoreError>;
 
     /// Reads one event.
-    async fn event(&self, tenant_id: TenantId, event_id: &str) -> Result<Option<Event>, StoreError>;
+    async fn event(&self, tenant_id: TenantId, event_id: &str)
+    -> Result<Option<Event>, StoreError>;
 
     /// Counts a tenant's stored events (raw rows) in `[start, end)`.
     async fn count_events(

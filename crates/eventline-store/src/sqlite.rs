@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use eventline_core::{ApiKey, Event, IngestOutcome, Scope, Tenant, TenantId};
 use sqlx::{
     Row, SqlitePool,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
 };
 use uuid::Uuid;
 
@@ -26,7 +28,10 @@ impl SqliteStore {
     /// Opens (creating if needed) `eventline.sqlite3` in `data_dir`.
     pub async fn open_dir(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|error| {
-            StoreError::Config(format!("cannot create data dir {}: {error}", data_dir.display()))
+            StoreError::Config(format!(
+                "cannot create data dir {}: {error}",
+                data_dir.display()
+            ))
         })?;
         let options = SqliteConnectOptions::new().filename(data_dir.join("eventline.sqlite3"));
         Self::connect_with(options).await
@@ -46,7 +51,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         Ok(Self { pool })
     }
 
@@ -73,7 +81,9 @@ impl Store for SqliteStore {
         let mut rollup: BTreeMap<(String, i64, &str), i64> = BTreeMap::new();
         // BEGIN IMMEDIATE takes the write lock up front instead of failing on upgrade.
         let mut connection = self.pool.acquire().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *connection).await?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *connection)
+            .await?;
         let result: Result<(), StoreError> = async {
             for event in events {
                 let inserted = sqlx::query(
@@ -96,7 +106,11 @@ impl Store for SqliteStore {
                 .rows_affected()
                     == 1;
                 if inserted {
-                    let key = (event.tenant_id.to_string(), micros(hour_of(event.timestamp)), event.event_type.as_str());
+                    let key = (
+                        event.tenant_id.to_string(),
+                        micros(hour_of(event.timestamp)),
+                        event.event_type.as_str(),
+                    );
                     *rollup.entry(key).or_default() += 1;
                     outcomes.push(IngestOutcome::Accepted);
                 } else {
@@ -127,7 +141,11 @@ impl Store for SqliteStore {
             }
             Err(error) => {
                 // A failed ROLLBACK leaves the connection unusable: drop it from the pool.
-                if sqlx::query("ROLLBACK").execute(&mut *connection).await.is_err() {
+                if sqlx::query("ROLLBACK")
+                    .execute(&mut *connection)
+                    .await
+                    .is_err()
+                {
                     connection.close_on_drop();
                 }
                 Err(error)
@@ -136,18 +154,25 @@ impl Store for SqliteStore {
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool)
-            .await?;
+        let applied: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
         let embedded = MIGRATOR.iter().count() as i64;
         if applied < embedded {
-            return Err(StoreError::Unavailable(format!("{applied} of {embedded} migrations applied")));
+            return Err(StoreError::Unavailable(format!(
+                "{applied} of {embedded} migrations applied"
+            )));
         }
         Ok(())
     }
 
     async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
-        let tenant = Tenant { tenant_id: TenantId::generate(), name: name.to_owned(), created_at: eventline_core::time::now() };
+        let tenant = Tenant {
+            tenant_id: TenantId::generate(),
+            name: name.to_owned(),
+            created_at: eventline_core::time::now(),
+        };
         sqlx::query("INSERT INTO tenants (tenant_id, name, created_us) VALUES (?, ?, ?)")
             .bind(tenant.tenant_id.to_string())
             .bind(name)
@@ -155,7 +180,9 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(|error| match StoreError::from(error) {
-                StoreError::Conflict(_) => StoreError::Conflict(format!("tenant name {name:?} is taken")),
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("tenant name {name:?} is taken"))
+                }
                 other => other,
             })?;
         Ok(tenant)
@@ -170,8 +197,12 @@ impl Store for SqliteStore {
 
     async fn bootstrap(&self, name: &str, key: &ApiKey) -> Result<bool, StoreError> {
         let mut connection = self.pool.acquire().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *connection).await?;
-        let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&mut *connection).await?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *connection)
+            .await?;
+        let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+            .fetch_one(&mut *connection)
+            .await?;
         if existing > 0 {
             sqlx::query("ROLLBACK").execute(&mut *connection).await?;
             return Ok(false);
@@ -200,10 +231,14 @@ impl Store for SqliteStore {
 
     async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
         let mut connection = self.pool.acquire().await?;
-        insert_key(&mut connection, key).await.map_err(|error| match error {
-            StoreError::NotFound(_) => StoreError::NotFound(format!("tenant {} does not exist", key.tenant_id)),
-            other => other,
-        })
+        insert_key(&mut connection, key)
+            .await
+            .map_err(|error| match error {
+                StoreError::NotFound(_) => {
+                    StoreError::NotFound(format!("tenant {} does not exist", key.tenant_id))
+                }
+                other => other,
+            })
     }
 
     async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
@@ -236,11 +271,16 @@ impl Store for SqliteStore {
         .bind(key_id)
         .fetch_optional(&self.pool)
         .await?;
-        let row = row.ok_or_else(|| StoreError::NotFound(format!("api key {key_id:?} does not exist")))?;
+        let row =
+            row.ok_or_else(|| StoreError::NotFound(format!("api key {key_id:?} does not exist")))?;
         key_from_row(&row)
     }
 
-    async fn event(&self, tenant_id: TenantId, event_id: &str) -> Result<Option<Event>, StoreError> {
+    async fn event(
+        &self,
+        tenant_id: TenantId,
+        event_id: &str,
+    ) -> Result<Option<Event>, StoreError> {
         let row = sqlx::query(
             "SELECT tenant_id, event_id, event_type, user_id, session_id, timestamp_us,
                     client_timestamp_us, received_us, properties
@@ -253,7 +293,12 @@ impl Store for SqliteStore {
         row.as_ref().map(event_from_row).transpose()
     }
 
-    async fn count_events(&self, tenant_id: TenantId, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn count_events(
+        &self,
+        tenant_id: TenantId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         let count: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM events WHERE tenant_id = ? AND timestamp_us >= ? AND timestamp_us < ?",
         )
@@ -265,7 +310,12 @@ impl Store for SqliteStore {
         Ok(count.max(0) as u64)
     }
 
-    async fn rollup_total(&self, tenant_id: TenantId, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn rollup_total(
+        &self,
+        tenant_id: TenantId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         let total: Option<i64> = sqlx::query_scalar(
             "SELECT sum(event_count) FROM event_rollups_hourly WHERE tenant_id = ? AND hour_us >= ? AND hour_us < ?",
         )
@@ -278,7 +328,10 @@ impl Store for SqliteStore {
     }
 }
 
-async fn insert_key(connection: &mut sqlx::SqliteConnection, key: &ApiKey) -> Result<(), StoreError> {
+async fn insert_key(
+    connection: &mut sqlx::SqliteConnection,
+    key: &ApiKey,
+) -> Result<(), StoreError> {
     let scopes: Vec<&str> = key.scopes.iter().map(|scope| scope.as_str()).collect();
     sqlx::query(
         "INSERT INTO api_keys (key_id, tenant_id, scopes, secret_hash, created_us) VALUES (?, ?, ?, ?, ?)",
@@ -294,7 +347,9 @@ async fn insert_key(connection: &mut sqlx::SqliteConnection, key: &ApiKey) -> Re
 }
 
 fn parse_tenant_id(text: &str) -> Result<TenantId, StoreError> {
-    Uuid::parse_str(text).map(TenantId).map_err(|error| StoreError::Internal(format!("stored tenant id {text:?}: {error}")))
+    Uuid::parse_str(text)
+        .map(TenantId)
+        .map_err(|error| StoreError::Internal(format!("stored tenant id {text:?}: {error}")))
 }
 
 fn tenant_from_row(row: &SqliteRow) -> Result<Tenant, StoreError> {

@@ -16,7 +16,9 @@ const CLUSTER_PORT: u16 = 55_439;
 /// A fresh, migrated PostgreSQL store on its own database.
 pub async fn fresh_pg_store() -> PgStore {
     let url = fresh_postgres_database().await;
-    let store = PgStore::connect(&url, 4).await.expect("connect to the test database");
+    let store = PgStore::connect(&url, 4)
+        .await
+        .expect("connect to the test database");
     store.migrate().await.expect("migrate the test database");
     store
 }
@@ -24,7 +26,9 @@ pub async fn fresh_pg_store() -> PgStore {
 /// A fresh, migrated SQLite store in a temporary directory (kept alive by the guard).
 pub async fn fresh_sqlite_store() -> (SqliteStore, tempfile::TempDir) {
     let directory = tempfile::tempdir().expect("create a temporary directory");
-    let store = SqliteStore::open_dir(directory.path()).await.expect("open sqlite store");
+    let store = SqliteStore::open_dir(directory.path())
+        .await
+        .expect("open sqlite store");
     store.migrate().await.expect("migrate sqlite store");
     (store, directory)
 }
@@ -36,7 +40,9 @@ pub async fn fresh_postgres_database() -> String {
     let name = format!("eventline_test_{}", uuid::Uuid::new_v4().simple());
     let mut connection = sqlx::PgConnection::connect(admin_url)
         .await
-        .unwrap_or_else(|error| panic!("cannot connect to test PostgreSQL at {admin_url}: {error}"));
+        .unwrap_or_else(|error| {
+            panic!("cannot connect to test PostgreSQL at {admin_url}: {error}")
+        });
     // The name is generated here from a UUID, never from input.
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut connection)
@@ -83,12 +89,20 @@ fn start_throwaway_cluster() -> String {
     lock_file.lock().expect("lock cluster dir");
     let data_dir = root.join("data");
     if !data_dir.join("PG_VERSION").exists() {
-        run_as_postgres(&root, &bin_dir.join("initdb"), &["-D", path_str(&data_dir), "-U", "postgres", "-A", "trust"]);
+        run_as_postgres(
+            &root,
+            &bin_dir.join("initdb"),
+            &["-D", path_str(&data_dir), "-U", "postgres", "-A", "trust"],
+        );
     }
-    let running = as_postgres_command(&root, &bin_dir.join("pg_ctl"), &["-D", path_str(&data_dir), "status"])
-        .status()
-        .map(|status| status.success())
-        .unwrap_or(false);
+    let running = as_postgres_command(
+        &root,
+        &bin_dir.join("pg_ctl"),
+        &["-D", path_str(&data_dir), "status"],
+    )
+    .status()
+    .map(|status| status.success())
+    .unwrap_or(false);
     if !running {
         let options = format!(
             "-k {} -p {CLUSTER_PORT} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
@@ -97,7 +111,16 @@ fn start_throwaway_cluster() -> String {
         run_as_postgres(
             &root,
             &bin_dir.join("pg_ctl"),
-            &["-D", path_str(&data_dir), "-w", "-l", path_str(&root.join("log")), "-o", &options, "start"],
+            &[
+                "-D",
+                path_str(&data_dir),
+                "-w",
+                "-l",
+                path_str(&root.join("log")),
+                "-o",
+                &options,
+                "start",
+            ],
         );
     }
     format!("postgres://postgres@127.0.0.1:{CLUSTER_PORT}/postgres")
@@ -115,7 +138,9 @@ fn find_postgres_bin_dir() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("PATH") {
         candidates.extend(std::env::split_paths(&path));
     }
-    candidates.into_iter().find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
+    candidates
+        .into_iter()
+        .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
 }
 
 fn path_str(path: &Path) -> &str {
@@ -123,15 +148,24 @@ fn path_str(path: &Path) -> &str {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|out| out.stdout.starts_with(b"0")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| out.stdout.starts_with(b"0"))
+        .unwrap_or(false)
 }
 
 /// initdb refuses to run as root: run the cluster as the `postgres` user then.
 fn as_postgres_command(root: &Path, program: &Path, args: &[&str]) -> Command {
     if is_root() {
-        let _ = Command::new("chown").args(["-R", "postgres", path_str(root)]).status();
+        let _ = Command::new("chown")
+            .args(["-R", "postgres", path_str(root)])
+            .status();
         let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program).args(args);
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(program)
+            .args(args);
         command
     } else {
         let mut command = Command::new(program);
@@ -159,8 +193,14 @@ mod tests {
 
     #[test]
     fn database_name_replaces_the_path_and_keeps_the_query() {
-        assert_eq!(with_database("postgres://u@h:5/postgres", "x"), "postgres://u@h:5/x");
-        assert_eq!(with_database("postgres://u@h:5/postgres?sslmode=disable", "x"), "postgres://u@h:5/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h:5/postgres", "x"),
+            "postgres://u@h:5/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5/postgres?sslmode=disable", "x"),
+            "postgres://u@h:5/x?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
     }
 }

@@ -47,7 +47,8 @@ conformance_suite!(
 );
 
 fn at(hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 20, hour, minute, second).unwrap()
+    Utc.with_ymd_and_hms(2026, 11, 20, hour, minute, second)
+        .unwrap()
 }
 
 fn event(tenant_id: TenantId, event_id: &str, event_type: &str, timestamp: DateTime<Utc>) -> Event {
@@ -65,7 +66,11 @@ fn event(tenant_id: TenantId, event_id: &str, event_type: &str, timestamp: DateT
 }
 
 async fn tenant(store: &dyn Store, name: &str) -> TenantId {
-    store.create_tenant(name).await.expect("create tenant").tenant_id
+    store
+        .create_tenant(name)
+        .await
+        .expect("create tenant")
+        .tenant_id
 }
 
 fn whole_day() -> (DateTime<Utc>, DateTime<Utc>) {
@@ -75,8 +80,14 @@ fn whole_day() -> (DateTime<Utc>, DateTime<Utc>) {
 async fn append_reports_accepted_then_duplicate_and_stores_once(store: Arc<dyn Store>) {
     let tenant_id = tenant(&*store, "acme").await;
     let batch = [event(tenant_id, "e1", "signup", at(10, 0, 0))];
-    assert_eq!(store.append(&batch).await.unwrap(), [IngestOutcome::Accepted]);
-    assert_eq!(store.append(&batch).await.unwrap(), [IngestOutcome::Duplicate]);
+    assert_eq!(
+        store.append(&batch).await.unwrap(),
+        [IngestOutcome::Accepted]
+    );
+    assert_eq!(
+        store.append(&batch).await.unwrap(),
+        [IngestOutcome::Duplicate]
+    );
     let (start, end) = whole_day();
     assert_eq!(store.count_events(tenant_id, start, end).await.unwrap(), 1);
 }
@@ -89,7 +100,14 @@ async fn duplicates_within_one_batch_are_stored_once(store: Arc<dyn Store>) {
         event(tenant_id, "a", "signup", at(10, 0, 2)),
     ];
     let outcomes = store.append(&batch).await.unwrap();
-    assert_eq!(outcomes, [IngestOutcome::Accepted, IngestOutcome::Accepted, IngestOutcome::Duplicate]);
+    assert_eq!(
+        outcomes,
+        [
+            IngestOutcome::Accepted,
+            IngestOutcome::Accepted,
+            IngestOutcome::Duplicate
+        ]
+    );
     let (start, end) = whole_day();
     assert_eq!(store.count_events(tenant_id, start, end).await.unwrap(), 2);
     assert_eq!(store.rollup_total(tenant_id, start, end).await.unwrap(), 2);
@@ -99,12 +117,31 @@ async fn same_event_id_in_two_tenants_is_two_rows(store: Arc<dyn Store>) {
     let tenant_a = tenant(&*store, "a").await;
     let tenant_b = tenant(&*store, "b").await;
     let outcomes = store
-        .append(&[event(tenant_a, "same", "signup", at(10, 0, 0)), event(tenant_b, "same", "login", at(10, 0, 0))])
+        .append(&[
+            event(tenant_a, "same", "signup", at(10, 0, 0)),
+            event(tenant_b, "same", "login", at(10, 0, 0)),
+        ])
         .await
         .unwrap();
     assert_eq!(outcomes, [IngestOutcome::Accepted, IngestOutcome::Accepted]);
-    assert_eq!(store.event(tenant_a, "same").await.unwrap().unwrap().event_type, "signup");
-    assert_eq!(store.event(tenant_b, "same").await.unwrap().unwrap().event_type, "login");
+    assert_eq!(
+        store
+            .event(tenant_a, "same")
+            .await
+            .unwrap()
+            .unwrap()
+            .event_type,
+        "signup"
+    );
+    assert_eq!(
+        store
+            .event(tenant_b, "same")
+            .await
+            .unwrap()
+            .unwrap()
+            .event_type,
+        "login"
+    );
     let (start, end) = whole_day();
     assert_eq!(store.count_events(tenant_a, start, end).await.unwrap(), 1);
     assert_eq!(store.count_events(tenant_b, start, end).await.unwrap(), 1);
@@ -112,12 +149,22 @@ async fn same_event_id_in_two_tenants_is_two_rows(store: Arc<dyn Store>) {
 
 async fn rollup_counts_only_inserted_rows(store: Arc<dyn Store>) {
     let tenant_id = tenant(&*store, "acme").await;
-    let first: Vec<Event> = (0..50).map(|n| event(tenant_id, &format!("e{n}"), "view", at(10, 0, n % 60))).collect();
+    let first: Vec<Event> = (0..50)
+        .map(|n| event(tenant_id, &format!("e{n}"), "view", at(10, 0, n % 60)))
+        .collect();
     store.append(&first).await.unwrap();
     // Half retried, half new: only the new half may move the rollup.
-    let second: Vec<Event> = (25..75).map(|n| event(tenant_id, &format!("e{n}"), "view", at(10, 0, n % 60))).collect();
+    let second: Vec<Event> = (25..75)
+        .map(|n| event(tenant_id, &format!("e{n}"), "view", at(10, 0, n % 60)))
+        .collect();
     let outcomes = store.append(&second).await.unwrap();
-    assert_eq!(outcomes.iter().filter(|outcome| **outcome == IngestOutcome::Duplicate).count(), 25);
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|outcome| **outcome == IngestOutcome::Duplicate)
+            .count(),
+        25
+    );
     let (start, end) = whole_day();
     assert_eq!(store.count_events(tenant_id, start, end).await.unwrap(), 75);
     assert_eq!(store.rollup_total(tenant_id, start, end).await.unwrap(), 75);
@@ -133,8 +180,20 @@ async fn rollup_buckets_by_utc_hour(store: Arc<dyn Store>) {
         ])
         .await
         .unwrap();
-    assert_eq!(store.rollup_total(tenant_id, at(10, 0, 0), at(11, 0, 0)).await.unwrap(), 1);
-    assert_eq!(store.rollup_total(tenant_id, at(11, 0, 0), at(12, 0, 0)).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .rollup_total(tenant_id, at(10, 0, 0), at(11, 0, 0))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .rollup_total(tenant_id, at(11, 0, 0), at(12, 0, 0))
+            .await
+            .unwrap(),
+        2
+    );
 }
 
 async fn event_round_trips_every_field(store: Arc<dyn Store>) {
@@ -151,10 +210,24 @@ async fn event_round_trips_every_field(store: Arc<dyn Store>) {
         properties_json: r#"{"amount": 12.5, "items": ["a", "b"], "nested": {"ok": true}}"#.into(),
     };
     store.append(std::slice::from_ref(&stored)).await.unwrap();
-    let read = store.event(tenant_id, "round-trip").await.unwrap().expect("stored event");
-    let properties = |event: &Event| serde_json::from_str::<serde_json::Value>(&event.properties_json).unwrap();
+    let read = store
+        .event(tenant_id, "round-trip")
+        .await
+        .unwrap()
+        .expect("stored event");
+    let properties =
+        |event: &Event| serde_json::from_str::<serde_json::Value>(&event.properties_json).unwrap();
     assert_eq!(properties(&read), properties(&stored));
-    assert_eq!(Event { properties_json: String::new(), ..read }, Event { properties_json: String::new(), ..stored });
+    assert_eq!(
+        Event {
+            properties_json: String::new(),
+            ..read
+        },
+        Event {
+            properties_json: String::new(),
+            ..stored
+        }
+    );
 }
 
 async fn concurrent_overlapping_batches_store_each_event_once(store: Arc<dyn Store>) {
@@ -167,7 +240,10 @@ async fn concurrent_overlapping_batches_store_each_event_once(store: Arc<dyn Sto
             if writer % 2 == 1 {
                 ids.reverse();
             }
-            let batch: Vec<Event> = ids.iter().map(|n| event(tenant_id, &format!("e{n}"), "view", at(12, 0, 0))).collect();
+            let batch: Vec<Event> = ids
+                .iter()
+                .map(|n| event(tenant_id, &format!("e{n}"), "view", at(12, 0, 0)))
+                .collect();
             loop {
                 match store.append(&batch).await {
                     Ok(outcomes) => break outcomes,
@@ -179,12 +255,23 @@ async fn concurrent_overlapping_batches_store_each_event_once(store: Arc<dyn Sto
     });
     let mut accepted = 0;
     for writer in writers {
-        accepted += writer.await.unwrap().iter().filter(|outcome| **outcome == IngestOutcome::Accepted).count();
+        accepted += writer
+            .await
+            .unwrap()
+            .iter()
+            .filter(|outcome| **outcome == IngestOutcome::Accepted)
+            .count();
     }
     let (start, end) = whole_day();
     assert_eq!(accepted, 500, "every distinct id accepted exactly once");
-    assert_eq!(store.count_events(tenant_id, start, end).await.unwrap(), 500);
-    assert_eq!(store.rollup_total(tenant_id, start, end).await.unwrap(), 500);
+    assert_eq!(
+        store.count_events(tenant_id, start, end).await.unwrap(),
+        500
+    );
+    assert_eq!(
+        store.rollup_total(tenant_id, start, end).await.unwrap(),
+        500
+    );
 }
 
 async fn tenant_names_are_unique(store: Arc<dyn Store>) {
@@ -193,7 +280,13 @@ async fn tenant_names_are_unique(store: Arc<dyn Store>) {
         Err(StoreError::Conflict(message)) => assert!(message.contains("acme"), "{message}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
-    let names: Vec<String> = store.list_tenants().await.unwrap().into_iter().map(|tenant| tenant.name).collect();
+    let names: Vec<String> = store
+        .list_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|tenant| tenant.name)
+        .collect();
     assert_eq!(names, ["acme"]);
 }
 
@@ -219,13 +312,23 @@ async fn api_keys_are_created_listed_and_revoked(store: Arc<dyn Store>) {
     let revoked_at = revoked.revoked_at.expect("revoke time set");
     assert!(!revoked.allows(Scope::Ingest));
     let again = store.revoke_api_key("k1").await.unwrap();
-    assert_eq!(again.revoked_at, Some(revoked_at), "second revoke keeps the first time");
-    assert!(matches!(store.revoke_api_key("nope").await, Err(StoreError::NotFound(_))));
+    assert_eq!(
+        again.revoked_at,
+        Some(revoked_at),
+        "second revoke keeps the first time"
+    );
+    assert!(matches!(
+        store.revoke_api_key("nope").await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 async fn api_key_for_a_missing_tenant_is_not_found(store: Arc<dyn Store>) {
     let key = api_key(TenantId::generate(), "k1", &[Scope::Ingest]);
-    assert!(matches!(store.create_api_key(&key).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.create_api_key(&key).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 async fn bootstrap_creates_the_first_tenant_only_once(store: Arc<dyn Store>) {
@@ -236,7 +339,14 @@ async fn bootstrap_creates_the_first_tenant_only_once(store: Arc<dyn Store>) {
     let tenants = store.list_tenants().await.unwrap();
     assert_eq!(tenants.len(), 1);
     assert_eq!(tenants[0].tenant_id, key.tenant_id);
-    assert_eq!(store.api_key("boot").await.unwrap().map(|key| key.tenant_id), Some(key.tenant_id));
+    assert_eq!(
+        store
+            .api_key("boot")
+            .await
+            .unwrap()
+            .map(|key| key.tenant_id),
+        Some(key.tenant_id)
+    );
     assert_eq!(store.api_key("boot2").await.unwrap(), None);
 }
 

@@ -1,1 +1,213 @@
-fn main() {}
+//! The `eventline` binary: `serve` runs the server; `migrate`, `tenant` and `key` manage
+//! a database directly; `send` sends events to a running server. It only parses
+//! arguments and calls the library crates.
+
+mod admin;
+mod send;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use eventline_server::{Config, Server, config::LogFormat};
+use figment::{Figment, providers::Serialized};
+
+/// Self-hosted event tracking: ingest over gRPC, store in PostgreSQL or SQLite.
+#[derive(Debug, Parser)]
+#[command(name = "eventline", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server (SQLite in ./eventline-data unless a database URL is given).
+    Serve(ServeArgs),
+    /// Applies pending database migrations and exits.
+    Migrate(DatabaseArgs),
+    /// Manages tenants directly in the database.
+    Tenant {
+        #[command(subcommand)]
+        command: admin::TenantCommand,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Manages API keys directly in the database.
+    Key {
+        #[command(subcommand)]
+        command: admin::KeyCommand,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Sends one event from flags, or NDJSON events from stdin, to a running server.
+    Send(send::SendArgs),
+}
+
+/// Where the database is. Each flag is also read from the environment and the config file.
+#[derive(Debug, Args)]
+struct DatabaseArgs {
+    /// TOML config file (keys as in `[database] url = …`).
+    #[arg(long, env = "EVENTLINE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://…); unset means embedded SQLite in --data-dir
+    /// [env: EVENTLINE_DATABASE_URL, DATABASE_URL].
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Directory of the embedded SQLite store [env: EVENTLINE_DATA_DIR] [default: ./eventline-data].
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+/// Settings of `serve`; every one also comes from `EVENTLINE_*` or the config file.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// gRPC listen address [env: EVENTLINE_GRPC_ADDR] [default: 0.0.0.0:50051].
+    #[arg(long)]
+    grpc_addr: Option<String>,
+    /// Admin token for AdminService, at least 16 characters [env: EVENTLINE_ADMIN_TOKEN].
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// Secret of the first API key on an empty database [env: EVENTLINE_BOOTSTRAP_API_KEY].
+    #[arg(long)]
+    bootstrap_api_key: Option<String>,
+    /// Log format, pretty or json [env: EVENTLINE_LOG_FORMAT] [default: pretty].
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Log filter such as info or eventline=debug [env: EVENTLINE_LOG_LEVEL] [default: info].
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Most events coalesced into one transaction [env: EVENTLINE_WRITER_MAX_BATCH_EVENTS] [default: 5000].
+    #[arg(long)]
+    writer_max_batch_events: Option<u32>,
+    /// Most events waiting for a commit [env: EVENTLINE_WRITER_QUEUE_EVENTS] [default: 100000].
+    #[arg(long)]
+    writer_queue_events: Option<u32>,
+    /// Parallel commit workers; 0 picks 2 on PostgreSQL, 1 on SQLite [env: EVENTLINE_WRITER_WORKERS].
+    #[arg(long)]
+    writer_workers: Option<u32>,
+}
+
+impl DatabaseArgs {
+    fn overrides(&self) -> Figment {
+        let figment = with_flag(Figment::new(), "database.url", &self.database_url);
+        with_flag(figment, "data.dir", &self.data_dir)
+    }
+
+    fn load(&self) -> anyhow::Result<Config> {
+        self.load_with(Figment::new())
+    }
+
+    fn load_with(&self, more: Figment) -> anyhow::Result<Config> {
+        Config::load(self.config.as_deref(), self.overrides().merge(more))
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let flags = Figment::new();
+        let flags = with_flag(flags, "grpc.addr", &self.grpc_addr);
+        let flags = with_flag(flags, "admin.token", &self.admin_token);
+        let flags = with_flag(flags, "bootstrap.api_key", &self.bootstrap_api_key);
+        let flags = with_flag(flags, "log.format", &self.log_format);
+        let flags = with_flag(flags, "log.level", &self.log_level);
+        let flags = with_flag(
+            flags,
+            "writer.max_batch_events",
+            &self.writer_max_batch_events,
+        );
+        let flags = with_flag(flags, "writer.queue_events", &self.writer_queue_events);
+        let flags = with_flag(flags, "writer.workers", &self.writer_workers);
+        self.database.load_with(flags)
+    }
+}
+
+/// Adds a flag that was given to the highest-priority config layer.
+fn with_flag<T: serde::Serialize>(figment: Figment, key: &str, value: &Option<T>) -> Figment {
+    match value {
+        Some(value) => figment.merge(Serialized::default(key, value)),
+        None => figment,
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    init_logging(&config);
+    let store_description = match &config.database.url {
+        Some(_) => "PostgreSQL".to_owned(),
+        None => format!("SQLite in {}", config.data.dir.display()),
+    };
+    let server = Server::start(config)
+        .await
+        .context("eventline could not start")?;
+    println!(
+        "eventline listening on {} (gRPC, gRPC-Web) with {store_description}",
+        server.grpc_addr()
+    );
+    if let Some(key) = server.bootstrap_key() {
+        println!();
+        println!(
+            "First start: created tenant \"default\" ({}) and an ingest+query API key.",
+            key.tenant_id
+        );
+        println!("It is shown only this once; store it now:");
+        println!();
+        println!("    {}", key.secret);
+        println!();
+        println!("Try it:");
+        println!("    export EVENTLINE_API_KEY={}", key.secret);
+        println!("    eventline send --type signup --user u1 --prop plan=pro");
+    }
+    server
+        .run(shutdown_signal())
+        .await
+        .context("eventline stopped with an error")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(database) => admin::migrate(database.load()?).await,
+        Command::Tenant { command, database } => admin::tenant(command, database.load()?).await,
+        Command::Key { command, database } => admin::key(command, database.load()?).await,
+        Command::Send(args) => send::run(args).await,
+    }
+}

@@ -110,7 +110,10 @@ impl Store for PgStore {
             .await?;
         let mut first_position: HashMap<(Uuid, &str), usize> = HashMap::with_capacity(order.len());
         for &index in &order {
-            first_position.insert((events[index].tenant_id.0, events[index].event_id.as_str()), index);
+            first_position.insert(
+                (events[index].tenant_id.0, events[index].event_id.as_str()),
+                index,
+            );
         }
         let mut outcomes = vec![IngestOutcome::Duplicate; events.len()];
         for row in &inserted {
@@ -139,13 +142,19 @@ impl Store for PgStore {
 
     async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
         let tenant_id = TenantId::generate();
-        let row = sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, $2) RETURNING created_at")
-            .bind(tenant_id.0)
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|error| tenant_name_conflict(error, name))?;
-        Ok(Tenant { tenant_id, name: name.to_owned(), created_at: row.try_get(0)? })
+        let row = sqlx::query(
+            "INSERT INTO tenants (tenant_id, name) VALUES ($1, $2) RETURNING created_at",
+        )
+        .bind(tenant_id.0)
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|error| tenant_name_conflict(error, name))?;
+        Ok(Tenant {
+            tenant_id,
+            name: name.to_owned(),
+            created_at: row.try_get(0)?,
+        })
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
@@ -158,7 +167,9 @@ impl Store for PgStore {
     async fn bootstrap(&self, name: &str, key: &ApiKey) -> Result<bool, StoreError> {
         let mut transaction = self.pool.begin().await?;
         // Serialises concurrent first starts of several replicas.
-        sqlx::query("LOCK TABLE tenants IN EXCLUSIVE MODE").execute(&mut *transaction).await?;
+        sqlx::query("LOCK TABLE tenants IN EXCLUSIVE MODE")
+            .execute(&mut *transaction)
+            .await?;
         let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
             .fetch_one(&mut *transaction)
             .await?;
@@ -176,12 +187,14 @@ impl Store for PgStore {
     }
 
     async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
-        insert_key(&self.pool, key).await.map_err(|error| match error {
-            StoreError::NotFound(_) => {
-                StoreError::NotFound(format!("tenant {} does not exist", key.tenant_id))
-            }
-            other => other,
-        })
+        insert_key(&self.pool, key)
+            .await
+            .map_err(|error| match error {
+                StoreError::NotFound(_) => {
+                    StoreError::NotFound(format!("tenant {} does not exist", key.tenant_id))
+                }
+                other => other,
+            })
     }
 
     async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
@@ -214,11 +227,16 @@ impl Store for PgStore {
         .bind(key_id)
         .fetch_optional(&self.pool)
         .await?;
-        let row = row.ok_or_else(|| StoreError::NotFound(format!("api key {key_id:?} does not exist")))?;
+        let row =
+            row.ok_or_else(|| StoreError::NotFound(format!("api key {key_id:?} does not exist")))?;
         key_from_row(&row)
     }
 
-    async fn event(&self, tenant_id: TenantId, event_id: &str) -> Result<Option<Event>, StoreError> {
+    async fn event(
+        &self,
+        tenant_id: TenantId,
+        event_id: &str,
+    ) -> Result<Option<Event>, StoreError> {
         let row = sqlx::query(
             r#"SELECT tenant_id, event_id, event_type, user_id, session_id, "timestamp",
                       client_timestamp, received_at, properties::text

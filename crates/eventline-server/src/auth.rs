@@ -1,0 +1,244 @@
+//! API keys and the admin token. A key's secret is shown once and stored only as its
+//! SHA-256; the public key id is derived from that hash, so any secret (a generated
+//! `elk_…` or a bootstrap key from the environment) can be looked up by id and then
+//! compared in constant time. Lookups are cached briefly so ingest does not hit the
+//! database per request.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use base64::Engine;
+use eventline_core::{ApiKey, Error, Scope, TenantId};
+use eventline_store::Store;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tonic::metadata::MetadataMap;
+
+/// How long a looked-up key is trusted before it is read again; bounds how long a key
+/// revoked on another replica keeps working.
+const CACHE_TTL: Duration = Duration::from_secs(10);
+/// Most cached keys; the cache is cleared when full (it refills from the database).
+const CACHE_CAPACITY: usize = 10_000;
+
+/// Who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    /// The operator, by the configured admin token.
+    Operator,
+    /// An API key of one tenant.
+    Key { tenant_id: TenantId },
+}
+
+/// A new key's secret and its stored form.
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    pub secret: String,
+    pub key: ApiKey,
+}
+
+/// Creates a key for `tenant_id`: a random secret unless `secret` is given.
+pub fn issue_key(tenant_id: TenantId, scopes: Vec<Scope>, secret: Option<&str>) -> IssuedKey {
+    let secret = secret.map(str::to_owned).unwrap_or_else(|| {
+        let mut random = [0u8; 32];
+        rand::rng().fill_bytes(&mut random);
+        format!(
+            "elk_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+        )
+    });
+    let secret_hash = Sha256::digest(secret.as_bytes()).to_vec();
+    let key = ApiKey {
+        key_id: key_id_of(&secret_hash),
+        tenant_id,
+        scopes,
+        secret_hash,
+        created_at: eventline_core::time::now(),
+        revoked_at: None,
+    };
+    IssuedKey { secret, key }
+}
+
+fn key_id_of(secret_hash: &[u8]) -> String {
+    let mut id = String::with_capacity(20);
+    id.push_str("key_");
+    for byte in &secret_hash[..8] {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id
+}
+
+/// Checks credentials against the store and the admin token.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    admin_token_hash: Option<[u8; 32]>,
+    cache: Arc<Mutex<HashMap<String, (ApiKey, Instant)>>>,
+}
+
+impl Authenticator {
+    /// An authenticator over `store`, accepting `admin_token` for AdminService.
+    pub fn new(store: Arc<dyn Store>, admin_token: Option<&str>) -> Self {
+        Self {
+            store,
+            admin_token_hash: admin_token.map(|token| Sha256::digest(token.as_bytes()).into()),
+            cache: Arc::default(),
+        }
+    }
+
+    /// Authenticates an API key that must grant `scope`, returning its tenant.
+    pub async fn tenant_with_scope(
+        &self,
+        metadata: &MetadataMap,
+        scope: Scope,
+    ) -> Result<TenantId, Error> {
+        let secret = credential(metadata)?;
+        let key = self.verified_key(secret).await?;
+        if !key.scopes.contains(&scope) {
+            return Err(Error::PermissionDenied(format!(
+                "API key {} lacks the {scope} scope",
+                key.key_id
+            )));
+        }
+        Ok(key.tenant_id)
+    }
+
+    /// Authenticates an AdminService call: the admin token, or a key with the admin scope.
+    pub async fn admin(&self, metadata: &MetadataMap) -> Result<Principal, Error> {
+        let secret = credential(metadata)?;
+        let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        if let Some(expected) = &self.admin_token_hash
+            && bool::from(hash.ct_eq(expected))
+        {
+            return Ok(Principal::Operator);
+        }
+        let key = self.verified_key(secret).await?;
+        if !key.scopes.contains(&Scope::Admin) {
+            return Err(Error::PermissionDenied(format!(
+                "API key {} lacks the admin scope that AdminService requires",
+                key.key_id
+            )));
+        }
+        Ok(Principal::Key {
+            tenant_id: key.tenant_id,
+        })
+    }
+
+    /// Forgets a key at once (after a revoke on this replica).
+    pub fn forget(&self, key_id: &str) {
+        self.lock_cache().remove(key_id);
+    }
+
+    async fn verified_key(&self, secret: &str) -> Result<ApiKey, Error> {
+        let hash = Sha256::digest(secret.as_bytes());
+        let key_id = key_id_of(&hash);
+        let key = match self.cached(&key_id) {
+            Some(key) => key,
+            None => {
+                let Some(key) = self.store.api_key(&key_id).await? else {
+                    return Err(invalid_key());
+                };
+                let mut cache = self.lock_cache();
+                if cache.len() >= CACHE_CAPACITY {
+                    cache.clear();
+                }
+                cache.insert(key_id, (key.clone(), Instant::now()));
+                key
+            }
+        };
+        if !bool::from(hash[..].ct_eq(&key.secret_hash)) || key.revoked_at.is_some() {
+            return Err(invalid_key());
+        }
+        Ok(key)
+    }
+
+    fn cached(&self, key_id: &str) -> Option<ApiKey> {
+        let cache = self.lock_cache();
+        let (key, fetched_at) = cache.get(key_id)?;
+        (fetched_at.elapsed() < CACHE_TTL).then(|| key.clone())
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ApiKey, Instant)>> {
+        // A panic while holding the lock cannot leave the map inconsistent.
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn invalid_key() -> Error {
+    Error::Unauthenticated("invalid or revoked API key".into())
+}
+
+/// The secret from `x-api-key`, or from `authorization: Bearer …`.
+fn credential(metadata: &MetadataMap) -> Result<&str, Error> {
+    if let Some(value) = metadata.get("x-api-key") {
+        return value
+            .to_str()
+            .map(str::trim)
+            .map_err(|_| Error::Unauthenticated("x-api-key must be visible ASCII".into()));
+    }
+    if let Some(value) = metadata.get("authorization") {
+        let text = value
+            .to_str()
+            .map_err(|_| Error::Unauthenticated("authorization must be visible ASCII".into()))?;
+        let Some((scheme, token)) = text.split_once(' ') else {
+            return Err(Error::Unauthenticated(
+                "authorization must be \"Bearer <key>\"".into(),
+            ));
+        };
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(Error::Unauthenticated(
+                "authorization must use the Bearer scheme".into(),
+            ));
+        }
+        return Ok(token.trim());
+    }
+    Err(Error::Unauthenticated(
+        "missing API key: send it as x-api-key or authorization: Bearer <key>".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_keys_are_random_and_hashed() {
+        let tenant_id = TenantId::generate();
+        let first = issue_key(tenant_id, vec![Scope::Ingest], None);
+        let second = issue_key(tenant_id, vec![Scope::Ingest], None);
+        assert_ne!(first.secret, second.secret);
+        assert!(first.secret.starts_with("elk_"));
+        assert!(
+            !first.key.secret_hash.windows(4).any(|w| first
+                .secret
+                .as_bytes()
+                .windows(4)
+                .any(|s| s == w))
+        );
+        assert_eq!(
+            first.key.key_id,
+            key_id_of(&Sha256::digest(first.secret.as_bytes()))
+        );
+    }
+
+    #[test]
+    fn credentials_come_from_x_api_key_or_bearer() {
+        let mut metadata = MetadataMap::new();
+        assert!(matches!(
+            credential(&metadata),
+            Err(Error::Unauthenticated(_))
+        ));
+        metadata.insert("authorization", "Bearer abc".parse().unwrap());
+        assert_eq!(credential(&metadata).unwrap(), "abc");
+        metadata.insert("x-api-key", "xyz".parse().unwrap());
+        assert_eq!(credential(&metadata).unwrap(), "xyz");
+        let mut basic = MetadataMap::new();
+        basic.insert("authorization", "Basic abc".parse().unwrap());
+        assert!(credential(&basic).is_err());
+    }
+}

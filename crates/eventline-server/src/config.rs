@@ -1,0 +1,289 @@
+//! Server configuration: one struct, read as flags > `EVENTLINE_*` environment >
+//! optional TOML file > defaults. Keys are dotted and shared by all three sources:
+//! `grpc.addr` is `EVENTLINE_GRPC_ADDR` and `[grpc] addr` in the file.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// Every setting of `eventline serve`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub grpc: GrpcConfig,
+    pub database: DatabaseConfig,
+    pub data: DataConfig,
+    pub admin: AdminConfig,
+    pub bootstrap: BootstrapConfig,
+    pub log: LogConfig,
+    pub writer: WriterConfig,
+}
+
+/// The gRPC listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Address to listen on for gRPC and gRPC-Web.
+    pub addr: SocketAddr,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// The database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://…` for PostgreSQL; unset for embedded SQLite in `data.dir`.
+    pub url: Option<String>,
+    /// Pool size; 0 picks one from the writer's parallelism.
+    pub max_connections: u32,
+}
+
+/// Local files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Directory of the embedded SQLite store.
+    pub dir: PathBuf,
+}
+
+/// Operator access.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for AdminService; unset means only admin-scoped keys work.
+    pub token: Option<String>,
+}
+
+/// First start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootstrapConfig {
+    /// Use this secret (at least 20 characters) for the first key instead of a random one.
+    pub api_key: Option<String>,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `eventline=debug,info`.
+    pub level: String,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// The group-commit writer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterConfig {
+    /// Most events waiting for a commit; past it ingest answers RESOURCE_EXHAUSTED.
+    pub queue_events: u32,
+    /// Most events coalesced into one transaction.
+    pub max_batch_events: u32,
+    /// Parallel transactions; 0 means 2 on PostgreSQL and 1 on SQLite.
+    pub workers: u32,
+    /// How long a request waits for queue room before it is refused, in milliseconds.
+    pub enqueue_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grpc: GrpcConfig::default(),
+            database: DatabaseConfig::default(),
+            data: DataConfig::default(),
+            admin: AdminConfig::default(),
+            bootstrap: BootstrapConfig::default(),
+            log: LogConfig::default(),
+            writer: WriterConfig::default(),
+        }
+    }
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            max_concurrent_streams: 256,
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("./eventline-data"),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            queue_events: 100_000,
+            max_batch_events: 5_000,
+            workers: 0,
+            enqueue_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// The top-level sections, which env keys must start with to be read.
+const SECTIONS: [&str; 7] = [
+    "grpc",
+    "database",
+    "data",
+    "admin",
+    "bootstrap",
+    "log",
+    "writer",
+];
+
+impl Config {
+    /// Reads the configuration: `overrides` (flags) > `EVENTLINE_*` env > `file` >
+    /// defaults. `DATABASE_URL` is read when `EVENTLINE_DATABASE_URL` is not set.
+    pub fn load(file: Option<&std::path::Path>, overrides: Figment) -> Result<Self, String> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(Self::env())
+            .merge(overrides)
+            .extract()
+            .map_err(|error| format!("invalid configuration: {error}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// `EVENTLINE_GRPC_ADDR` → `grpc.addr`: the first underscore splits section and key.
+    fn env() -> Env {
+        Env::prefixed("EVENTLINE_")
+            .filter(|key| {
+                SECTIONS
+                    .iter()
+                    .any(|section| key.as_str().starts_with(&format!("{section}_")))
+            })
+            .map(|key| key.as_str().replacen('_', ".", 1).into())
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.writer.max_batch_events == 0 {
+            return Err("writer.max_batch_events must be at least 1".into());
+        }
+        if self.writer.queue_events < eventline_core::limits::MAX_EVENTS_PER_BATCH as u32 {
+            return Err(format!(
+                "writer.queue_events must be at least {} (one full batch)",
+                eventline_core::limits::MAX_EVENTS_PER_BATCH
+            ));
+        }
+        if let Some(key) = &self.bootstrap.api_key
+            && key.chars().count() < 20
+        {
+            return Err("bootstrap.api_key must be at least 20 characters".into());
+        }
+        if let Some(token) = &self.admin.token
+            && token.chars().count() < 16
+        {
+            return Err("admin.token must be at least 16 characters".into());
+        }
+        Ok(())
+    }
+
+    /// Whether the store is PostgreSQL.
+    pub fn uses_postgres(&self) -> bool {
+        self.database
+            .url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("postgres"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "eventline.toml",
+                "[grpc]\naddr = \"127.0.0.1:1000\"\n[writer]\nmax_batch_events = 10\nqueue_events = 3000\n",
+            )?;
+            jail.set_env("EVENTLINE_WRITER_MAX_BATCH_EVENTS", "20");
+            jail.set_env("EVENTLINE_DATA_DIR", "/tmp/from-env");
+            jail.set_env("EVENTLINE_API_KEY", "client setting, not a server one");
+            let flags = Figment::from(Serialized::default("data.dir", "/tmp/from-flag"));
+            let config = Config::load(Some(std::path::Path::new("eventline.toml")), flags)
+                .map_err(|e| e.to_string())?;
+            assert_eq!(config.grpc.addr, "127.0.0.1:1000".parse().unwrap());
+            assert_eq!(config.writer.max_batch_events, 20);
+            assert_eq!(config.writer.queue_events, 3000);
+            assert_eq!(config.data.dir, PathBuf::from("/tmp/from-flag"));
+            assert_eq!(config.log, LogConfig::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn database_url_falls_back_to_the_unprefixed_variable() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://fallback");
+            let config = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(config.database.url.as_deref(), Some("postgres://fallback"));
+            jail.set_env("EVENTLINE_DATABASE_URL", "postgres://preferred");
+            let config = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(config.database.url.as_deref(), Some("postgres://preferred"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_naming_them() {
+        Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[grpc]\nadress = \"x\"\n")?;
+            let error =
+                Config::load(Some(std::path::Path::new("bad.toml")), Figment::new()).unwrap_err();
+            assert!(error.contains("adress"), "{error}");
+            jail.clear_env();
+            jail.set_env("EVENTLINE_WRITER_MAX_BATCH_EVENTS", "0");
+            let error = Config::load(None, Figment::new()).unwrap_err();
+            assert!(error.contains("writer.max_batch_events"), "{error}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,301 @@
+//! IngestService: Track, IngestBatch, IngestStream and IngestBidi over one batch path:
+//! authenticate (ingest scope), validate every event (bad ones are reported, never
+//! stored), hand the good ones to the group-commit writer, answer after COMMIT.
+
+use std::{pin::Pin, sync::Arc};
+
+use eventline_core::{Error, Event, IngestClock, Scope, TenantId, limits, validate_event};
+use eventline_proto::v1::{self, ingest_service_server::IngestService};
+use futures::{Stream, StreamExt, stream::FuturesOrdered};
+use pbjson_types::Timestamp;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{auth::Authenticator, writer::Writer};
+
+/// Batches of one IngestStream or IngestBidi committing at once; bounds per-stream memory
+/// while letting a client pipeline.
+const MAX_IN_FLIGHT_BATCHES_PER_STREAM: usize = 4;
+/// Most non-accepted results an IngestStream summary lists; its counts stay exact.
+const MAX_STREAM_SUMMARY_RESULTS: usize = 100_000;
+
+/// The IngestService implementation.
+#[derive(Debug, Clone)]
+pub struct IngestApi {
+    auth: Authenticator,
+    writer: Writer,
+}
+
+/// What one batch came to.
+#[derive(Debug, Default)]
+struct BatchReport {
+    results: Vec<v1::EventResult>,
+    accepted: u64,
+    duplicates: u64,
+    rejected: u64,
+    watermark: i64,
+}
+
+impl IngestApi {
+    /// A service submitting to `writer`.
+    pub fn new(auth: Authenticator, writer: Writer) -> Self {
+        Self { auth, writer }
+    }
+
+    async fn tenant(&self, metadata: &tonic::metadata::MetadataMap) -> Result<TenantId, Status> {
+        Ok(self.auth.tenant_with_scope(metadata, Scope::Ingest).await?)
+    }
+
+    /// Validates and commits one batch message, reporting every event in order.
+    async fn ingest(
+        writer: &Writer,
+        tenant_id: TenantId,
+        events: Vec<v1::Event>,
+        sent_at: Option<&Timestamp>,
+    ) -> Result<BatchReport, Error> {
+        if events.len() > limits::MAX_EVENTS_PER_BATCH {
+            return Err(Error::invalid(
+                "events",
+                format!(
+                    "holds {} events, over the limit of {}",
+                    events.len(),
+                    limits::MAX_EVENTS_PER_BATCH
+                ),
+            ));
+        }
+        let clock = IngestClock::new(eventline_core::time::now(), sent_at)?;
+        let mut report = BatchReport {
+            results: Vec::with_capacity(events.len()),
+            ..Default::default()
+        };
+        let mut valid: Vec<Event> = Vec::with_capacity(events.len());
+        let mut valid_positions = Vec::with_capacity(events.len());
+        for (index, event) in events.into_iter().enumerate() {
+            let sent_id = event.event_id.clone();
+            match validate_event(tenant_id, event, &clock) {
+                Ok(event) => {
+                    valid_positions.push(index);
+                    report.results.push(v1::EventResult {
+                        event_id: event.event_id.clone(),
+                        index: index as u64,
+                        ..Default::default()
+                    });
+                    valid.push(event);
+                }
+                Err(violation) => {
+                    report.rejected += 1;
+                    report.results.push(v1::EventResult {
+                        event_id: sent_id,
+                        status: v1::IngestStatus::Rejected as i32,
+                        error: violation.to_string(),
+                        index: index as u64,
+                    });
+                }
+            }
+        }
+        let commit = writer.submit(valid).await?;
+        report.watermark = commit.watermark;
+        for (position, outcome) in valid_positions.into_iter().zip(commit.outcomes) {
+            report.results[position].status = outcome.to_proto() as i32;
+            match outcome {
+                eventline_core::IngestOutcome::Accepted => report.accepted += 1,
+                eventline_core::IngestOutcome::Duplicate => report.duplicates += 1,
+            }
+        }
+        Ok(report)
+    }
+}
+
+type BidiStream = Pin<Box<dyn Stream<Item = Result<v1::IngestBidiResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl IngestService for IngestApi {
+    async fn track(
+        &self,
+        request: Request<v1::TrackRequest>,
+    ) -> Result<Response<v1::TrackResponse>, Status> {
+        let tenant_id = self.tenant(request.metadata()).await?;
+        let event = request
+            .into_inner()
+            .event
+            .ok_or_else(|| Error::invalid("event", "is required"))?;
+        let clock = IngestClock::now();
+        let event = validate_event(tenant_id, event, &clock).map_err(|violation| {
+            Error::InvalidArgument {
+                violation: violation.within("event"),
+            }
+        })?;
+        let event_id = event.event_id.clone();
+        let commit = self.writer.submit(vec![event]).await?;
+        let status = commit
+            .outcomes
+            .first()
+            .copied()
+            .ok_or_else(|| Error::Internal("writer returned no outcome".into()))?;
+        Ok(Response::new(v1::TrackResponse {
+            result: Some(v1::EventResult {
+                event_id,
+                status: status.to_proto() as i32,
+                error: String::new(),
+                index: 0,
+            }),
+            watermark: commit.watermark.to_string(),
+        }))
+    }
+
+    async fn ingest_batch(
+        &self,
+        request: Request<v1::IngestBatchRequest>,
+    ) -> Result<Response<v1::IngestBatchResponse>, Status> {
+        let tenant_id = self.tenant(request.metadata()).await?;
+        let batch = request.into_inner();
+        let report = Self::ingest(
+            &self.writer,
+            tenant_id,
+            batch.events,
+            batch.sent_at.as_ref(),
+        )
+        .await?;
+        Ok(Response::new(v1::IngestBatchResponse {
+            results: report.results,
+            accepted: report.accepted,
+            duplicates: report.duplicates,
+            rejected: report.rejected,
+            watermark: report.watermark.to_string(),
+        }))
+    }
+
+    async fn ingest_stream(
+        &self,
+        request: Request<Streaming<v1::IngestStreamRequest>>,
+    ) -> Result<Response<v1::IngestStreamResponse>, Status> {
+        let tenant_id = self.tenant(request.metadata()).await?;
+        let mut incoming = request.into_inner();
+        let mut summary = v1::IngestStreamResponse::default();
+        let mut in_flight = FuturesOrdered::new();
+        let mut events_seen: u64 = 0;
+        let mut watermark = 0;
+        loop {
+            // Read ahead only while fewer than the limit are committing.
+            let next = if in_flight.len() < MAX_IN_FLIGHT_BATCHES_PER_STREAM {
+                tokio::select! {
+                    message = incoming.next() => Some(message),
+                    Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                        merge_stream_batch(&mut summary, &mut watermark, done)?;
+                        None
+                    }
+                }
+            } else {
+                let done = in_flight.next().await.expect("in_flight is not empty");
+                merge_stream_batch(&mut summary, &mut watermark, done)?;
+                None
+            };
+            match next {
+                None => {}
+                Some(None) => break,
+                Some(Some(message)) => {
+                    let message = message?;
+                    let offset = events_seen;
+                    events_seen += message.events.len() as u64;
+                    let writer = self.writer.clone();
+                    in_flight.push_back(async move {
+                        Self::ingest(&writer, tenant_id, message.events, message.sent_at.as_ref())
+                            .await
+                            .map(|report| (offset, report))
+                    });
+                }
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            merge_stream_batch(&mut summary, &mut watermark, done)?;
+        }
+        summary.watermark = watermark.to_string();
+        Ok(Response::new(summary))
+    }
+
+    type IngestBidiStream = BidiStream;
+
+    async fn ingest_bidi(
+        &self,
+        request: Request<Streaming<v1::IngestBidiRequest>>,
+    ) -> Result<Response<Self::IngestBidiStream>, Status> {
+        let tenant_id = self.tenant(request.metadata()).await?;
+        let mut incoming = request.into_inner();
+        let (acks, ack_stream) = mpsc::channel(MAX_IN_FLIGHT_BATCHES_PER_STREAM);
+        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_BATCHES_PER_STREAM));
+        let writer = self.writer.clone();
+        tokio::spawn(async move {
+            loop {
+                // Take a slot before reading, so a fast client is paced by commits.
+                let Ok(slot) = Arc::clone(&in_flight).acquire_owned().await else {
+                    break;
+                };
+                let message = match incoming.next().await {
+                    None => break,
+                    Some(Err(status)) => {
+                        let _ = acks.send(Err(status)).await;
+                        break;
+                    }
+                    Some(Ok(message)) => message,
+                };
+                let writer = writer.clone();
+                let acks = acks.clone();
+                tokio::spawn(async move {
+                    let sequence = message.sequence;
+                    let answer =
+                        Self::ingest(&writer, tenant_id, message.events, message.sent_at.as_ref())
+                            .await
+                            .map(|report| v1::IngestBidiResponse {
+                                sequence,
+                                results: report.results,
+                                watermark: report.watermark.to_string(),
+                            })
+                            .map_err(|error| bidi_error(sequence, error));
+                    let _ = acks.send(answer).await;
+                    drop(slot);
+                });
+            }
+        });
+        Ok(Response::new(
+            Box::pin(ReceiverStream::new(ack_stream)) as BidiStream
+        ))
+    }
+}
+
+/// Adds one committed batch of a client stream to the summary.
+fn merge_stream_batch(
+    summary: &mut v1::IngestStreamResponse,
+    watermark: &mut i64,
+    done: Result<(u64, BatchReport), Error>,
+) -> Result<(), Status> {
+    let (offset, report) = done?;
+    summary.accepted += report.accepted;
+    summary.duplicates += report.duplicates;
+    summary.rejected += report.rejected;
+    *watermark = (*watermark).max(report.watermark);
+    for result in report.results {
+        if result.status == v1::IngestStatus::Accepted as i32 {
+            continue;
+        }
+        if summary.results.len() >= MAX_STREAM_SUMMARY_RESULTS {
+            summary.results_truncated = true;
+            break;
+        }
+        summary.results.push(v1::EventResult {
+            index: result.index + offset,
+            ..result
+        });
+    }
+    Ok(())
+}
+
+/// A failed batch ends the bidi stream; the client resends every unacknowledged batch.
+fn bidi_error(sequence: u64, error: Error) -> Status {
+    let status = Status::from(error);
+    Status::with_details(
+        status.code(),
+        format!("batch {sequence}: {}", status.message()),
+        status.details().to_vec().into(),
+    )
+}

@@ -1,0 +1,266 @@
+//! The group-commit writer. Ingest requests enqueue validated events; each worker takes
+//! whatever is queued (up to `max_batch_events`), commits it in one transaction and only
+//! then answers each request. The queue is bounded in events by a semaphore: a request
+//! that cannot get room within `enqueue_timeout` is refused with RESOURCE_EXHAUSTED and a
+//! retry delay, so overload never grows memory or blocks forever.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use eventline_core::{Error, Event, IngestOutcome};
+use eventline_store::{Store, StoreError};
+use tokio::{
+    sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
+    task::JoinSet,
+};
+use tracing::{debug, warn};
+
+/// Attempts of a transaction that lost a race (deadlock, busy) before giving up.
+const MAX_RETRYABLE_ATTEMPTS: u32 = 5;
+/// How long a failed commit marks the writer unhealthy when no commit succeeds after it;
+/// without traffic nothing else would ever clear the mark.
+const UNHEALTHY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// Retry delay suggested to clients when the queue is full.
+const OVERLOAD_RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// Sizing of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    pub queue_events: usize,
+    pub max_batch_events: usize,
+    pub workers: usize,
+    pub enqueue_timeout: Duration,
+}
+
+/// The committed outcome of one request's events.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// One outcome per submitted event, in order.
+    pub outcomes: Vec<IngestOutcome>,
+    /// Commit watermark: microseconds since the epoch at which the transaction committed.
+    pub watermark: i64,
+}
+
+struct Job {
+    events: Vec<Event>,
+    reply: oneshot::Sender<Result<Commit, Error>>,
+    _room: OwnedSemaphorePermit,
+}
+
+/// Handle to submit events; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    sender: mpsc::Sender<Job>,
+    room: Arc<Semaphore>,
+    health: Arc<Health>,
+    options: WriterOptions,
+}
+
+/// Whether the last commit failed, and when.
+#[derive(Debug)]
+struct Health {
+    failing: AtomicBool,
+    since: std::sync::Mutex<Instant>,
+}
+
+impl Health {
+    fn record(&self, succeeded: bool) {
+        if !succeeded {
+            *self
+                .since
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Instant::now();
+        }
+        self.failing.store(!succeeded, Ordering::Relaxed);
+    }
+
+    fn is_healthy(&self) -> bool {
+        !self.failing.load(Ordering::Relaxed)
+            || self
+                .since
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .elapsed()
+                > UNHEALTHY_AFTER_FAILURE
+    }
+}
+
+/// The running workers; await [`WriterTasks::drain`] after dropping every [`Writer`].
+#[derive(Debug)]
+pub struct WriterTasks {
+    workers: JoinSet<()>,
+}
+
+impl WriterTasks {
+    /// Waits until every queued job has been committed and answered.
+    pub async fn drain(mut self) {
+        while self.workers.join_next().await.is_some() {}
+    }
+}
+
+impl Writer {
+    /// Starts `options.workers` workers committing to `store`.
+    pub fn start(store: Arc<dyn Store>, options: WriterOptions) -> (Writer, WriterTasks) {
+        // Every job holds at least one event of room, so the channel never holds more
+        // jobs than there is room for.
+        let (sender, receiver) = mpsc::channel(options.queue_events.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        let health = Arc::new(Health {
+            failing: AtomicBool::new(false),
+            since: std::sync::Mutex::new(Instant::now()),
+        });
+        let mut workers = JoinSet::new();
+        for _ in 0..options.workers.max(1) {
+            let worker = Worker {
+                store: Arc::clone(&store),
+                receiver: Arc::clone(&receiver),
+                health: Arc::clone(&health),
+                max_batch_events: options.max_batch_events.max(1),
+            };
+            workers.spawn(worker.run());
+        }
+        let writer = Writer {
+            sender,
+            room: Arc::new(Semaphore::new(options.queue_events)),
+            health,
+            options,
+        };
+        (writer, WriterTasks { workers })
+    }
+
+    /// Commits `events` and returns their outcomes once the transaction committed.
+    pub async fn submit(&self, events: Vec<Event>) -> Result<Commit, Error> {
+        if events.is_empty() {
+            return Ok(Commit {
+                outcomes: Vec::new(),
+                watermark: 0,
+            });
+        }
+        let wanted = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        let acquire = Arc::clone(&self.room).acquire_many_owned(wanted);
+        let room = match tokio::time::timeout(self.options.enqueue_timeout, acquire).await {
+            Ok(Ok(room)) => room,
+            Ok(Err(_closed)) => return Err(shutting_down()),
+            Err(_elapsed) => {
+                warn!(batch_len = events.len(), "writer queue full");
+                return Err(Error::Overloaded {
+                    what: "ingest queue is full".into(),
+                    retry_after: OVERLOAD_RETRY_AFTER,
+                });
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Job {
+                events,
+                reply,
+                _room: room,
+            })
+            .await
+            .map_err(|_| shutting_down())?;
+        answer.await.map_err(|_| shutting_down())?
+    }
+
+    /// False for a few seconds after a commit failed, unless one succeeded since.
+    pub fn is_healthy(&self) -> bool {
+        self.health.is_healthy()
+    }
+}
+
+fn shutting_down() -> Error {
+    Error::Unavailable {
+        what: "the server is shutting down".into(),
+        retry_after: Duration::from_secs(1),
+    }
+}
+
+struct Worker {
+    store: Arc<dyn Store>,
+    receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
+    health: Arc<Health>,
+    max_batch_events: usize,
+}
+
+impl Worker {
+    async fn run(self) {
+        while let Some(jobs) = self.next_group().await {
+            self.commit(jobs).await;
+        }
+    }
+
+    /// Waits for one job, then takes every job already queued, up to the batch size.
+    async fn next_group(&self) -> Option<Vec<Job>> {
+        let mut receiver = self.receiver.lock().await;
+        let first = receiver.recv().await?;
+        let mut total = first.events.len();
+        let mut jobs = vec![first];
+        while total < self.max_batch_events {
+            match receiver.try_recv() {
+                Ok(job) => {
+                    total += job.events.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        Some(jobs)
+    }
+
+    async fn commit(&self, mut jobs: Vec<Job>) {
+        let lengths: Vec<usize> = jobs.iter().map(|job| job.events.len()).collect();
+        let events: Vec<Event> = jobs
+            .iter_mut()
+            .flat_map(|job| std::mem::take(&mut job.events))
+            .collect();
+        debug!(
+            batch_len = events.len(),
+            requests = jobs.len(),
+            "committing group"
+        );
+        let result = self.append_with_retries(&events).await;
+        match result {
+            Ok(outcomes) => {
+                self.health.record(true);
+                let watermark = chrono::Utc::now().timestamp_micros();
+                let mut remaining = outcomes.into_iter();
+                for (job, length) in jobs.into_iter().zip(lengths) {
+                    let outcomes: Vec<IngestOutcome> = remaining.by_ref().take(length).collect();
+                    // The requester may have gone away; its events are committed anyway.
+                    let _ = job.reply.send(Ok(Commit {
+                        outcomes,
+                        watermark,
+                    }));
+                }
+            }
+            Err(error) => {
+                warn!(error = %error, batch_len = events.len(), "group commit failed");
+                self.health.record(false);
+                for job in jobs {
+                    let _ = job.reply.send(Err(Error::from(error.clone())));
+                }
+            }
+        }
+    }
+
+    async fn append_with_retries(
+        &self,
+        events: &[Event],
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.store.append(events).await {
+                Err(error) if error.is_retryable() && attempt < MAX_RETRYABLE_ATTEMPTS => {
+                    debug!(attempt, error = %error, "retrying group commit");
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}

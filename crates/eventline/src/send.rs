@@ -1,0 +1,193 @@
+//! `eventline send`: one event from flags (Track), or newline-delimited JSON events from
+//! stdin streamed to IngestStream in batches.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use eventline_proto::v1::{self, ingest_service_client::IngestServiceClient};
+use pbjson_types::Struct;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{metadata::MetadataValue, service::Interceptor, transport::Channel};
+
+/// Events per stream message when reading stdin.
+const STDIN_BATCH_EVENTS: usize = 500;
+
+#[derive(Debug, Args)]
+pub(crate) struct SendArgs {
+    /// Server address.
+    #[arg(
+        long,
+        env = "EVENTLINE_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    server: String,
+    /// API key with the ingest scope.
+    #[arg(long, env = "EVENTLINE_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// Event type; without it, NDJSON events are read from stdin.
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// User id.
+    #[arg(long = "user")]
+    user_id: Option<String>,
+    /// Session id.
+    #[arg(long = "session")]
+    session_id: Option<String>,
+    /// Event id (idempotency key); the server assigns one when omitted.
+    #[arg(long = "id")]
+    event_id: Option<String>,
+    /// Event time, RFC 3339; defaults to now.
+    #[arg(long)]
+    timestamp: Option<String>,
+    /// A property as key=value (value read as JSON when it parses, else as a string).
+    #[arg(long = "prop")]
+    props: Vec<String>,
+    /// All properties as one JSON object.
+    #[arg(long)]
+    properties: Option<String>,
+}
+
+/// Adds the API key to every request.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiKey(MetadataValue<tonic::metadata::Ascii>);
+
+impl Interceptor for ApiKey {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("x-api-key", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub(crate) async fn run(args: SendArgs) -> anyhow::Result<()> {
+    let key = ApiKey(
+        args.api_key
+            .parse()
+            .context("--api-key must be visible ASCII")?,
+    );
+    let channel = Channel::from_shared(args.server.clone())
+        .context("--server must be a URL such as http://127.0.0.1:50051")?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {}", args.server))?;
+    let mut client = IngestServiceClient::with_interceptor(channel, key)
+        .max_encoding_message_size(eventline_core::limits::MAX_MESSAGE_BYTES);
+    match &args.event_type {
+        Some(_) => send_one(&mut client, event_from_flags(&args)?).await,
+        None => send_stdin(&mut client).await,
+    }
+}
+
+fn event_from_flags(args: &SendArgs) -> anyhow::Result<v1::Event> {
+    let mut properties = match &args.properties {
+        Some(json) => serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json)
+            .context("--properties must be a JSON object")?,
+        None => serde_json::Map::new(),
+    };
+    for prop in &args.props {
+        let Some((key, value)) = prop.split_once('=') else {
+            bail!("--prop must be key=value, got {prop:?}");
+        };
+        let value = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+        properties.insert(key.to_owned(), value);
+    }
+    let properties: Struct = serde_json::from_value(serde_json::Value::Object(properties))?;
+    let timestamp = match &args.timestamp {
+        Some(text) => Some(
+            serde_json::from_value(serde_json::Value::String(text.clone()))
+                .context("--timestamp must be RFC 3339")?,
+        ),
+        None => None,
+    };
+    Ok(v1::Event {
+        event_id: args.event_id.clone().unwrap_or_default(),
+        event_type: args.event_type.clone().unwrap_or_default(),
+        user_id: args.user_id.clone().unwrap_or_default(),
+        session_id: args.session_id.clone().unwrap_or_default(),
+        timestamp,
+        properties: Some(properties),
+        ..Default::default()
+    })
+}
+
+type Client = IngestServiceClient<tonic::service::interceptor::InterceptedService<Channel, ApiKey>>;
+
+async fn send_one(client: &mut Client, event: v1::Event) -> anyhow::Result<()> {
+    let response = client
+        .track(v1::TrackRequest { event: Some(event) })
+        .await
+        .map_err(describe)?
+        .into_inner();
+    let result = response.result.unwrap_or_default();
+    let status = v1::IngestStatus::try_from(result.status).unwrap_or_default();
+    println!("{}\t{}", result.event_id, status.as_str_name());
+    Ok(())
+}
+
+async fn send_stdin(client: &mut Client) -> anyhow::Result<()> {
+    let (batches, stream) = tokio::sync::mpsc::channel(4);
+    let reader = tokio::spawn(async move {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        let mut batch = Vec::with_capacity(STDIN_BATCH_EVENTS);
+        let mut line_number = 0u64;
+        while let Some(line) = lines.next_line().await? {
+            line_number += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let event: v1::Event = serde_json::from_str(&line)
+                .with_context(|| format!("stdin line {line_number} is not a JSON event"))?;
+            batch.push(event);
+            if batch.len() == STDIN_BATCH_EVENTS {
+                let events = std::mem::replace(&mut batch, Vec::with_capacity(STDIN_BATCH_EVENTS));
+                if batches
+                    .send(v1::IngestStreamRequest {
+                        events,
+                        sent_at: None,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = batches
+                .send(v1::IngestStreamRequest {
+                    events: batch,
+                    sent_at: None,
+                })
+                .await;
+        }
+        anyhow::Ok(())
+    });
+    let summary = client
+        .ingest_stream(ReceiverStream::new(stream))
+        .await
+        .map_err(describe);
+    reader.await.context("stdin reader failed")??;
+    let summary = summary?.into_inner();
+    for result in &summary.results {
+        let status = v1::IngestStatus::try_from(result.status).unwrap_or_default();
+        eprintln!(
+            "event {} ({}): {} {}",
+            result.index,
+            result.event_id,
+            status.as_str_name(),
+            result.error
+        );
+    }
+    println!(
+        "accepted {}, duplicates {}, rejected {}",
+        summary.accepted, summary.duplicates, summary.rejected
+    );
+    Ok(())
+}
+
+fn describe(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("server answered {:?}: {}", status.code(), status.message())
+}
