@@ -191,11 +191,17 @@ impl Config {
     fn env() -> Env {
         Env::prefixed("EVENTLINE_")
             .filter(|key| {
+                let key = key.as_str().to_ascii_lowercase();
                 SECTIONS
                     .iter()
-                    .any(|section| key.as_str().starts_with(&format!("{section}_")))
+                    .any(|section| key.starts_with(&format!("{section}_")))
             })
-            .map(|key| key.as_str().replacen('_', ".", 1).into())
+            .map(|key| {
+                key.as_str()
+                    .to_ascii_lowercase()
+                    .replacen('_', ".", 1)
+                    .into()
+            })
     }
 
     /// Checks values serde cannot.

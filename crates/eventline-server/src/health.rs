@@ -22,29 +22,46 @@ const SERVICES: [&str; 4] = [
     <AdminServiceServer<AdminApi> as NamedService>::NAME,
 ];
 
-/// Updates `reporter` every couple of seconds until aborted.
-pub(crate) async fn watch(store: Arc<dyn Store>, writer: Writer, reporter: HealthReporter) {
-    let mut last = None;
-    loop {
-        let ready = match store.ready().await {
-            Ok(()) => writer.is_healthy(),
-            Err(error) => {
-                tracing::warn!(error = %error, "not ready: store check failed");
-                false
-            }
-        };
-        if last != Some(ready) {
-            let status = if ready {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            for service in SERVICES {
-                reporter.set_service_status(service, status).await;
-            }
-            tracing::info!(ready, "readiness changed");
-            last = Some(ready);
+/// Publishes the current readiness, then keeps it current every couple of seconds until
+/// aborted. The first publication happens before this returns a future that loops, so a
+/// server reports its status from its first request on.
+pub(crate) async fn start(
+    store: Arc<dyn Store>,
+    writer: Writer,
+    reporter: HealthReporter,
+) -> tokio::task::JoinHandle<()> {
+    let mut last = publish(&*store, &writer, &reporter, None).await;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(CHECK_INTERVAL).await;
+            last = publish(&*store, &writer, &reporter, Some(last)).await;
         }
-        tokio::time::sleep(CHECK_INTERVAL).await;
+    })
+}
+
+async fn publish(
+    store: &dyn Store,
+    writer: &Writer,
+    reporter: &HealthReporter,
+    last: Option<bool>,
+) -> bool {
+    let ready = match store.ready().await {
+        Ok(()) => writer.is_healthy(),
+        Err(error) => {
+            tracing::warn!(error = %error, "not ready: store check failed");
+            false
+        }
+    };
+    if last != Some(ready) {
+        let status = if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for service in SERVICES {
+            reporter.set_service_status(service, status).await;
+        }
+        tracing::info!(ready, "readiness changed");
     }
+    ready
 }

@@ -141,11 +141,7 @@ impl Server {
         let (writer, writer_tasks) = Writer::start(Arc::clone(&store), writer_options(&config));
         let auth = Authenticator::new(Arc::clone(&store), config.admin.token.as_deref());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        let health_task = tokio::spawn(health::watch(
-            Arc::clone(&store),
-            writer.clone(),
-            health_reporter,
-        ));
+        let health_task = health::start(Arc::clone(&store), writer.clone(), health_reporter).await;
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(eventline_proto::FILE_DESCRIPTOR_SET)

@@ -1,0 +1,170 @@
+//! Starts the real server in-process on an ephemeral port against a fresh database and
+//! hands out real tonic clients.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+
+use eventline_proto::v1::{
+    admin_service_client::AdminServiceClient, ingest_service_client::IngestServiceClient,
+    query_service_client::QueryServiceClient,
+};
+use eventline_server::{Config, Server};
+use eventline_store::Store;
+use std::sync::Arc;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{
+    Request, Status,
+    metadata::MetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A running server and what a test needs to talk to it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub api_key: String,
+    pub store: Arc<dyn Store>,
+    pub database_url: Option<String>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// A server on a fresh PostgreSQL database.
+    pub async fn postgres() -> Self {
+        Self::postgres_with(|_| {}).await
+    }
+
+    /// A server on a fresh PostgreSQL database, with config tweaks.
+    pub async fn postgres_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let url = eventline_store::testing::fresh_postgres_database().await;
+        Self::postgres_at(url, tweak).await
+    }
+
+    /// A server on the PostgreSQL database at `url`, with config tweaks.
+    pub async fn postgres_at(url: String, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = base_config();
+        config.database.url = Some(url.clone());
+        tweak(&mut config);
+        Self::start(config, Some(url)).await
+    }
+
+    /// A server on a fresh SQLite store.
+    pub async fn sqlite(directory: &std::path::Path) -> Self {
+        let mut config = base_config();
+        config.data.dir = directory.to_path_buf();
+        Self::start(config, None).await
+    }
+
+    async fn start(config: Config, database_url: Option<String>) -> Self {
+        let server = Server::start(config).await.expect("server starts");
+        let addr = server.grpc_addr();
+        let api_key = server
+            .bootstrap_key()
+            .expect("fresh database bootstraps a key")
+            .secret
+            .clone();
+        let store = server.store();
+        let (shutdown, signal) = oneshot::channel();
+        let handle = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = signal.await;
+                })
+                .await
+                .expect("server runs");
+        });
+        Self {
+            addr,
+            api_key,
+            store,
+            database_url,
+            shutdown: Some(shutdown),
+            handle: Some(handle),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn ingest(
+        &self,
+        key: &str,
+    ) -> IngestServiceClient<InterceptedService<Channel, WithKey>> {
+        IngestServiceClient::with_interceptor(self.channel().await, WithKey::api_key(key))
+            .max_encoding_message_size(32 * 1024 * 1024)
+    }
+
+    pub async fn query(
+        &self,
+        key: &str,
+    ) -> QueryServiceClient<InterceptedService<Channel, WithKey>> {
+        QueryServiceClient::with_interceptor(self.channel().await, WithKey::api_key(key))
+    }
+
+    pub async fn admin(
+        &self,
+        bearer: &str,
+    ) -> AdminServiceClient<InterceptedService<Channel, WithKey>> {
+        AdminServiceClient::with_interceptor(self.channel().await, WithKey::bearer(bearer))
+    }
+
+    /// Stops the server and waits until it drained.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task");
+        }
+    }
+}
+
+fn base_config() -> Config {
+    let mut config = Config::default();
+    config.grpc.addr = "127.0.0.1:0".parse().unwrap();
+    config.admin.token = Some(ADMIN_TOKEN.into());
+    config
+}
+
+/// Adds credentials to every request.
+#[derive(Clone)]
+pub struct WithKey {
+    header: &'static str,
+    value: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl WithKey {
+    pub fn api_key(key: &str) -> Self {
+        Self {
+            header: "x-api-key",
+            value: key.parse().unwrap(),
+        }
+    }
+
+    pub fn bearer(token: &str) -> Self {
+        Self {
+            header: "authorization",
+            value: format!("Bearer {token}").parse().unwrap(),
+        }
+    }
+}
+
+impl Interceptor for WithKey {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if !self.value.is_empty() {
+            request
+                .metadata_mut()
+                .insert(self.header, self.value.clone());
+        }
+        Ok(request)
+    }
+}
