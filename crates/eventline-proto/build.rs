@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         .file_descriptor_set_path(&descriptor_path)
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
-        .compile_protos(&protos, &[proto_root.clone()])?;
+        .compile_protos(&protos, std::slice::from_ref(&proto_root))?;
 
     let descriptor_set = std::fs::read(&descriptor_path)?;
     pbjson_build::Builder::new()

@@ -11,7 +11,7 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 /// Every setting of `eventline serve`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub grpc: GrpcConfig,
@@ -98,20 +98,6 @@ pub struct WriterConfig {
     pub workers: u32,
     /// How long a request waits for queue room before it is refused, in milliseconds.
     pub enqueue_timeout_ms: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            grpc: GrpcConfig::default(),
-            database: DatabaseConfig::default(),
-            data: DataConfig::default(),
-            admin: AdminConfig::default(),
-            bootstrap: BootstrapConfig::default(),
-            log: LogConfig::default(),
-            writer: WriterConfig::default(),
-        }
-    }
 }
 
 impl Default for GrpcConfig {
@@ -238,6 +224,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's Jail fixes the closure's error type; its size is not ours to choose.
+#[allow(clippy::result_large_err)]
 mod tests {
     use figment::Jail;
 

@@ -214,7 +214,7 @@ impl Store for SqliteStore {
                 .bind(micros(key.created_at))
                 .execute(&mut *connection)
                 .await?;
-            insert_key(&mut *connection, key).await
+            insert_key(&mut connection, key).await
         }
         .await;
         match created {

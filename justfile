@@ -1,0 +1,25 @@
+# Every routine task. `just --list` shows them.
+
+# Run the server on embedded SQLite (./eventline-data).
+run *ARGS:
+    cargo run --release -p eventline -- serve {{ARGS}}
+
+# Run the whole test suite against a real PostgreSQL.
+test *ARGS:
+    bash scripts/test {{ARGS}}
+
+# Format Rust and protos.
+fmt:
+    cargo fmt --all
+    buf format -w
+
+# Lints: rustfmt, clippy, buf.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    buf lint
+    buf format --diff --exit-code
+
+# Everything CI runs.
+ci:
+    bash .ci/run
