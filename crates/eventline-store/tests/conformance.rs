@@ -307,7 +307,10 @@ async fn api_keys_are_created_listed_and_revoked(store: Arc<dyn Store>) {
     store.create_api_key(&key).await.unwrap();
     assert_eq!(store.api_key("k1").await.unwrap(), Some(key.clone()));
     assert_eq!(store.api_key("missing").await.unwrap(), None);
-    assert_eq!(store.list_api_keys(tenant_id).await.unwrap(), std::slice::from_ref(&key));
+    assert_eq!(
+        store.list_api_keys(tenant_id).await.unwrap(),
+        std::slice::from_ref(&key)
+    );
     let revoked = store.revoke_api_key("k1").await.unwrap();
     let revoked_at = revoked.revoked_at.expect("revoke time set");
     assert!(!revoked.allows(Scope::Ingest));

@@ -196,11 +196,9 @@ async fn sigterm_drains_in_flight_batches_and_exits_cleanly() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal::kill(pid, signal::Signal::SIGTERM).unwrap();
     let acks = streaming.await.unwrap();
-    let exit = tokio::task::spawn_blocking(move || {
-        server.child.wait().unwrap()
-    })
-    .await
-    .unwrap();
+    let exit = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
+        .await
+        .unwrap();
     assert!(exit.success(), "eventline exited with {exit} after SIGTERM");
     assert!(
         !acks.is_empty(),
