@@ -61,6 +61,20 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
+/// Fails unless `applied` covers every migration embedded in `migrator`.
+pub(crate) fn check_migrations(
+    applied: i64,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), StoreError> {
+    let embedded = migrator.iter().count() as i64;
+    if applied < embedded {
+        return Err(StoreError::Unavailable(format!(
+            "{applied} of {embedded} migrations applied"
+        )));
+    }
+    Ok(())
+}
+
 /// Classifies PostgreSQL SQLSTATEs and SQLite extended result codes.
 fn classify_sqlstate(code: &str, message: &str) -> StoreError {
     match code {

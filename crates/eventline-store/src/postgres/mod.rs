@@ -131,13 +131,7 @@ impl Store for PgStore {
             sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
                 .fetch_one(&self.pool)
                 .await?;
-        let embedded = MIGRATOR.iter().count() as i64;
-        if applied < embedded {
-            return Err(StoreError::Unavailable(format!(
-                "{applied} of {embedded} migrations applied"
-            )));
-        }
-        Ok(())
+        crate::error::check_migrations(applied, &MIGRATOR)
     }
 
     async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
