@@ -27,12 +27,19 @@ CREATE TABLE events (
     client_timestamp timestamptz,
     received_at      timestamptz NOT NULL,
     properties       jsonb NOT NULL,
+    -- The inserting transaction: tails read in commit order and only below the oldest
+    -- running transaction, so a tail never skips an event that commits late.
+    commit_xid       xid8 NOT NULL DEFAULT pg_current_xact_id(),
     PRIMARY KEY (tenant_id, event_id)
 );
 -- event_id closes both indexes so that keyset pages on (timestamp, event_id) of one type
 -- or one user never sort (DESIGN §5).
 CREATE INDEX events_by_type_time ON events (tenant_id, event_type, "timestamp", event_id);
 CREATE INDEX events_by_user_time ON events (tenant_id, user_id, "timestamp", event_id);
+CREATE INDEX events_by_time ON events (tenant_id, "timestamp", event_id);
+CREATE INDEX events_by_commit ON events (tenant_id, commit_xid, event_id);
+-- Property equality filters are JSONB containment (properties @> '{"plan":"pro"}').
+CREATE INDEX events_by_properties ON events USING gin (properties jsonb_path_ops);
 
 -- Hourly counts per event type, maintained in the ingest transaction from the rows
 -- actually inserted, never from duplicates.

@@ -31,6 +31,9 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_type_time ON events (tenant_id, event_type, timestamp_us, event_id);
 CREATE INDEX events_by_user_time ON events (tenant_id, user_id, timestamp_us, event_id);
+CREATE INDEX events_by_time ON events (tenant_id, timestamp_us, event_id);
+-- Tails read in commit order by rowid: SQLite has one writer, so rowids grow in commit
+-- order and every visible rowid is final.
 
 CREATE TABLE event_rollups_hourly (
     tenant_id   TEXT NOT NULL,

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod error;
 pub mod event;
 pub mod limits;
+pub mod query;
 pub mod time;
 pub mod validate;
 

@@ -34,7 +34,7 @@ struct BatchReport {
     accepted: u64,
     duplicates: u64,
     rejected: u64,
-    watermark: i64,
+    watermark: String,
 }
 
 impl IngestApi {
@@ -140,7 +140,7 @@ impl IngestService for IngestApi {
                 error: String::new(),
                 index: 0,
             }),
-            watermark: commit.watermark.to_string(),
+            watermark: commit.watermark,
         }))
     }
 
@@ -162,7 +162,7 @@ impl IngestService for IngestApi {
             accepted: report.accepted,
             duplicates: report.duplicates,
             rejected: report.rejected,
-            watermark: report.watermark.to_string(),
+            watermark: report.watermark,
         }))
     }
 
@@ -175,7 +175,7 @@ impl IngestService for IngestApi {
         let mut summary = v1::IngestStreamResponse::default();
         let mut in_flight = FuturesOrdered::new();
         let mut events_seen: u64 = 0;
-        let mut watermark = 0;
+        let mut watermark = String::new();
         loop {
             // Read ahead only while fewer than the limit are committing.
             let next = if in_flight.len() < MAX_IN_FLIGHT_BATCHES_PER_STREAM {
@@ -210,7 +210,7 @@ impl IngestService for IngestApi {
         while let Some(done) = in_flight.next().await {
             merge_stream_batch(&mut summary, &mut watermark, done)?;
         }
-        summary.watermark = watermark.to_string();
+        summary.watermark = watermark;
         Ok(Response::new(summary))
     }
 
@@ -249,7 +249,7 @@ impl IngestService for IngestApi {
                             .map(|report| v1::IngestBidiResponse {
                                 sequence,
                                 results: report.results,
-                                watermark: report.watermark.to_string(),
+                                watermark: report.watermark,
                             })
                             .map_err(|error| bidi_error(sequence, error));
                     let _ = acks.send(answer).await;
@@ -266,14 +266,17 @@ impl IngestService for IngestApi {
 /// Adds one committed batch of a client stream to the summary.
 fn merge_stream_batch(
     summary: &mut v1::IngestStreamResponse,
-    watermark: &mut i64,
+    watermark: &mut String,
     done: Result<(u64, BatchReport), Error>,
 ) -> Result<(), Status> {
     let (offset, report) = done?;
     summary.accepted += report.accepted;
     summary.duplicates += report.duplicates;
     summary.rejected += report.rejected;
-    *watermark = (*watermark).max(report.watermark);
+    // Batches commit in order of their futures, so the last one seen is the latest.
+    if !report.watermark.is_empty() {
+        *watermark = report.watermark;
+    }
     for result in report.results {
         if result.status == v1::IngestStatus::Accepted as i32 {
             continue;

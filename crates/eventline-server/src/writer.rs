@@ -13,7 +13,7 @@ use std::{
 };
 
 use eventline_core::{Error, Event, IngestOutcome};
-use eventline_store::{Store, StoreError};
+use eventline_store::{Appended, Store, StoreError};
 use tokio::{
     sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
     task::JoinSet,
@@ -42,8 +42,8 @@ pub struct WriterOptions {
 pub struct Commit {
     /// One outcome per submitted event, in order.
     pub outcomes: Vec<IngestOutcome>,
-    /// Commit watermark: microseconds since the epoch at which the transaction committed.
-    pub watermark: i64,
+    /// Commit watermark: reads that wait for it see these events.
+    pub watermark: String,
 }
 
 struct Job {
@@ -138,7 +138,7 @@ impl Writer {
         if events.is_empty() {
             return Ok(Commit {
                 outcomes: Vec::new(),
-                watermark: 0,
+                watermark: String::new(),
             });
         }
         let wanted = u32::try_from(events.len()).unwrap_or(u32::MAX);
@@ -224,16 +224,16 @@ impl Worker {
         );
         let result = self.append_with_retries(&events).await;
         match result {
-            Ok(outcomes) => {
+            Ok(appended) => {
                 self.health.record(true);
-                let watermark = chrono::Utc::now().timestamp_micros();
-                let mut remaining = outcomes.into_iter();
+                let watermark = appended.watermark;
+                let mut remaining = appended.outcomes.into_iter();
                 for (job, length) in jobs.into_iter().zip(lengths) {
                     let outcomes: Vec<IngestOutcome> = remaining.by_ref().take(length).collect();
                     // The requester may have gone away; its events are committed anyway.
                     let _ = job.reply.send(Ok(Commit {
                         outcomes,
-                        watermark,
+                        watermark: watermark.clone(),
                     }));
                 }
             }
@@ -247,10 +247,7 @@ impl Worker {
         }
     }
 
-    async fn append_with_retries(
-        &self,
-        events: &[Event],
-    ) -> Result<Vec<IngestOutcome>, StoreError> {
+    async fn append_with_retries(&self, events: &[Event]) -> Result<Appended, StoreError> {
         let mut attempt = 1;
         loop {
             match self.store.append(events).await {

@@ -17,6 +17,9 @@ pub enum StoreError {
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A request value the database refused to interpret, such as a foreign watermark.
+    #[error("{0}")]
+    Invalid(String),
     /// The store is configured wrongly.
     #[error("store configuration: {0}")]
     Config(String),
@@ -110,6 +113,9 @@ impl From<StoreError> for eventline_core::Error {
                 }
             }
             StoreError::Conflict(message) => eventline_core::Error::AlreadyExists(message),
+            StoreError::Invalid(message) => {
+                eventline_core::Error::invalid("min_watermark", message)
+            }
             StoreError::NotFound(message) => eventline_core::Error::NotFound(message),
             StoreError::Config(message) | StoreError::Internal(message) => {
                 eventline_core::Error::Internal(message)

@@ -12,7 +12,10 @@ use std::{path::Path, sync::Arc};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use eventline_core::{ApiKey, Event, IngestOutcome, Tenant, TenantId};
+use eventline_core::{
+    ApiKey, Event, IngestOutcome, Tenant, TenantId,
+    query::{CommittedQuery, CountQuery, CountRow, EventQuery, Grouping},
+};
 
 pub use error::StoreError;
 
@@ -24,7 +27,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `Accepted` for rows inserted, `Duplicate` for `(tenant, event_id)` pairs already
     /// stored (or repeated earlier in the same batch). The hourly rollup is updated in
     /// the same transaction from the inserted rows only. Returns only after COMMIT.
-    async fn append(&self, events: &[Event]) -> Result<Vec<IngestOutcome>, StoreError>;
+    async fn append(&self, events: &[Event]) -> Result<Appended, StoreError>;
+
+    /// Whether the writes behind `watermark` (from [`Appended`]) are visible to reads.
+    async fn watermark_visible(&self, watermark: &str) -> Result<bool, StoreError>;
 
     /// Succeeds when the database answers and every embedded migration is applied.
     async fn ready(&self) -> Result<(), StoreError>;
@@ -55,13 +61,45 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn event(&self, tenant_id: TenantId, event_id: &str)
     -> Result<Option<Event>, StoreError>;
 
+    /// Reads one page of events in time order, per `query`.
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError>;
+
+    /// Counts raw events, grouped per `query.grouping`.
+    async fn count_raw(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError>;
+
+    /// Sums hourly rollups whose hour lies in `[start, end)`, grouped per
+    /// `query.grouping` (never by minute). Exact for hour-aligned windows.
+    async fn count_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError>;
+
+    /// The commit horizon: every event with a commit sequence below it is committed and
+    /// visible, and no event below it can still appear.
+    async fn commit_horizon(&self) -> Result<u64, StoreError>;
+
+    /// Reads events in commit order below `query.horizon`, with their commit sequence.
+    async fn list_committed(&self, query: &CommittedQuery)
+    -> Result<Vec<(u64, Event)>, StoreError>;
+
     /// Counts a tenant's stored events (raw rows) in `[start, end)`.
     async fn count_events(
         &self,
         tenant_id: TenantId,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<u64, StoreError> {
+        let query = CountQuery {
+            tenant_id,
+            event_type: None,
+            start,
+            end,
+            grouping: Grouping::Total,
+        };
+        Ok(self
+            .count_raw(&query)
+            .await?
+            .iter()
+            .map(|row| row.count)
+            .sum())
+    }
 
     /// Sums a tenant's hourly rollups whose hour lies in `[start, end)`.
     async fn rollup_total(
@@ -69,7 +107,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         tenant_id: TenantId,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<u64, StoreError> {
+        let query = CountQuery {
+            tenant_id,
+            event_type: None,
+            start,
+            end,
+            grouping: Grouping::Total,
+        };
+        Ok(self
+            .count_rollup(&query)
+            .await?
+            .iter()
+            .map(|row| row.count)
+            .sum())
+    }
+}
+
+/// What one append did: an outcome per event, and a watermark that reads can wait for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub outcomes: Vec<IngestOutcome>,
+    pub watermark: String,
 }
 
 /// Opens the store a server is configured for: PostgreSQL when `database_url` is set,

@@ -5,7 +5,13 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use eventline_core::{ApiKey, Event, IngestOutcome, Scope, TenantId};
+use eventline_core::{
+    ApiKey, Event, IngestOutcome, Scope, TenantId,
+    query::{
+        BucketWidth, CommittedQuery, CountQuery, EventFilter, EventQuery, Grouping, Order,
+        Position, PropertyFilter,
+    },
+};
 use eventline_store::{Store, StoreError, testing};
 
 macro_rules! conformance_suite {
@@ -44,6 +50,14 @@ conformance_suite!(
     api_key_for_a_missing_tenant_is_not_found,
     bootstrap_creates_the_first_tenant_only_once,
     ready_after_migrations,
+    listing_is_newest_first_with_ties_by_event_id_and_half_open_windows,
+    keyset_pages_stay_correct_while_new_events_arrive,
+    filters_select_by_type_user_and_properties,
+    oldest_first_reads_resume_after_a_position,
+    rollup_counts_equal_raw_counts_for_every_grouping,
+    commit_order_reads_deliver_each_event_once_below_the_horizon,
+    watermarks_are_visible_after_append,
+    reads_never_cross_tenants,
 );
 
 fn at(hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
@@ -81,11 +95,11 @@ async fn append_reports_accepted_then_duplicate_and_stores_once(store: Arc<dyn S
     let tenant_id = tenant(&*store, "acme").await;
     let batch = [event(tenant_id, "e1", "signup", at(10, 0, 0))];
     assert_eq!(
-        store.append(&batch).await.unwrap(),
+        store.append(&batch).await.unwrap().outcomes,
         [IngestOutcome::Accepted]
     );
     assert_eq!(
-        store.append(&batch).await.unwrap(),
+        store.append(&batch).await.unwrap().outcomes,
         [IngestOutcome::Duplicate]
     );
     let (start, end) = whole_day();
@@ -99,7 +113,7 @@ async fn duplicates_within_one_batch_are_stored_once(store: Arc<dyn Store>) {
         event(tenant_id, "b", "signup", at(10, 0, 1)),
         event(tenant_id, "a", "signup", at(10, 0, 2)),
     ];
-    let outcomes = store.append(&batch).await.unwrap();
+    let outcomes = store.append(&batch).await.unwrap().outcomes;
     assert_eq!(
         outcomes,
         [
@@ -122,7 +136,8 @@ async fn same_event_id_in_two_tenants_is_two_rows(store: Arc<dyn Store>) {
             event(tenant_b, "same", "login", at(10, 0, 0)),
         ])
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert_eq!(outcomes, [IngestOutcome::Accepted, IngestOutcome::Accepted]);
     assert_eq!(
         store
@@ -152,12 +167,12 @@ async fn rollup_counts_only_inserted_rows(store: Arc<dyn Store>) {
     let first: Vec<Event> = (0..50)
         .map(|n| event(tenant_id, &format!("e{n}"), "view", at(10, 0, n % 60)))
         .collect();
-    store.append(&first).await.unwrap();
+    store.append(&first).await.unwrap().outcomes;
     // Half retried, half new: only the new half may move the rollup.
     let second: Vec<Event> = (25..75)
         .map(|n| event(tenant_id, &format!("e{n}"), "view", at(10, 0, n % 60)))
         .collect();
-    let outcomes = store.append(&second).await.unwrap();
+    let outcomes = store.append(&second).await.unwrap().outcomes;
     assert_eq!(
         outcomes
             .iter()
@@ -179,7 +194,8 @@ async fn rollup_buckets_by_utc_hour(store: Arc<dyn Store>) {
             event(tenant_id, "after", "click", at(11, 30, 0)),
         ])
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert_eq!(
         store
             .rollup_total(tenant_id, at(10, 0, 0), at(11, 0, 0))
@@ -209,7 +225,11 @@ async fn event_round_trips_every_field(store: Arc<dyn Store>) {
         received_at: at(9, 15, 1),
         properties_json: r#"{"amount": 12.5, "items": ["a", "b"], "nested": {"ok": true}}"#.into(),
     };
-    store.append(std::slice::from_ref(&stored)).await.unwrap();
+    store
+        .append(std::slice::from_ref(&stored))
+        .await
+        .unwrap()
+        .outcomes;
     let read = store
         .event(tenant_id, "round-trip")
         .await
@@ -246,7 +266,7 @@ async fn concurrent_overlapping_batches_store_each_event_once(store: Arc<dyn Sto
                 .collect();
             loop {
                 match store.append(&batch).await {
-                    Ok(outcomes) => break outcomes,
+                    Ok(appended) => break appended.outcomes,
                     Err(error) if error.is_retryable() => continue,
                     Err(error) => panic!("append failed: {error}"),
                 }
@@ -362,4 +382,387 @@ async fn harness_gives_each_test_its_own_postgres_database() {
     let first = testing::fresh_postgres_database().await;
     let second = testing::fresh_postgres_database().await;
     assert_ne!(first, second);
+}
+
+fn listing(tenant_id: TenantId, order: Order, limit: usize) -> EventQuery {
+    let (start, end) = whole_day();
+    EventQuery {
+        tenant_id,
+        filter: EventFilter::default(),
+        start,
+        end,
+        order,
+        after: None,
+        committed_before: None,
+        limit,
+    }
+}
+
+fn ids(events: &[Event]) -> Vec<&str> {
+    events.iter().map(|event| event.event_id.as_str()).collect()
+}
+
+async fn listing_is_newest_first_with_ties_by_event_id_and_half_open_windows(
+    store: Arc<dyn Store>,
+) {
+    let tenant_id = tenant(&*store, "acme").await;
+    store
+        .append(&[
+            event(tenant_id, "at-start", "view", at(10, 0, 0)),
+            event(tenant_id, "tie-b", "view", at(10, 30, 0)),
+            event(tenant_id, "tie-a", "view", at(10, 30, 0)),
+            event(tenant_id, "tie-c", "view", at(10, 30, 0)),
+            event(tenant_id, "at-end", "view", at(11, 0, 0)),
+        ])
+        .await
+        .unwrap();
+    let mut query = listing(tenant_id, Order::NewestFirst, 100);
+    query.start = at(10, 0, 0);
+    query.end = at(11, 0, 0);
+    let page = store.list_events(&query).await.unwrap();
+    assert_eq!(
+        ids(&page),
+        ["tie-c", "tie-b", "tie-a", "at-start"],
+        "end excluded, start included"
+    );
+    query.order = Order::OldestFirst;
+    let page = store.list_events(&query).await.unwrap();
+    assert_eq!(ids(&page), ["at-start", "tie-a", "tie-b", "tie-c"]);
+}
+
+async fn keyset_pages_stay_correct_while_new_events_arrive(store: Arc<dyn Store>) {
+    let tenant_id = tenant(&*store, "acme").await;
+    let original: Vec<Event> = (0..10)
+        .map(|n| event(tenant_id, &format!("e{n:02}"), "view", at(10, n, 0)))
+        .collect();
+    store.append(&original).await.unwrap();
+    let mut query = listing(tenant_id, Order::NewestFirst, 3);
+    let mut seen = Vec::new();
+    for round in 0..10 {
+        let page = store.list_events(&query).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        seen.extend(page.iter().map(|event| event.event_id.clone()));
+        let last = page.last().unwrap();
+        query.after = Some(Position {
+            timestamp: last.timestamp,
+            event_id: last.event_id.clone(),
+        });
+        // Newer events and an event tied with the page boundary arrive between pages.
+        store
+            .append(&[
+                event(tenant_id, &format!("new{round}"), "view", at(12, round, 0)),
+                event(tenant_id, &format!("zz-tie{round}"), "view", last.timestamp),
+            ])
+            .await
+            .unwrap();
+    }
+    let expected: Vec<String> = (0..10).rev().map(|n| format!("e{n:02}")).collect();
+    let originals: Vec<&String> = seen.iter().filter(|id| id.starts_with('e')).collect();
+    assert_eq!(
+        originals,
+        expected.iter().collect::<Vec<_>>(),
+        "every original event once, in order"
+    );
+    assert!(
+        seen.iter().all(|id| !id.starts_with("new")),
+        "newer events do not shift later pages"
+    );
+}
+
+async fn filters_select_by_type_user_and_properties(store: Arc<dyn Store>) {
+    let tenant_id = tenant(&*store, "acme").await;
+    let mut pro = event(tenant_id, "pro", "signup", at(10, 0, 0));
+    pro.properties_json = r#"{"plan":"pro","seats":5,"trial":false}"#.into();
+    let mut free = event(tenant_id, "free", "signup", at(10, 1, 0));
+    free.properties_json = r#"{"plan":"free","seats":1,"trial":true}"#.into();
+    free.user_id = Some("u2".into());
+    let mut view = event(tenant_id, "view", "view", at(10, 2, 0));
+    view.properties_json = r#"{"plan":"pro","nested":{"plan":"free"}}"#.into();
+    store.append(&[pro, free, view]).await.unwrap();
+    let select = |filter: EventFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            let mut query = listing(tenant_id, Order::OldestFirst, 100);
+            query.filter = filter;
+            ids(&store.list_events(&query).await.unwrap())
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        }
+    };
+    let property = |text: &str| PropertyFilter::parse("property_filters[0]", text).unwrap();
+    assert_eq!(
+        select(EventFilter {
+            event_type: Some("signup".into()),
+            ..Default::default()
+        })
+        .await,
+        ["pro", "free"]
+    );
+    assert_eq!(
+        select(EventFilter {
+            user_id: Some("u2".into()),
+            ..Default::default()
+        })
+        .await,
+        ["free"]
+    );
+    assert_eq!(
+        select(EventFilter {
+            properties: vec![property("plan=pro")],
+            ..Default::default()
+        })
+        .await,
+        ["pro", "view"]
+    );
+    assert_eq!(
+        select(EventFilter {
+            properties: vec![property("seats=5")],
+            ..Default::default()
+        })
+        .await,
+        ["pro"]
+    );
+    assert_eq!(
+        select(EventFilter {
+            properties: vec![property("trial=true")],
+            ..Default::default()
+        })
+        .await,
+        ["free"]
+    );
+    assert_eq!(
+        select(EventFilter {
+            properties: vec![property("plan=pro"), property("seats=5")],
+            ..Default::default()
+        })
+        .await,
+        ["pro"]
+    );
+    assert!(
+        select(EventFilter {
+            properties: vec![property("seats=\"5\"")],
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+}
+
+async fn oldest_first_reads_resume_after_a_position(store: Arc<dyn Store>) {
+    let tenant_id = tenant(&*store, "acme").await;
+    let events: Vec<Event> = (0..7)
+        .map(|n| event(tenant_id, &format!("x{n}"), "view", at(9, n, 0)))
+        .collect();
+    store.append(&events).await.unwrap();
+    let mut query = listing(tenant_id, Order::OldestFirst, 4);
+    let first = store.list_events(&query).await.unwrap();
+    assert_eq!(ids(&first), ["x0", "x1", "x2", "x3"]);
+    query.after = Some(Position {
+        timestamp: first[3].timestamp,
+        event_id: first[3].event_id.clone(),
+    });
+    let rest = store.list_events(&query).await.unwrap();
+    assert_eq!(ids(&rest), ["x4", "x5", "x6"]);
+}
+
+async fn rollup_counts_equal_raw_counts_for_every_grouping(store: Arc<dyn Store>) {
+    let tenant_id = tenant(&*store, "acme").await;
+    let types = ["view", "click", "buy"];
+    let events: Vec<Event> = (0..300u32)
+        .map(|n| {
+            event(
+                tenant_id,
+                &format!("r{n}"),
+                types[(n % 7 % 3) as usize],
+                at(n % 24, n % 60, n % 59),
+            )
+        })
+        .collect();
+    store.append(&events).await.unwrap();
+    // Retries and a late duplicate must not move either side.
+    store.append(&events[..50]).await.unwrap();
+    let (start, end) = whole_day();
+    for grouping in [
+        Grouping::Total,
+        Grouping::EventType,
+        Grouping::Bucket(BucketWidth::Hour),
+        Grouping::Bucket(BucketWidth::Day),
+    ] {
+        for event_type in [None, Some("click".to_owned())] {
+            let query = CountQuery {
+                tenant_id,
+                event_type: event_type.clone(),
+                start,
+                end,
+                grouping,
+            };
+            let mut raw = store.count_raw(&query).await.unwrap();
+            let mut rolled = store.count_rollup(&query).await.unwrap();
+            let key = |row: &eventline_core::query::CountRow| (row.bucket, row.event_type.clone());
+            raw.sort_by_key(key);
+            rolled.sort_by_key(key);
+            assert_eq!(raw, rolled, "{grouping:?} {event_type:?}");
+            let total: u64 = raw.iter().map(|row| row.count).sum();
+            assert!(total > 0);
+        }
+    }
+    let minutes = CountQuery {
+        tenant_id,
+        event_type: None,
+        start: at(5, 0, 0),
+        end: at(6, 0, 0),
+        grouping: Grouping::Bucket(BucketWidth::Minute),
+    };
+    let expected = events
+        .iter()
+        .filter(|event| event.timestamp >= at(5, 0, 0) && event.timestamp < at(6, 0, 0))
+        .count();
+    let counted: u64 = store
+        .count_raw(&minutes)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.count)
+        .sum();
+    assert_eq!(counted, expected as u64);
+}
+
+/// Polls the horizon until the events committed so far lie below it. On PostgreSQL the
+/// horizon is the oldest running transaction of the whole cluster, so other work can hold
+/// it back for a moment.
+async fn horizon_covering(
+    store: &dyn Store,
+    query: &CommittedQuery,
+    expected: usize,
+) -> (u64, Vec<(u64, Event)>) {
+    for _ in 0..500 {
+        let horizon = store.commit_horizon().await.unwrap();
+        let page = store
+            .list_committed(&CommittedQuery {
+                horizon,
+                ..query.clone()
+            })
+            .await
+            .unwrap();
+        if page.len() >= expected {
+            return (horizon, page);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the commit horizon never passed {expected} committed events");
+}
+
+async fn commit_order_reads_deliver_each_event_once_below_the_horizon(store: Arc<dyn Store>) {
+    let tenant_id = tenant(&*store, "acme").await;
+    store
+        .append(&[
+            event(tenant_id, "a1", "view", at(10, 0, 0)),
+            event(tenant_id, "a2", "view", at(9, 0, 0)),
+        ])
+        .await
+        .unwrap();
+    let mut live = CommittedQuery {
+        tenant_id,
+        filter: EventFilter::default(),
+        min_timestamp: None,
+        after: (0, String::new()),
+        horizon: 0,
+        limit: 100,
+    };
+    let (first_horizon, before) = horizon_covering(&*store, &live, 2).await;
+    let mut before_ids: Vec<&str> = before
+        .iter()
+        .map(|(_, event)| event.event_id.as_str())
+        .collect();
+    before_ids.sort_unstable();
+    assert_eq!(before_ids, ["a1", "a2"]);
+
+    store
+        .append(&[event(tenant_id, "b1", "view", at(8, 0, 0))])
+        .await
+        .unwrap();
+    let (last_sequence, last_event) = before.last().unwrap();
+    live.after = (*last_sequence, last_event.event_id.clone());
+    live.horizon = first_horizon;
+    assert!(
+        store.list_committed(&live).await.unwrap().is_empty(),
+        "a later commit lies beyond an earlier horizon"
+    );
+    let mut history = listing(tenant_id, Order::OldestFirst, 100);
+    history.committed_before = Some(first_horizon);
+    assert_eq!(
+        ids(&store.list_events(&history).await.unwrap()),
+        ["a2", "a1"]
+    );
+
+    let (_, after) = horizon_covering(&*store, &live, 1).await;
+    let after: Vec<&str> = after
+        .iter()
+        .map(|(_, event)| event.event_id.as_str())
+        .collect();
+    assert_eq!(
+        after,
+        ["b1"],
+        "an event committed later, with an older timestamp, is not skipped"
+    );
+    live.min_timestamp = Some(at(9, 30, 0));
+    live.after = (0, String::new());
+    let (_, recent) = horizon_covering(&*store, &live, 1).await;
+    let recent: Vec<&str> = recent
+        .iter()
+        .map(|(_, event)| event.event_id.as_str())
+        .collect();
+    assert_eq!(recent, ["a1"]);
+}
+
+async fn watermarks_are_visible_after_append(store: Arc<dyn Store>) {
+    let tenant_id = tenant(&*store, "acme").await;
+    let appended = store
+        .append(&[event(tenant_id, "w", "view", at(10, 0, 0))])
+        .await
+        .unwrap();
+    assert!(!appended.watermark.is_empty());
+    assert!(store.watermark_visible(&appended.watermark).await.unwrap());
+    assert!(matches!(
+        store.watermark_visible("not a watermark").await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+async fn reads_never_cross_tenants(store: Arc<dyn Store>) {
+    let tenant_a = tenant(&*store, "a").await;
+    let tenant_b = tenant(&*store, "b").await;
+    store
+        .append(&[event(tenant_a, "secret", "view", at(10, 0, 0))])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .list_events(&listing(tenant_b, Order::NewestFirst, 100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (start, end) = whole_day();
+    let counts = CountQuery {
+        tenant_id: tenant_b,
+        event_type: None,
+        start,
+        end,
+        grouping: Grouping::EventType,
+    };
+    assert!(store.count_raw(&counts).await.unwrap().is_empty());
+    assert!(store.count_rollup(&counts).await.unwrap().is_empty());
+    let live = CommittedQuery {
+        tenant_id: tenant_b,
+        filter: EventFilter::default(),
+        min_timestamp: None,
+        after: (0, String::new()),
+        horizon: store.commit_horizon().await.unwrap(),
+        limit: 100,
+    };
+    assert!(store.list_committed(&live).await.unwrap().is_empty());
 }

@@ -5,21 +5,28 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use eventline_core::{ApiKey, Event, IngestOutcome, Scope, Tenant, TenantId};
+use eventline_core::{
+    ApiKey, Event, IngestOutcome, Scope, Tenant, TenantId,
+    query::{CommittedQuery, CountQuery, CountRow, EventQuery},
+};
 use sqlx::{
     PgPool, Row,
     postgres::{PgPoolOptions, PgRow},
 };
 use uuid::Uuid;
 
-use crate::{Store, StoreError};
+use crate::{Appended, Store, StoreError};
+
+mod read;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
-/// A PostgreSQL-backed store.
+/// A PostgreSQL-backed store. Reads go to `read_pool`, which is a replica's when
+/// `database.read_url` is set and the primary's otherwise.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    read_pool: PgPool,
 }
 
 impl PgStore {
@@ -30,7 +37,24 @@ impl PgStore {
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect(url)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            read_pool: pool.clone(),
+            pool,
+        })
+    }
+
+    /// Sends reads to the replica at `read_url`.
+    pub async fn with_read_replica(
+        mut self,
+        read_url: &str,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        self.read_pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(read_url)
+            .await?;
+        Ok(self)
     }
 
     /// Applies pending migrations (sqlx holds an advisory lock, so replicas may race).
@@ -81,9 +105,12 @@ impl<'a> Columns<'a> {
 
 #[async_trait]
 impl Store for PgStore {
-    async fn append(&self, events: &[Event]) -> Result<Vec<IngestOutcome>, StoreError> {
+    async fn append(&self, events: &[Event]) -> Result<Appended, StoreError> {
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Appended {
+                outcomes: Vec::new(),
+                watermark: String::new(),
+            });
         }
         let mut order: Vec<usize> = (0..events.len()).collect();
         order.sort_unstable_by(|&left, &right| {
@@ -123,7 +150,30 @@ impl Store for PgStore {
                 outcomes[index] = IngestOutcome::Accepted;
             }
         }
-        Ok(outcomes)
+        // Read after COMMIT: a reader whose WAL position reached it sees this batch.
+        let watermark: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Appended {
+            outcomes,
+            watermark,
+        })
+    }
+
+    async fn watermark_visible(&self, watermark: &str) -> Result<bool, StoreError> {
+        let visible: Option<bool> = sqlx::query_scalar(
+            "SELECT coalesce(pg_last_wal_replay_lsn(), pg_current_wal_lsn()) >= $1::pg_lsn",
+        )
+        .bind(watermark)
+        .fetch_one(&self.read_pool)
+        .await
+        .map_err(|error| match StoreError::from(error) {
+            StoreError::Internal(_) => {
+                StoreError::Invalid(format!("{watermark:?} is not a watermark of this server"))
+            }
+            other => other,
+        })?;
+        Ok(visible.unwrap_or(false))
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
@@ -243,40 +293,31 @@ impl Store for PgStore {
         row.as_ref().map(event_from_row).transpose()
     }
 
-    async fn count_events(
-        &self,
-        tenant_id: TenantId,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(
-            r#"SELECT count(*) FROM events
-               WHERE tenant_id = $1 AND "timestamp" >= $2 AND "timestamp" < $3"#,
-        )
-        .bind(tenant_id.0)
-        .bind(start)
-        .bind(end)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(count.max(0) as u64)
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError> {
+        read::list_events(&self.read_pool, query).await
     }
 
-    async fn rollup_total(
+    async fn count_raw(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        read::count(&self.read_pool, query, read::CountSource::Events).await
+    }
+
+    async fn count_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        read::count(&self.read_pool, query, read::CountSource::HourlyRollup).await
+    }
+
+    async fn commit_horizon(&self) -> Result<u64, StoreError> {
+        let horizon: i64 =
+            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                .fetch_one(&self.read_pool)
+                .await?;
+        Ok(horizon.max(0) as u64)
+    }
+
+    async fn list_committed(
         &self,
-        tenant_id: TenantId,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let total: Option<i64> = sqlx::query_scalar(
-            "SELECT sum(event_count)::bigint FROM event_rollups_hourly
-             WHERE tenant_id = $1 AND hour >= $2 AND hour < $3",
-        )
-        .bind(tenant_id.0)
-        .bind(start)
-        .bind(end)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(total.unwrap_or(0).max(0) as u64)
+        query: &CommittedQuery,
+    ) -> Result<Vec<(u64, Event)>, StoreError> {
+        read::list_committed(&self.read_pool, query).await
     }
 }
 
@@ -330,7 +371,7 @@ fn key_from_row(row: &PgRow) -> Result<ApiKey, StoreError> {
     })
 }
 
-fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
+pub(crate) fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
     Ok(Event {
         tenant_id: TenantId(row.try_get(0)?),
         event_id: row.try_get(1)?,

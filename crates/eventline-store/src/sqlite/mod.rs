@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, path::Path, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use eventline_core::{ApiKey, Event, IngestOutcome, Scope, Tenant, TenantId};
+use eventline_core::{
+    ApiKey, Event, IngestOutcome, Scope, Tenant, TenantId,
+    query::{CommittedQuery, CountQuery, CountRow, EventQuery},
+};
 use sqlx::{
     Row, SqlitePool,
     sqlite::{
@@ -14,7 +17,9 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use crate::{Store, StoreError, hour_of};
+use crate::{Appended, Store, StoreError, hour_of};
+
+mod read;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -65,18 +70,18 @@ impl SqliteStore {
     }
 }
 
-fn micros(time: DateTime<Utc>) -> i64 {
+pub(crate) fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
 }
 
-fn from_micros(value: i64) -> Result<DateTime<Utc>, StoreError> {
+pub(crate) fn from_micros(value: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(value)
         .ok_or_else(|| StoreError::Internal(format!("stored time {value} is out of range")))
 }
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn append(&self, events: &[Event]) -> Result<Vec<IngestOutcome>, StoreError> {
+    async fn append(&self, events: &[Event]) -> Result<Appended, StoreError> {
         let mut outcomes = Vec::with_capacity(events.len());
         let mut rollup: BTreeMap<(String, i64, &str), i64> = BTreeMap::new();
         // BEGIN IMMEDIATE takes the write lock up front instead of failing on upgrade.
@@ -84,7 +89,7 @@ impl Store for SqliteStore {
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *connection)
             .await?;
-        let result: Result<(), StoreError> = async {
+        let result: Result<i64, StoreError> = async {
             for event in events {
                 let inserted = sqlx::query(
                     "INSERT INTO events (tenant_id, event_id, event_type, user_id, session_id,
@@ -131,13 +136,20 @@ impl Store for SqliteStore {
                 .execute(&mut *connection)
                 .await?;
             }
-            Ok(())
+            // One writer: the largest rowid once this commits is this batch's watermark.
+            let last_rowid: i64 = sqlx::query_scalar("SELECT coalesce(max(rowid), 0) FROM events")
+                .fetch_one(&mut *connection)
+                .await?;
+            Ok(last_rowid)
         }
         .await;
         match result {
-            Ok(()) => {
+            Ok(last_rowid) => {
                 sqlx::query("COMMIT").execute(&mut *connection).await?;
-                Ok(outcomes)
+                Ok(Appended {
+                    outcomes,
+                    watermark: last_rowid.to_string(),
+                })
             }
             Err(error) => {
                 // A failed ROLLBACK leaves the connection unusable: drop it from the pool.
@@ -287,38 +299,40 @@ impl Store for SqliteStore {
         row.as_ref().map(event_from_row).transpose()
     }
 
-    async fn count_events(
-        &self,
-        tenant_id: TenantId,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM events WHERE tenant_id = ? AND timestamp_us >= ? AND timestamp_us < ?",
-        )
-        .bind(tenant_id.to_string())
-        .bind(micros(start))
-        .bind(micros(end))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(count.max(0) as u64)
+    async fn watermark_visible(&self, watermark: &str) -> Result<bool, StoreError> {
+        let rowid: i64 = watermark.parse().map_err(|_| {
+            StoreError::Invalid(format!("{watermark:?} is not a watermark of this server"))
+        })?;
+        let last: i64 = sqlx::query_scalar("SELECT coalesce(max(rowid), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(last >= rowid)
     }
 
-    async fn rollup_total(
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError> {
+        read::list_events(&self.pool, query).await
+    }
+
+    async fn count_raw(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        read::count(&self.pool, query, read::CountSource::Events).await
+    }
+
+    async fn count_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        read::count(&self.pool, query, read::CountSource::HourlyRollup).await
+    }
+
+    async fn commit_horizon(&self) -> Result<u64, StoreError> {
+        let horizon: i64 = sqlx::query_scalar("SELECT coalesce(max(rowid), 0) + 1 FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(horizon.max(0) as u64)
+    }
+
+    async fn list_committed(
         &self,
-        tenant_id: TenantId,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let total: Option<i64> = sqlx::query_scalar(
-            "SELECT sum(event_count) FROM event_rollups_hourly WHERE tenant_id = ? AND hour_us >= ? AND hour_us < ?",
-        )
-        .bind(tenant_id.to_string())
-        .bind(micros(start))
-        .bind(micros(end))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(total.unwrap_or(0).max(0) as u64)
+        query: &CommittedQuery,
+    ) -> Result<Vec<(u64, Event)>, StoreError> {
+        read::list_committed(&self.pool, query).await
     }
 }
 
@@ -372,7 +386,7 @@ fn key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
     })
 }
 
-fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
+pub(crate) fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
     let client_timestamp_us: Option<i64> = row.try_get(6)?;
     Ok(Event {
         tenant_id: parse_tenant_id(row.try_get(0)?)?,

@@ -1,0 +1,285 @@
+//! Read-side domain types: filters, windows, keyset positions, count groupings, and the
+//! parsing of property filters. Stores take these; the server builds them from requests.
+
+use chrono::{DateTime, Utc};
+
+use crate::{Error, TenantId};
+
+/// Most property filters in one request.
+pub const MAX_PROPERTY_FILTERS: usize = 10;
+/// Default and largest page of a listing.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// Default and largest `limit` of TopEventTypes.
+pub const DEFAULT_TOP_LIMIT: usize = 10;
+pub const MAX_TOP_LIMIT: usize = 1000;
+/// Most buckets one time series may have.
+pub const MAX_TIMESERIES_BUCKETS: i64 = 10_000;
+
+/// Which events a read selects, besides its time window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    pub event_type: Option<String>,
+    pub user_id: Option<String>,
+    /// Equality on top-level properties; every one must match.
+    pub properties: Vec<PropertyFilter>,
+}
+
+/// `properties[key] == value` for a scalar JSON value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PropertyFilter {
+    pub key: String,
+    pub value: serde_json::Value,
+}
+
+impl PropertyFilter {
+    /// Parses `key=value`: the value is JSON when it parses as a scalar, else a string.
+    pub fn parse(field: &str, text: &str) -> Result<Self, Error> {
+        let Some((key, raw_value)) = text.split_once('=') else {
+            return Err(Error::invalid(
+                field,
+                format!("must be key=value, got {text:?}"),
+            ));
+        };
+        if key.is_empty() || key.chars().count() > 128 || key.contains('\0') {
+            return Err(Error::invalid(
+                field,
+                "key must be 1 to 128 characters without NUL",
+            ));
+        }
+        let value = match serde_json::from_str::<serde_json::Value>(raw_value) {
+            Ok(
+                value @ (serde_json::Value::Null
+                | serde_json::Value::Bool(_)
+                | serde_json::Value::Number(_)
+                | serde_json::Value::String(_)),
+            ) => value,
+            _ => serde_json::Value::String(raw_value.to_owned()),
+        };
+        if value.as_str().is_some_and(|text| text.contains('\0')) {
+            return Err(Error::invalid(
+                field,
+                "value must not contain NUL characters",
+            ));
+        }
+        Ok(Self {
+            key: key.to_owned(),
+            value,
+        })
+    }
+
+    /// The filter as a one-key JSON object (for JSONB containment).
+    pub fn as_json_object(&self) -> String {
+        let mut object = serde_json::Map::new();
+        object.insert(self.key.clone(), self.value.clone());
+        serde_json::Value::Object(object).to_string()
+    }
+}
+
+impl EventFilter {
+    /// Builds a filter from the request fields shared by every read RPC.
+    pub fn from_request(
+        event_type: &str,
+        user_id: &str,
+        property_filters: &[String],
+    ) -> Result<Self, Error> {
+        if property_filters.len() > MAX_PROPERTY_FILTERS {
+            return Err(Error::invalid(
+                "property_filters",
+                format!(
+                    "at most {MAX_PROPERTY_FILTERS} filters, got {}",
+                    property_filters.len()
+                ),
+            ));
+        }
+        let properties = property_filters
+            .iter()
+            .enumerate()
+            .map(|(index, text)| PropertyFilter::parse(&format!("property_filters[{index}]"), text))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            event_type: non_empty(event_type),
+            user_id: non_empty(user_id),
+            properties,
+        })
+    }
+
+    /// A stable digest of the filter, so a page token cannot be replayed on another query.
+    pub fn fingerprint(&self) -> String {
+        serde_json::json!([
+            self.event_type,
+            self.user_id,
+            self.properties
+                .iter()
+                .map(|filter| (&filter.key, &filter.value))
+                .collect::<Vec<_>>()
+        ])
+        .to_string()
+    }
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+/// A keyset position: the `(timestamp, event_id)` of the last event returned.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub timestamp: DateTime<Utc>,
+    pub event_id: String,
+}
+
+/// Listing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    NewestFirst,
+    OldestFirst,
+}
+
+/// One page of a time-ordered read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventQuery {
+    pub tenant_id: TenantId,
+    pub filter: EventFilter,
+    /// Inclusive.
+    pub start: DateTime<Utc>,
+    /// Exclusive.
+    pub end: DateTime<Utc>,
+    pub order: Order,
+    /// Continue strictly after this position (in `order`).
+    pub after: Option<Position>,
+    /// Only events whose commit sequence is below this (a tail's history phase).
+    pub committed_before: Option<u64>,
+    pub limit: usize,
+}
+
+/// One page of a commit-ordered read (a tail's live phase).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommittedQuery {
+    pub tenant_id: TenantId,
+    pub filter: EventFilter,
+    /// Only events with `timestamp >= min_timestamp`, when set.
+    pub min_timestamp: Option<DateTime<Utc>>,
+    /// Continue strictly after this `(commit sequence, event_id)`.
+    pub after: (u64, String),
+    /// Only events whose commit sequence is below this horizon (all final).
+    pub horizon: u64,
+    pub limit: usize,
+}
+
+/// Width of a time bucket, aligned in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketWidth {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl BucketWidth {
+    /// The width in microseconds.
+    pub fn micros(self) -> i64 {
+        match self {
+            Self::Minute => 60_000_000,
+            Self::Hour => 3_600_000_000,
+            Self::Day => 86_400_000_000,
+        }
+    }
+
+    /// The start of the bucket holding `time`.
+    pub fn floor(self, time: DateTime<Utc>) -> DateTime<Utc> {
+        let micros = time.timestamp_micros();
+        DateTime::from_timestamp_micros(micros - micros.rem_euclid(self.micros())).unwrap_or(time)
+    }
+
+    /// The start of the first bucket at or after `time`.
+    pub fn ceil(self, time: DateTime<Utc>) -> DateTime<Utc> {
+        let floor = self.floor(time);
+        if floor == time {
+            floor
+        } else {
+            floor + chrono::Duration::microseconds(self.micros())
+        }
+    }
+}
+
+/// How counts are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    Total,
+    EventType,
+    Bucket(BucketWidth),
+}
+
+/// A count over `[start, end)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CountQuery {
+    pub tenant_id: TenantId,
+    pub event_type: Option<String>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub grouping: Grouping,
+}
+
+/// One group of a count: `bucket` is set for bucket groupings, `event_type` for type ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountRow {
+    pub bucket: Option<DateTime<Utc>>,
+    pub event_type: Option<String>,
+    pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn property_filter_values_are_json_scalars_or_strings() {
+        assert_eq!(
+            PropertyFilter::parse("f", "plan=pro").unwrap().value,
+            serde_json::json!("pro")
+        );
+        assert_eq!(
+            PropertyFilter::parse("f", "seats=5").unwrap().value,
+            serde_json::json!(5)
+        );
+        assert_eq!(
+            PropertyFilter::parse("f", "ok=true").unwrap().value,
+            serde_json::json!(true)
+        );
+        assert_eq!(
+            PropertyFilter::parse("f", "q=\"5\"").unwrap().value,
+            serde_json::json!("5")
+        );
+        assert_eq!(
+            PropertyFilter::parse("f", "o={\"a\":1}").unwrap().value,
+            serde_json::json!("{\"a\":1}")
+        );
+        assert_eq!(
+            PropertyFilter::parse("f", "a=b=c").unwrap().value,
+            serde_json::json!("b=c")
+        );
+        let error = PropertyFilter::parse("property_filters[0]", "noequals").unwrap_err();
+        assert!(error.to_string().contains("property_filters[0]"));
+    }
+
+    #[test]
+    fn buckets_floor_and_ceil_in_utc() {
+        let time = DateTime::parse_from_rfc3339("2026-11-20T10:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            BucketWidth::Hour.floor(time).to_rfc3339(),
+            "2026-11-20T10:00:00+00:00"
+        );
+        assert_eq!(
+            BucketWidth::Hour.ceil(time).to_rfc3339(),
+            "2026-11-20T11:00:00+00:00"
+        );
+        assert_eq!(
+            BucketWidth::Day.floor(time).to_rfc3339(),
+            "2026-11-20T00:00:00+00:00"
+        );
+        let aligned = BucketWidth::Hour.floor(time);
+        assert_eq!(BucketWidth::Hour.ceil(aligned), aligned);
+    }
+}

@@ -1,0 +1,178 @@
+//! PostgreSQL reads. Statements are assembled from fixed fragments chosen by enums;
+//! every value is a bind parameter.
+
+use eventline_core::{
+    Event,
+    query::{
+        BucketWidth, CommittedQuery, CountQuery, CountRow, EventFilter, EventQuery, Grouping, Order,
+    },
+};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use super::event_from_row;
+use crate::StoreError;
+
+const EVENT_COLUMNS: &str = r#"SELECT tenant_id, event_id, event_type, user_id, session_id, "timestamp",
+       client_timestamp, received_at, properties::text"#;
+
+fn push_filter(builder: &mut QueryBuilder<Postgres>, filter: &EventFilter) {
+    if let Some(event_type) = &filter.event_type {
+        builder
+            .push(" AND event_type = ")
+            .push_bind(event_type.clone());
+    }
+    if let Some(user_id) = &filter.user_id {
+        builder.push(" AND user_id = ").push_bind(user_id.clone());
+    }
+    for property in &filter.properties {
+        builder
+            .push(" AND properties @> ")
+            .push_bind(property.as_json_object())
+            .push("::jsonb");
+    }
+}
+
+pub(super) async fn list_events(
+    pool: &PgPool,
+    query: &EventQuery,
+) -> Result<Vec<Event>, StoreError> {
+    let mut builder = QueryBuilder::new(EVENT_COLUMNS);
+    builder
+        .push(" FROM events WHERE tenant_id = ")
+        .push_bind(query.tenant_id.0);
+    builder
+        .push(r#" AND "timestamp" >= "#)
+        .push_bind(query.start);
+    builder.push(r#" AND "timestamp" < "#).push_bind(query.end);
+    push_filter(&mut builder, &query.filter);
+    if let Some(after) = &query.after {
+        let comparison = match query.order {
+            Order::NewestFirst => " < ",
+            Order::OldestFirst => " > ",
+        };
+        builder
+            .push(r#" AND ("timestamp", event_id)"#)
+            .push(comparison);
+        builder
+            .push("(")
+            .push_bind(after.timestamp)
+            .push(", ")
+            .push_bind(after.event_id.clone())
+            .push(")");
+    }
+    if let Some(horizon) = query.committed_before {
+        builder
+            .push(" AND commit_xid < ")
+            .push_bind(horizon.to_string())
+            .push("::xid8");
+    }
+    builder.push(match query.order {
+        Order::NewestFirst => r#" ORDER BY "timestamp" DESC, event_id DESC"#,
+        Order::OldestFirst => r#" ORDER BY "timestamp", event_id"#,
+    });
+    builder.push(" LIMIT ").push_bind(query.limit as i64);
+    let rows = builder.build().fetch_all(pool).await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+pub(super) async fn list_committed(
+    pool: &PgPool,
+    query: &CommittedQuery,
+) -> Result<Vec<(u64, Event)>, StoreError> {
+    let mut builder = QueryBuilder::new(EVENT_COLUMNS);
+    builder
+        .push(", commit_xid::text::bigint FROM events WHERE tenant_id = ")
+        .push_bind(query.tenant_id.0);
+    builder
+        .push(" AND (commit_xid, event_id) > (")
+        .push_bind(query.after.0.to_string())
+        .push("::xid8, ");
+    builder.push_bind(query.after.1.clone()).push(")");
+    builder
+        .push(" AND commit_xid < ")
+        .push_bind(query.horizon.to_string())
+        .push("::xid8");
+    if let Some(min_timestamp) = query.min_timestamp {
+        builder
+            .push(r#" AND "timestamp" >= "#)
+            .push_bind(min_timestamp);
+    }
+    push_filter(&mut builder, &query.filter);
+    builder
+        .push(" ORDER BY commit_xid, event_id LIMIT ")
+        .push_bind(query.limit as i64);
+    let rows = builder.build().fetch_all(pool).await?;
+    rows.iter()
+        .map(|row| {
+            let sequence: i64 = row.try_get(9)?;
+            Ok((sequence.max(0) as u64, event_from_row(row)?))
+        })
+        .collect()
+}
+
+/// Where a count reads from.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum CountSource {
+    Events,
+    HourlyRollup,
+}
+
+pub(super) async fn count(
+    pool: &PgPool,
+    query: &CountQuery,
+    source: CountSource,
+) -> Result<Vec<CountRow>, StoreError> {
+    let (time_column, table, total) = match source {
+        CountSource::Events => (r#""timestamp""#, "events", "count(*)"),
+        CountSource::HourlyRollup => ("hour", "event_rollups_hourly", "sum(event_count)::bigint"),
+    };
+    let bucket = match query.grouping {
+        Grouping::Bucket(width) => {
+            let unit = match width {
+                BucketWidth::Minute => "'minute'",
+                BucketWidth::Hour => "'hour'",
+                BucketWidth::Day => "'day'",
+            };
+            format!("date_trunc({unit}, {time_column}, 'UTC')")
+        }
+        Grouping::Total | Grouping::EventType => "NULL::timestamptz".to_owned(),
+    };
+    let event_type = match query.grouping {
+        Grouping::EventType => "event_type",
+        _ => "NULL::text",
+    };
+    // Only fixed fragments above are formatted in; values are bound below.
+    let mut builder = QueryBuilder::new(format!(
+        "SELECT {bucket}, {event_type}, {total} FROM {table} WHERE tenant_id = "
+    ));
+    builder.push_bind(query.tenant_id.0);
+    builder
+        .push(format!(" AND {time_column} >= "))
+        .push_bind(query.start);
+    builder
+        .push(format!(" AND {time_column} < "))
+        .push_bind(query.end);
+    if let Some(event_type) = &query.event_type {
+        builder
+            .push(" AND event_type = ")
+            .push_bind(event_type.clone());
+    }
+    builder.push(" GROUP BY 1, 2");
+    let rows = builder.build().fetch_all(pool).await?;
+    rows.iter()
+        .filter_map(|row| {
+            let count: Option<i64> = match row.try_get(2) {
+                Ok(count) => count,
+                Err(error) => return Some(Err(error.into())),
+            };
+            let count = count.unwrap_or(0);
+            (count > 0).then(|| {
+                Ok(CountRow {
+                    bucket: row.try_get(0)?,
+                    event_type: row.try_get(1)?,
+                    count: count as u64,
+                })
+            })
+        })
+        .collect()
+}
