@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bus;
 pub mod config;
 mod health;
 pub mod ingest;
@@ -29,6 +30,7 @@ pub use config::Config;
 use crate::{
     admin::AdminApi,
     auth::{Authenticator, issue_key},
+    bus::CommitBus,
     ingest::IngestApi,
     query::QueryApi,
     writer::{Writer, WriterOptions, WriterTasks},
@@ -138,7 +140,19 @@ impl Server {
             grpc_addr,
             ..
         } = self;
-        let (writer, writer_tasks) = Writer::start(Arc::clone(&store), writer_options(&config));
+        let bus = CommitBus::default();
+        let (writer, writer_tasks) =
+            Writer::start(Arc::clone(&store), writer_options(&config), bus.clone());
+        let commit_listener = config
+            .database
+            .url
+            .clone()
+            .filter(|_| config.uses_postgres())
+            .map(|url| {
+                let bus = bus.clone();
+                eventline_store::postgres::listen_for_commits(url, move || bus.notify())
+            });
+        let (stop_accepting, stop_signal) = tokio::sync::watch::channel(false);
         let auth = Authenticator::new(Arc::clone(&store), config.admin.token.as_deref());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let health_task = health::start(Arc::clone(&store), writer.clone(), health_reporter).await;
@@ -158,17 +172,21 @@ impl Server {
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
             .send_compressed(CompressionEncoding::Gzip);
-        let query = QueryServiceServer::new(QueryApi::new(auth.clone()))
-            .max_decoding_message_size(max_message)
-            .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip);
+        let query = QueryServiceServer::new(QueryApi::new(
+            auth.clone(),
+            Arc::clone(&store),
+            bus,
+            stop_signal.clone(),
+        ))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
         let admin = AdminServiceServer::new(AdminApi::new(auth.clone(), Arc::clone(&store)))
             .max_decoding_message_size(1024 * 1024)
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
         drop(writer);
 
-        let (stop_accepting, stop_signal) = tokio::sync::watch::channel(false);
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
             .max_concurrent_streams(config.grpc.max_concurrent_streams)
@@ -206,6 +224,9 @@ impl Server {
             }
         };
         health_task.abort();
+        if let Some(listener) = commit_listener {
+            listener.abort();
+        }
         drain_writer(writer_tasks).await;
         info!("eventline stopped");
         result

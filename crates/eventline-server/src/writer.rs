@@ -20,6 +20,8 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
+use crate::bus::CommitBus;
+
 /// Attempts of a transaction that lost a race (deadlock, busy) before giving up.
 const MAX_RETRYABLE_ATTEMPTS: u32 = 5;
 /// How long a failed commit marks the writer unhealthy when no commit succeeds after it;
@@ -105,7 +107,11 @@ impl WriterTasks {
 
 impl Writer {
     /// Starts `options.workers` workers committing to `store`.
-    pub fn start(store: Arc<dyn Store>, options: WriterOptions) -> (Writer, WriterTasks) {
+    pub fn start(
+        store: Arc<dyn Store>,
+        options: WriterOptions,
+        bus: CommitBus,
+    ) -> (Writer, WriterTasks) {
         // Every job holds at least one event of room, so the channel never holds more
         // jobs than there is room for.
         let (sender, receiver) = mpsc::channel(options.queue_events.max(1));
@@ -120,6 +126,7 @@ impl Writer {
                 store: Arc::clone(&store),
                 receiver: Arc::clone(&receiver),
                 health: Arc::clone(&health),
+                bus: bus.clone(),
                 max_batch_events: options.max_batch_events.max(1),
             };
             workers.spawn(worker.run());
@@ -183,6 +190,7 @@ struct Worker {
     store: Arc<dyn Store>,
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
     health: Arc<Health>,
+    bus: CommitBus,
     max_batch_events: usize,
 }
 
@@ -226,6 +234,7 @@ impl Worker {
         match result {
             Ok(appended) => {
                 self.health.record(true);
+                self.bus.notify();
                 let watermark = appended.watermark;
                 let mut remaining = appended.outcomes.into_iter();
                 for (job, length) in jobs.into_iter().zip(lengths) {

@@ -99,15 +99,29 @@ async fn scopes_are_enforced_per_service() {
 }
 
 #[tokio::test]
-async fn query_rpcs_answer_unimplemented_for_an_authorised_key() {
+async fn the_bootstrap_key_may_ingest_and_query_but_not_administer() {
     let server = TestServer::postgres().await;
+    let mut ingest = server.ingest(&server.api_key).await;
+    ingest
+        .track(v1::TrackRequest {
+            event: Some(event("mine")),
+        })
+        .await
+        .unwrap();
     let mut query = server.query(&server.api_key).await;
-    let status = query
+    let count = query
         .count_events(v1::CountEventsRequest::default())
         .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(count.count, 1);
+    let status = server
+        .admin(&server.api_key)
+        .await
+        .list_tenants(v1::ListTenantsRequest {})
+        .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("CountEvents"));
+    assert_eq!(status.code(), Code::PermissionDenied);
     server.stop().await;
 }
 

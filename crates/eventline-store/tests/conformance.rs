@@ -167,7 +167,7 @@ async fn rollup_counts_only_inserted_rows(store: Arc<dyn Store>) {
     let first: Vec<Event> = (0..50)
         .map(|n| event(tenant_id, &format!("e{n}"), "view", at(10, 0, n % 60)))
         .collect();
-    store.append(&first).await.unwrap().outcomes;
+    store.append(&first).await.unwrap();
     // Half retried, half new: only the new half may move the rollup.
     let second: Vec<Event> = (25..75)
         .map(|n| event(tenant_id, &format!("e{n}"), "view", at(10, 0, n % 60)))
@@ -194,8 +194,7 @@ async fn rollup_buckets_by_utc_hour(store: Arc<dyn Store>) {
             event(tenant_id, "after", "click", at(11, 30, 0)),
         ])
         .await
-        .unwrap()
-        .outcomes;
+        .unwrap();
     assert_eq!(
         store
             .rollup_total(tenant_id, at(10, 0, 0), at(11, 0, 0))
@@ -225,11 +224,7 @@ async fn event_round_trips_every_field(store: Arc<dyn Store>) {
         received_at: at(9, 15, 1),
         properties_json: r#"{"amount": 12.5, "items": ["a", "b"], "nested": {"ok": true}}"#.into(),
     };
-    store
-        .append(std::slice::from_ref(&stored))
-        .await
-        .unwrap()
-        .outcomes;
+    store.append(std::slice::from_ref(&stored)).await.unwrap();
     let read = store
         .event(tenant_id, "round-trip")
         .await

@@ -21,6 +21,35 @@ mod read;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
+/// The channel every append notifies after COMMIT.
+pub const COMMIT_CHANNEL: &str = "eventline_commits";
+
+/// Calls `on_commit` whenever any replica commits events, until the task is aborted.
+/// Reconnects after connection loss; a missed notification only delays a tail until its
+/// next poll.
+pub fn listen_for_commits(
+    url: String,
+    on_commit: impl Fn() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match sqlx::postgres::PgListener::connect(&url).await {
+                Ok(mut listener) => {
+                    if let Err(error) = listener.listen(COMMIT_CHANNEL).await {
+                        tracing::warn!(error = %error, "cannot LISTEN for commits");
+                    } else {
+                        while listener.recv().await.is_ok() {
+                            on_commit();
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(error = %error, "commit listener cannot connect"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    })
+}
+
 /// A PostgreSQL-backed store. Reads go to `read_pool`, which is a replica's when
 /// `database.read_url` is set and the primary's otherwise.
 #[derive(Debug, Clone)]
@@ -150,10 +179,13 @@ impl Store for PgStore {
                 outcomes[index] = IngestOutcome::Accepted;
             }
         }
-        // Read after COMMIT: a reader whose WAL position reached it sees this batch.
-        let watermark: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
-            .fetch_one(&self.pool)
-            .await?;
+        // Read after COMMIT: a reader whose WAL position reached it sees this batch. The
+        // same round trip wakes the tails of every replica.
+        let watermark: String = sqlx::query_scalar(
+            "SELECT pg_current_wal_lsn()::text FROM pg_notify('eventline_commits', '')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(Appended {
             outcomes,
             watermark,

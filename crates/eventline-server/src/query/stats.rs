@@ -1,0 +1,116 @@
+//! Counts, top types and series answered from the hourly rollup wherever the window
+//! allows, and from raw events only for the partial hours at its edges (and for minute
+//! buckets), so their cost follows hours × types, not events.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use eventline_core::{
+    Error, TenantId,
+    query::{BucketWidth, CountQuery, CountRow, Grouping},
+};
+use eventline_store::Store;
+
+/// Counts `[start, end)` grouped per `grouping`, merged across rollup and raw reads.
+pub(crate) async fn counts(
+    store: &dyn Store,
+    tenant_id: TenantId,
+    event_type: Option<String>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    grouping: Grouping,
+) -> Result<HashMap<(Option<DateTime<Utc>>, Option<String>), u64>, Error> {
+    let query = |start, end| CountQuery {
+        tenant_id,
+        event_type: event_type.clone(),
+        start,
+        end,
+        grouping,
+    };
+    let first_full_hour = BucketWidth::Hour.ceil(start);
+    let last_full_hour = BucketWidth::Hour.floor(end);
+    let mut rows: Vec<CountRow> = Vec::new();
+    if grouping == Grouping::Bucket(BucketWidth::Minute) || first_full_hour >= last_full_hour {
+        rows.extend(store.count_raw(&query(start, end)).await?);
+    } else {
+        rows.extend(
+            store
+                .count_rollup(&query(first_full_hour, last_full_hour))
+                .await?,
+        );
+        if start < first_full_hour {
+            rows.extend(store.count_raw(&query(start, first_full_hour)).await?);
+        }
+        if last_full_hour < end {
+            rows.extend(store.count_raw(&query(last_full_hour, end)).await?);
+        }
+    }
+    let mut merged = HashMap::with_capacity(rows.len());
+    for row in rows {
+        *merged.entry((row.bucket, row.event_type)).or_default() += row.count;
+    }
+    Ok(merged)
+}
+
+/// The bucket starts of a series over `[start, end)`, refusing more than `max_buckets`.
+pub(crate) fn bucket_starts(
+    width: BucketWidth,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    max_buckets: i64,
+) -> Result<Vec<DateTime<Utc>>, Error> {
+    let first = width.floor(start);
+    let span = (end - first).num_microseconds().unwrap_or(i64::MAX);
+    let buckets = span / width.micros() + i64::from(span % width.micros() != 0);
+    if buckets > max_buckets {
+        return Err(Error::invalid(
+            "start_time",
+            format!(
+                "the window holds {buckets} buckets of this interval; at most {max_buckets} are allowed"
+            ),
+        ));
+    }
+    let step = chrono::Duration::microseconds(width.micros());
+    Ok((0..buckets)
+        .map(|index| first + step * index as i32)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn buckets_cover_the_window_from_the_aligned_start() {
+        let starts = bucket_starts(
+            BucketWidth::Hour,
+            at("2026-11-20T10:30:00Z"),
+            at("2026-11-20T13:00:00Z"),
+            100,
+        )
+        .unwrap();
+        let hours: Vec<String> = starts
+            .iter()
+            .map(|start| start.format("%H:%M").to_string())
+            .collect();
+        assert_eq!(hours, ["10:00", "11:00", "12:00"]);
+    }
+
+    #[test]
+    fn too_many_buckets_is_an_error_naming_start_time() {
+        let error = bucket_starts(
+            BucketWidth::Minute,
+            at("2026-01-01T00:00:00Z"),
+            at("2026-02-01T00:00:00Z"),
+            10_000,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("start_time"), "{error}");
+    }
+}
