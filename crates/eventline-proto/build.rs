@@ -20,8 +20,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         .compile_protos(&protos, std::slice::from_ref(&proto_root))?;
 
     let descriptor_set = std::fs::read(&descriptor_path)?;
+    // JSON keeps the proto field names (snake_case); both spellings are accepted on input.
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_set)?
+        .preserve_proto_field_names()
         .build(&[".eventline.v1"])?;
 
     println!("cargo:rerun-if-changed={}", proto_root.display());

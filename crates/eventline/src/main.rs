@@ -3,6 +3,8 @@
 //! arguments and calls the library crates.
 
 mod admin;
+mod client;
+mod read;
 mod send;
 
 use std::path::PathBuf;
@@ -42,6 +44,14 @@ enum Command {
     },
     /// Sends one event from flags, or NDJSON events from stdin, to a running server.
     Send(send::SendArgs),
+    /// Streams NDJSON events from stdin to a server, with a progress bar.
+    Import(send::ImportArgs),
+    /// Lists, counts, ranks and charts events.
+    Query(read::QueryArgs),
+    /// Follows events live, optionally replaying from a time or cursor first.
+    Tail(read::TailArgs),
+    /// Writes every matching event, oldest first, as NDJSON to stdout.
+    Export(read::ExportArgs),
 }
 
 /// Where the database is. Each flag is also read from the environment and the config file.
@@ -209,5 +219,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Tenant { command, database } => admin::tenant(command, database.load()?).await,
         Command::Key { command, database } => admin::key(command, database.load()?).await,
         Command::Send(args) => send::run(args).await,
+        Command::Import(args) => send::import(args).await,
+        Command::Query(args) => read::query(args).await,
+        Command::Tail(args) => read::tail(args).await,
+        Command::Export(args) => read::export(args).await,
     }
 }

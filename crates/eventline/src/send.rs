@@ -1,5 +1,6 @@
 //! `eventline send`: one event from flags (Track), or newline-delimited JSON events from
-//! stdin streamed to IngestStream in batches.
+//! stdin streamed to IngestStream in batches; `eventline import` is the latter with a
+//! progress bar, so `eventline export | eventline import` replays a tenant's history.
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -7,23 +8,16 @@ use eventline_proto::v1::{self, ingest_service_client::IngestServiceClient};
 use pbjson_types::Struct;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{metadata::MetadataValue, service::Interceptor, transport::Channel};
+
+use crate::client::{Authorized, ClientArgs, describe};
 
 /// Events per stream message when reading stdin.
 const STDIN_BATCH_EVENTS: usize = 500;
 
 #[derive(Debug, Args)]
 pub(crate) struct SendArgs {
-    /// Server address.
-    #[arg(
-        long,
-        env = "EVENTLINE_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    server: String,
-    /// API key with the ingest scope.
-    #[arg(long, env = "EVENTLINE_API_KEY", hide_env_values = true)]
-    api_key: String,
+    #[command(flatten)]
+    client: ClientArgs,
     /// Event type; without it, NDJSON events are read from stdin.
     #[arg(long = "type")]
     event_type: Option<String>,
@@ -47,37 +41,32 @@ pub(crate) struct SendArgs {
     properties: Option<String>,
 }
 
-/// Adds the API key to every request.
-#[derive(Debug, Clone)]
-pub(crate) struct ApiKey(MetadataValue<tonic::metadata::Ascii>);
+/// `eventline import`: NDJSON events from stdin, streamed with a progress bar.
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+}
 
-impl Interceptor for ApiKey {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("x-api-key", self.0.clone());
-        Ok(request)
-    }
+type Client = IngestServiceClient<Authorized>;
+
+async fn client(args: &ClientArgs) -> anyhow::Result<Client> {
+    let (channel, key) = args.connect().await?;
+    Ok(IngestServiceClient::with_interceptor(channel, key)
+        .max_encoding_message_size(eventline_core::limits::MAX_MESSAGE_BYTES))
 }
 
 pub(crate) async fn run(args: SendArgs) -> anyhow::Result<()> {
-    let key = ApiKey(
-        args.api_key
-            .parse()
-            .context("--api-key must be visible ASCII")?,
-    );
-    let channel = Channel::from_shared(args.server.clone())
-        .context("--server must be a URL such as http://127.0.0.1:50051")?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {}", args.server))?;
-    let mut client = IngestServiceClient::with_interceptor(channel, key)
-        .max_encoding_message_size(eventline_core::limits::MAX_MESSAGE_BYTES);
+    let mut client = client(&args.client).await?;
     match &args.event_type {
         Some(_) => send_one(&mut client, event_from_flags(&args)?).await,
-        None => send_stdin(&mut client).await,
+        None => stream_stdin(&mut client).await,
     }
+}
+
+pub(crate) async fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let mut client = client(&args.client).await?;
+    stream_stdin(&mut client).await
 }
 
 fn event_from_flags(args: &SendArgs) -> anyhow::Result<v1::Event> {
@@ -113,8 +102,6 @@ fn event_from_flags(args: &SendArgs) -> anyhow::Result<v1::Event> {
     })
 }
 
-type Client = IngestServiceClient<tonic::service::interceptor::InterceptedService<Channel, ApiKey>>;
-
 async fn send_one(client: &mut Client, event: v1::Event) -> anyhow::Result<()> {
     let response = client
         .track(v1::TrackRequest { event: Some(event) })
@@ -127,8 +114,18 @@ async fn send_one(client: &mut Client, event: v1::Event) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn send_stdin(client: &mut Client) -> anyhow::Result<()> {
+/// Streams NDJSON events from stdin to IngestStream in batches, with a progress bar on
+/// stderr (hidden when stderr is not a terminal).
+async fn stream_stdin(client: &mut Client) -> anyhow::Result<()> {
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {human_pos} events sent ({per_sec}) {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
     let (batches, stream) = tokio::sync::mpsc::channel(4);
+    let reader_progress = progress.clone();
     let reader = tokio::spawn(async move {
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
         let mut batch = Vec::with_capacity(STDIN_BATCH_EVENTS);
@@ -143,6 +140,7 @@ async fn send_stdin(client: &mut Client) -> anyhow::Result<()> {
             batch.push(event);
             if batch.len() == STDIN_BATCH_EVENTS {
                 let events = std::mem::replace(&mut batch, Vec::with_capacity(STDIN_BATCH_EVENTS));
+                let sent = events.len() as u64;
                 if batches
                     .send(v1::IngestStreamRequest {
                         events,
@@ -153,15 +151,18 @@ async fn send_stdin(client: &mut Client) -> anyhow::Result<()> {
                 {
                     return Ok(());
                 }
+                reader_progress.inc(sent);
             }
         }
         if !batch.is_empty() {
+            let sent = batch.len() as u64;
             let _ = batches
                 .send(v1::IngestStreamRequest {
                     events: batch,
                     sent_at: None,
                 })
                 .await;
+            reader_progress.inc(sent);
         }
         anyhow::Ok(())
     });
@@ -170,6 +171,7 @@ async fn send_stdin(client: &mut Client) -> anyhow::Result<()> {
         .await
         .map_err(describe);
     reader.await.context("stdin reader failed")??;
+    progress.finish_and_clear();
     let summary = summary?.into_inner();
     for result in &summary.results {
         let status = v1::IngestStatus::try_from(result.status).unwrap_or_default();
@@ -186,8 +188,4 @@ async fn send_stdin(client: &mut Client) -> anyhow::Result<()> {
         summary.accepted, summary.duplicates, summary.rejected
     );
     Ok(())
-}
-
-fn describe(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("server answered {:?}: {}", status.code(), status.message())
 }

@@ -1,0 +1,331 @@
+//! `eventline query …`, `eventline tail` and `eventline export`: read a tenant's events
+//! with a query-scoped key. Events print as newline-delimited proto3 JSON, ready for
+//! `eventline import`.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand, ValueEnum};
+use eventline_proto::v1::{self, query_service_client::QueryServiceClient};
+use pbjson_types::Timestamp;
+use tokio_stream::StreamExt;
+
+use crate::client::{Authorized, ClientArgs, describe};
+
+/// Filters shared by every read.
+#[derive(Debug, Args)]
+pub(crate) struct FilterArgs {
+    /// Only this event type.
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// Only this user.
+    #[arg(long = "user")]
+    user_id: Option<String>,
+    /// Only events whose property equals a value: key=value (repeatable).
+    #[arg(long = "prop")]
+    props: Vec<String>,
+}
+
+/// A window: RFC 3339 times, or durations before now such as 90m, 2h, 7d.
+#[derive(Debug, Args)]
+pub(crate) struct WindowArgs {
+    /// Start (inclusive): RFC 3339 or a duration ago (2h).
+    #[arg(long)]
+    start: Option<String>,
+    /// End (exclusive): RFC 3339 or a duration ago; defaults to now.
+    #[arg(long)]
+    end: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QueryCommand {
+    /// Lists events, newest first, as NDJSON.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Most events to print, over as many pages as needed.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Counts events.
+    Count {
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Only this event type.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+    },
+    /// The most frequent event types.
+    Top {
+        #[command(flatten)]
+        window: WindowArgs,
+        /// How many types.
+        #[arg(long, default_value_t = 10)]
+        limit: i32,
+    },
+    /// Counts per minute, hour or day.
+    Series {
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Only this event type.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Bucket width.
+        #[arg(long, value_enum, default_value_t = Interval::Hour)]
+        interval: Interval,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Interval {
+    Minute,
+    Hour,
+    Day,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QueryArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: QueryCommand,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Replay from this time first: RFC 3339 or a duration ago (1h).
+    #[arg(long)]
+    since: Option<String>,
+    /// Resume after the event that carried this cursor.
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
+    window: WindowArgs,
+    /// Resume after the event that carried this cursor (printed on stderr at the end).
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+type Client = QueryServiceClient<Authorized>;
+
+async fn client(args: &ClientArgs) -> anyhow::Result<Client> {
+    let (channel, key) = args.connect().await?;
+    Ok(QueryServiceClient::with_interceptor(channel, key)
+        .max_decoding_message_size(64 * 1024 * 1024))
+}
+
+fn parse_time(flag: &str, text: &str) -> anyhow::Result<Timestamp> {
+    let time = match DateTime::parse_from_rfc3339(text) {
+        Ok(time) => time.with_timezone(&Utc),
+        Err(_) => {
+            let ago = humantime::parse_duration(text).with_context(|| {
+                format!("--{flag} must be RFC 3339 or a duration such as 2h, got {text:?}")
+            })?;
+            Utc::now() - chrono::Duration::from_std(ago).context("duration too long")?
+        }
+    };
+    Ok(eventline_core::time::to_proto(time))
+}
+
+fn optional_time(flag: &str, text: &Option<String>) -> anyhow::Result<Option<Timestamp>> {
+    text.as_deref()
+        .map(|text| parse_time(flag, text))
+        .transpose()
+}
+
+fn print_event(out: &mut impl Write, event: &v1::Event) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, event)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let mut client = client(&args.client).await?;
+    let mut out = std::io::stdout().lock();
+    match args.command {
+        QueryCommand::List {
+            filter,
+            window,
+            limit,
+        } => {
+            let mut printed = 0;
+            let mut page_token = String::new();
+            while printed < limit {
+                let page = client
+                    .list_events(v1::ListEventsRequest {
+                        event_type: filter.event_type.clone().unwrap_or_default(),
+                        user_id: filter.user_id.clone().unwrap_or_default(),
+                        property_filters: filter.props.clone(),
+                        start_time: optional_time("start", &window.start)?,
+                        end_time: optional_time("end", &window.end)?,
+                        page_size: (limit - printed).min(1000) as i32,
+                        page_token: page_token.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(describe)?
+                    .into_inner();
+                for event in &page.events {
+                    print_event(&mut out, event)?;
+                }
+                printed += page.events.len();
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+        }
+        QueryCommand::Count { window, event_type } => {
+            let response = client
+                .count_events(v1::CountEventsRequest {
+                    event_type: event_type.unwrap_or_default(),
+                    start_time: optional_time("start", &window.start)?,
+                    end_time: optional_time("end", &window.end)?,
+                    ..Default::default()
+                })
+                .await
+                .map_err(describe)?;
+            writeln!(out, "{}", response.into_inner().count)?;
+        }
+        QueryCommand::Top { window, limit } => {
+            let response = client
+                .top_event_types(v1::TopEventTypesRequest {
+                    start_time: optional_time("start", &window.start)?,
+                    end_time: optional_time("end", &window.end)?,
+                    limit,
+                    ..Default::default()
+                })
+                .await
+                .map_err(describe)?;
+            for row in response.into_inner().event_types {
+                writeln!(out, "{}\t{}", row.event_type, row.count)?;
+            }
+        }
+        QueryCommand::Series {
+            window,
+            event_type,
+            interval,
+        } => {
+            let interval = match interval {
+                Interval::Minute => v1::Interval::Minute,
+                Interval::Hour => v1::Interval::Hour,
+                Interval::Day => v1::Interval::Day,
+            };
+            let response = client
+                .event_timeseries(v1::EventTimeseriesRequest {
+                    event_type: event_type.unwrap_or_default(),
+                    start_time: optional_time("start", &window.start)?,
+                    end_time: optional_time("end", &window.end)?,
+                    interval: interval as i32,
+                    ..Default::default()
+                })
+                .await
+                .map_err(describe)?;
+            for bucket in response.into_inner().buckets {
+                let start = bucket
+                    .start_time
+                    .as_ref()
+                    .and_then(eventline_core::time::from_proto);
+                let start = start
+                    .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                writeln!(out, "{start}\t{}", bucket.count)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    let mut client = client(&args.client).await?;
+    let request = v1::TailEventsRequest {
+        event_type: args.filter.event_type.unwrap_or_default(),
+        user_id: args.filter.user_id.unwrap_or_default(),
+        property_filters: args.filter.props,
+        start_time: optional_time("since", &args.since)?,
+        cursor: args.cursor.unwrap_or_default(),
+    };
+    let mut stream = client
+        .tail_events(request)
+        .await
+        .map_err(describe)?
+        .into_inner();
+    let mut last_cursor = String::new();
+    while let Some(message) = stream.next().await {
+        let message = match message {
+            Ok(message) => message,
+            Err(status) => {
+                if !last_cursor.is_empty() {
+                    eprintln!("resume with: eventline tail --cursor {last_cursor}");
+                }
+                return Err(describe(status));
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        if let Some(event) = &message.event {
+            print_event(&mut out, event)?;
+            out.flush()?;
+        }
+        last_cursor = message.cursor;
+    }
+    Ok(())
+}
+
+pub(crate) async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let mut client = client(&args.client).await?;
+    let request = v1::ExportEventsRequest {
+        event_type: args.filter.event_type.unwrap_or_default(),
+        user_id: args.filter.user_id.unwrap_or_default(),
+        property_filters: args.filter.props,
+        start_time: optional_time("start", &args.window.start)?,
+        end_time: optional_time("end", &args.window.end)?,
+        cursor: args.cursor.unwrap_or_default(),
+    };
+    let mut stream = client
+        .export_events(request)
+        .await
+        .map_err(describe)?
+        .into_inner();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut exported = 0u64;
+    let mut last_cursor = String::new();
+    while let Some(message) = stream.next().await {
+        match message {
+            Ok(message) => {
+                if let Some(event) = &message.event {
+                    print_event(&mut out, event)?;
+                    exported += 1;
+                }
+                last_cursor = message.cursor;
+            }
+            Err(status) => {
+                out.flush()?;
+                if !last_cursor.is_empty() {
+                    eprintln!("resume with: eventline export --cursor {last_cursor}");
+                }
+                bail!(
+                    "export stopped after {exported} events: {}",
+                    describe(status)
+                );
+            }
+        }
+    }
+    out.flush()?;
+    eprintln!("exported {exported} events");
+    Ok(())
+}
