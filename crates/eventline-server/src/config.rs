@@ -39,6 +39,8 @@ pub struct GrpcConfig {
 pub struct DatabaseConfig {
     /// `postgres://…` for PostgreSQL; unset for embedded SQLite in `data.dir`.
     pub url: Option<String>,
+    /// A streaming replica of `url` for queries, exports and tails (PostgreSQL only).
+    pub read_url: Option<String>,
     /// Pool size; 0 picks one from the writer's parallelism.
     pub max_connections: u32,
 }
@@ -200,6 +202,9 @@ impl Config {
                 "writer.queue_events must be at least {} (one full batch)",
                 eventline_core::limits::MAX_EVENTS_PER_BATCH
             ));
+        }
+        if self.database.read_url.is_some() && !self.uses_postgres() {
+            return Err("database.read_url needs database.url to be a postgres:// URL".into());
         }
         if let Some(key) = &self.bootstrap.api_key
             && key.chars().count() < 20

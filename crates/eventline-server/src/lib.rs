@@ -88,6 +88,7 @@ impl Server {
         };
         let store = eventline_store::open(
             config.database.url.as_deref(),
+            config.database.read_url.as_deref(),
             &config.data.dir,
             max_connections,
         )

@@ -609,3 +609,42 @@ async fn a_tail_on_one_server_sees_events_ingested_through_another_and_resumes_f
     first.stop().await;
     second.stop().await;
 }
+
+#[tokio::test]
+async fn queries_read_from_the_configured_read_database() {
+    // A second, empty database stands in for a replica that has not caught up: reads
+    // must come from it, writes must not.
+    let replica_url = eventline_store::testing::fresh_postgres_database().await;
+    eventline_store::postgres::PgStore::connect(&replica_url, 1)
+        .await
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    let server =
+        TestServer::postgres_with(|config| config.database.read_url = Some(replica_url)).await;
+    let watermark = ingest(&server, &server.api_key, sample(Utc::now())[..10].to_vec()).await;
+    let mut query = server.query(&server.api_key).await;
+    let listed = query
+        .list_events(v1::ListEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.events.is_empty(), "reads went to the primary");
+    let tenant_id = server.store.list_tenants().await.unwrap()[0].tenant_id;
+    let (start, end) = (
+        Utc::now() - chrono::Duration::days(3),
+        Utc::now() + chrono::Duration::hours(1),
+    );
+    assert_eq!(
+        server
+            .store
+            .count_events(tenant_id, start, end)
+            .await
+            .unwrap(),
+        0,
+        "the store reads the replica"
+    );
+    assert!(!watermark.is_empty());
+    server.stop().await;
+}

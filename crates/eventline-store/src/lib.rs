@@ -135,13 +135,17 @@ pub struct Appended {
 /// else SQLite in `data_dir`. Runs pending migrations.
 pub async fn open(
     database_url: Option<&str>,
+    read_url: Option<&str>,
     data_dir: &Path,
     max_connections: u32,
 ) -> Result<Arc<dyn Store>, StoreError> {
     match database_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = postgres::PgStore::connect(url, max_connections).await?;
+            let mut store = postgres::PgStore::connect(url, max_connections).await?;
             store.migrate().await?;
+            if let Some(read_url) = read_url {
+                store = store.with_read_replica(read_url, max_connections).await?;
+            }
             Ok(Arc::new(store))
         }
         Some(url) if url.starts_with("sqlite:") => {

@@ -45,7 +45,7 @@ pub(crate) enum KeyCommand {
 }
 
 async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    eventline_store::open(config.database.url.as_deref(), &config.data.dir, 2)
+    eventline_store::open(config.database.url.as_deref(), None, &config.data.dir, 2)
         .await
         .context("cannot open the database")
 }

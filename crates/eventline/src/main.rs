@@ -83,6 +83,9 @@ struct ServeArgs {
     /// Secret of the first API key on an empty database [env: EVENTLINE_BOOTSTRAP_API_KEY].
     #[arg(long)]
     bootstrap_api_key: Option<String>,
+    /// PostgreSQL replica for reads [env: EVENTLINE_DATABASE_READ_URL].
+    #[arg(long)]
+    database_read_url: Option<String>,
     /// Log format, pretty or json [env: EVENTLINE_LOG_FORMAT] [default: pretty].
     #[arg(long)]
     log_format: Option<String>,
@@ -121,6 +124,7 @@ impl ServeArgs {
         let flags = Figment::new();
         let flags = with_flag(flags, "grpc.addr", &self.grpc_addr);
         let flags = with_flag(flags, "admin.token", &self.admin_token);
+        let flags = with_flag(flags, "database.read_url", &self.database_read_url);
         let flags = with_flag(flags, "bootstrap.api_key", &self.bootstrap_api_key);
         let flags = with_flag(flags, "log.format", &self.log_format);
         let flags = with_flag(flags, "log.level", &self.log_level);
