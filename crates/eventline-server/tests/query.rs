@@ -461,12 +461,19 @@ async fn collect_tail(
 ) -> Vec<v1::TailEventsResponse> {
     let mut received = Vec::with_capacity(expected);
     while received.len() < expected {
-        match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
             Ok(Some(message)) => received.push(message.unwrap()),
-            other => panic!(
-                "tail stopped after {} of {expected} events: {other:?}",
-                received.len()
-            ),
+            other => {
+                let mut ids: Vec<&String> = received
+                    .iter()
+                    .map(|message| &message.event.as_ref().unwrap().event_id)
+                    .collect();
+                ids.sort();
+                panic!(
+                    "tail stopped after {} of {expected} events: {other:?}; received {ids:?}",
+                    received.len()
+                )
+            }
         }
     }
     received
@@ -646,5 +653,66 @@ async fn queries_read_from_the_configured_read_database() {
         "the store reads the replica"
     );
     assert!(!watermark.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_tail_on_sqlite_switches_from_history_to_live_without_gap_or_repeat() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = TestServer::sqlite(directory.path()).await;
+    let now = Utc::now();
+    let history: Vec<v1::Event> = (0..300)
+        .map(|n| v1::Event {
+            event_id: format!("old{n:03}"),
+            event_type: "view".into(),
+            timestamp: Some(time::to_proto(now - chrono::Duration::seconds(600 - n))),
+            ..Default::default()
+        })
+        .collect();
+    ingest(&server, &server.api_key, history).await;
+    let mut query = server.query(&server.api_key).await;
+    let mut tail = query
+        .tail_events(v1::TailEventsRequest {
+            start_time: Some(time::to_proto(now - chrono::Duration::hours(1))),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let live: Vec<v1::Event> = (0..700)
+        .map(|n| v1::Event {
+            event_id: format!("new{n:03}"),
+            event_type: "click".into(),
+            ..Default::default()
+        })
+        .collect();
+    let writer = {
+        let mut client = server.ingest(&server.api_key).await;
+        tokio::spawn(async move {
+            for chunk in live.chunks(70) {
+                client
+                    .ingest_batch(v1::IngestBatchRequest {
+                        events: chunk.to_vec(),
+                        sent_at: None,
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let received = collect_tail(&mut tail, 1000).await;
+    writer.await.unwrap();
+    let ids: Vec<&String> = received
+        .iter()
+        .map(|message| &message.event.as_ref().unwrap().event_id)
+        .collect();
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 1000, "no repeats");
+    assert!(
+        ids[..300].iter().all(|id| id.starts_with("old")),
+        "history first"
+    );
+    let mut history_ids = ids[..300].to_vec();
+    history_ids.sort();
+    assert_eq!(history_ids, ids[..300].to_vec(), "history in time order");
     server.stop().await;
 }

@@ -58,6 +58,7 @@ conformance_suite!(
     commit_order_reads_deliver_each_event_once_below_the_horizon,
     watermarks_are_visible_after_append,
     reads_never_cross_tenants,
+    a_live_read_starting_at_the_horizon_includes_the_next_commit,
 );
 
 fn at(hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
@@ -760,4 +761,39 @@ async fn reads_never_cross_tenants(store: Arc<dyn Store>) {
         limit: 100,
     };
     assert!(store.list_committed(&live).await.unwrap().is_empty());
+}
+
+async fn a_live_read_starting_at_the_horizon_includes_the_next_commit(store: Arc<dyn Store>) {
+    let tenant_id = tenant(&*store, "acme").await;
+    store
+        .append(&[event(tenant_id, "before", "view", at(10, 0, 0))])
+        .await
+        .unwrap();
+    let probe = CommittedQuery {
+        tenant_id,
+        filter: EventFilter::default(),
+        min_timestamp: None,
+        after: (0, String::new()),
+        horizon: 0,
+        limit: 100,
+    };
+    let (horizon, _) = horizon_covering(&*store, &probe, 1).await;
+    store
+        .append(&[event(tenant_id, "next", "view", at(10, 0, 1))])
+        .await
+        .unwrap();
+    let from_horizon = CommittedQuery {
+        after: (horizon, String::new()),
+        ..probe
+    };
+    let (_, page) = horizon_covering(&*store, &from_horizon, 1).await;
+    let ids: Vec<&str> = page
+        .iter()
+        .map(|(_, event)| event.event_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["next"],
+        "(horizon, \"\") is exclusive of nothing at the horizon"
+    );
 }

@@ -112,10 +112,15 @@ pub(super) async fn list_committed(
     builder
         .push(", rowid FROM events WHERE tenant_id = ")
         .push_bind(query.tenant_id.to_string());
-    // Rowids are unique, so the event id of the position is not needed to break ties.
+    // The position is exclusive: (rowid, event_id) > (after.0, after.1), so a start at
+    // (horizon, "") includes the event at the horizon itself.
+    let (after_rowid, after_event_id) = (query.after.0 as i64, query.after.1.clone());
+    builder.push(" AND (rowid > ").push_bind(after_rowid);
+    builder.push(" OR (rowid = ").push_bind(after_rowid);
     builder
-        .push(" AND rowid > ")
-        .push_bind(query.after.0 as i64);
+        .push(" AND event_id > ")
+        .push_bind(after_event_id)
+        .push("))");
     builder
         .push(" AND rowid < ")
         .push_bind(query.horizon as i64);
