@@ -34,6 +34,28 @@ impl ErrorCode {
         self.mapping().1
     }
 
+    /// The code of a gRPC status, for statuses that arrive over the wire (the REST
+    /// gateway); codes eventline never sends map to the nearest kind.
+    pub fn from_grpc(code: tonic::Code) -> Self {
+        match code {
+            tonic::Code::Ok => Self::Internal,
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => Self::InvalidArgument,
+            tonic::Code::Unauthenticated => Self::Unauthenticated,
+            tonic::Code::PermissionDenied => Self::PermissionDenied,
+            tonic::Code::NotFound => Self::NotFound,
+            tonic::Code::AlreadyExists | tonic::Code::Aborted => Self::AlreadyExists,
+            tonic::Code::ResourceExhausted => Self::ResourceExhausted,
+            tonic::Code::FailedPrecondition => Self::FailedPrecondition,
+            tonic::Code::Unavailable => Self::Unavailable,
+            tonic::Code::DeadlineExceeded => Self::DeadlineExceeded,
+            tonic::Code::Unimplemented => Self::Unimplemented,
+            tonic::Code::Cancelled
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::DataLoss => Self::Internal,
+        }
+    }
+
     fn mapping(self) -> (tonic::Code, u16) {
         match self {
             Self::InvalidArgument => (tonic::Code::InvalidArgument, 400),
@@ -190,6 +212,30 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         let retry = status.get_details_retry_info().expect("retry info");
         assert_eq!(retry.retry_delay, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn grpc_codes_map_back_to_the_same_http_status() {
+        for code in [
+            ErrorCode::InvalidArgument,
+            ErrorCode::Unauthenticated,
+            ErrorCode::PermissionDenied,
+            ErrorCode::NotFound,
+            ErrorCode::AlreadyExists,
+            ErrorCode::ResourceExhausted,
+            ErrorCode::Unavailable,
+            ErrorCode::DeadlineExceeded,
+        ] {
+            assert_eq!(ErrorCode::from_grpc(code.grpc_code()), code);
+        }
+        assert_eq!(
+            ErrorCode::from_grpc(tonic::Code::Unavailable).http_status(),
+            503
+        );
+        assert_eq!(
+            ErrorCode::from_grpc(tonic::Code::DeadlineExceeded).http_status(),
+            504
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub grpc: GrpcConfig,
+    pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub data: DataConfig,
     pub admin: AdminConfig,
@@ -31,6 +32,34 @@ pub struct GrpcConfig {
     pub addr: SocketAddr,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+}
+
+/// The HTTP port: REST/JSON gateway, health, OpenAPI and docs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// Most open connections; more wait in the accept backlog.
+    pub max_connections: u32,
+    /// Longest unary request, in milliseconds (streams are not limited).
+    pub request_timeout_ms: u64,
+    /// Longest wait for a request's headers, in milliseconds (slowloris guard).
+    pub header_read_timeout_ms: u64,
+    /// Origins browsers may call from; `*` allows any (keys, not cookies, authenticate).
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            max_connections: 1024,
+            request_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            cors_origins: vec!["*".to_owned()],
+        }
+    }
 }
 
 /// The database.

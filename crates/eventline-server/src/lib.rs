@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod bus;
 pub mod config;
+mod gateway;
 mod health;
 pub mod ingest;
 pub mod query;
@@ -74,6 +75,8 @@ pub struct Server {
     store: Arc<dyn Store>,
     listener: TcpListener,
     grpc_addr: SocketAddr,
+    http_listener: TcpListener,
+    http_addr: SocketAddr,
     bootstrap_key: Option<BootstrapKey>,
 }
 
@@ -104,11 +107,25 @@ impl Server {
             addr: config.grpc.addr,
             source,
         })?;
+        let http_listener = TcpListener::bind(config.http.addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.http.addr,
+                source,
+            })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                addr: config.http.addr,
+                source,
+            })?;
         Ok(Self {
             config,
             store,
             listener,
             grpc_addr,
+            http_listener,
+            http_addr,
             bootstrap_key,
         })
     }
@@ -116,6 +133,11 @@ impl Server {
     /// The bound gRPC address (useful with port 0).
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// The bound HTTP (REST gateway) address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
     }
 
     /// The key created by this start, if the database was empty.
@@ -139,6 +161,8 @@ impl Server {
             store,
             listener,
             grpc_addr,
+            http_listener,
+            http_addr,
             ..
         } = self;
         let bus = CommitBus::default();
@@ -186,7 +210,33 @@ impl Server {
         let admin = AdminServiceServer::new(AdminApi::new(auth.clone(), Arc::clone(&store)))
             .max_decoding_message_size(1024 * 1024)
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+        let grpc_routes = tonic::service::Routes::new(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(ingest)
+            .add_service(query)
+            .add_service(admin);
+        let gateway_options = gateway::GatewayOptions {
+            request_timeout: Duration::from_millis(config.http.request_timeout_ms),
+            max_body_bytes: eventline_core::limits::MAX_MESSAGE_BYTES,
+            cors_origins: config.http.cors_origins.clone(),
+        };
+        let rest = gateway::Gateway::router(
+            grpc_routes.clone(),
+            Arc::clone(&store),
+            writer.clone(),
+            &gateway_options,
+        )
+        .map_err(ServeError::Config)?;
         drop(writer);
+        let http_task = tokio::spawn(gateway::serve(
+            http_listener,
+            rest,
+            config.http.max_connections as usize,
+            Duration::from_millis(config.http.header_read_timeout_ms),
+            stop_signal.clone(),
+            SHUTDOWN_GRACE,
+        ));
 
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
@@ -195,18 +245,13 @@ impl Server {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .tcp_keepalive(Some(Duration::from_secs(60)))
             .layer(tonic_web::GrpcWebLayer::new())
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(ingest)
-            .add_service(query)
-            .add_service(admin);
+            .add_routes(grpc_routes);
         let mut wait_for_stop = stop_signal.clone();
         let serving =
             router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 let _ = wait_for_stop.wait_for(|stopped| *stopped).await;
             });
-        info!(grpc_addr = %grpc_addr, store = store_kind(&config), "eventline serving");
+        info!(grpc_addr = %grpc_addr, http_addr = %http_addr, store = store_kind(&config), "eventline serving");
         tokio::spawn(async move {
             shutdown.await;
             info!("shutdown requested: draining in-flight requests");
@@ -224,6 +269,7 @@ impl Server {
                 Ok(())
             }
         };
+        let _ = http_task.await;
         health_task.abort();
         if let Some(listener) = commit_listener {
             listener.abort();

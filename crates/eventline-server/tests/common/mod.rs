@@ -25,6 +25,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// A running server and what a test needs to talk to it.
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
     pub api_key: String,
     pub store: Arc<dyn Store>,
     pub database_url: Option<String>,
@@ -62,6 +63,7 @@ impl TestServer {
     async fn start(config: Config, database_url: Option<String>) -> Self {
         let server = Server::start(config).await.expect("server starts");
         let addr = server.grpc_addr();
+        let http_addr = server.http_addr();
         // A second server on the same database finds it bootstrapped already.
         let api_key = server
             .bootstrap_key()
@@ -79,6 +81,7 @@ impl TestServer {
         });
         Self {
             addr,
+            http_addr,
             api_key,
             store,
             database_url,
@@ -131,6 +134,7 @@ impl TestServer {
 fn base_config() -> Config {
     let mut config = Config::default();
     config.grpc.addr = "127.0.0.1:0".parse().unwrap();
+    config.http.addr = "127.0.0.1:0".parse().unwrap();
     config.admin.token = Some(ADMIN_TOKEN.into());
     config
 }

@@ -1,0 +1,209 @@
+//! The REST/JSON gateway on the HTTP port. Its route table comes from the
+//! `google.api.http` annotations; each request is decoded as proto3 JSON into the RPC's
+//! request message and sent in-process through the same tonic routes as gRPC, so REST
+//! exposes exactly what gRPC does, with the same auth and limits.
+
+mod call;
+mod request;
+mod response;
+mod routes;
+mod server;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use eventline_core::Error;
+use eventline_store::Store;
+use http::{HeaderMap, StatusCode};
+use prost_reflect::{DescriptorPool, DynamicMessage, Value};
+use tonic::{Status, service::Routes};
+
+use crate::writer::Writer;
+pub(crate) use server::serve;
+
+/// The full name of Track, whose REST form answers 201/200 and reads `Idempotency-Key`.
+const TRACK: &str = "eventline.v1.IngestService.Track";
+
+/// What every gateway request needs.
+#[derive(Debug)]
+pub(crate) struct Gateway {
+    routes: Vec<routes::Route>,
+    grpc: Routes,
+    store: Arc<dyn Store>,
+    writer: Writer,
+    request_timeout: Duration,
+    max_body_bytes: usize,
+}
+
+/// Options of the HTTP port.
+#[derive(Debug, Clone)]
+pub(crate) struct GatewayOptions {
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) cors_origins: Vec<String>,
+}
+
+impl Gateway {
+    /// A gateway calling `grpc`; fails if the descriptor set's annotations are unusable.
+    pub(crate) fn router(
+        grpc: Routes,
+        store: Arc<dyn Store>,
+        writer: Writer,
+        options: &GatewayOptions,
+    ) -> Result<Router, String> {
+        let pool = DescriptorPool::decode(eventline_proto::FILE_DESCRIPTOR_SET)
+            .map_err(|error| error.to_string())?;
+        let gateway = Arc::new(Gateway {
+            routes: routes::route_table(&pool)?,
+            grpc,
+            store,
+            writer,
+            request_timeout: options.request_timeout,
+            max_body_bytes: options.max_body_bytes,
+        });
+        let cors = server::cors(&options.cors_origins)?;
+        Ok(Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(ready))
+            .fallback(handle)
+            .with_state(gateway)
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(
+                options.max_body_bytes,
+            ))
+            .layer(tower_http::decompression::RequestDecompressionLayer::new())
+            .layer(cors)
+            .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+            .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+                tower_http::request_id::MakeRequestUuid,
+            )))
+    }
+}
+
+async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
+    match gateway.store.ready().await {
+        Ok(()) if gateway.writer.is_healthy() => (StatusCode::OK, "ready\n").into_response(),
+        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "writer failing\n").into_response(),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {error}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some((route, variables)) = gateway
+        .routes
+        .iter()
+        .filter(|route| route.method == parts.method)
+        .find_map(|route| {
+            route
+                .matches(parts.uri.path())
+                .map(|variables| (route, variables))
+        })
+    else {
+        let status = Status::not_found(format!(
+            "no route for {} {}",
+            parts.method,
+            parts.uri.path()
+        ));
+        return response::error_response(&status);
+    };
+    let body = match axum::body::to_bytes(body, gateway.max_body_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            let error = Error::invalid(
+                "body",
+                format!(
+                    "is larger than {} bytes (after decompression)",
+                    gateway.max_body_bytes
+                ),
+            );
+            let mut response = response::error_response(&Status::from(error));
+            *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            return response;
+        }
+    };
+    let message = match request::build(route, variables, parts.uri.query(), &body) {
+        Ok(message) => message,
+        Err(error) => return response::error_response(&Status::from(error)),
+    };
+    let message = match apply_idempotency_key(route, &parts.headers, message) {
+        Ok(message) => message,
+        Err(error) => return response::error_response(&Status::from(error)),
+    };
+    if route.rpc.is_server_streaming() {
+        return match call::call(&gateway.grpc, &route.grpc_path(), &parts.headers, &message).await {
+            Ok(answer) => response::ndjson_response(call::messages(answer, route.rpc.output())),
+            Err(status) => response::error_response(&status),
+        };
+    }
+    let unary = async {
+        let answer =
+            call::call(&gateway.grpc, &route.grpc_path(), &parts.headers, &message).await?;
+        call::unary(answer, route.rpc.output()).await
+    };
+    match tokio::time::timeout(gateway.request_timeout, unary).await {
+        Ok(Ok(reply)) => {
+            let status = success_status(route, &reply);
+            response::json_response(status, &response::to_json(&reply))
+        }
+        Ok(Err(status)) => response::error_response(&status),
+        Err(_) => response::error_response(&Status::deadline_exceeded(
+            "the request took longer than the request timeout",
+        )),
+    }
+}
+
+/// `Idempotency-Key` on `POST /v1/events` becomes the event id, unless the body set one.
+fn apply_idempotency_key(
+    route: &routes::Route,
+    headers: &HeaderMap,
+    mut message: DynamicMessage,
+) -> Result<DynamicMessage, Error> {
+    let Some(key) = headers.get("idempotency-key") else {
+        return Ok(message);
+    };
+    if route.rpc.full_name() != TRACK {
+        return Ok(message);
+    }
+    let key = key
+        .to_str()
+        .map_err(|_| Error::invalid("Idempotency-Key", "must be visible ASCII"))?
+        .to_owned();
+    if let Some(Value::Message(event)) = message.get_field_by_name_mut("event")
+        && event
+            .get_field_by_name("event_id")
+            .and_then(|id| id.as_str().map(str::is_empty))
+            .unwrap_or(true)
+    {
+        event.set_field_by_name("event_id", Value::String(key));
+    }
+    Ok(message)
+}
+
+/// 201 for a Track that stored a new event, 200 otherwise.
+fn success_status(route: &routes::Route, reply: &DynamicMessage) -> StatusCode {
+    if route.rpc.full_name() != TRACK {
+        return StatusCode::OK;
+    }
+    let accepted = eventline_proto::v1::IngestStatus::Accepted as i32;
+    let stored = reply.get_field_by_name("result").and_then(|result| {
+        result.as_message().and_then(|result| {
+            result
+                .get_field_by_name("status")
+                .and_then(|status| status.as_enum_number())
+        })
+    }) == Some(accepted);
+    if stored {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
