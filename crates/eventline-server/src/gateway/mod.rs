@@ -4,6 +4,8 @@
 //! exposes exactly what gRPC does, with the same auth and limits.
 
 mod call;
+mod docs;
+mod openapi;
 mod request;
 mod response;
 mod routes;
@@ -58,8 +60,10 @@ impl Gateway {
     ) -> Result<Router, String> {
         let pool = DescriptorPool::decode(eventline_proto::FILE_DESCRIPTOR_SET)
             .map_err(|error| error.to_string())?;
+        let routes = routes::route_table(&pool)?;
+        let openapi_yaml = openapi::to_yaml(&openapi::document(&pool, &routes));
         let gateway = Arc::new(Gateway {
-            routes: routes::route_table(&pool)?,
+            routes,
             grpc,
             store,
             writer,
@@ -70,6 +74,10 @@ impl Gateway {
         Ok(Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(ready))
+            .route("/openapi.yaml", get(move || async move { ([(http::header::CONTENT_TYPE, "application/yaml")], openapi_yaml) }))
+            .route("/docs", get(docs::page))
+            .route("/docs/swagger-ui.css", get(docs::stylesheet))
+            .route("/docs/swagger-ui-bundle.js", get(docs::script))
             .fallback(handle)
             .with_state(gateway)
             .layer(tower_http::limit::RequestBodyLimitLayer::new(
