@@ -74,7 +74,15 @@ impl Gateway {
         Ok(Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(ready))
-            .route("/openapi.yaml", get(move || async move { ([(http::header::CONTENT_TYPE, "application/yaml")], openapi_yaml) }))
+            .route(
+                "/openapi.yaml",
+                get(move || async move {
+                    (
+                        [(http::header::CONTENT_TYPE, "application/yaml")],
+                        openapi_yaml,
+                    )
+                }),
+            )
             .route("/docs", get(docs::page))
             .route("/docs/swagger-ui.css", get(docs::stylesheet))
             .route("/docs/swagger-ui-bundle.js", get(docs::script))

@@ -17,7 +17,9 @@ impl Comments {
     fn of(pool: &DescriptorPool) -> Self {
         let mut comments = HashMap::new();
         for file in pool.files() {
-            let Some(info) = &file.file_descriptor_proto().source_code_info else { continue };
+            let Some(info) = &file.file_descriptor_proto().source_code_info else {
+                continue;
+            };
             for location in &info.location {
                 if let Some(text) = &location.leading_comments {
                     comments.insert((file.name().to_owned(), location.path.clone()), tidy(text));
@@ -28,12 +30,20 @@ impl Comments {
     }
 
     fn get(&self, file: &FileDescriptor, path: &[i32]) -> Option<&str> {
-        self.0.get(&(file.name().to_owned(), path.to_vec())).map(String::as_str)
+        self.0
+            .get(&(file.name().to_owned(), path.to_vec()))
+            .map(String::as_str)
     }
 }
 
 fn tidy(comment: &str) -> String {
-    comment.lines().map(str::trim).collect::<Vec<_>>().join("\n").trim().to_owned()
+    comment
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_owned()
 }
 
 /// The OpenAPI document as a JSON value.
@@ -47,7 +57,11 @@ pub(crate) fn document(pool: &DescriptorPool, routes: &[Route]) -> Value {
         let base_id = format!("{}_{}", rpc.parent_service().name(), rpc.name());
         let seen = operation_ids.entry(base_id.clone()).or_default();
         *seen += 1;
-        let operation_id = if *seen == 1 { base_id } else { format!("{base_id}{seen}") };
+        let operation_id = if *seen == 1 {
+            base_id
+        } else {
+            format!("{base_id}{seen}")
+        };
         let input = rpc.input();
         let path_fields: Vec<String> = route
             .segments
@@ -71,8 +85,13 @@ pub(crate) fn document(pool: &DescriptorPool, routes: &[Route]) -> Value {
             })
             .collect();
         if route.body == BodyTarget::None {
-            for field in input.fields().filter(|field| !path_fields.contains(&field.name().to_owned())) {
-                let Some(schema) = query_schema(&field) else { continue };
+            for field in input
+                .fields()
+                .filter(|field| !path_fields.contains(&field.name().to_owned()))
+            {
+                let Some(schema) = query_schema(&field) else {
+                    continue;
+                };
                 parameters.push(json!({
                     "name": field.name(),
                     "in": "query",
@@ -93,26 +112,33 @@ pub(crate) fn document(pool: &DescriptorPool, routes: &[Route]) -> Value {
         let body_schema = match &route.body {
             BodyTarget::None => None,
             BodyTarget::Whole => Some(schema_ref(&input, &mut schemas, &comments)),
-            BodyTarget::Field(name) => input.get_field_by_name(name).map(|field| field_schema(&field, &mut schemas, &comments)),
+            BodyTarget::Field(name) => input
+                .get_field_by_name(name)
+                .map(|field| field_schema(&field, &mut schemas, &comments)),
         };
         if let Some(schema) = body_schema {
-            operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema}}});
+            operation["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": schema}}});
         }
         if rpc.full_name() == super::TRACK {
-            operation["parameters"].as_array_mut().map(|parameters| {
+            if let Some(parameters) = operation["parameters"].as_array_mut() {
                 parameters.push(json!({
                     "name": "Idempotency-Key",
                     "in": "header",
                     "description": "Used as the event_id when the body sets none.",
                     "schema": {"type": "string"},
-                }))
-            });
+                }));
+            }
             operation["responses"]["201"] = operation["responses"]["200"].clone();
             operation["responses"]["201"]["description"] = json!("The event was stored.");
-            operation["responses"]["200"]["description"] = json!("The event was already stored (duplicate).");
+            operation["responses"]["200"]["description"] =
+                json!("The event was already stored (duplicate).");
         }
         let path = format!("/{}", route.template.trim_start_matches('/'));
-        paths.entry(path).or_default().insert(route.method.as_str().to_ascii_lowercase(), operation);
+        paths
+            .entry(path)
+            .or_default()
+            .insert(route.method.as_str().to_ascii_lowercase(), operation);
     }
     schemas.insert("Error".to_owned(), error_schema());
     json!({
@@ -136,7 +162,12 @@ pub(crate) fn document(pool: &DescriptorPool, routes: &[Route]) -> Value {
     })
 }
 
-fn responses(output: MessageDescriptor, streaming: bool, schemas: &mut BTreeMap<String, Value>, comments: &Comments) -> Value {
+fn responses(
+    output: MessageDescriptor,
+    streaming: bool,
+    schemas: &mut BTreeMap<String, Value>,
+    comments: &Comments,
+) -> Value {
     let schema = schema_ref(&output, schemas, comments);
     let success = if streaming {
         json!({
@@ -174,37 +205,59 @@ fn error_schema() -> Value {
 /// Query parameters: scalars, enums, timestamps and lists of them; not messages.
 fn query_schema(field: &FieldDescriptor) -> Option<Value> {
     let item = match field.kind() {
-        Kind::Message(message) if message.full_name() == "google.protobuf.Timestamp" => json!({"type": "string", "format": "date-time"}),
+        Kind::Message(message) if message.full_name() == "google.protobuf.Timestamp" => {
+            json!({"type": "string", "format": "date-time"})
+        }
         Kind::Message(_) => return None,
         _ => scalar_schema(field),
     };
-    Some(if field.is_list() { json!({"type": "array", "items": item}) } else { item })
+    Some(if field.is_list() {
+        json!({"type": "array", "items": item})
+    } else {
+        item
+    })
 }
 
 fn scalar_schema(field: &FieldDescriptor) -> Value {
     match field.kind() {
         Kind::Bool => json!({"type": "boolean"}),
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({"type": "integer", "format": "int32"}),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            json!({"type": "integer", "format": "int32"})
+        }
         Kind::Uint32 | Kind::Fixed32 => json!({"type": "integer", "format": "int64", "minimum": 0}),
         Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => json!({"type": "string", "format": "int64"}),
         Kind::Uint64 | Kind::Fixed64 => json!({"type": "string", "format": "uint64"}),
         Kind::Float | Kind::Double => json!({"type": "number"}),
         Kind::Bytes => json!({"type": "string", "format": "byte"}),
-        Kind::Enum(enumeration) => json!({"type": "string", "enum": enumeration.values().map(|value| value.name().to_owned()).collect::<Vec<_>>()}),
+        Kind::Enum(enumeration) => {
+            json!({"type": "string", "enum": enumeration.values().map(|value| value.name().to_owned()).collect::<Vec<_>>()})
+        }
         Kind::String | Kind::Message(_) => json!({"type": "string"}),
     }
 }
 
-fn field_schema(field: &FieldDescriptor, schemas: &mut BTreeMap<String, Value>, comments: &Comments) -> Value {
+fn field_schema(
+    field: &FieldDescriptor,
+    schemas: &mut BTreeMap<String, Value>,
+    comments: &Comments,
+) -> Value {
     let item = match field.kind() {
         Kind::Message(message) => schema_ref(&message, schemas, comments),
         _ => scalar_schema(field),
     };
-    if field.is_list() { json!({"type": "array", "items": item}) } else { item }
+    if field.is_list() {
+        json!({"type": "array", "items": item})
+    } else {
+        item
+    }
 }
 
 /// A reference to the schema of `message`, adding it (and what it uses) to `schemas`.
-fn schema_ref(message: &MessageDescriptor, schemas: &mut BTreeMap<String, Value>, comments: &Comments) -> Value {
+fn schema_ref(
+    message: &MessageDescriptor,
+    schemas: &mut BTreeMap<String, Value>,
+    comments: &Comments,
+) -> Value {
     match message.full_name() {
         "google.protobuf.Timestamp" => return json!({"type": "string", "format": "date-time"}),
         "google.protobuf.Struct" => return json!({"type": "object", "additionalProperties": true}),
@@ -228,8 +281,13 @@ fn schema_ref(message: &MessageDescriptor, schemas: &mut BTreeMap<String, Value>
             }
             properties.insert(field.name().to_owned(), schema);
         }
-        let description = comments.get(&message.parent_file(), message.path()).unwrap_or_default();
-        schemas.insert(name.clone(), json!({"type": "object", "description": description, "properties": properties}));
+        let description = comments
+            .get(&message.parent_file(), message.path())
+            .unwrap_or_default();
+        schemas.insert(
+            name.clone(),
+            json!({"type": "object", "description": description, "properties": properties}),
+        );
     }
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
@@ -300,20 +358,49 @@ mod tests {
     fn every_route_is_documented_with_its_proto_comment() {
         let document = document_for_tests();
         let track = &document["paths"]["/v1/events"]["post"];
-        assert!(track["description"].as_str().unwrap().contains("Track stores one event"), "{track}");
+        assert!(
+            track["description"]
+                .as_str()
+                .unwrap()
+                .contains("Track stores one event"),
+            "{track}"
+        );
         assert!(track["responses"]["201"].is_object());
         let listing = &document["paths"]["/v1/users/{user_id}/events"]["get"];
-        let names: Vec<&str> = listing["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-        assert!(names.contains(&"user_id") && names.contains(&"page_token") && names.contains(&"start_time"), "{names:?}");
+        let names: Vec<&str> = listing["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            names.contains(&"user_id")
+                && names.contains(&"page_token")
+                && names.contains(&"start_time"),
+            "{names:?}"
+        );
         let event = &document["components"]["schemas"]["eventline_v1_Event"];
-        assert!(event["properties"]["event_type"]["description"].as_str().unwrap().contains("What happened"));
-        let operations: usize = document["paths"].as_object().unwrap().values().map(|path| path.as_object().unwrap().len()).sum();
+        assert!(
+            event["properties"]["event_type"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("What happened")
+        );
+        let operations: usize = document["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|path| path.as_object().unwrap().len())
+            .sum();
         assert_eq!(operations, 14);
     }
 
     #[test]
     fn yaml_output_nests_and_quotes() {
         let yaml = to_yaml(&json!({"a": {"b": [1, "x: y"]}, "empty": {}}));
-        assert_eq!(yaml, "\"a\":\n  \"b\":\n    - 1\n    - \"x: y\"\n\"empty\": {}\n");
+        assert_eq!(
+            yaml,
+            "\"a\":\n  \"b\":\n    - 1\n    - \"x: y\"\n\"empty\": {}\n"
+        );
     }
 }

@@ -207,7 +207,11 @@ mod tests {
                     .is_some()
             );
         }
-        assert_eq!(routes.len(), 14, "2 ingest + 6 query (+1 user binding) + 5 admin");
+        assert_eq!(
+            routes.len(),
+            14,
+            "2 ingest + 6 query (+1 user binding) + 5 admin"
+        );
     }
 
     #[test]

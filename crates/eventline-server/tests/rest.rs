@@ -1,0 +1,399 @@
+//! The REST/JSON gateway end to end with a real HTTP client against a real PostgreSQL:
+//! every route kind, the status mapping, proto3 JSON, streaming and the OpenAPI document.
+
+mod common;
+
+use std::{io::Write, time::Duration};
+
+use common::{ADMIN_TOKEN, TestServer};
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn url(server: &TestServer, path: &str) -> String {
+    format!("http://{}{path}", server.http_addr)
+}
+
+async fn post(server: &TestServer, path: &str, key: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url(server, path))
+        .header("X-API-Key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get(server: &TestServer, path: &str, key: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(url(server, path))
+        .header("X-API-Key", key)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn track_answers_201_then_200_with_the_idempotency_key_and_count_sees_one() {
+    let server = TestServer::postgres().await;
+    let client = reqwest::Client::new();
+    let send = || {
+        client
+            .post(url(&server, "/v1/events"))
+            .header("X-API-Key", &server.api_key)
+            .header("Idempotency-Key", "a1")
+            .json(&json!({"event_type": "signup", "user_id": "u1", "properties": {"plan": "pro"}}))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert!(first.headers().contains_key("x-request-id"));
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["result"]["event_id"], "a1");
+    assert_eq!(body["result"]["status"], "INGEST_STATUS_ACCEPTED");
+    assert_eq!(send().await.unwrap().status(), StatusCode::OK);
+    let now = chrono::Utc::now();
+    let path = format!(
+        "/v1/stats/count?event_type=signup&start_time={}&end_time={}",
+        (now - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (now + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    let count: Value = get(&server, &path, &server.api_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(count, json!({"count": "1"}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_with_one_bad_event_is_200_with_per_event_results() {
+    let server = TestServer::postgres().await;
+    let body = json!({"events": [{"eventType": "view"}, {"event_type": ""}, {"event_type": "click", "event_id": "c1"}]});
+    let response = post(&server, "/v1/events:batch", &server.api_key, &body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let statuses: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| result["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "INGEST_STATUS_ACCEPTED",
+            "INGEST_STATUS_REJECTED",
+            "INGEST_STATUS_ACCEPTED"
+        ]
+    );
+    assert!(
+        body["results"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("event_type")
+    );
+    assert_eq!(body["accepted"], "2");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn errors_map_to_http_statuses_with_a_json_body() {
+    let server = TestServer::postgres().await;
+    // 401 without a key.
+    let response = reqwest::get(url(&server, "/v1/events")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], 16);
+    assert!(body["message"].as_str().unwrap().contains("API key"));
+    assert!(body["details"].is_array());
+    // 400 naming the field, with a BadRequest detail.
+    let response = get(&server, "/v1/events?page_size=5000", &server.api_key).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["details"][0]["field_violations"][0]["field"],
+        "page_size"
+    );
+    let response = get(&server, "/v1/events?no_such_field=1", &server.api_key).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // 403: the bootstrap key has no admin scope.
+    assert_eq!(
+        get(&server, "/v1/tenants", &server.api_key).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    // 404: no route, and a missing key.
+    assert_eq!(
+        get(&server, "/v1/nothing", &server.api_key).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let admin = reqwest::Client::new();
+    let revoke = admin
+        .post(url(&server, "/v1/keys/key_missing:revoke"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), StatusCode::NOT_FOUND);
+    // 409: a taken tenant name.
+    let create = admin
+        .post(url(&server, "/v1/tenants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "default"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), StatusCode::CONFLICT);
+    // 400: malformed JSON.
+    let response = reqwest::Client::new()
+        .post(url(&server, "/v1/events"))
+        .header("X-API-Key", &server.api_key)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_20_mib_are_413_also_when_gzipped() {
+    let server = TestServer::postgres().await;
+    let huge = vec![b' '; 30 * 1024 * 1024];
+    let response = reqwest::Client::new()
+        .post(url(&server, "/v1/events:batch"))
+        .header("X-API-Key", &server.api_key)
+        .body(huge.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(&huge).unwrap();
+    let compressed = encoder.finish().unwrap();
+    assert!(compressed.len() < 1024 * 1024);
+    let response = reqwest::Client::new()
+        .post(url(&server, "/v1/events:batch"))
+        .header("X-API-Key", &server.api_key)
+        .header("Content-Encoding", "gzip")
+        .body(compressed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "limit applies after decompression"
+    );
+    // A small gzipped batch is accepted.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder
+        .write_all(
+            json!({"events": [{"event_type": "zipped"}]})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+    let response = reqwest::Client::new()
+        .post(url(&server, "/v1/events:batch"))
+        .header("X-API-Key", &server.api_key)
+        .header("Content-Encoding", "gzip")
+        .body(encoder.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_is_429_with_retry_after() {
+    let server = TestServer::postgres_with(|config| {
+        config.writer.queue_events = 2000;
+        config.writer.enqueue_timeout_ms = 1;
+        config.writer.workers = 1;
+    })
+    .await;
+    let mut requests = Vec::new();
+    for request_number in 0..12 {
+        let events: Vec<Value> = (0..2000)
+            .map(|n| json!({"event_type": "view", "event_id": format!("r{request_number}-{n}")}))
+            .collect();
+        let (target, key) = (url(&server, "/v1/events:batch"), server.api_key.clone());
+        requests.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(target)
+                .header("X-API-Key", key)
+                .json(&json!({"events": events}))
+                .send()
+                .await
+                .unwrap()
+        }));
+    }
+    let mut refused = 0;
+    for request in requests {
+        let response = request.await.unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(response.headers().get("retry-after").is_some());
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(
+                body["details"][0]["@type"],
+                "type.googleapis.com/google.rpc.RetryInfo"
+            );
+            refused += 1;
+        } else {
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    }
+    assert!(refused > 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn proto3_json_round_trips_through_track_and_the_user_timeline() {
+    let server = TestServer::postgres().await;
+    let event = json!({
+        "event_id": "golden",
+        "event_type": "purchase",
+        "user_id": "u 1",
+        "session_id": "s1",
+        "timestamp": "2026-11-20T10:00:00.123456Z",
+        "properties": {"amount": 12.5, "items": ["a", "b"], "nested": {"ok": true, "none": null}},
+    });
+    assert_eq!(
+        post(&server, "/v1/events", &server.api_key, &event)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let page: Value = get(
+        &server,
+        "/v1/users/u%201/events?start_time=2026-11-20T00:00:00Z&end_time=2026-11-21T00:00:00Z",
+        &server.api_key,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let stored = &page["events"][0];
+    for field in [
+        "event_id",
+        "event_type",
+        "user_id",
+        "session_id",
+        "timestamp",
+        "properties",
+    ] {
+        assert_eq!(stored[field], event[field], "{field}");
+    }
+    assert_eq!(page["next_page_token"], "");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn streams_are_newline_delimited_json_flushed_per_message() {
+    let server = TestServer::postgres().await;
+    let events: Vec<Value> = (0..5)
+        .map(|n| json!({"event_type": "view", "event_id": format!("x{n}")}))
+        .collect();
+    post(
+        &server,
+        "/v1/events:batch",
+        &server.api_key,
+        &json!({"events": events}),
+    )
+    .await;
+    let export = get(&server, "/v1/events:export", &server.api_key).await;
+    assert_eq!(export.headers()["content-type"], "application/x-ndjson");
+    let text = export.text().await.unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert!(lines.iter().all(|line| line["result"]["cursor"].is_string()
+        && line["result"]["event"]["event_type"] == "view"));
+
+    // A live tail shows each event as it arrives, while the response is still open.
+    let tail = get(&server, "/v1/events:tail", &server.api_key).await;
+    assert_eq!(tail.status(), StatusCode::OK);
+    let mut body = tail.bytes_stream();
+    post(
+        &server,
+        "/v1/events",
+        &server.api_key,
+        &json!({"event_type": "live", "event_id": "l1"}),
+    )
+    .await;
+    let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let line: Value = serde_json::from_slice(chunk.strip_suffix(b"\n").unwrap()).unwrap();
+    assert_eq!(line["result"]["event"]["event_id"], "l1");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_openapi_and_docs_are_served() {
+    let server = TestServer::postgres().await;
+    assert_eq!(
+        reqwest::get(url(&server, "/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        reqwest::get(url(&server, "/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let openapi = reqwest::get(url(&server, "/openapi.yaml"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for path in [
+        "\"/v1/events\"",
+        "\"/v1/events:batch\"",
+        "\"/v1/users/{user_id}/events\"",
+        "\"/v1/stats/top-event-types\"",
+        "\"/v1/keys/{key_id}:revoke\"",
+    ] {
+        assert!(openapi.contains(path), "{path} missing");
+    }
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("openapi.yaml");
+    std::fs::write(&file, &openapi).unwrap();
+    let validation = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .expect("python3 is required to validate the OpenAPI document");
+    assert!(
+        validation.status.success(),
+        "openapi-spec-validator (pip install openapi-spec-validator) rejected the document: {}{}",
+        String::from_utf8_lossy(&validation.stdout),
+        String::from_utf8_lossy(&validation.stderr)
+    );
+    let docs = reqwest::get(url(&server, "/docs"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(docs.contains("swagger-ui-bundle.js"));
+    let script = reqwest::get(url(&server, "/docs/swagger-ui-bundle.js"))
+        .await
+        .unwrap();
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(script.bytes().await.unwrap().len() > 1_000_000);
+    server.stop().await;
+}
