@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub grpc: GrpcConfig,
     pub http: HttpConfig,
+    pub metrics: MetricsConfig,
     pub database: DatabaseConfig,
     pub data: DataConfig,
     pub admin: AdminConfig,
@@ -58,6 +59,22 @@ impl Default for HttpConfig {
             request_timeout_ms: 30_000,
             header_read_timeout_ms: 10_000,
             cors_origins: vec!["*".to_owned()],
+        }
+    }
+}
+
+/// The Prometheus metrics port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address serving `GET /metrics`.
+    pub addr: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
         }
     }
 }
@@ -168,17 +185,6 @@ impl Default for WriterConfig {
     }
 }
 
-/// The top-level sections, which env keys must start with to be read.
-const SECTIONS: [&str; 7] = [
-    "grpc",
-    "database",
-    "data",
-    "admin",
-    "bootstrap",
-    "log",
-    "writer",
-];
-
 impl Config {
     /// Reads the configuration: `overrides` (flags) > `EVENTLINE_*` env > `file` >
     /// defaults. `DATABASE_URL` is read when `EVENTLINE_DATABASE_URL` is not set.
@@ -206,12 +212,18 @@ impl Config {
 
     /// `EVENTLINE_GRPC_ADDR` → `grpc.addr`: the first underscore splits section and key.
     fn env() -> Env {
+        // The sections are the top-level keys of the config itself, so a new section is
+        // read from the environment without a second list to keep in step.
+        let sections: Vec<String> = match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().map(|key| format!("{key}_")).collect(),
+            _ => Vec::new(),
+        };
         Env::prefixed("EVENTLINE_")
-            .filter(|key| {
+            .filter(move |key| {
                 let key = key.as_str().to_ascii_lowercase();
-                SECTIONS
+                sections
                     .iter()
-                    .any(|section| key.starts_with(&format!("{section}_")))
+                    .any(|section| key.starts_with(section.as_str()))
             })
             .map(|key| {
                 key.as_str()
@@ -274,6 +286,8 @@ mod tests {
             )?;
             jail.set_env("EVENTLINE_WRITER_MAX_BATCH_EVENTS", "20");
             jail.set_env("EVENTLINE_DATA_DIR", "/tmp/from-env");
+            jail.set_env("EVENTLINE_HTTP_ADDR", "127.0.0.1:8181");
+            jail.set_env("EVENTLINE_METRICS_ADDR", "127.0.0.1:9191");
             jail.set_env("EVENTLINE_API_KEY", "client setting, not a server one");
             let flags = Figment::from(Serialized::default("data.dir", "/tmp/from-flag"));
             let config = Config::load(Some(std::path::Path::new("eventline.toml")), flags)
@@ -283,6 +297,8 @@ mod tests {
             assert_eq!(config.writer.queue_events, 3000);
             assert_eq!(config.data.dir, PathBuf::from("/tmp/from-flag"));
             assert_eq!(config.log, LogConfig::default());
+            assert_eq!(config.http.addr, "127.0.0.1:8181".parse().unwrap());
+            assert_eq!(config.metrics.addr, "127.0.0.1:9191".parse().unwrap());
             Ok(())
         });
     }

@@ -94,8 +94,16 @@ impl IngestApi {
                 }
             }
         }
+        let event_types: Vec<String> = valid.iter().map(|event| event.event_type.clone()).collect();
         let commit = writer.submit(valid).await?;
         report.watermark = commit.watermark;
+        let mut accepted_by_type: std::collections::HashMap<&str, u64> =
+            std::collections::HashMap::new();
+        for (event_type, outcome) in event_types.iter().zip(&commit.outcomes) {
+            if *outcome == eventline_core::IngestOutcome::Accepted {
+                *accepted_by_type.entry(event_type).or_default() += 1;
+            }
+        }
         for (position, outcome) in valid_positions.into_iter().zip(commit.outcomes) {
             report.results[position].status = outcome.to_proto() as i32;
             match outcome {
@@ -103,6 +111,12 @@ impl IngestApi {
                 eventline_core::IngestOutcome::Duplicate => report.duplicates += 1,
             }
         }
+        record_outcomes(
+            accepted_by_type,
+            report.accepted,
+            report.duplicates,
+            report.rejected,
+        );
         Ok(report)
     }
 }
@@ -122,17 +136,30 @@ impl IngestService for IngestApi {
             .ok_or_else(|| Error::invalid("event", "is required"))?;
         let clock = IngestClock::now();
         let event = validate_event(tenant_id, event, &clock).map_err(|violation| {
+            record_outcomes(std::collections::HashMap::new(), 0, 0, 1);
             Error::InvalidArgument {
                 violation: violation.within("event"),
             }
         })?;
         let event_id = event.event_id.clone();
+        let event_type = event.event_type.clone();
         let commit = self.writer.submit(vec![event]).await?;
         let status = commit
             .outcomes
             .first()
             .copied()
             .ok_or_else(|| Error::Internal("writer returned no outcome".into()))?;
+        match status {
+            eventline_core::IngestOutcome::Accepted => record_outcomes(
+                std::collections::HashMap::from([(event_type.as_str(), 1)]),
+                1,
+                0,
+                0,
+            ),
+            eventline_core::IngestOutcome::Duplicate => {
+                record_outcomes(std::collections::HashMap::new(), 0, 1, 0)
+            }
+        }
         Ok(Response::new(v1::TrackResponse {
             result: Some(v1::EventResult {
                 event_id,
@@ -261,6 +288,22 @@ impl IngestService for IngestApi {
             Box::pin(ReceiverStream::new(ack_stream)) as BidiStream
         ))
     }
+}
+
+/// Counts ingested events by outcome, and accepted ones by type.
+fn record_outcomes(
+    accepted_by_type: std::collections::HashMap<&str, u64>,
+    accepted: u64,
+    duplicates: u64,
+    rejected: u64,
+) {
+    for (event_type, count) in accepted_by_type {
+        crate::metrics::count_event_type(event_type, count);
+    }
+    metrics::counter!("eventline_ingest_events_total", "outcome" => "accepted").increment(accepted);
+    metrics::counter!("eventline_ingest_events_total", "outcome" => "duplicate")
+        .increment(duplicates);
+    metrics::counter!("eventline_ingest_events_total", "outcome" => "rejected").increment(rejected);
 }
 
 /// Adds one committed batch of a client stream to the summary.

@@ -10,6 +10,8 @@ pub mod config;
 mod gateway;
 mod health;
 pub mod ingest;
+mod metered_store;
+pub mod metrics;
 pub mod query;
 pub mod writer;
 
@@ -77,6 +79,8 @@ pub struct Server {
     grpc_addr: SocketAddr,
     http_listener: TcpListener,
     http_addr: SocketAddr,
+    metrics_listener: TcpListener,
+    metrics_addr: SocketAddr,
     bootstrap_key: Option<BootstrapKey>,
 }
 
@@ -96,6 +100,7 @@ impl Server {
             max_connections,
         )
         .await?;
+        let store = metered_store::MeteredStore::wrap(store);
         let bootstrap_key = bootstrap(&*store, config.bootstrap.api_key.as_deref()).await?;
         let listener = TcpListener::bind(config.grpc.addr)
             .await
@@ -119,6 +124,18 @@ impl Server {
                 addr: config.http.addr,
                 source,
             })?;
+        let metrics_listener = TcpListener::bind(config.metrics.addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.metrics.addr,
+                source,
+            })?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                addr: config.metrics.addr,
+                source,
+            })?;
         Ok(Self {
             config,
             store,
@@ -126,6 +143,8 @@ impl Server {
             grpc_addr,
             http_listener,
             http_addr,
+            metrics_listener,
+            metrics_addr,
             bootstrap_key,
         })
     }
@@ -138,6 +157,11 @@ impl Server {
     /// The bound HTTP (REST gateway) address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The bound Prometheus metrics address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// The key created by this start, if the database was empty.
@@ -163,8 +187,11 @@ impl Server {
             grpc_addr,
             http_listener,
             http_addr,
+            metrics_listener,
+            metrics_addr,
             ..
         } = self;
+        metrics::handle();
         let bus = CommitBus::default();
         let (writer, writer_tasks) =
             Writer::start(Arc::clone(&store), writer_options(&config), bus.clone());
@@ -200,7 +227,7 @@ impl Server {
         let query = QueryServiceServer::new(QueryApi::new(
             auth.clone(),
             Arc::clone(&store),
-            bus,
+            bus.clone(),
             stop_signal.clone(),
         ))
         .max_decoding_message_size(max_message)
@@ -216,6 +243,12 @@ impl Server {
             .add_service(ingest)
             .add_service(query)
             .add_service(admin);
+        // Every RPC is measured, whether it arrives over gRPC or through the gateway.
+        let grpc_routes = tonic::service::Routes::from(
+            grpc_routes
+                .into_axum_router()
+                .layer(metrics::RpcMetricsLayer),
+        );
         let gateway_options = gateway::GatewayOptions {
             request_timeout: Duration::from_millis(config.http.request_timeout_ms),
             max_body_bytes: eventline_core::limits::MAX_MESSAGE_BYTES,
@@ -228,6 +261,15 @@ impl Server {
             &gateway_options,
         )
         .map_err(ServeError::Config)?;
+        let metrics_app = metrics::router(Arc::clone(&store), writer.clone(), bus.clone());
+        let metrics_task = tokio::spawn(gateway::serve(
+            metrics_listener,
+            metrics_app,
+            64,
+            Duration::from_secs(10),
+            stop_signal.clone(),
+            Duration::from_secs(1),
+        ));
         drop(writer);
         let http_task = tokio::spawn(gateway::serve(
             http_listener,
@@ -251,7 +293,7 @@ impl Server {
             router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 let _ = wait_for_stop.wait_for(|stopped| *stopped).await;
             });
-        info!(grpc_addr = %grpc_addr, http_addr = %http_addr, store = store_kind(&config), "eventline serving");
+        info!(grpc_addr = %grpc_addr, http_addr = %http_addr, metrics_addr = %metrics_addr, store = store_kind(&config), "eventline serving");
         tokio::spawn(async move {
             shutdown.await;
             info!("shutdown requested: draining in-flight requests");
@@ -270,6 +312,7 @@ impl Server {
             }
         };
         let _ = http_task.await;
+        let _ = metrics_task.await;
         health_task.abort();
         if let Some(listener) = commit_listener {
             listener.abort();

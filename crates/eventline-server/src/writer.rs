@@ -173,6 +173,13 @@ impl Writer {
         answer.await.map_err(|_| shutting_down())?
     }
 
+    /// Events waiting for, or in, a commit.
+    pub fn queued_events(&self) -> usize {
+        self.options
+            .queue_events
+            .saturating_sub(self.room.available_permits())
+    }
+
     /// False for a few seconds after a commit failed, unless one succeeded since.
     pub fn is_healthy(&self) -> bool {
         self.health.is_healthy()
@@ -230,7 +237,12 @@ impl Worker {
             requests = jobs.len(),
             "committing group"
         );
+        let started = Instant::now();
         let result = self.append_with_retries(&events).await;
+        metrics::histogram!("eventline_writer_batch_events").record(events.len() as f64);
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::histogram!("eventline_writer_commit_duration_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
         match result {
             Ok(appended) => {
                 self.health.record(true);

@@ -79,6 +79,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_committed(&self, query: &CommittedQuery)
     -> Result<Vec<(u64, Event)>, StoreError>;
 
+    /// Connections of the write pool: open, and idle among them.
+    fn pool_status(&self) -> PoolStatus;
+
     /// Counts a tenant's stored events (raw rows) in `[start, end)`.
     async fn count_events(
         &self,
@@ -122,6 +125,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
             .map(|row| row.count)
             .sum())
     }
+}
+
+/// Connection counts of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStatus {
+    pub open: u32,
+    pub idle: u32,
 }
 
 /// What one append did: an outcome per event, and a watermark that reads can wait for.

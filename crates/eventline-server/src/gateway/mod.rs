@@ -112,7 +112,31 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
     }
 }
 
+/// Records `eventline_http_requests_total{route, status}` and the time to the response
+/// head (for streams, to the first byte).
 async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = gateway
+        .routes
+        .iter()
+        .filter(|route| route.method == method)
+        .find(|route| route.matches(request.uri().path()).is_some())
+        .map(|route| route.template.clone())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = dispatch(&gateway, request).await;
+    let labels = [
+        ("method", method.as_str().to_owned()),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("eventline_http_requests_total", &labels).increment(1);
+    metrics::histogram!("eventline_http_request_duration_seconds", &labels[..2])
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn dispatch(gateway: &Gateway, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let Some((route, variables)) = gateway
         .routes

@@ -26,6 +26,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub struct TestServer {
     pub addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub api_key: String,
     pub store: Arc<dyn Store>,
     pub database_url: Option<String>,
@@ -64,6 +65,7 @@ impl TestServer {
         let server = Server::start(config).await.expect("server starts");
         let addr = server.grpc_addr();
         let http_addr = server.http_addr();
+        let metrics_addr = server.metrics_addr();
         // A second server on the same database finds it bootstrapped already.
         let api_key = server
             .bootstrap_key()
@@ -82,6 +84,7 @@ impl TestServer {
         Self {
             addr,
             http_addr,
+            metrics_addr,
             api_key,
             store,
             database_url,
@@ -135,6 +138,7 @@ fn base_config() -> Config {
     let mut config = Config::default();
     config.grpc.addr = "127.0.0.1:0".parse().unwrap();
     config.http.addr = "127.0.0.1:0".parse().unwrap();
+    config.metrics.addr = "127.0.0.1:0".parse().unwrap();
     config.admin.token = Some(ADMIN_TOKEN.into());
     config
 }

@@ -337,6 +337,13 @@ impl Store for PgStore {
         read::count(&self.read_pool, query, read::CountSource::HourlyRollup).await
     }
 
+    fn pool_status(&self) -> crate::PoolStatus {
+        crate::PoolStatus {
+            open: self.pool.size(),
+            idle: self.pool.num_idle() as u32,
+        }
+    }
+
     async fn commit_horizon(&self) -> Result<u64, StoreError> {
         let horizon: i64 =
             sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")

@@ -321,6 +321,13 @@ impl Store for SqliteStore {
         read::count(&self.pool, query, read::CountSource::HourlyRollup).await
     }
 
+    fn pool_status(&self) -> crate::PoolStatus {
+        crate::PoolStatus {
+            open: self.pool.size(),
+            idle: self.pool.num_idle() as u32,
+        }
+    }
+
     async fn commit_horizon(&self) -> Result<u64, StoreError> {
         let horizon: i64 = sqlx::query_scalar("SELECT coalesce(max(rowid), 0) + 1 FROM events")
             .fetch_one(&self.pool)

@@ -43,6 +43,10 @@ pub async fn spawn_server(database_url: &str, port: u16) -> ServerProcess {
         .env("EVENTLINE_DATABASE_URL", database_url)
         .env("EVENTLINE_GRPC_ADDR", &addr)
         .env("EVENTLINE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "EVENTLINE_METRICS_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        )
         .env("EVENTLINE_BOOTSTRAP_API_KEY", API_KEY)
         .env("EVENTLINE_LOG_LEVEL", "warn")
         .stdout(Stdio::null())

@@ -1,0 +1,140 @@
+//! Store metrics in one decorator around any store: the duration of every operation,
+//! `eventline_store_operation_duration_seconds{operation, outcome}`.
+
+use std::{future::Future, sync::Arc, time::Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use eventline_core::{
+    ApiKey, Event, Tenant, TenantId,
+    query::{CommittedQuery, CountQuery, CountRow, EventQuery},
+};
+use eventline_store::{Appended, PoolStatus, Store, StoreError};
+
+/// A store that times every operation of the store it wraps.
+#[derive(Debug)]
+pub(crate) struct MeteredStore {
+    inner: Arc<dyn Store>,
+}
+
+impl MeteredStore {
+    pub(crate) fn wrap(inner: Arc<dyn Store>) -> Arc<dyn Store> {
+        Arc::new(Self { inner })
+    }
+}
+
+async fn timed<T>(
+    operation: &'static str,
+    future: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    let result = future.await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::histogram!("eventline_store_operation_duration_seconds", "operation" => operation, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
+#[async_trait]
+impl Store for MeteredStore {
+    async fn append(&self, events: &[Event]) -> Result<Appended, StoreError> {
+        timed("append", self.inner.append(events)).await
+    }
+
+    async fn watermark_visible(&self, watermark: &str) -> Result<bool, StoreError> {
+        timed("watermark_visible", self.inner.watermark_visible(watermark)).await
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        timed("ready", self.inner.ready()).await
+    }
+
+    async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        timed("create_tenant", self.inner.create_tenant(name)).await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        timed("list_tenants", self.inner.list_tenants()).await
+    }
+
+    async fn bootstrap(&self, name: &str, key: &ApiKey) -> Result<bool, StoreError> {
+        timed("bootstrap", self.inner.bootstrap(name, key)).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        timed("create_api_key", self.inner.create_api_key(key)).await
+    }
+
+    async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
+        timed("api_key", self.inner.api_key(key_id)).await
+    }
+
+    async fn list_api_keys(&self, tenant_id: TenantId) -> Result<Vec<ApiKey>, StoreError> {
+        timed("list_api_keys", self.inner.list_api_keys(tenant_id)).await
+    }
+
+    async fn revoke_api_key(&self, key_id: &str) -> Result<ApiKey, StoreError> {
+        timed("revoke_api_key", self.inner.revoke_api_key(key_id)).await
+    }
+
+    async fn event(
+        &self,
+        tenant_id: TenantId,
+        event_id: &str,
+    ) -> Result<Option<Event>, StoreError> {
+        timed("event", self.inner.event(tenant_id, event_id)).await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError> {
+        timed("list_events", self.inner.list_events(query)).await
+    }
+
+    async fn count_raw(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        timed("count_raw", self.inner.count_raw(query)).await
+    }
+
+    async fn count_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        timed("count_rollup", self.inner.count_rollup(query)).await
+    }
+
+    async fn commit_horizon(&self) -> Result<u64, StoreError> {
+        timed("commit_horizon", self.inner.commit_horizon()).await
+    }
+
+    async fn list_committed(
+        &self,
+        query: &CommittedQuery,
+    ) -> Result<Vec<(u64, Event)>, StoreError> {
+        timed("list_committed", self.inner.list_committed(query)).await
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        self.inner.pool_status()
+    }
+
+    async fn count_events(
+        &self,
+        tenant_id: TenantId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        timed(
+            "count_events",
+            self.inner.count_events(tenant_id, start, end),
+        )
+        .await
+    }
+
+    async fn rollup_total(
+        &self,
+        tenant_id: TenantId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        timed(
+            "rollup_total",
+            self.inner.rollup_total(tenant_id, start, end),
+        )
+        .await
+    }
+}
