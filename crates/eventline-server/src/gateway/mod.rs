@@ -148,6 +148,24 @@ async fn dispatch(gateway: &Gateway, request: Request) -> Response {
                 .map(|variables| (route, variables))
         })
     else {
+        let allowed: Vec<&str> = gateway
+            .routes
+            .iter()
+            .filter(|route| route.matches(parts.uri.path()).is_some())
+            .map(|route| route.method.as_str())
+            .collect();
+        if !allowed.is_empty() {
+            let mut response = response::error_response(&Status::unimplemented(format!(
+                "{} is not allowed on {}",
+                parts.method,
+                parts.uri.path()
+            )));
+            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            if let Ok(allow) = http::HeaderValue::from_str(&allowed.join(", ")) {
+                response.headers_mut().insert(http::header::ALLOW, allow);
+            }
+            return response;
+        }
         let status = Status::not_found(format!(
             "no route for {} {}",
             parts.method,
@@ -170,6 +188,12 @@ async fn dispatch(gateway: &Gateway, request: Request) -> Response {
             return response;
         }
     };
+    if route.body_required() && body.iter().all(u8::is_ascii_whitespace) {
+        return response::error_response(&Status::from(Error::invalid(
+            "body",
+            "is required: send a JSON object",
+        )));
+    }
     let message = match request::build(route, variables, parts.uri.query(), &body) {
         Ok(message) => message,
         Err(error) => return response::error_response(&Status::from(error)),

@@ -117,8 +117,7 @@ pub(crate) fn document(pool: &DescriptorPool, routes: &[Route]) -> Value {
                 .map(|field| field_schema(&field, &mut schemas, &comments)),
         };
         if let Some(schema) = body_schema {
-            operation["requestBody"] =
-                json!({"required": true, "content": {"application/json": {"schema": schema}}});
+            operation["requestBody"] = json!({"required": route.body_required(), "content": {"application/json": {"schema": schema}}});
         }
         if rpc.full_name() == super::TRACK {
             if let Some(parameters) = operation["parameters"].as_array_mut() {
@@ -242,11 +241,23 @@ fn field_schema(
     comments: &Comments,
 ) -> Value {
     let item = match field.kind() {
+        // proto3 JSON reads null as "unset" for message fields.
+        Kind::Message(message) if !field.is_list() => {
+            let schema = schema_ref(&message, schemas, comments);
+            if schema.get("$ref").is_some() {
+                json!({"allOf": [schema], "nullable": true})
+            } else {
+                let mut schema = schema;
+                schema["nullable"] = json!(true);
+                schema
+            }
+        }
         Kind::Message(message) => schema_ref(&message, schemas, comments),
         _ => scalar_schema(field),
     };
     if field.is_list() {
-        json!({"type": "array", "items": item})
+        // proto3 JSON reads null as an empty list.
+        json!({"type": "array", "items": item, "nullable": true})
     } else {
         item
     }
@@ -270,14 +281,13 @@ fn schema_ref(
         let mut properties = Map::new();
         for field in message.fields() {
             let mut schema = field_schema(&field, schemas, comments);
+            if schema.get("$ref").is_some() {
+                schema = json!({"allOf": [schema]});
+            }
+            // proto3 JSON reads null as the field's default, for every field.
+            schema["nullable"] = json!(true);
             if let Some(text) = comments.get(&field.parent_file(), field.path()) {
-                schema = if schema.get("$ref").is_some() {
-                    json!({"allOf": [schema], "description": text})
-                } else {
-                    let mut schema = schema;
-                    schema["description"] = json!(text);
-                    schema
-                };
+                schema["description"] = json!(text);
             }
             properties.insert(field.name().to_owned(), schema);
         }
@@ -286,7 +296,8 @@ fn schema_ref(
             .unwrap_or_default();
         schemas.insert(
             name.clone(),
-            json!({"type": "object", "description": description, "properties": properties}),
+            // Unknown fields are rejected, as proto3 JSON parsing here does.
+            json!({"type": "object", "description": description, "properties": properties, "additionalProperties": false}),
         );
     }
     json!({"$ref": format!("#/components/schemas/{name}")})

@@ -71,6 +71,27 @@ impl Route {
         Some(variables)
     }
 
+    /// Whether the HTTP body must be present: it fills fields the path does not.
+    pub(crate) fn body_required(&self) -> bool {
+        let path_fields: Vec<&str> = self
+            .segments
+            .iter()
+            .filter_map(|segment| match segment {
+                Segment::Variable { field, .. } => Some(field.as_str()),
+                Segment::Literal(_) => None,
+            })
+            .collect();
+        match &self.body {
+            BodyTarget::None => false,
+            BodyTarget::Field(_) => true,
+            BodyTarget::Whole => self
+                .rpc
+                .input()
+                .fields()
+                .any(|field| !path_fields.contains(&field.name())),
+        }
+    }
+
     fn variable_count(&self) -> usize {
         self.segments
             .iter()
