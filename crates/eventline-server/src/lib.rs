@@ -286,6 +286,7 @@ impl Server {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .tcp_keepalive(Some(Duration::from_secs(60)))
+            .trace_fn(|request| tracing::info_span!("grpc.request", path = %request.uri().path()))
             .layer(tonic_web::GrpcWebLayer::new())
             .add_routes(grpc_routes);
         let mut wait_for_stop = stop_signal.clone();

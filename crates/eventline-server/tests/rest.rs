@@ -432,3 +432,47 @@ async fn schemathesis_finds_no_failures_in_the_served_openapi_document() {
     assert!(report.contains("passed"), "{report}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn swagger_ui_renders_every_operation_in_headless_chromium() {
+    let server = TestServer::postgres().await;
+    let profile = tempfile::tempdir().unwrap();
+    let dom = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args([
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            &url(&server, "/docs"),
+        ])
+        .output()
+        .await
+        .expect("chromium is required for this test: apt-get install chromium");
+    assert!(
+        dom.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let operations = dom.matches("class=\"opblock-summary-path\"").count();
+    assert_eq!(operations, 14, "Swagger UI shows every REST operation");
+    for path in [
+        "data-path=\"/v1/events:batch\"",
+        "data-path=\"/v1/users/{user_id}/events\"",
+        "data-path=\"/v1/stats/top-event-types\"",
+    ] {
+        assert!(dom.contains(path), "{path} not rendered");
+    }
+    server.stop().await;
+}

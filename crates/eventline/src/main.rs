@@ -190,9 +190,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = Server::start(config)
         .await
         .context("eventline could not start")?;
+    println!("eventline with {store_description}");
+    println!("  gRPC, gRPC-Web   {}", server.grpc_addr());
     println!(
-        "eventline listening on {} (gRPC, gRPC-Web) with {store_description}",
-        server.grpc_addr()
+        "  REST/JSON        http://{}  (docs: /docs, OpenAPI: /openapi.yaml)",
+        server.http_addr()
+    );
+    println!(
+        "  metrics          http://{}/metrics",
+        server.metrics_addr()
     );
     if let Some(key) = server.bootstrap_key() {
         println!();

@@ -124,7 +124,15 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
         .find(|route| route.matches(request.uri().path()).is_some())
         .map(|route| route.template.clone())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let response = dispatch(&gateway, request).await;
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let span =
+        tracing::info_span!("http.request", %method, route = %route, request_id = %request_id);
+    let response = tracing::Instrument::instrument(dispatch(&gateway, request), span).await;
     let labels = [
         ("method", method.as_str().to_owned()),
         ("route", route),
