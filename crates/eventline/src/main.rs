@@ -3,6 +3,7 @@
 //! arguments and calls the library crates.
 
 mod admin;
+mod bench;
 mod client;
 mod read;
 mod send;
@@ -52,6 +53,8 @@ enum Command {
     Tail(read::TailArgs),
     /// Writes every matching event, oldest first, as NDJSON to stdout.
     Export(read::ExportArgs),
+    /// Measures ingest and query performance against a real PostgreSQL.
+    Bench(bench::BenchArgs),
 }
 
 /// Where the database is. Each flag is also read from the environment and the config file.
@@ -233,5 +236,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Query(args) => read::query(args).await,
         Command::Tail(args) => read::tail(args).await,
         Command::Export(args) => read::export(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -1,0 +1,544 @@
+//! `eventline bench ingest`: acknowledged events per second through a chosen transport,
+//! ack latency, server CPU and memory, and in the same run the raw PostgreSQL rate of
+//! identical rows, with the ratio of the two.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use eventline_core::{IngestClock, TenantId, validate_event};
+use eventline_proto::v1::{self, ingest_service_client::IngestServiceClient};
+use hdrhistogram::Histogram;
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tonic::metadata::MetadataValue;
+
+use super::{generator::EventGenerator, raw, server};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Transport {
+    /// IngestBidi: pipelined batches, one ack each.
+    Bidi,
+    /// IngestStream: one client stream per worker.
+    Stream,
+    /// IngestBatch: one unary call per batch.
+    Batch,
+    /// POST /v1/events:batch through the REST gateway.
+    Rest,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IngestArgs {
+    /// PostgreSQL server on which the bench creates its databases.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    /// Bench a running server (gRPC URL) instead of starting one; needs --api-key.
+    #[arg(long)]
+    target: Option<String>,
+    /// REST base URL of --target, for --transport rest.
+    #[arg(long)]
+    target_http: Option<String>,
+    /// API key for --target.
+    #[arg(long, env = "EVENTLINE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    #[arg(long, value_enum, default_value_t = Transport::Bidi)]
+    transport: Transport,
+    /// Events to send.
+    #[arg(long, default_value_t = 500_000)]
+    events: usize,
+    /// Events per batch message.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Batches in flight per bidi stream.
+    #[arg(long, default_value_t = 4)]
+    pipeline: usize,
+    /// Offered load in events/s (open loop); unset sends as fast as acks allow.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Rows for the raw PostgreSQL baseline (0 skips it); defaults to min(events, 200000).
+    #[arg(long)]
+    raw_rows: Option<usize>,
+    /// Generator seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl IngestArgs {
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+}
+
+/// The result of one ingest bench run.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct IngestReport {
+    transport: Transport,
+    events: usize,
+    batch_size: usize,
+    concurrency: usize,
+    offered_rate: Option<f64>,
+    acked_events_per_second: f64,
+    latency_ms_p50: f64,
+    latency_ms_p99: f64,
+    latency_ms_p999: f64,
+    server_cpu_seconds: Option<f64>,
+    server_cpu_microseconds_per_event: Option<f64>,
+    server_peak_rss_mib: Option<f64>,
+    raw: Option<raw::RawRates>,
+    ratio_to_best_raw: Option<f64>,
+}
+
+/// Shared state of the workers.
+struct Run {
+    batches: Mutex<VecDeque<Vec<v1::Event>>>,
+    acked: AtomicU64,
+    latencies: Mutex<Histogram<u64>>,
+    /// When acknowledgements passed 10 % of the events (start of the steady window).
+    steady_from: Mutex<Option<(Instant, u64)>>,
+    total: u64,
+}
+
+impl Run {
+    fn take(&self) -> Option<Vec<v1::Event>> {
+        self.batches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop_front()
+    }
+
+    fn acknowledge(&self, events: usize, latency: Duration) {
+        let acked = self.acked.fetch_add(events as u64, Ordering::Relaxed) + events as u64;
+        let _ = self
+            .latencies
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .record(latency.as_micros().max(1) as u64);
+        if acked >= self.total / 10 {
+            let mut steady = self
+                .steady_from
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if steady.is_none() {
+                *steady = Some((Instant::now(), acked));
+            }
+        }
+    }
+}
+
+pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
+    if args.batch_size == 0 || args.batch_size > eventline_core::limits::MAX_EVENTS_PER_BATCH {
+        bail!(
+            "--batch-size must be 1 to {}",
+            eventline_core::limits::MAX_EVENTS_PER_BATCH
+        );
+    }
+    let suffix = format!("{}", std::process::id());
+    let server_process = match &args.target {
+        Some(_) => None,
+        None => {
+            let url =
+                server::fresh_database(&args.database_url, &format!("{suffix}_ingest")).await?;
+            Some(server::ServerProcess::start(&url).await?)
+        }
+    };
+    let (grpc, http, api_key) = match (&args.target, &server_process) {
+        (Some(target), _) => {
+            let key = args.api_key.clone().context("--target needs --api-key")?;
+            (
+                target.clone(),
+                args.target_http.clone().unwrap_or_default(),
+                key,
+            )
+        }
+        (None, process) => {
+            let process = process.as_ref().context("no server to bench")?;
+            (
+                process.grpc.clone(),
+                process.http.clone(),
+                server::BENCH_API_KEY.to_owned(),
+            )
+        }
+    };
+    let server_process = server_process.as_ref();
+
+    eprintln!("generating {} events (seed {})", args.events, args.seed);
+    let mut generator = EventGenerator::new(args.seed);
+    let batches = generator.batches(args.events, args.batch_size);
+    let raw_rows = args
+        .raw_rows
+        .unwrap_or(args.events.min(200_000))
+        .min(args.events);
+    let raw_sample: Vec<v1::Event> = batches.iter().flatten().take(raw_rows).cloned().collect();
+
+    let run = Arc::new(Run {
+        batches: Mutex::new(batches.into()),
+        acked: AtomicU64::new(0),
+        latencies: Mutex::new(Histogram::new_with_bounds(1, 120_000_000, 3)?),
+        steady_from: Mutex::new(None),
+        total: args.events as u64,
+    });
+    let progress = indicatif::ProgressBar::new(args.events as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {human_pos}/{human_len} acked ({per_sec}) {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let cpu_before = server_process.map(server::ServerProcess::cpu_seconds);
+    let started = Instant::now();
+    let ticker = {
+        let (run, progress) = (Arc::clone(&run), progress.clone());
+        tokio::spawn(async move {
+            loop {
+                progress.set_position(run.acked.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let mut workers = Vec::new();
+    for worker in 0..args.concurrency.max(1) {
+        let run = Arc::clone(&run);
+        let (grpc, http, key) = (grpc.clone(), http.clone(), api_key.clone());
+        let pacing = args.rate.map(|rate| {
+            Duration::from_secs_f64(args.batch_size as f64 * args.concurrency as f64 / rate)
+        });
+        let (transport, pipeline) = (args.transport, args.pipeline.max(1));
+        workers.push(tokio::spawn(async move {
+            match transport {
+                Transport::Bidi => {
+                    bidi_worker(&grpc, &key, Arc::clone(&run), pipeline, pacing, worker).await
+                }
+                Transport::Stream => stream_worker(&grpc, &key, &run).await,
+                Transport::Batch => batch_worker(&grpc, &key, &run, pacing).await,
+                Transport::Rest => rest_worker(&http, &key, &run, pacing).await,
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.context("bench worker")??;
+    }
+    let finished = Instant::now();
+    ticker.abort();
+    progress.finish_and_clear();
+    let cpu_seconds =
+        server_process.map(|process| process.cpu_seconds() - cpu_before.unwrap_or(0.0));
+    let peak_rss = server_process.map(server::ServerProcess::peak_rss_mib);
+
+    let acked = run.acked.load(Ordering::Relaxed);
+    if acked != args.events as u64 {
+        bail!("only {acked} of {} events were acknowledged", args.events);
+    }
+    let (steady_start, steady_acked) = run
+        .steady_from
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or((started, 0));
+    let acked_rate =
+        (acked - steady_acked) as f64 / (finished - steady_start).as_secs_f64().max(1e-9);
+    let histogram = run
+        .latencies
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    let quantile = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+
+    let raw = if raw_rows > 0 {
+        eprintln!("measuring raw PostgreSQL on {raw_rows} identical rows");
+        let url = server::fresh_database(&args.database_url, &format!("{suffix}_raw")).await?;
+        let tenant_id = TenantId::generate();
+        let clock = IngestClock::now();
+        let rows: Vec<eventline_core::Event> = raw_sample
+            .into_iter()
+            .map(|event| validate_event(tenant_id, event, &clock))
+            .collect::<Result<_, _>>()
+            .map_err(|violation| anyhow::anyhow!("generated an invalid event: {violation}"))?;
+        let store = eventline_store::postgres::PgStore::connect(&url, 1).await?;
+        store.migrate().await?;
+        sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, 'bench')")
+            .bind(tenant_id.0)
+            .execute(store.pool())
+            .await?;
+        Some(raw::measure(&url, &rows).await?)
+    } else {
+        None
+    };
+    let ratio = raw.map(|raw| acked_rate / raw.copy_binary.max(raw.insert_unnest));
+    Ok(IngestReport {
+        transport: args.transport,
+        events: args.events,
+        batch_size: args.batch_size,
+        concurrency: args.concurrency,
+        offered_rate: args.rate,
+        acked_events_per_second: acked_rate,
+        latency_ms_p50: quantile(0.5),
+        latency_ms_p99: quantile(0.99),
+        latency_ms_p999: quantile(0.999),
+        server_cpu_seconds: cpu_seconds,
+        server_cpu_microseconds_per_event: cpu_seconds
+            .map(|seconds| seconds * 1e6 / args.events as f64),
+        server_peak_rss_mib: peak_rss,
+        raw,
+        ratio_to_best_raw: ratio,
+    })
+}
+
+impl IngestReport {
+    pub(crate) fn print(&self, json: bool) {
+        if json {
+            println!("{}", serde_json::to_string_pretty(self).unwrap_or_default());
+            return;
+        }
+        let optional = |value: Option<f64>, digits: usize| {
+            value
+                .map(|value| format!("{value:.digits$}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "| ingest ({:?}, {} events, batches of {}, {} connections{}) | value |",
+            self.transport,
+            self.events,
+            self.batch_size,
+            self.concurrency,
+            self.offered_rate
+                .map(|rate| format!(", offered {rate:.0}/s"))
+                .unwrap_or_default()
+        );
+        println!("| --- | ---: |");
+        println!(
+            "| acknowledged events/s (steady, after the first 10 %) | {:.0} |",
+            self.acked_events_per_second
+        );
+        println!(
+            "| ack latency p50 / p99 / p99.9 (ms) | {:.1} / {:.1} / {:.1} |",
+            self.latency_ms_p50, self.latency_ms_p99, self.latency_ms_p999
+        );
+        println!(
+            "| server CPU (s) / per event (µs) | {} / {} |",
+            optional(self.server_cpu_seconds, 1),
+            optional(self.server_cpu_microseconds_per_event, 1)
+        );
+        println!(
+            "| server peak RSS (MiB) | {} |",
+            optional(self.server_peak_rss_mib, 0)
+        );
+        if let Some(raw) = self.raw {
+            println!(
+                "| raw PostgreSQL: binary COPY, 2 × 10k-row statements (rows/s) | {:.0} |",
+                raw.copy_binary
+            );
+            println!(
+                "| raw PostgreSQL: writer's INSERT … unnest, 2 × 5k rows (rows/s) | {:.0} |",
+                raw.insert_unnest
+            );
+            println!(
+                "| **ratio to the best raw method** | **{:.2}** |",
+                self.ratio_to_best_raw.unwrap_or(0.0)
+            );
+        }
+    }
+}
+
+fn metadata(key: &str) -> anyhow::Result<MetadataValue<tonic::metadata::Ascii>> {
+    key.parse().context("the API key must be visible ASCII")
+}
+
+async fn paced(pacing: Option<Duration>, next_send: &mut Instant) {
+    if let Some(interval) = pacing {
+        tokio::time::sleep_until((*next_send).into()).await;
+        *next_send += interval;
+    }
+}
+
+async fn batch_worker(
+    grpc: &str,
+    key: &str,
+    run: &Run,
+    pacing: Option<Duration>,
+) -> anyhow::Result<()> {
+    let key = metadata(key)?;
+    let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())?
+        .connect()
+        .await?;
+    let mut client = IngestServiceClient::new(channel).max_encoding_message_size(32 * 1024 * 1024);
+    let mut next_send = Instant::now();
+    while let Some(events) = run.take() {
+        paced(pacing, &mut next_send).await;
+        let count = events.len();
+        let mut request = tonic::Request::new(v1::IngestBatchRequest {
+            events,
+            sent_at: None,
+        });
+        request.metadata_mut().insert("x-api-key", key.clone());
+        let sent = Instant::now();
+        client
+            .ingest_batch(request)
+            .await
+            .map_err(|status| anyhow::anyhow!("IngestBatch: {status}"))?;
+        run.acknowledge(count, sent.elapsed());
+    }
+    Ok(())
+}
+
+async fn rest_worker(
+    http: &str,
+    key: &str,
+    run: &Run,
+    pacing: Option<Duration>,
+) -> anyhow::Result<()> {
+    if http.is_empty() {
+        bail!("--transport rest against --target needs --target-http");
+    }
+    let client = reqwest::Client::new();
+    let url = format!("{http}/v1/events:batch");
+    let mut next_send = Instant::now();
+    while let Some(events) = run.take() {
+        paced(pacing, &mut next_send).await;
+        let count = events.len();
+        let body = serde_json::to_vec(&v1::IngestBatchRequest {
+            events,
+            sent_at: None,
+        })?;
+        let sent = Instant::now();
+        let response = client
+            .post(&url)
+            .header("X-API-Key", key)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("POST /v1/events:batch answered {}", response.status());
+        }
+        run.acknowledge(count, sent.elapsed());
+    }
+    Ok(())
+}
+
+async fn stream_worker(grpc: &str, key: &str, run: &Run) -> anyhow::Result<()> {
+    let key = metadata(key)?;
+    let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())?
+        .connect()
+        .await?;
+    let mut client = IngestServiceClient::new(channel).max_encoding_message_size(32 * 1024 * 1024);
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let mut request = tonic::Request::new(ReceiverStream::new(receiver));
+    request.metadata_mut().insert("x-api-key", key);
+    let started = Instant::now();
+    let call = tokio::spawn(async move { client.ingest_stream(request).await });
+    let mut sent = 0;
+    while let Some(events) = run.take() {
+        sent += events.len();
+        if sender
+            .send(v1::IngestStreamRequest {
+                events,
+                sent_at: None,
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    drop(sender);
+    let summary = call
+        .await?
+        .map_err(|status| anyhow::anyhow!("IngestStream: {status}"))?
+        .into_inner();
+    // A client stream acknowledges once, at its end.
+    run.acknowledge(sent, started.elapsed());
+    if (summary.accepted + summary.duplicates) as usize != sent {
+        bail!(
+            "the stream summary counts {} of {sent} events",
+            summary.accepted + summary.duplicates
+        );
+    }
+    Ok(())
+}
+
+async fn bidi_worker(
+    grpc: &str,
+    key: &str,
+    run: Arc<Run>,
+    pipeline: usize,
+    pacing: Option<Duration>,
+    worker: usize,
+) -> anyhow::Result<()> {
+    let key = metadata(key)?;
+    let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())?
+        .connect()
+        .await?;
+    let mut client = IngestServiceClient::new(channel).max_encoding_message_size(32 * 1024 * 1024);
+    let (sender, receiver) = tokio::sync::mpsc::channel(pipeline);
+    let mut request = tonic::Request::new(ReceiverStream::new(receiver));
+    request.metadata_mut().insert("x-api-key", key);
+    let in_flight: Arc<Mutex<HashMap<u64, (Instant, usize)>>> = Arc::default();
+    let slots = Arc::new(tokio::sync::Semaphore::new(pipeline));
+    {
+        let (in_flight, slots, run) =
+            (Arc::clone(&in_flight), Arc::clone(&slots), Arc::clone(&run));
+        let mut next_send = Instant::now();
+        tokio::spawn(async move {
+            let mut index = 0u64;
+            loop {
+                // A free slot first, so batches are taken only as fast as acks return.
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                    return;
+                };
+                slot.forget();
+                let Some(events) = run.take() else { return };
+                paced(pacing, &mut next_send).await;
+                index += 1;
+                let sequence = (worker as u64) << 32 | index;
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(sequence, (Instant::now(), events.len()));
+                if sender
+                    .send(v1::IngestBidiRequest {
+                        sequence,
+                        events,
+                        sent_at: None,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+    let mut acks = client
+        .ingest_bidi(request)
+        .await
+        .map_err(|status| anyhow::anyhow!("IngestBidi: {status}"))?
+        .into_inner();
+    while let Some(ack) = acks.next().await {
+        let ack = ack.map_err(|status| anyhow::anyhow!("IngestBidi: {status}"))?;
+        let entry = in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&ack.sequence);
+        if let Some((sent, count)) = entry {
+            run.acknowledge(count, sent.elapsed());
+        }
+        slots.add_permits(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! `eventline bench`: end-to-end ingest and query measurements against a real
+//! PostgreSQL, each reported with an in-run baseline so figures read as ratios.
+
+mod generator;
+mod ingest;
+mod query;
+mod raw;
+mod server;
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Acknowledged ingest rate and latency vs. raw PostgreSQL on identical rows.
+    Ingest(ingest::IngestArgs),
+    /// Latency of each query RPC over a loaded tenant.
+    Query(query::QueryArgs),
+}
+
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.command {
+        BenchCommand::Ingest(args) => {
+            let json = args.json();
+            ingest::run(args).await?.print(json);
+        }
+        BenchCommand::Query(args) => {
+            let json = args.json();
+            query::run(args).await?.print(json);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! A server process the bench starts on a fresh database, and what it measures of it:
+//! CPU time and peak resident memory, read from /proc.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use sqlx::{Connection, PgConnection};
+
+/// The bootstrap key of servers the bench starts.
+pub(crate) const BENCH_API_KEY: &str = "elk_bench_bootstrap_key_0123456789abcdef";
+
+/// A fresh database `eventline_bench_<suffix>` next to `admin_url`; returns its URL.
+pub(crate) async fn fresh_database(admin_url: &str, suffix: &str) -> anyhow::Result<String> {
+    let name = format!("eventline_bench_{suffix}");
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .context("connect to --database-url")?;
+    // The name is built here from a fixed prefix and a suffix the bench chooses.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await?;
+    let base = admin_url.split('?').next().unwrap_or(admin_url);
+    let base = base.rsplit_once('/').map(|(base, _)| base).unwrap_or(base);
+    Ok(format!("{base}/{name}"))
+}
+
+/// An `eventline serve` child process.
+#[derive(Debug)]
+pub(crate) struct ServerProcess {
+    child: Child,
+    pub(crate) grpc: String,
+    pub(crate) http: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl ServerProcess {
+    /// Starts this binary's `serve` on `database_url` and waits until it answers.
+    pub(crate) async fn start(database_url: &str) -> anyhow::Result<Self> {
+        let (grpc_port, http_port, metrics_port) = (free_port()?, free_port()?, free_port()?);
+        let child = Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .env("EVENTLINE_DATABASE_URL", database_url)
+            .env("EVENTLINE_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+            .env("EVENTLINE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            .env(
+                "EVENTLINE_METRICS_ADDR",
+                format!("127.0.0.1:{metrics_port}"),
+            )
+            .env("EVENTLINE_BOOTSTRAP_API_KEY", BENCH_API_KEY)
+            .env("EVENTLINE_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("start eventline serve")?;
+        let mut server = Self {
+            child,
+            grpc: format!("http://127.0.0.1:{grpc_port}"),
+            http: format!("http://127.0.0.1:{http_port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = server.child.try_wait()? {
+                bail!("eventline serve exited with {status}");
+            }
+            if reqwest::get(format!("{}/readyz", server.http))
+                .await
+                .is_ok_and(|response| response.status().is_success())
+            {
+                return Ok(server);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("eventline serve was not ready within 60 s")
+    }
+
+    /// CPU seconds (user + system) the server has used.
+    pub(crate) fn cpu_seconds(&self) -> f64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else {
+            return 0.0;
+        };
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let ticks = |index: usize| {
+            fields
+                .get(index)
+                .and_then(|field| field.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // /proc reports in USER_HZ, which Linux fixes at 100.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// Peak resident set size in MiB (VmHWM).
+    pub(crate) fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.split_whitespace().next())
+            .and_then(|kib| kib.parse::<f64>().ok())
+            .map(|kib| kib / 1024.0)
+            .unwrap_or(0.0)
+    }
+}
