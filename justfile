@@ -23,3 +23,7 @@ lint:
 # Everything CI runs.
 ci:
     bash .ci/run
+
+# The standard benchmark profile (under 10 minutes on 2 cores); see scripts/bench.
+bench:
+    bash scripts/bench
