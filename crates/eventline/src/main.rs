@@ -80,6 +80,12 @@ struct ServeArgs {
     /// gRPC listen address [env: EVENTLINE_GRPC_ADDR] [default: 0.0.0.0:50051].
     #[arg(long)]
     grpc_addr: Option<String>,
+    /// REST/JSON listen address [env: EVENTLINE_HTTP_ADDR] [default: 0.0.0.0:8080].
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Prometheus metrics listen address [env: EVENTLINE_METRICS_ADDR] [default: 0.0.0.0:9090].
+    #[arg(long)]
+    metrics_addr: Option<String>,
     /// Admin token for AdminService, at least 16 characters [env: EVENTLINE_ADMIN_TOKEN].
     #[arg(long)]
     admin_token: Option<String>,
@@ -126,6 +132,8 @@ impl ServeArgs {
     fn config(&self) -> anyhow::Result<Config> {
         let flags = Figment::new();
         let flags = with_flag(flags, "grpc.addr", &self.grpc_addr);
+        let flags = with_flag(flags, "http.addr", &self.http_addr);
+        let flags = with_flag(flags, "metrics.addr", &self.metrics_addr);
         let flags = with_flag(flags, "admin.token", &self.admin_token);
         let flags = with_flag(flags, "database.read_url", &self.database_read_url);
         let flags = with_flag(flags, "bootstrap.api_key", &self.bootstrap_api_key);

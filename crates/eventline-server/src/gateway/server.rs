@@ -70,6 +70,7 @@ pub(crate) async fn serve(
             },
             _ = stop.wait_for(|stopped| *stopped) => break,
         };
+        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

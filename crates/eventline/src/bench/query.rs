@@ -53,6 +53,8 @@ pub(crate) struct RpcLatency {
     rpc: &'static str,
     p50_ms: f64,
     p99_ms: f64,
+    /// Mean time inside the server, from its own metrics.
+    server_mean_ms: f64,
 }
 
 /// The result of one query bench run.
@@ -170,7 +172,8 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     );
     let mut latencies = Vec::new();
     macro_rules! measure {
-        ($name:expr, $call:expr) => {{
+        ($name:expr, $rpc:expr, $call:expr) => {{
+            let (sum_before, count_before) = process.server_time($rpc).await;
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
             for _ in 0..args.iterations {
                 let started = Instant::now();
@@ -179,15 +182,19 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
                     .map_err(|status| anyhow::anyhow!("{}: {status}", $name))?;
                 histogram.record(started.elapsed().as_micros().max(1) as u64)?;
             }
+            let (sum_after, count_after) = process.server_time($rpc).await;
             latencies.push(RpcLatency {
                 rpc: $name,
                 p50_ms: histogram.value_at_quantile(0.5) as f64 / 1000.0,
                 p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
+                server_mean_ms: (sum_after - sum_before) / (count_after - count_before).max(1.0)
+                    * 1000.0,
             });
         }};
     }
     measure!(
         "ListEvents, first page of 100",
+        "QueryService/ListEvents",
         client.list_events(v1::ListEventsRequest {
             page_size: 100,
             ..Default::default()
@@ -195,6 +202,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     );
     measure!(
         "ListEvents, a user's timeline page",
+        "QueryService/ListEvents",
         client.list_events(v1::ListEventsRequest {
             user_id: "user_42".into(),
             page_size: 100,
@@ -203,6 +211,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     );
     measure!(
         "ListEvents, one type, property filter",
+        "QueryService/ListEvents",
         client.list_events(v1::ListEventsRequest {
             event_type: "type_3".into(),
             property_filters: vec!["plan=pro".into()],
@@ -212,6 +221,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     );
     measure!(
         "CountEvents, one type, 30 days",
+        "QueryService/CountEvents",
         client.count_events(v1::CountEventsRequest {
             event_type: "type_0".into(),
             start_time: window.0,
@@ -221,6 +231,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     );
     measure!(
         "TopEventTypes, 30 days",
+        "QueryService/TopEventTypes",
         client.top_event_types(v1::TopEventTypesRequest {
             start_time: window.0,
             end_time: window.1,
@@ -230,6 +241,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     );
     measure!(
         "EventTimeseries, hourly, one type, 30 days",
+        "QueryService/EventTimeseries",
         client.event_timeseries(v1::EventTimeseriesRequest {
             event_type: "type_0".into(),
             start_time: window.0,
@@ -240,6 +252,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     );
     measure!(
         "EventTimeseries, daily, 30 days",
+        "QueryService/EventTimeseries",
         client.event_timeseries(v1::EventTimeseriesRequest {
             start_time: window.0,
             end_time: window.1,

@@ -39,6 +39,7 @@ pub(crate) struct ServerProcess {
     child: Child,
     pub(crate) grpc: String,
     pub(crate) http: String,
+    pub(crate) metrics: String,
 }
 
 impl Drop for ServerProcess {
@@ -75,6 +76,7 @@ impl ServerProcess {
             child,
             grpc: format!("http://127.0.0.1:{grpc_port}"),
             http: format!("http://127.0.0.1:{http_port}"),
+            metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
@@ -90,6 +92,26 @@ impl ServerProcess {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!("eventline serve was not ready within 60 s")
+    }
+
+    /// Server-side (seconds, calls) of `rpc` (`QueryService/ListEvents`) so far, from /metrics.
+    pub(crate) async fn server_time(&self, rpc: &str) -> (f64, f64) {
+        let Ok(response) = reqwest::get(&self.metrics).await else {
+            return (0.0, 0.0);
+        };
+        let text = response.text().await.unwrap_or_default();
+        let value = |suffix: &str| {
+            text.lines()
+                .find(|line| {
+                    line.starts_with(&format!(
+                        "eventline_grpc_request_duration_seconds_{suffix}{{rpc=\"{rpc}\"}}"
+                    ))
+                })
+                .and_then(|line| line.rsplit(' ').next())
+                .and_then(|value| value.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (value("sum"), value("count"))
     }
 
     /// CPU seconds (user + system) the server has used.
