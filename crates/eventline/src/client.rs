@@ -37,17 +37,24 @@ impl Interceptor for ApiKey {
     }
 }
 
+impl ApiKey {
+    /// A key to send, checked to be a valid header value.
+    pub(crate) fn new(secret: &str) -> anyhow::Result<Self> {
+        Ok(Self(
+            secret
+                .parse()
+                .context("the API key must be visible ASCII")?,
+        ))
+    }
+}
+
 /// A channel to the server that sends the key.
 pub(crate) type Authorized = InterceptedService<Channel, ApiKey>;
 
 impl ClientArgs {
     /// Connects and returns the channel and the key interceptor.
     pub(crate) async fn connect(&self) -> anyhow::Result<(Channel, ApiKey)> {
-        let key = ApiKey(
-            self.api_key
-                .parse()
-                .context("--api-key must be visible ASCII")?,
-        );
+        let key = ApiKey::new(&self.api_key).context("--api-key")?;
         let channel = Channel::from_shared(self.server.clone())
             .context("--server must be a URL such as http://127.0.0.1:50051")?
             .connect()

@@ -12,9 +12,6 @@ use eventline_proto::v1::{self, query_service_client::QueryServiceClient};
 use eventline_store::{Store, postgres::PgStore};
 use hdrhistogram::Histogram;
 use tokio_stream::StreamExt;
-use tonic::{
-    metadata::MetadataValue, service::interceptor::InterceptedService, transport::Channel,
-};
 
 use super::{generator::EventGenerator, raw, server};
 
@@ -90,20 +87,7 @@ impl QueryReport {
     }
 }
 
-type Client = QueryServiceClient<InterceptedService<Channel, ApiKey>>;
-
-#[derive(Clone)]
-struct ApiKey(MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for ApiKey {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("x-api-key", self.0.clone());
-        Ok(request)
-    }
-}
+type Client = QueryServiceClient<crate::client::Authorized>;
 
 pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     let url = server::fresh_database(&args.database_url, &format!("{}_query", std::process::id()))
@@ -141,7 +125,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
                     .map_err(|violation| anyhow::anyhow!("{violation}"))?,
             );
         }
-        copy(&mut connection, &rows).await?;
+        raw::copy_rows(&mut connection, &rows).await?;
         loaded += chunk;
         progress.set_position(loaded as u64);
     }
@@ -159,7 +143,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     let channel = tonic::transport::Endpoint::from_shared(process.grpc.clone())?
         .connect()
         .await?;
-    let key = ApiKey(server::BENCH_API_KEY.parse()?);
+    let key = crate::client::ApiKey::new(server::BENCH_API_KEY)?;
     let mut client = QueryServiceClient::with_interceptor(channel, key)
         .max_decoding_message_size(64 * 1024 * 1024);
     let window = (
@@ -268,21 +252,6 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
         latencies,
         export_events_per_second,
     })
-}
-
-async fn copy(
-    connection: &mut sqlx::PgConnection,
-    rows: &[eventline_core::Event],
-) -> anyhow::Result<()> {
-    let mut copy = connection
-        .copy_in_raw(
-            "COPY events (tenant_id, event_id, event_type, user_id, session_id, \"timestamp\", \
-             client_timestamp, received_at, properties) FROM STDIN (FORMAT binary)",
-        )
-        .await?;
-    copy.send(raw::encode_binary(rows)).await?;
-    copy.finish().await?;
-    Ok(())
 }
 
 async fn export_rate(client: &mut Client) -> anyhow::Result<f64> {

@@ -57,14 +57,7 @@ async fn copy_all(database_url: &str, rows: &[Event]) -> anyhow::Result<Duration
         tasks.push(tokio::spawn(async move {
             let mut connection = PgConnection::connect(&url).await?;
             for chunk in share.chunks(COPY_CHUNK) {
-                let mut copy = connection
-                    .copy_in_raw(
-                        "COPY events (tenant_id, event_id, event_type, user_id, session_id, \"timestamp\", \
-                         client_timestamp, received_at, properties) FROM STDIN (FORMAT binary)",
-                    )
-                    .await?;
-                copy.send(encode_binary(chunk)).await?;
-                copy.finish().await?;
+                copy_rows(&mut connection, chunk).await?;
             }
             anyhow::Ok(())
         }));
@@ -96,6 +89,19 @@ async fn insert_all(store: &PgStore, rows: &[Event]) -> anyhow::Result<Duration>
 fn split(rows: &[Event], parts: usize) -> Vec<Vec<Event>> {
     let size = rows.len().div_ceil(parts).max(1);
     rows.chunks(size).map(<[Event]>::to_vec).collect()
+}
+
+/// Writes `rows` into `events` with one binary COPY statement.
+pub(crate) async fn copy_rows(connection: &mut PgConnection, rows: &[Event]) -> anyhow::Result<()> {
+    let mut copy = connection
+        .copy_in_raw(
+            "COPY events (tenant_id, event_id, event_type, user_id, session_id, \"timestamp\", \
+             client_timestamp, received_at, properties) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    copy.send(encode_binary(rows)).await?;
+    copy.finish().await?;
+    Ok(())
 }
 
 /// Rows in PostgreSQL's binary COPY format.
