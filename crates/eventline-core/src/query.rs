@@ -129,6 +129,16 @@ pub struct Position {
     pub event_id: String,
 }
 
+impl Position {
+    /// The position of `event`, to continue after it.
+    pub fn of(event: &crate::Event) -> Self {
+        Self {
+            timestamp: event.timestamp,
+            event_id: event.event_id.clone(),
+        }
+    }
+}
+
 /// Listing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
@@ -218,6 +228,19 @@ pub struct CountQuery {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub grouping: Grouping,
+}
+
+impl CountQuery {
+    /// One total over `[start, end)`, all types.
+    pub fn total(tenant_id: TenantId, start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
+        Self {
+            tenant_id,
+            event_type: None,
+            start,
+            end,
+            grouping: Grouping::Total,
+        }
+    }
 }
 
 /// One group of a count: `bucket` is set for bucket groupings, `event_type` for type ones.

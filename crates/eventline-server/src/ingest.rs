@@ -94,14 +94,28 @@ impl IngestApi {
                 }
             }
         }
-        let event_types: Vec<String> = valid.iter().map(|event| event.event_type.clone()).collect();
+        // Event types for the per-type counter, each name copied once per batch.
+        let mut type_names: Vec<String> = Vec::new();
+        let mut type_slot: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::new();
+        let mut slot_of_event = Vec::with_capacity(valid.len());
+        for event in &valid {
+            let slot = match type_slot.get(event.event_type.as_str()) {
+                Some(slot) => *slot,
+                None => {
+                    type_names.push(event.event_type.clone());
+                    type_slot.insert(event.event_type.clone(), type_names.len() - 1);
+                    type_names.len() - 1
+                }
+            };
+            slot_of_event.push(slot);
+        }
         let commit = writer.submit(valid).await?;
         report.watermark = commit.watermark;
-        let mut accepted_by_type: std::collections::HashMap<&str, u64> =
-            std::collections::HashMap::new();
-        for (event_type, outcome) in event_types.iter().zip(&commit.outcomes) {
+        let mut accepted_by_slot = vec![0u64; type_names.len()];
+        for (slot, outcome) in slot_of_event.into_iter().zip(&commit.outcomes) {
             if *outcome == eventline_core::IngestOutcome::Accepted {
-                *accepted_by_type.entry(event_type).or_default() += 1;
+                accepted_by_slot[slot] += 1;
             }
         }
         for (position, outcome) in valid_positions.into_iter().zip(commit.outcomes) {
@@ -112,7 +126,7 @@ impl IngestApi {
             }
         }
         record_outcomes(
-            accepted_by_type,
+            type_names.iter().map(String::as_str).zip(accepted_by_slot),
             report.accepted,
             report.duplicates,
             report.rejected,
@@ -136,7 +150,7 @@ impl IngestService for IngestApi {
             .ok_or_else(|| Error::invalid("event", "is required"))?;
         let clock = IngestClock::now();
         let event = validate_event(tenant_id, event, &clock).map_err(|violation| {
-            record_outcomes(std::collections::HashMap::new(), 0, 0, 1);
+            record_outcomes([], 0, 0, 1);
             Error::InvalidArgument {
                 violation: violation.within("event"),
             }
@@ -150,15 +164,10 @@ impl IngestService for IngestApi {
             .copied()
             .ok_or_else(|| Error::Internal("writer returned no outcome".into()))?;
         match status {
-            eventline_core::IngestOutcome::Accepted => record_outcomes(
-                std::collections::HashMap::from([(event_type.as_str(), 1)]),
-                1,
-                0,
-                0,
-            ),
-            eventline_core::IngestOutcome::Duplicate => {
-                record_outcomes(std::collections::HashMap::new(), 0, 1, 0)
+            eventline_core::IngestOutcome::Accepted => {
+                record_outcomes([(event_type.as_str(), 1)], 1, 0, 0)
             }
+            eventline_core::IngestOutcome::Duplicate => record_outcomes([], 0, 1, 0),
         }
         Ok(Response::new(v1::TrackResponse {
             result: Some(v1::EventResult {
@@ -291,14 +300,16 @@ impl IngestService for IngestApi {
 }
 
 /// Counts ingested events by outcome, and accepted ones by type.
-fn record_outcomes(
-    accepted_by_type: std::collections::HashMap<&str, u64>,
+fn record_outcomes<'a>(
+    accepted_by_type: impl IntoIterator<Item = (&'a str, u64)>,
     accepted: u64,
     duplicates: u64,
     rejected: u64,
 ) {
     for (event_type, count) in accepted_by_type {
-        crate::metrics::count_event_type(event_type, count);
+        if count > 0 {
+            crate::metrics::count_event_type(event_type, count);
+        }
     }
     metrics::counter!("eventline_ingest_events_total", "outcome" => "accepted").increment(accepted);
     metrics::counter!("eventline_ingest_events_total", "outcome" => "duplicate")

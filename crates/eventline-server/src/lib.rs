@@ -101,40 +101,9 @@ impl Server {
         .await?;
         let store = metered_store::MeteredStore::wrap(store);
         let bootstrap_key = bootstrap(&*store, config.bootstrap.api_key.as_deref()).await?;
-        let listener = TcpListener::bind(config.grpc.addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.grpc.addr,
-                source,
-            })?;
-        let grpc_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: config.grpc.addr,
-            source,
-        })?;
-        let http_listener = TcpListener::bind(config.http.addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.http.addr,
-                source,
-            })?;
-        let http_addr = http_listener
-            .local_addr()
-            .map_err(|source| ServeError::Bind {
-                addr: config.http.addr,
-                source,
-            })?;
-        let metrics_listener = TcpListener::bind(config.metrics.addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.metrics.addr,
-                source,
-            })?;
-        let metrics_addr = metrics_listener
-            .local_addr()
-            .map_err(|source| ServeError::Bind {
-                addr: config.metrics.addr,
-                source,
-            })?;
+        let (listener, grpc_addr) = bind(config.grpc.addr).await?;
+        let (http_listener, http_addr) = bind(config.http.addr).await?;
+        let (metrics_listener, metrics_addr) = bind(config.metrics.addr).await?;
         Ok(Self {
             config,
             store,
@@ -335,6 +304,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     Server::start(config).await?.run(shutdown).await
+}
+
+/// Binds `addr` and reports the address actually bound (for port 0).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    Ok((listener, bound))
 }
 
 async fn drain_writer(tasks: WriterTasks) {

@@ -4,7 +4,6 @@
 use std::{future::Future, sync::Arc, time::Instant};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use eventline_core::{
     ApiKey, Event, Tenant, TenantId,
     query::{CommittedQuery, CountQuery, CountRow, EventQuery},
@@ -110,31 +109,5 @@ impl Store for MeteredStore {
 
     fn pool_status(&self) -> PoolStatus {
         self.inner.pool_status()
-    }
-
-    async fn count_events(
-        &self,
-        tenant_id: TenantId,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        timed(
-            "count_events",
-            self.inner.count_events(tenant_id, start, end),
-        )
-        .await
-    }
-
-    async fn rollup_total(
-        &self,
-        tenant_id: TenantId,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        timed(
-            "rollup_total",
-            self.inner.rollup_total(tenant_id, start, end),
-        )
-        .await
     }
 }

@@ -7,9 +7,10 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use common::TestServer;
 use eventline_core::TenantId;
+use eventline_proto::v1::ingest_service_client::IngestServiceClient;
 use eventline_proto::v1::{self, IngestStatus};
 use tokio_stream::StreamExt;
-use tonic::Code;
+use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
 use tonic_types::StatusExt;
 
 fn event(event_id: &str, event_type: &str) -> v1::Event {
@@ -26,6 +27,30 @@ fn all_time() -> (chrono::DateTime<Utc>, chrono::DateTime<Utc>) {
         Utc.with_ymd_and_hms(1971, 1, 1, 0, 0, 0).unwrap(),
         Utc::now() + chrono::Duration::hours(2),
     )
+}
+
+/// Opens a bidi stream sending `batches` numbered batches of `size` "view" events with
+/// ids `{prefix}{sequence}-{n}`, and returns the acks.
+async fn bidi(
+    client: &mut IngestServiceClient<InterceptedService<Channel, common::WithKey>>,
+    prefix: &str,
+    batches: u64,
+    size: usize,
+) -> tonic::Streaming<v1::IngestBidiResponse> {
+    let requests: Vec<v1::IngestBidiRequest> = (1..=batches)
+        .map(|sequence| v1::IngestBidiRequest {
+            sequence,
+            events: (0..size)
+                .map(|n| event(&format!("{prefix}{sequence}-{n}"), "view"))
+                .collect(),
+            sent_at: None,
+        })
+        .collect();
+    client
+        .ingest_bidi(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 async fn stored(server: &TestServer, tenant_id: TenantId) -> u64 {
@@ -212,18 +237,7 @@ async fn client_stream_of_100k_events_is_stored_and_the_summary_matches_the_data
 async fn bidi_stream_acks_50_pipelined_batches_with_their_sequence_numbers() {
     let server = TestServer::postgres().await;
     let mut client = server.ingest(&server.api_key).await;
-    let requests = (1..=50u64).map(|sequence| v1::IngestBidiRequest {
-        sequence,
-        events: (0..200)
-            .map(|n| event(&format!("b{sequence}-{n}"), "view"))
-            .collect(),
-        sent_at: None,
-    });
-    let mut acks = client
-        .ingest_bidi(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut acks = bidi(&mut client, "b", 50, 200).await;
     let mut sequences = Vec::new();
     while let Some(ack) = acks.next().await {
         let ack = ack.unwrap();
@@ -432,18 +446,7 @@ async fn database_outage_answers_unavailable_and_readiness_follows_it() {
 async fn shutdown_commits_every_acknowledged_event_before_returning() {
     let server = TestServer::postgres().await;
     let mut client = server.ingest(&server.api_key).await;
-    let requests = (1..=20u64).map(|sequence| v1::IngestBidiRequest {
-        sequence,
-        events: (0..500)
-            .map(|n| event(&format!("d{sequence}-{n}"), "view"))
-            .collect(),
-        sent_at: None,
-    });
-    let mut acks = client
-        .ingest_bidi(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut acks = bidi(&mut client, "d", 20, 500).await;
     let mut acknowledged = 0;
     while let Some(Ok(ack)) = acks.next().await {
         acknowledged += ack.results.len() as u64;

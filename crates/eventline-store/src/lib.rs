@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventline_core::{
     ApiKey, Event, IngestOutcome, Tenant, TenantId,
-    query::{CommittedQuery, CountQuery, CountRow, EventQuery, Grouping},
+    query::{CommittedQuery, CountQuery, CountRow, EventQuery},
 };
 
 pub use error::StoreError;
@@ -89,19 +89,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let query = CountQuery {
-            tenant_id,
-            event_type: None,
-            start,
-            end,
-            grouping: Grouping::Total,
-        };
-        Ok(self
-            .count_raw(&query)
-            .await?
-            .iter()
-            .map(|row| row.count)
-            .sum())
+        Ok(sum(&self
+            .count_raw(&CountQuery::total(tenant_id, start, end))
+            .await?))
     }
 
     /// Sums a tenant's hourly rollups whose hour lies in `[start, end)`.
@@ -111,20 +101,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let query = CountQuery {
-            tenant_id,
-            event_type: None,
-            start,
-            end,
-            grouping: Grouping::Total,
-        };
-        Ok(self
-            .count_rollup(&query)
-            .await?
-            .iter()
-            .map(|row| row.count)
-            .sum())
+        Ok(sum(&self
+            .count_rollup(&CountQuery::total(tenant_id, start, end))
+            .await?))
     }
+}
+
+fn sum(rows: &[CountRow]) -> u64 {
+    rows.iter().map(|row| row.count).sum()
 }
 
 /// Connection counts of a pool.

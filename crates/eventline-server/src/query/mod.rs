@@ -232,10 +232,7 @@ impl QueryService for QueryApi {
                     }
                 };
                 let Some(last) = page.last() else { return };
-                query.after = Some(query::Position {
-                    timestamp: last.timestamp,
-                    event_id: last.event_id.clone(),
-                });
+                query.after = Some(query::Position::of(last));
                 for event in &page {
                     let cursor = Cursor::Export {
                         t: micros(event.timestamp),

@@ -171,10 +171,7 @@ impl Tail {
                     };
                     return Ok(Step::Delivered);
                 };
-                *after = Some(Position {
-                    timestamp: last.timestamp,
-                    event_id: last.event_id.clone(),
-                });
+                *after = Some(Position::of(last));
                 for event in &page {
                     let cursor = Cursor::TailHistory {
                         t: micros(event.timestamp),

@@ -11,13 +11,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::client::{ApiKey, Authorized};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use eventline_core::{IngestClock, TenantId, validate_event};
 use eventline_proto::v1::{self, ingest_service_client::IngestServiceClient};
 use hdrhistogram::Histogram;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
-use tonic::metadata::MetadataValue;
 
 use super::{generator::EventGenerator, raw, server};
 
@@ -355,8 +355,15 @@ impl IngestReport {
     }
 }
 
-fn metadata(key: &str) -> anyhow::Result<MetadataValue<tonic::metadata::Ascii>> {
-    key.parse().context("the API key must be visible ASCII")
+/// An ingest client that sends `key` with every call.
+async fn ingest_client(grpc: &str, key: &str) -> anyhow::Result<IngestServiceClient<Authorized>> {
+    let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())?
+        .connect()
+        .await?;
+    Ok(
+        IngestServiceClient::with_interceptor(channel, ApiKey::new(key)?)
+            .max_encoding_message_size(32 * 1024 * 1024),
+    )
 }
 
 async fn paced(pacing: Option<Duration>, next_send: &mut Instant) {
@@ -372,20 +379,15 @@ async fn batch_worker(
     run: &Run,
     pacing: Option<Duration>,
 ) -> anyhow::Result<()> {
-    let key = metadata(key)?;
-    let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())?
-        .connect()
-        .await?;
-    let mut client = IngestServiceClient::new(channel).max_encoding_message_size(32 * 1024 * 1024);
+    let mut client = ingest_client(grpc, key).await?;
     let mut next_send = Instant::now();
     while let Some(events) = run.take() {
         paced(pacing, &mut next_send).await;
         let count = events.len();
-        let mut request = tonic::Request::new(v1::IngestBatchRequest {
+        let request = v1::IngestBatchRequest {
             events,
             sent_at: None,
-        });
-        request.metadata_mut().insert("x-api-key", key.clone());
+        };
         let sent = Instant::now();
         client
             .ingest_batch(request)
@@ -432,14 +434,9 @@ async fn rest_worker(
 }
 
 async fn stream_worker(grpc: &str, key: &str, run: &Run) -> anyhow::Result<()> {
-    let key = metadata(key)?;
-    let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())?
-        .connect()
-        .await?;
-    let mut client = IngestServiceClient::new(channel).max_encoding_message_size(32 * 1024 * 1024);
+    let mut client = ingest_client(grpc, key).await?;
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
-    let mut request = tonic::Request::new(ReceiverStream::new(receiver));
-    request.metadata_mut().insert("x-api-key", key);
+    let request = ReceiverStream::new(receiver);
     let started = Instant::now();
     let call = tokio::spawn(async move { client.ingest_stream(request).await });
     let mut sent = 0;
@@ -480,14 +477,9 @@ async fn bidi_worker(
     pacing: Option<Duration>,
     worker: usize,
 ) -> anyhow::Result<()> {
-    let key = metadata(key)?;
-    let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())?
-        .connect()
-        .await?;
-    let mut client = IngestServiceClient::new(channel).max_encoding_message_size(32 * 1024 * 1024);
+    let mut client = ingest_client(grpc, key).await?;
     let (sender, receiver) = tokio::sync::mpsc::channel(pipeline);
-    let mut request = tonic::Request::new(ReceiverStream::new(receiver));
-    request.metadata_mut().insert("x-api-key", key);
+    let request = ReceiverStream::new(receiver);
     let in_flight: Arc<Mutex<HashMap<u64, (Instant, usize)>>> = Arc::default();
     let slots = Arc::new(tokio::sync::Semaphore::new(pipeline));
     {
