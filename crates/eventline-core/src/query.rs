@@ -97,6 +97,21 @@ impl EventFilter {
             .enumerate()
             .map(|(index, text)| PropertyFilter::parse(&format!("property_filters[{index}]"), text))
             .collect::<Result<_, _>>()?;
+        // The same rules as ingest: no stored event could match anything else, and a
+        // NUL would not even reach the database as text.
+        let checked = |field: &str, value: &str, max_chars: usize| {
+            if value.is_empty() {
+                return Ok(());
+            }
+            crate::validate::check_text(field, value, 1, max_chars)
+                .map_err(|violation| Error::InvalidArgument { violation })
+        };
+        checked(
+            "event_type",
+            event_type,
+            crate::limits::MAX_EVENT_TYPE_CHARS,
+        )?;
+        checked("user_id", user_id, crate::limits::MAX_ID_CHARS)?;
         Ok(Self {
             event_type: non_empty(event_type),
             user_id: non_empty(user_id),
@@ -283,6 +298,15 @@ mod tests {
         );
         let error = PropertyFilter::parse("property_filters[0]", "noequals").unwrap_err();
         assert!(error.to_string().contains("property_filters[0]"));
+    }
+
+    #[test]
+    fn filters_with_control_characters_or_over_long_ids_are_rejected_by_name() {
+        let error = EventFilter::from_request("a\0b", "", &[]).unwrap_err();
+        assert!(error.to_string().contains("event_type"), "{error}");
+        let error = EventFilter::from_request("", &"u".repeat(257), &[]).unwrap_err();
+        assert!(error.to_string().contains("user_id"), "{error}");
+        assert!(EventFilter::from_request("signup", "u1", &[]).is_ok());
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn optional_id(field: &str, value: String) -> Result<Option<String>, FieldViolat
     Ok(Some(value))
 }
 
-fn check_text(
+pub(crate) fn check_text(
     field: &str,
     value: &str,
     min_chars: usize,

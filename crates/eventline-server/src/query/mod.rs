@@ -122,8 +122,9 @@ fn page_size(requested: i32) -> Result<usize, Error> {
     }
 }
 
-fn event_type_filter(event_type: &str) -> Option<String> {
-    (!event_type.is_empty()).then(|| event_type.to_owned())
+/// The `event_type` filter of the statistics RPCs, checked like every other filter.
+fn event_type_filter(event_type: &str) -> Result<Option<String>, Error> {
+    Ok(EventFilter::from_request(event_type, "", &[])?.event_type)
 }
 
 #[tonic::async_trait]
@@ -292,7 +293,7 @@ impl QueryService for QueryApi {
         let counts = stats::counts(
             &*self.store,
             tenant_id,
-            event_type_filter(&request.event_type),
+            event_type_filter(&request.event_type)?,
             start,
             end,
             Grouping::Total,
@@ -371,7 +372,7 @@ impl QueryService for QueryApi {
         let counts = stats::counts(
             &*self.store,
             tenant_id,
-            event_type_filter(&request.event_type),
+            event_type_filter(&request.event_type)?,
             start,
             end,
             Grouping::Bucket(width),
