@@ -61,6 +61,9 @@ pub(crate) struct QueryReport {
     load_seconds: f64,
     latencies: Vec<RpcLatency>,
     export_events_per_second: f64,
+    /// Server memory before the export, and its peak by the end of it.
+    server_rss_mib_before_export: f64,
+    server_peak_rss_mib_after_export: f64,
 }
 
 impl QueryReport {
@@ -83,6 +86,10 @@ impl QueryReport {
         println!(
             "| ExportEvents, everything (events/s) | {:.0} | |",
             self.export_events_per_second
+        );
+        println!(
+            "| server RSS before the export / peak after it (MiB) | {:.0} | {:.0} |",
+            self.server_rss_mib_before_export, self.server_peak_rss_mib_after_export
         );
     }
 }
@@ -244,13 +251,17 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
             ..Default::default()
         })
     );
+    let server_rss_mib_before_export = process.rss_mib();
     let export_events_per_second = export_rate(&mut client).await?;
+    let server_peak_rss_mib_after_export = process.peak_rss_mib();
     drop(process);
     Ok(QueryReport {
         events: args.events,
         load_seconds,
         latencies,
         export_events_per_second,
+        server_rss_mib_before_export,
+        server_peak_rss_mib_after_export,
     })
 }
 

@@ -138,11 +138,20 @@ impl ServerProcess {
 
     /// Peak resident set size in MiB (VmHWM).
     pub(crate) fn peak_rss_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+
+    /// Current resident set size in MiB (VmRSS).
+    pub(crate) fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|value| value.split_whitespace().next())
             .and_then(|kib| kib.parse::<f64>().ok())
             .map(|kib| kib / 1024.0)
