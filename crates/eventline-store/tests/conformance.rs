@@ -44,6 +44,7 @@ conformance_suite!(
     rollup_counts_only_inserted_rows,
     rollup_buckets_by_utc_hour,
     event_round_trips_every_field,
+    a_batch_with_a_retried_event_stores_the_same_fields,
     concurrent_overlapping_batches_store_each_event_once,
     tenant_names_are_unique,
     api_keys_are_created_listed_and_revoked,
@@ -243,6 +244,63 @@ async fn event_round_trips_every_field(store: Arc<dyn Store>) {
             properties_json: String::new(),
             ..stored
         }
+    );
+}
+
+/// PostgreSQL writes a new batch by COPY and a batch holding a retried key by `INSERT …
+/// ON CONFLICT`; both must store identical values, down to sub-microsecond timestamps
+/// before PostgreSQL's 2000 epoch.
+async fn a_batch_with_a_retried_event_stores_the_same_fields(store: Arc<dyn Store>) {
+    let tenant_id = tenant(&*store, "acme").await;
+    let template = |event_id: &str| Event {
+        tenant_id,
+        event_id: event_id.into(),
+        event_type: "purchase".into(),
+        user_id: Some("user-7".into()),
+        session_id: None,
+        timestamp: Utc.with_ymd_and_hms(1999, 12, 31, 23, 59, 59).unwrap()
+            + Duration::nanoseconds(999_999_500),
+        client_timestamp: Some(at(7, 15, 0) + Duration::nanoseconds(1_500)),
+        received_at: at(9, 15, 1),
+        properties_json: r#"{"amount": 12.5, "tags": ["a"]}"#.into(),
+    };
+    let fresh = store.append(&[template("fresh")]).await.unwrap().outcomes;
+    assert_eq!(fresh, [IngestOutcome::Accepted]);
+    let mixed = store
+        .append(&[template("fresh"), template("after-retry")])
+        .await
+        .unwrap()
+        .outcomes;
+    assert_eq!(mixed, [IngestOutcome::Duplicate, IngestOutcome::Accepted]);
+    let read = |event_id: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            let event = store.event(tenant_id, event_id).await.unwrap().unwrap();
+            let properties: serde_json::Value =
+                serde_json::from_str(&event.properties_json).unwrap();
+            (
+                Event {
+                    event_id: String::new(),
+                    properties_json: String::new(),
+                    ..event
+                },
+                properties,
+            )
+        }
+    };
+    let (fresh, fresh_properties) = read("fresh").await;
+    assert_eq!((fresh.clone(), fresh_properties), read("after-retry").await);
+    // Both rows counted in the rollup hour of the stored timestamp.
+    let stored = fresh.timestamp;
+    let hour = stored
+        - Duration::seconds(stored.timestamp().rem_euclid(3600))
+        - Duration::nanoseconds(i64::from(stored.timestamp_subsec_nanos()));
+    assert_eq!(
+        store
+            .rollup_total(tenant_id, hour, hour + Duration::hours(1))
+            .await
+            .unwrap(),
+        2
     );
 }
 

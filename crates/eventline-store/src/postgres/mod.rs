@@ -1,5 +1,7 @@
-//! The PostgreSQL store: one multi-row `INSERT … SELECT FROM unnest(…) ON CONFLICT DO
-//! NOTHING RETURNING` per batch, with the rollup upsert in the same statement.
+//! The PostgreSQL store. A batch is written by binary COPY with the rollup upsert in the
+//! same transaction; a batch holding a key that exists already (a retry) falls back to one
+//! `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING RETURNING` that updates the
+//! rollup from the rows it inserted.
 
 use std::collections::HashMap;
 
@@ -17,7 +19,10 @@ use uuid::Uuid;
 
 use crate::{Appended, Store, StoreError};
 
+mod copy;
 mod read;
+
+pub use copy::copy_events;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -96,6 +101,55 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// The fast path: one binary COPY and the rollup upsert in one transaction. Fails with
+    /// [`StoreError::Conflict`], having changed nothing, when any key exists already.
+    async fn append_by_copy(&self, events: &[Event], order: &[usize]) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let rows = || order.iter().map(|&index| &events[index]);
+        copy::copy_events(&mut transaction, rows()).await?;
+        copy::upsert_rollups(&mut transaction, rows()).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The exact path for batches holding keys that exist already: one `INSERT … ON
+    /// CONFLICT DO NOTHING RETURNING` with the rollup upsert over the rows it inserted.
+    async fn append_on_conflict(
+        &self,
+        events: &[Event],
+        order: &[usize],
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let columns = Columns::from_sorted(events, order);
+        let inserted: Vec<PgRow> = sqlx::query(include_str!("append.sql"))
+            .bind(&columns.tenant_ids)
+            .bind(&columns.event_ids)
+            .bind(&columns.event_types)
+            .bind(&columns.user_ids)
+            .bind(&columns.session_ids)
+            .bind(&columns.timestamps)
+            .bind(&columns.client_timestamps)
+            .bind(&columns.received_ats)
+            .bind(&columns.properties)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut first_position: HashMap<(Uuid, &str), usize> = HashMap::with_capacity(order.len());
+        for &index in order {
+            first_position.insert(
+                (events[index].tenant_id.0, events[index].event_id.as_str()),
+                index,
+            );
+        }
+        let mut outcomes = vec![IngestOutcome::Duplicate; events.len()];
+        for row in &inserted {
+            let tenant_id: Uuid = row.try_get(0)?;
+            let event_id: &str = row.try_get(1)?;
+            if let Some(&index) = first_position.get(&(tenant_id, event_id)) {
+                outcomes[index] = IngestOutcome::Accepted;
+            }
+        }
+        Ok(outcomes)
+    }
 }
 
 /// The batch as one array per column, rows ordered by `(tenant_id, event_id)` so that
@@ -143,42 +197,29 @@ impl Store for PgStore {
         }
         let mut order: Vec<usize> = (0..events.len()).collect();
         order.sort_unstable_by(|&left, &right| {
-            (events[left].tenant_id, &events[left].event_id)
-                .cmp(&(events[right].tenant_id, &events[right].event_id))
+            (events[left].tenant_id, &events[left].event_id, left).cmp(&(
+                events[right].tenant_id,
+                &events[right].event_id,
+                right,
+            ))
         });
         // Within one statement a repeated key is inserted once; keep the first.
         order.dedup_by(|right, left| {
             events[*left].tenant_id == events[*right].tenant_id
                 && events[*left].event_id == events[*right].event_id
         });
-        let columns = Columns::from_sorted(events, &order);
-        let inserted: Vec<PgRow> = sqlx::query(include_str!("append.sql"))
-            .bind(&columns.tenant_ids)
-            .bind(&columns.event_ids)
-            .bind(&columns.event_types)
-            .bind(&columns.user_ids)
-            .bind(&columns.session_ids)
-            .bind(&columns.timestamps)
-            .bind(&columns.client_timestamps)
-            .bind(&columns.received_ats)
-            .bind(&columns.properties)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut first_position: HashMap<(Uuid, &str), usize> = HashMap::with_capacity(order.len());
-        for &index in &order {
-            first_position.insert(
-                (events[index].tenant_id.0, events[index].event_id.as_str()),
-                index,
-            );
-        }
-        let mut outcomes = vec![IngestOutcome::Duplicate; events.len()];
-        for row in &inserted {
-            let tenant_id: Uuid = row.try_get(0)?;
-            let event_id: &str = row.try_get(1)?;
-            if let Some(&index) = first_position.get(&(tenant_id, event_id)) {
-                outcomes[index] = IngestOutcome::Accepted;
+        let outcomes = match self.append_by_copy(events, &order).await {
+            Ok(()) => {
+                // Every distinct key was new; repeats within the batch are duplicates.
+                let mut outcomes = vec![IngestOutcome::Duplicate; events.len()];
+                for &index in &order {
+                    outcomes[index] = IngestOutcome::Accepted;
+                }
+                outcomes
             }
-        }
+            Err(StoreError::Conflict(_)) => self.append_on_conflict(events, &order).await?,
+            Err(error) => return Err(error),
+        };
         // Read after COMMIT: a reader whose WAL position reached it sees this batch. The
         // same round trip wakes the tails of every replica.
         let watermark: String = sqlx::query_scalar(

@@ -13,7 +13,7 @@ use eventline_store::{Store, postgres::PgStore};
 use hdrhistogram::Histogram;
 use tokio_stream::StreamExt;
 
-use super::{generator::EventGenerator, raw, server};
+use super::{generator::EventGenerator, server};
 
 #[derive(Debug, Args)]
 pub(crate) struct QueryArgs {
@@ -132,7 +132,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
                     .map_err(|violation| anyhow::anyhow!("{violation}"))?,
             );
         }
-        raw::copy_rows(&mut connection, &rows).await?;
+        eventline_store::postgres::copy_events(&mut connection, rows.iter()).await?;
         loaded += chunk;
         progress.set_position(loaded as u64);
     }
