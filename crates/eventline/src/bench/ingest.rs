@@ -101,6 +101,13 @@ pub(crate) struct IngestReport {
     server_cpu_seconds: Option<f64>,
     server_cpu_microseconds_per_event: Option<f64>,
     server_peak_rss_mib: Option<f64>,
+    /// Mean events per group commit and mean commit time, from the server's metrics.
+    writer_mean_group_events: Option<f64>,
+    writer_mean_commit_ms: Option<f64>,
+    /// The raw rates measured just before and just after the ingest run; `raw` is their
+    /// mean, so drift in the machine's speed during the run cancels out of the ratio.
+    raw_before: Option<raw::RawRates>,
+    raw_after: Option<raw::RawRates>,
     raw: Option<raw::RawRates>,
     ratio_to_best_raw: Option<f64>,
 }
@@ -176,7 +183,8 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
             )
         }
     };
-    let server_process = server_process.as_ref();
+    let owned_server = server_process;
+    let server_process = owned_server.as_ref();
 
     eprintln!("generating {} events (seed {})", args.events, args.seed);
     let mut generator = EventGenerator::new(args.seed);
@@ -186,6 +194,20 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
         .unwrap_or(args.events.min(200_000))
         .min(args.events);
     let raw_sample: Vec<v1::Event> = batches.iter().flatten().take(raw_rows).cloned().collect();
+    let raw_rows = if raw_rows > 0 {
+        let url = server::fresh_database(&args.database_url, &format!("{suffix}_raw")).await?;
+        let rows = raw_baseline_rows(&url, raw_sample).await?;
+        Some((url, rows))
+    } else {
+        None
+    };
+    let raw_before = match &raw_rows {
+        Some((url, rows)) => {
+            eprintln!("measuring raw PostgreSQL on {} identical rows", rows.len());
+            Some(raw::measure(url, rows).await?)
+        }
+        None => None,
+    };
 
     let run = Arc::new(Run {
         batches: Mutex::new(batches.into()),
@@ -239,6 +261,19 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
     progress.finish_and_clear();
     let cpu_seconds =
         server_process.map(|process| process.cpu_seconds() - cpu_before.unwrap_or(0.0));
+    let (writer_mean_group_events, writer_mean_commit_ms) = match server_process {
+        Some(process) => {
+            let (events, groups) = process.histogram("eventline_writer_batch_events", "").await;
+            let (seconds, commits) = process
+                .histogram("eventline_writer_commit_duration_seconds", "outcome=\"ok\"")
+                .await;
+            (
+                Some(events / groups.max(1.0)),
+                Some(seconds * 1000.0 / commits.max(1.0)),
+            )
+        }
+        None => (None, None),
+    };
     let peak_rss = server_process.map(server::ServerProcess::peak_rss_mib);
 
     let acked = run.acked.load(Ordering::Relaxed);
@@ -259,26 +294,18 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
         .clone();
     let quantile = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
 
-    let raw = if raw_rows > 0 {
-        eprintln!("measuring raw PostgreSQL on {raw_rows} identical rows");
-        let url = server::fresh_database(&args.database_url, &format!("{suffix}_raw")).await?;
-        let tenant_id = TenantId::generate();
-        let clock = IngestClock::now();
-        let rows: Vec<eventline_core::Event> = raw_sample
-            .into_iter()
-            .map(|event| validate_event(tenant_id, event, &clock))
-            .collect::<Result<_, _>>()
-            .map_err(|violation| anyhow::anyhow!("generated an invalid event: {violation}"))?;
-        let store = eventline_store::postgres::PgStore::connect(&url, 1).await?;
-        store.migrate().await?;
-        sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, 'bench')")
-            .bind(tenant_id.0)
-            .execute(store.pool())
-            .await?;
-        Some(raw::measure(&url, &rows).await?)
-    } else {
-        None
+    let raw_after = match &raw_rows {
+        Some((url, rows)) => Some(raw::measure(url, rows).await?),
+        None => None,
     };
+    let raw = raw_before
+        .zip(raw_after)
+        .map(|(before, after)| raw::RawRates {
+            copy_binary: (before.copy_binary + after.copy_binary) / 2.0,
+            insert_unnest: (before.insert_unnest + after.insert_unnest) / 2.0,
+        });
+    drop(owned_server);
+    server::drop_databases(&args.database_url, &suffix).await?;
     let ratio = raw.map(|raw| acked_rate / raw.copy_binary.max(raw.insert_unnest));
     Ok(IngestReport {
         transport: args.transport,
@@ -294,9 +321,35 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
         server_cpu_microseconds_per_event: cpu_seconds
             .map(|seconds| seconds * 1e6 / args.events as f64),
         server_peak_rss_mib: peak_rss,
+        writer_mean_group_events,
+        writer_mean_commit_ms,
+        raw_before,
+        raw_after,
         raw,
         ratio_to_best_raw: ratio,
     })
+}
+
+/// The raw baseline's rows: `sample` validated as the server would, for a tenant created
+/// in the fresh, migrated database at `url`.
+async fn raw_baseline_rows(
+    url: &str,
+    sample: Vec<v1::Event>,
+) -> anyhow::Result<Vec<eventline_core::Event>> {
+    let tenant_id = TenantId::generate();
+    let clock = IngestClock::now();
+    let rows: Vec<eventline_core::Event> = sample
+        .into_iter()
+        .map(|event| validate_event(tenant_id, event, &clock))
+        .collect::<Result<_, _>>()
+        .map_err(|violation| anyhow::anyhow!("generated an invalid event: {violation}"))?;
+    let store = eventline_store::postgres::PgStore::connect(url, 1).await?;
+    store.migrate().await?;
+    sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, 'bench')")
+        .bind(tenant_id.0)
+        .execute(store.pool())
+        .await?;
+    Ok(rows)
 }
 
 impl IngestReport {
@@ -338,14 +391,22 @@ impl IngestReport {
             "| server peak RSS (MiB) | {} |",
             optional(self.server_peak_rss_mib, 0)
         );
-        if let Some(raw) = self.raw {
+        if let (Some(group), Some(commit)) =
+            (self.writer_mean_group_events, self.writer_mean_commit_ms)
+        {
             println!(
-                "| raw PostgreSQL: binary COPY, 2 × 10k-row statements (rows/s) | {:.0} |",
-                raw.copy_binary
+                "| writer: mean events per commit / mean commit (ms) | {group:.0} / {commit:.1} |"
+            );
+        }
+        if let (Some(raw), Some(before), Some(after)) = (self.raw, self.raw_before, self.raw_after)
+        {
+            println!(
+                "| raw PostgreSQL: binary COPY, 2 × 10k-row statements (rows/s; before / after) | {:.0} ({:.0} / {:.0}) |",
+                raw.copy_binary, before.copy_binary, after.copy_binary
             );
             println!(
-                "| raw PostgreSQL: writer's INSERT … unnest, 2 × 5k rows (rows/s) | {:.0} |",
-                raw.insert_unnest
+                "| raw PostgreSQL: writer's INSERT … unnest, 2 × 5k rows (rows/s; before / after) | {:.0} ({:.0} / {:.0}) |",
+                raw.insert_unnest, before.insert_unnest, after.insert_unnest
             );
             println!(
                 "| **ratio to the best raw method** | **{:.2}** |",

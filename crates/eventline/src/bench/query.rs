@@ -255,6 +255,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     let export_events_per_second = export_rate(&mut client).await?;
     let server_peak_rss_mib_after_export = process.peak_rss_mib();
     drop(process);
+    server::drop_databases(&args.database_url, &std::process::id().to_string()).await?;
     Ok(QueryReport {
         events: args.events,
         load_seconds,

@@ -33,6 +33,25 @@ pub(crate) async fn fresh_database(admin_url: &str, suffix: &str) -> anyhow::Res
     Ok(format!("{base}/{name}"))
 }
 
+/// Drops the databases `eventline_bench_<suffix>_*` a finished run created.
+pub(crate) async fn drop_databases(admin_url: &str, suffix: &str) -> anyhow::Result<()> {
+    let mut admin = PgConnection::connect(admin_url).await?;
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
+            .bind(format!("eventline\\_bench\\_{suffix}\\_%"))
+            .fetch_all(&mut admin)
+            .await?;
+    for name in names {
+        // Names come from pg_database and match the bench's own prefix.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await?;
+    }
+    Ok(())
+}
+
 /// An `eventline serve` child process.
 #[derive(Debug)]
 pub(crate) struct ServerProcess {
@@ -96,19 +115,28 @@ impl ServerProcess {
 
     /// Server-side (seconds, calls) of `rpc` (`QueryService/ListEvents`) so far, from /metrics.
     pub(crate) async fn server_time(&self, rpc: &str) -> (f64, f64) {
+        self.histogram(
+            "eventline_grpc_request_duration_seconds",
+            &format!("rpc=\"{rpc}\""),
+        )
+        .await
+    }
+
+    /// (sum, count) of the histogram `name{labels}` so far, from /metrics; zeros if absent.
+    pub(crate) async fn histogram(&self, name: &str, labels: &str) -> (f64, f64) {
         let Ok(response) = reqwest::get(&self.metrics).await else {
             return (0.0, 0.0);
         };
         let text = response.text().await.unwrap_or_default();
         let value = |suffix: &str| {
+            let series = if labels.is_empty() {
+                format!("{name}_{suffix} ")
+            } else {
+                format!("{name}_{suffix}{{{labels}}} ")
+            };
             text.lines()
-                .find(|line| {
-                    line.starts_with(&format!(
-                        "eventline_grpc_request_duration_seconds_{suffix}{{rpc=\"{rpc}\"}}"
-                    ))
-                })
-                .and_then(|line| line.rsplit(' ').next())
-                .and_then(|value| value.parse::<f64>().ok())
+                .find_map(|line| line.strip_prefix(&series))
+                .and_then(|value| value.trim().parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
         (value("sum"), value("count"))
