@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         .file_descriptor_set_path(&descriptor_path)
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
+        // Event.properties stays encoded until validation writes it as JSON (properties.rs).
+        .extern_path(".google.protobuf.Struct", "crate::Properties")
         .compile_protos(&protos, std::slice::from_ref(&proto_root))?;
 
     let descriptor_set = std::fs::read(&descriptor_path)?;

@@ -35,7 +35,7 @@ impl Event {
             user_id: self.user_id.clone().unwrap_or_default(),
             session_id: self.session_id.clone().unwrap_or_default(),
             timestamp: Some(time::to_proto(self.timestamp)),
-            properties: Some(properties),
+            properties: Some(eventline_proto::Properties::from_struct(&properties)),
             received_at: Some(time::to_proto(self.received_at)),
             client_timestamp: self.client_timestamp.map(time::to_proto),
         }

@@ -5,9 +5,13 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
+use eventline_proto::Properties;
 use eventline_proto::v1;
-use pbjson_types::{Struct, Timestamp, Value, value::Kind};
-use prost::Message;
+use pbjson_types::Timestamp;
+use prost::{
+    DecodeError, Message,
+    encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field},
+};
 use uuid::Uuid;
 
 use crate::{Error, Event, FieldViolation, TenantId, limits, time};
@@ -172,41 +176,126 @@ fn event_time(
     Ok((corrected, Some(client_time)))
 }
 
-/// Encodes `properties` as a JSON object, checking depth, NUL characters and numbers.
+/// Writes the encoded `properties` (a `google.protobuf.Struct`) as a JSON object in one
+/// pass over its bytes, checking depth, UTF-8, NUL characters and numbers. Keys are
+/// written sorted; a key repeated on the wire keeps its last value, as protobuf maps do.
 fn encode_properties(
-    properties: Option<&Struct>,
+    properties: Option<&Properties>,
     size_hint: usize,
 ) -> Result<String, FieldViolation> {
     let mut json = Vec::with_capacity(size_hint.min(64 * 1024));
     match properties {
         None => json.extend_from_slice(b"{}"),
-        Some(object) => write_struct(&mut json, object, 1, "properties")?,
+        Some(properties) => write_struct(&mut json, properties.encoded(), 1, &|| {
+            "properties".to_owned()
+        })?,
     }
-    // Only valid UTF-8 was written: keys and strings come from Rust strings.
+    // Only valid UTF-8 was written: keys and strings were checked as they were read.
     String::from_utf8(json).map_err(|_| FieldViolation::new("properties", "must be valid UTF-8"))
+}
+
+/// One field of an encoded message: its number and its payload.
+enum WireField<'a> {
+    Varint(u64),
+    Fixed64([u8; 8]),
+    Bytes(&'a [u8]),
+    /// Fixed32 or a group: no `Struct`, `Value` or `ListValue` field has these types.
+    Other,
+}
+
+/// Bytes that no protobuf encoder writes: a truncated field or a bad varint.
+struct Malformed;
+
+impl From<DecodeError> for Malformed {
+    fn from(_: DecodeError) -> Self {
+        Self
+    }
+}
+
+/// Reads the next field of the message in `bytes`; `Ok(None)` at its end.
+fn next_field<'a>(bytes: &mut &'a [u8]) -> Result<Option<(u32, WireField<'a>)>, Malformed> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let (tag, wire_type) = decode_key(bytes)?;
+    let field = match wire_type {
+        WireType::Varint => WireField::Varint(decode_varint(bytes)?),
+        WireType::SixtyFourBit => {
+            let (value, rest) = bytes.split_first_chunk::<8>().ok_or(Malformed)?;
+            *bytes = rest;
+            WireField::Fixed64(*value)
+        }
+        WireType::LengthDelimited => {
+            let length = usize::try_from(decode_varint(bytes)?).unwrap_or(usize::MAX);
+            if length > bytes.len() {
+                return Err(Malformed);
+            }
+            let (value, rest) = bytes.split_at(length);
+            *bytes = rest;
+            WireField::Bytes(value)
+        }
+        other => {
+            skip_field(other, tag, bytes, DecodeContext::default())?;
+            WireField::Other
+        }
+    };
+    Ok(Some((tag, field)))
+}
+
+fn malformed(path: &dyn Fn() -> String) -> FieldViolation {
+    FieldViolation::new(path(), "is not a well-formed google.protobuf.Struct")
+}
+
+fn utf8<'a>(bytes: &'a [u8], path: &dyn Fn() -> String) -> Result<&'a str, FieldViolation> {
+    std::str::from_utf8(bytes).map_err(|_| FieldViolation::new(path(), "must be valid UTF-8"))
 }
 
 fn write_struct(
     json: &mut Vec<u8>,
-    object: &Struct,
+    mut encoded: &[u8],
     depth: usize,
-    path: &str,
+    path: &dyn Fn() -> String,
 ) -> Result<(), FieldViolation> {
     check_depth(depth, path)?;
-    json.push(b'{');
-    for (position, (key, value)) in object.fields.iter().enumerate() {
+    // (key, encoded Value) per map entry; a missing value is null.
+    let mut entries: Vec<(&str, Option<&[u8]>)> = Vec::with_capacity(16);
+    while let Some((tag, field)) = next_field(&mut encoded).map_err(|_| malformed(path))? {
+        let (1, WireField::Bytes(mut entry)) = (tag, field) else {
+            continue; // not a map entry: unknown fields are ignored
+        };
+        let (mut key, mut value) = ("", None);
+        while let Some((tag, field)) = next_field(&mut entry).map_err(|_| malformed(path))? {
+            match (tag, field) {
+                (1, WireField::Bytes(bytes)) => key = utf8(bytes, path)?,
+                (2, WireField::Bytes(bytes)) => value = Some(bytes),
+                _ => {}
+            }
+        }
         if key.contains('\0') {
             return Err(FieldViolation::new(
-                path,
+                path(),
                 "keys must not contain NUL characters",
             ));
         }
-        if position > 0 {
+        entries.push((key, value));
+    }
+    // A stable sort keeps repeats in wire order, so the last of each run is the last sent.
+    entries.sort_by(|left, right| left.0.cmp(right.0));
+    json.push(b'{');
+    let mut first = true;
+    for (index, (key, value)) in entries.iter().enumerate() {
+        if entries.get(index + 1).is_some_and(|next| next.0 == *key) {
+            continue;
+        }
+        if !first {
             json.push(b',');
         }
+        first = false;
         write_json_string(json, key);
         json.push(b':');
-        write_value(json, value, depth, &|| format!("{path}.{key}"))?;
+        write_value(json, value.unwrap_or_default(), depth, &|| {
+            format!("{}.{key}", path())
+        })?;
     }
     json.push(b'}');
     Ok(())
@@ -214,18 +303,23 @@ fn write_struct(
 
 fn write_value(
     json: &mut Vec<u8>,
-    value: &Value,
+    mut encoded: &[u8],
     depth: usize,
     path: &dyn Fn() -> String,
 ) -> Result<(), FieldViolation> {
-    match &value.kind {
-        None | Some(Kind::NullValue(_)) => json.extend_from_slice(b"null"),
-        Some(Kind::BoolValue(flag)) => {
-            json.extend_from_slice(if *flag { b"true" } else { b"false" })
+    // `kind` is a oneof: the last member on the wire wins; none at all is null.
+    let mut kind = None;
+    while let Some((tag, field)) = next_field(&mut encoded).map_err(|_| malformed(path))? {
+        if (1..=6).contains(&tag) {
+            kind = Some((tag, field));
         }
-        Some(Kind::NumberValue(number)) => write_number(json, *number)
+    }
+    match kind {
+        None | Some((1, WireField::Varint(_))) => json.extend_from_slice(b"null"),
+        Some((2, WireField::Fixed64(bytes))) => write_number(json, f64::from_le_bytes(bytes))
             .map_err(|description| FieldViolation::new(path(), description))?,
-        Some(Kind::StringValue(text)) => {
+        Some((3, WireField::Bytes(bytes))) => {
+            let text = utf8(bytes, path)?;
             if text.contains('\0') {
                 return Err(FieldViolation::new(
                     path(),
@@ -234,26 +328,35 @@ fn write_value(
             }
             write_json_string(json, text);
         }
-        Some(Kind::StructValue(object)) => write_struct(json, object, depth + 1, &path())?,
-        Some(Kind::ListValue(list)) => {
-            check_depth(depth + 1, &path())?;
+        Some((4, WireField::Varint(flag))) => {
+            json.extend_from_slice(if flag != 0 { b"true" } else { b"false" })
+        }
+        Some((5, WireField::Bytes(object))) => write_struct(json, object, depth + 1, path)?,
+        Some((6, WireField::Bytes(mut list))) => {
+            check_depth(depth + 1, path)?;
             json.push(b'[');
-            for (index, item) in list.values.iter().enumerate() {
+            let mut index = 0;
+            while let Some((tag, field)) = next_field(&mut list).map_err(|_| malformed(path))? {
+                let (1, WireField::Bytes(item)) = (tag, field) else {
+                    continue;
+                };
                 if index > 0 {
                     json.push(b',');
                 }
                 write_value(json, item, depth + 1, &|| format!("{}[{index}]", path()))?;
+                index += 1;
             }
             json.push(b']');
         }
+        Some(_) => return Err(malformed(path)),
     }
     Ok(())
 }
 
-fn check_depth(depth: usize, path: &str) -> Result<(), FieldViolation> {
+fn check_depth(depth: usize, path: &dyn Fn() -> String) -> Result<(), FieldViolation> {
     if depth > limits::MAX_PROPERTIES_DEPTH {
         return Err(FieldViolation::new(
-            path,
+            path(),
             format!("nests deeper than {} levels", limits::MAX_PROPERTIES_DEPTH),
         ));
     }
@@ -275,6 +378,17 @@ fn write_number(json: &mut Vec<u8>, number: f64) -> Result<(), &'static str> {
 }
 
 fn write_json_string(json: &mut Vec<u8>, text: &str) {
+    // Most keys and values need no escaping: copy them as they are.
+    if !text
+        .bytes()
+        .any(|byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+    {
+        json.reserve(text.len() + 2);
+        json.push(b'"');
+        json.extend_from_slice(text.as_bytes());
+        json.push(b'"');
+        return;
+    }
     // Writing into a Vec cannot fail, and serde_json escapes exactly as JSON requires.
     let _ = serde_json::to_writer(&mut *json, text);
 }
@@ -282,6 +396,8 @@ fn write_json_string(json: &mut Vec<u8>, text: &str) {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+
+    use pbjson_types::{Struct, Value, value::Kind};
 
     use super::*;
 
@@ -356,7 +472,7 @@ mod tests {
     #[test]
     fn properties_encode_as_json_with_integers_kept_integral() {
         let mut with_props = event("signup");
-        with_props.properties = Some(Struct {
+        with_props.properties = Some(Properties::from(Struct {
             fields: HashMap::from([
                 ("plan".to_owned(), string_value("pro \"x\"")),
                 (
@@ -372,7 +488,7 @@ mod tests {
                     },
                 ),
             ]),
-        });
+        }));
         let stored = validate_event(tenant(), with_props, &IngestClock::now()).unwrap();
         let parsed: serde_json::Value = serde_json::from_str(&stored.properties_json).unwrap();
         assert_eq!(
@@ -381,13 +497,76 @@ mod tests {
         );
     }
 
+    /// A length-delimited field `tag` holding `payload`, as protobuf encodes it.
+    fn field(tag: u8, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![tag << 3 | 2, u8::try_from(payload.len()).unwrap()];
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    fn entry(key: &str, value: &[u8]) -> Vec<u8> {
+        field(1, &[field(1, key.as_bytes()), field(2, value)].concat())
+    }
+
+    fn with_encoded_properties(encoded: Vec<u8>) -> v1::Event {
+        let mut event = event("wire");
+        event.properties = Some(Properties::from_encoded(encoded));
+        event
+    }
+
+    #[test]
+    fn keys_are_sorted_and_a_repeated_key_keeps_its_last_value() {
+        let number_two = [[2 << 3 | 1].as_slice(), &2.0f64.to_le_bytes()].concat();
+        let encoded = [
+            entry("b", &field(3, b"first")),
+            entry("a", &[4 << 3, 1]),
+            entry("b", &number_two),
+            entry(
+                "c",
+                &field(6, &[field(1, &field(3, b"x")), field(1, &[])].concat()),
+            ),
+        ]
+        .concat();
+        let stored = validate_event(
+            tenant(),
+            with_encoded_properties(encoded),
+            &IngestClock::now(),
+        )
+        .unwrap();
+        assert_eq!(stored.properties_json, r#"{"a":true,"b":2,"c":["x",null]}"#);
+    }
+
+    #[test]
+    fn invalid_utf8_and_malformed_bytes_name_the_property() {
+        let bad_text = entry("k", &field(3, &[0xff, 0xfe]));
+        let violation = validate_event(
+            tenant(),
+            with_encoded_properties(bad_text),
+            &IngestClock::now(),
+        )
+        .unwrap_err();
+        assert_eq!(violation.field, "properties.k");
+        assert!(violation.description.contains("UTF-8"), "{violation}");
+
+        let mut truncated = entry("k", &field(3, b"value"));
+        truncated.truncate(truncated.len() - 2);
+        let violation = validate_event(
+            tenant(),
+            with_encoded_properties(truncated),
+            &IngestClock::now(),
+        )
+        .unwrap_err();
+        assert_eq!(violation.field, "properties");
+        assert!(violation.description.contains("well-formed"), "{violation}");
+    }
+
     #[test]
     fn nesting_is_limited_to_ten_levels() {
         let mut ok = event("deep");
-        ok.properties = Some(nested(10));
+        ok.properties = Some(Properties::from(nested(10)));
         assert!(validate_event(tenant(), ok, &IngestClock::now()).is_ok());
         let mut too_deep = event("deep");
-        too_deep.properties = Some(nested(11));
+        too_deep.properties = Some(Properties::from(nested(11)));
         let violation = validate_event(tenant(), too_deep, &IngestClock::now()).unwrap_err();
         assert!(violation.field.starts_with("properties.n"), "{violation}");
         assert!(violation.description.contains("10 levels"));
@@ -396,9 +575,9 @@ mod tests {
     #[test]
     fn nul_characters_and_non_finite_numbers_are_rejected() {
         let mut nul = event("x");
-        nul.properties = Some(Struct {
+        nul.properties = Some(Properties::from(Struct {
             fields: HashMap::from([("k".to_owned(), string_value("a\0b"))]),
-        });
+        }));
         assert_eq!(
             validate_event(tenant(), nul, &IngestClock::now())
                 .unwrap_err()
@@ -406,14 +585,14 @@ mod tests {
             "properties.k"
         );
         let mut nan = event("x");
-        nan.properties = Some(Struct {
+        nan.properties = Some(Properties::from(Struct {
             fields: HashMap::from([(
                 "n".to_owned(),
                 Value {
                     kind: Some(Kind::NumberValue(f64::NAN)),
                 },
             )]),
-        });
+        }));
         assert_eq!(
             validate_event(tenant(), nan, &IngestClock::now())
                 .unwrap_err()
@@ -425,12 +604,12 @@ mod tests {
     #[test]
     fn oversized_event_is_rejected() {
         let mut big = event("big");
-        big.properties = Some(Struct {
+        big.properties = Some(Properties::from(Struct {
             fields: HashMap::from([(
                 "blob".to_owned(),
                 string_value(&"x".repeat(limits::MAX_EVENT_BYTES)),
             )]),
-        });
+        }));
         assert_eq!(
             validate_event(tenant(), big, &IngestClock::now())
                 .unwrap_err()

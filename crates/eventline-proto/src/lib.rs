@@ -1,8 +1,13 @@
 //! Generated code for the `eventline.v1` API: prost messages, tonic clients and servers,
 //! proto3-JSON serde impls (pbjson), and the encoded descriptor set that feeds server
-//! reflection and the REST gateway. No hand-written logic lives here.
+//! reflection and the REST gateway. The one hand-written type is [`Properties`], the
+//! still-encoded `google.protobuf.Struct` of `Event.properties`.
 
 #![allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+
+mod properties;
+
+pub use properties::Properties;
 
 /// The `eventline.v1` package.
 pub mod v1 {

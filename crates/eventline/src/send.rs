@@ -97,7 +97,7 @@ fn event_from_flags(args: &SendArgs) -> anyhow::Result<v1::Event> {
         user_id: args.user_id.clone().unwrap_or_default(),
         session_id: args.session_id.clone().unwrap_or_default(),
         timestamp,
-        properties: Some(properties),
+        properties: Some(properties.into()),
         ..Default::default()
     })
 }
