@@ -96,6 +96,10 @@ impl Store for MeteredStore {
         timed("count_rollup", self.inner.count_rollup(query)).await
     }
 
+    async fn count_daily_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        timed("count_daily_rollup", self.inner.count_daily_rollup(query)).await
+    }
+
     async fn commit_horizon(&self) -> Result<u64, StoreError> {
         timed("commit_horizon", self.inner.commit_horizon()).await
     }

@@ -724,3 +724,97 @@ async fn a_tail_on_sqlite_switches_from_history_to_live_without_gap_or_repeat() 
     assert_eq!(history_ids, ids[..300].to_vec(), "history in time order");
     server.stop().await;
 }
+
+/// Windows of several days read daily rollups for whole days, hourly rollups around them
+/// and raw rows at the partial edge hours; the sum must equal an independent count.
+#[tokio::test]
+async fn stats_over_several_days_match_an_independent_count_on_both_stores() {
+    let directory = tempfile::tempdir().unwrap();
+    for server in [
+        TestServer::postgres().await,
+        TestServer::sqlite(directory.path()).await,
+    ] {
+        let now = Utc::now();
+        let events: Vec<v1::Event> = (0..600u32)
+            .map(|n| v1::Event {
+                event_id: format!("d{n:04}"),
+                event_type: TYPES[(n * 3 % 7 % 5) as usize].into(),
+                timestamp: Some(time::to_proto(
+                    now - chrono::Duration::seconds(i64::from(n) * 733 + 5),
+                )),
+                ..Default::default()
+            })
+            .collect();
+        ingest(&server, &server.api_key, events.clone()).await;
+        let mut query = server.query(&server.api_key).await;
+        // 96.6 hours: at least three whole UTC days, whole hours and partial hours around.
+        let start = now - chrono::Duration::minutes(100 * 60 + 17);
+        let end = now - chrono::Duration::minutes(3 * 60 + 41);
+        let window = (Some(time::to_proto(start)), Some(time::to_proto(end)));
+        let count_of = |event_type: Option<&str>, from: DateTime<Utc>, to: DateTime<Utc>| {
+            events
+                .iter()
+                .filter(|event| event_type.is_none_or(|wanted| event.event_type == wanted))
+                .filter(|event| in_window(event, start.max(from), end.min(to)))
+                .count() as u64
+        };
+
+        for event_type in ["", "click"] {
+            let counted = query
+                .count_events(v1::CountEventsRequest {
+                    event_type: event_type.into(),
+                    start_time: window.0,
+                    end_time: window.1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .count;
+            let wanted = (!event_type.is_empty()).then_some(event_type);
+            assert_eq!(counted, count_of(wanted, start, end), "{event_type:?}");
+        }
+
+        let top = query
+            .top_event_types(v1::TopEventTypesRequest {
+                start_time: window.0,
+                end_time: window.1,
+                limit: 5,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(top.event_types.len(), 5);
+        for row in &top.event_types {
+            assert_eq!(
+                row.count,
+                count_of(Some(row.event_type.as_str()), start, end),
+                "{}",
+                row.event_type
+            );
+        }
+
+        let series = query
+            .event_timeseries(v1::EventTimeseriesRequest {
+                event_type: "view".into(),
+                start_time: window.0,
+                end_time: window.1,
+                interval: v1::Interval::Day as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(series.buckets.len() >= 4);
+        for bucket in &series.buckets {
+            let bucket_start = time::from_proto(bucket.start_time.as_ref().unwrap()).unwrap();
+            let bucket_end = bucket_start + chrono::Duration::days(1);
+            assert_eq!(
+                bucket.count,
+                count_of(Some("view"), bucket_start, bucket_end),
+                "day {bucket_start}"
+            );
+        }
+    }
+}

@@ -71,6 +71,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `query.grouping` (never by minute). Exact for hour-aligned windows.
     async fn count_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError>;
 
+    /// Sums daily rollups whose UTC day lies in `[start, end)`, grouped per
+    /// `query.grouping` (never by minute or hour). Exact for day-aligned windows. A store
+    /// without a daily rollup sums its hourly one, which gives the same rows.
+    async fn count_daily_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        self.count_rollup(query).await
+    }
+
     /// The commit horizon: every event with a commit sequence below it is committed and
     /// visible, and no event below it can still appear.
     async fn commit_horizon(&self) -> Result<u64, StoreError>;

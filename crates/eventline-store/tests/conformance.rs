@@ -659,6 +659,11 @@ async fn rollup_counts_equal_raw_counts_for_every_grouping(store: Arc<dyn Store>
             raw.sort_by_key(key);
             rolled.sort_by_key(key);
             assert_eq!(raw, rolled, "{grouping:?} {event_type:?}");
+            if grouping != Grouping::Bucket(BucketWidth::Hour) {
+                let mut daily = store.count_daily_rollup(&query).await.unwrap();
+                daily.sort_by_key(key);
+                assert_eq!(raw, daily, "daily {grouping:?} {event_type:?}");
+            }
             let total: u64 = raw.iter().map(|row| row.count).sum();
             assert!(total > 0);
         }

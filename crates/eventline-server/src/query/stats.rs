@@ -1,6 +1,7 @@
-//! Counts, top types and series answered from the hourly rollup wherever the window
-//! allows, and from raw events only for the partial hours at its edges (and for minute
-//! buckets), so their cost follows hours × types, not events.
+//! Counts, top types and series answered from the daily rollup for whole days, from the
+//! hourly rollup for the whole hours around them, and from raw events only for the partial
+//! hours at the edges (and for minute buckets), so their cost follows buckets × types, not
+//! events.
 
 use std::collections::HashMap;
 
@@ -32,24 +33,54 @@ pub(crate) async fn counts(
     let mut rows: Vec<CountRow> = Vec::new();
     if grouping == Grouping::Bucket(BucketWidth::Minute) || first_full_hour >= last_full_hour {
         rows.extend(store.count_raw(&query(start, end)).await?);
-    } else {
+        return Ok(merge(rows));
+    }
+    if start < first_full_hour {
+        rows.extend(store.count_raw(&query(start, first_full_hour)).await?);
+    }
+    if last_full_hour < end {
+        rows.extend(store.count_raw(&query(last_full_hour, end)).await?);
+    }
+    // Hourly buckets need hourly rows; every other grouping can use whole days.
+    let first_full_day = BucketWidth::Day.ceil(first_full_hour);
+    let last_full_day = BucketWidth::Day.floor(last_full_hour);
+    if grouping == Grouping::Bucket(BucketWidth::Hour) || first_full_day >= last_full_day {
         rows.extend(
             store
                 .count_rollup(&query(first_full_hour, last_full_hour))
                 .await?,
         );
-        if start < first_full_hour {
-            rows.extend(store.count_raw(&query(start, first_full_hour)).await?);
-        }
-        if last_full_hour < end {
-            rows.extend(store.count_raw(&query(last_full_hour, end)).await?);
-        }
+        return Ok(merge(rows));
     }
+    rows.extend(
+        store
+            .count_daily_rollup(&query(first_full_day, last_full_day))
+            .await?,
+    );
+    if first_full_hour < first_full_day {
+        rows.extend(
+            store
+                .count_rollup(&query(first_full_hour, first_full_day))
+                .await?,
+        );
+    }
+    if last_full_day < last_full_hour {
+        rows.extend(
+            store
+                .count_rollup(&query(last_full_day, last_full_hour))
+                .await?,
+        );
+    }
+    Ok(merge(rows))
+}
+
+/// Sums rows of the same (bucket, type) read from different sources.
+fn merge(rows: Vec<CountRow>) -> HashMap<(Option<DateTime<Utc>>, Option<String>), u64> {
     let mut merged = HashMap::with_capacity(rows.len());
     for row in rows {
         *merged.entry((row.bucket, row.event_type)).or_default() += row.count;
     }
-    Ok(merged)
+    merged
 }
 
 /// The bucket starts of a series over `[start, end)`, refusing more than `max_buckets`.

@@ -1,4 +1,4 @@
--- Inserts a batch and updates the hourly rollup from the rows actually inserted, in one
+-- Inserts a batch and updates the hourly and daily rollups from the rows actually inserted, in one
 -- statement. Rollup keys are upserted in key order so concurrent writers lock them in the
 -- same order.
 WITH batch AS (
@@ -25,5 +25,14 @@ rollup AS (
     ORDER BY 1, 2, 3
     ON CONFLICT (tenant_id, hour, event_type)
     DO UPDATE SET event_count = event_rollups_hourly.event_count + EXCLUDED.event_count
+),
+rollup_daily AS (
+    INSERT INTO event_rollups_daily (tenant_id, day, event_type, event_count)
+    SELECT tenant_id, date_trunc('day', "timestamp", 'UTC'), event_type, count(*)
+    FROM inserted
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (tenant_id, day, event_type)
+    DO UPDATE SET event_count = event_rollups_daily.event_count + EXCLUDED.event_count
 )
 SELECT tenant_id, event_id FROM inserted

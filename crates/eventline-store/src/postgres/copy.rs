@@ -16,12 +16,21 @@ use crate::StoreError;
 const COPY_EVENTS: &str = "COPY events (tenant_id, event_id, event_type, user_id, session_id, \
      \"timestamp\", client_timestamp, received_at, properties) FROM STDIN (FORMAT binary)";
 
-/// Rollup keys are upserted in key order so concurrent writers lock them in one order.
-const UPSERT_ROLLUPS: &str = "INSERT INTO event_rollups_hourly (tenant_id, hour, event_type, event_count) \
-     SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::bigint[]) \
-     ORDER BY 1, 2, 3 \
-     ON CONFLICT (tenant_id, hour, event_type) \
-     DO UPDATE SET event_count = event_rollups_hourly.event_count + EXCLUDED.event_count";
+/// Adds hourly counts to the hourly and daily rollups. Keys are upserted in key order, hourly
+/// before daily, so concurrent writers lock them in one order.
+const UPSERT_ROLLUPS: &str = "WITH counts AS ( \
+         SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::bigint[]) \
+             AS c (tenant_id, hour, event_type, event_count)), \
+     hourly AS ( \
+         INSERT INTO event_rollups_hourly (tenant_id, hour, event_type, event_count) \
+         SELECT * FROM counts ORDER BY 1, 2, 3 \
+         ON CONFLICT (tenant_id, hour, event_type) \
+         DO UPDATE SET event_count = event_rollups_hourly.event_count + EXCLUDED.event_count) \
+     INSERT INTO event_rollups_daily (tenant_id, day, event_type, event_count) \
+     SELECT tenant_id, date_trunc('day', hour, 'UTC'), event_type, sum(event_count) \
+     FROM counts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 \
+     ON CONFLICT (tenant_id, day, event_type) \
+     DO UPDATE SET event_count = event_rollups_daily.event_count + EXCLUDED.event_count";
 
 /// PostgreSQL's epoch, 2000-01-01 UTC, in seconds from the Unix epoch.
 const POSTGRES_EPOCH_SECONDS: i64 = 946_684_800;
@@ -42,7 +51,7 @@ pub async fn copy_events<'a>(
     Ok(())
 }
 
-/// Adds one to the hourly rollup of every row, in the caller's transaction.
+/// Adds one to the hourly and daily rollups of every row, in the caller's transaction.
 pub(crate) async fn upsert_rollups<'a>(
     connection: &mut PgConnection,
     rows: impl Iterator<Item = &'a Event>,

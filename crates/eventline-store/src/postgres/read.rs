@@ -115,6 +115,7 @@ pub(super) async fn list_committed(
 pub(super) enum CountSource {
     Events,
     HourlyRollup,
+    DailyRollup,
 }
 
 pub(super) async fn count(
@@ -125,6 +126,7 @@ pub(super) async fn count(
     let (time_column, table, total) = match source {
         CountSource::Events => (r#""timestamp""#, "events", "count(*)"),
         CountSource::HourlyRollup => ("hour", "event_rollups_hourly", "sum(event_count)::bigint"),
+        CountSource::DailyRollup => ("day", "event_rollups_daily", "sum(event_count)::bigint"),
     };
     let bucket = match query.grouping {
         Grouping::Bucket(width) => {

@@ -144,6 +144,13 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     )
     .execute(store.pool())
     .await?;
+    sqlx::query(
+        "INSERT INTO event_rollups_daily (tenant_id, day, event_type, event_count)
+         SELECT tenant_id, date_trunc('day', hour, 'UTC'), event_type, sum(event_count)
+         FROM event_rollups_hourly GROUP BY 1, 2, 3",
+    )
+    .execute(store.pool())
+    .await?;
     sqlx::query("VACUUM ANALYZE").execute(store.pool()).await?;
     let load_seconds = load_started.elapsed().as_secs_f64();
 
