@@ -101,6 +101,9 @@ pub(crate) struct IngestReport {
     server_cpu_seconds: Option<f64>,
     server_cpu_microseconds_per_event: Option<f64>,
     server_peak_rss_mib: Option<f64>,
+    /// Resident memory at the start of the steady window and at its end.
+    server_rss_mib_steady_first: Option<f64>,
+    server_rss_mib_steady_last: Option<f64>,
     /// Mean events per group commit and mean commit time, from the server's metrics.
     writer_mean_group_events: Option<f64>,
     writer_mean_commit_ms: Option<f64>,
@@ -225,11 +228,24 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
     );
     let cpu_before = server_process.map(server::ServerProcess::cpu_seconds);
     let started = Instant::now();
+    // Server RSS once a second after the first 10 %: flat memory shows as first ≈ last.
+    let rss_samples: Arc<Mutex<Vec<f64>>> = Arc::default();
     let ticker = {
         let (run, progress) = (Arc::clone(&run), progress.clone());
+        let (server_pid, rss_samples) = (
+            server_process.map(server::ServerProcess::pid),
+            Arc::clone(&rss_samples),
+        );
         tokio::spawn(async move {
-            loop {
-                progress.set_position(run.acked.load(Ordering::Relaxed));
+            for tick in 0u64.. {
+                let acked = run.acked.load(Ordering::Relaxed);
+                progress.set_position(acked);
+                if let Some(pid) = server_pid.filter(|_| tick % 5 == 0 && acked >= run.total / 10) {
+                    rss_samples
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .push(server::rss_mib_of(pid));
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
@@ -275,6 +291,12 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
         None => (None, None),
     };
     let peak_rss = server_process.map(server::ServerProcess::peak_rss_mib);
+    let (rss_steady_first, rss_steady_last) = {
+        let samples = rss_samples
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        (samples.first().copied(), samples.last().copied())
+    };
 
     let acked = run.acked.load(Ordering::Relaxed);
     if acked != args.events as u64 {
@@ -321,6 +343,8 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
         server_cpu_microseconds_per_event: cpu_seconds
             .map(|seconds| seconds * 1e6 / args.events as f64),
         server_peak_rss_mib: peak_rss,
+        server_rss_mib_steady_first: rss_steady_first,
+        server_rss_mib_steady_last: rss_steady_last,
         writer_mean_group_events,
         writer_mean_commit_ms,
         raw_before,
@@ -388,8 +412,10 @@ impl IngestReport {
             optional(self.server_cpu_microseconds_per_event, 1)
         );
         println!(
-            "| server peak RSS (MiB) | {} |",
-            optional(self.server_peak_rss_mib, 0)
+            "| server peak RSS (MiB); RSS at steady start → end | {}; {} → {} |",
+            optional(self.server_peak_rss_mib, 0),
+            optional(self.server_rss_mib_steady_first, 0),
+            optional(self.server_rss_mib_steady_last, 0)
         );
         if let (Some(group), Some(commit)) =
             (self.writer_mean_group_events, self.writer_mean_commit_ms)
