@@ -30,48 +30,55 @@ pub(crate) async fn counts(
     };
     let first_full_hour = BucketWidth::Hour.ceil(start);
     let last_full_hour = BucketWidth::Hour.floor(end);
-    let mut rows: Vec<CountRow> = Vec::new();
     if grouping == Grouping::Bucket(BucketWidth::Minute) || first_full_hour >= last_full_hour {
-        rows.extend(store.count_raw(&query(start, end)).await?);
-        return Ok(merge(rows));
+        return Ok(merge(store.count_raw(&query(start, end)).await?));
     }
-    if start < first_full_hour {
-        rows.extend(store.count_raw(&query(start, first_full_hour)).await?);
+    let (raw, hourly, daily) = split(start, end, grouping);
+    let queries: Vec<CountQuery> = [&raw, &hourly, &daily]
+        .into_iter()
+        .flatten()
+        .map(|&(from, to)| query(from, to))
+        .collect();
+    // The reads are independent: run them at once, each on its own connection.
+    let mut reads = Vec::with_capacity(queries.len());
+    for (index, part) in queries.iter().enumerate() {
+        reads.push(if index < raw.len() {
+            store.count_raw(part)
+        } else if index < raw.len() + hourly.len() {
+            store.count_rollup(part)
+        } else {
+            store.count_daily_rollup(part)
+        });
     }
-    if last_full_hour < end {
-        rows.extend(store.count_raw(&query(last_full_hour, end)).await?);
-    }
-    // Hourly buckets need hourly rows; every other grouping can use whole days.
+    let rows = futures::future::try_join_all(reads).await?;
+    Ok(merge(rows.into_iter().flatten().collect()))
+}
+
+type Ranges = Vec<(DateTime<Utc>, DateTime<Utc>)>;
+
+/// Splits `[start, end)` (which holds at least one whole hour) into the ranges read from
+/// raw rows (partial hours at the edges), from hourly rollups and from daily rollups
+/// (whole UTC days, unless the grouping needs hourly buckets).
+fn split(start: DateTime<Utc>, end: DateTime<Utc>, grouping: Grouping) -> (Ranges, Ranges, Ranges) {
+    let first_full_hour = BucketWidth::Hour.ceil(start);
+    let last_full_hour = BucketWidth::Hour.floor(end);
+    let raw: Ranges = [(start, first_full_hour), (last_full_hour, end)]
+        .into_iter()
+        .filter(|(from, to)| from < to)
+        .collect();
     let first_full_day = BucketWidth::Day.ceil(first_full_hour);
     let last_full_day = BucketWidth::Day.floor(last_full_hour);
     if grouping == Grouping::Bucket(BucketWidth::Hour) || first_full_day >= last_full_day {
-        rows.extend(
-            store
-                .count_rollup(&query(first_full_hour, last_full_hour))
-                .await?,
-        );
-        return Ok(merge(rows));
+        return (raw, vec![(first_full_hour, last_full_hour)], Vec::new());
     }
-    rows.extend(
-        store
-            .count_daily_rollup(&query(first_full_day, last_full_day))
-            .await?,
-    );
-    if first_full_hour < first_full_day {
-        rows.extend(
-            store
-                .count_rollup(&query(first_full_hour, first_full_day))
-                .await?,
-        );
-    }
-    if last_full_day < last_full_hour {
-        rows.extend(
-            store
-                .count_rollup(&query(last_full_day, last_full_hour))
-                .await?,
-        );
-    }
-    Ok(merge(rows))
+    let hourly: Ranges = [
+        (first_full_hour, first_full_day),
+        (last_full_day, last_full_hour),
+    ]
+    .into_iter()
+    .filter(|(from, to)| from < to)
+    .collect();
+    (raw, hourly, vec![(first_full_day, last_full_day)])
 }
 
 /// Sums rows of the same (bucket, type) read from different sources.
@@ -131,6 +138,37 @@ mod tests {
             .map(|start| start.format("%H:%M").to_string())
             .collect();
         assert_eq!(hours, ["10:00", "11:00", "12:00"]);
+    }
+
+    #[test]
+    fn a_multi_day_window_splits_into_raw_hourly_and_daily_ranges_that_tile_it() {
+        let (start, end) = (at("2026-11-17T10:30:00Z"), at("2026-11-20T05:15:00Z"));
+        let (raw, hourly, daily) = split(start, end, Grouping::EventType);
+        assert_eq!(
+            raw,
+            [
+                (start, at("2026-11-17T11:00:00Z")),
+                (at("2026-11-20T05:00:00Z"), end)
+            ]
+        );
+        assert_eq!(
+            hourly,
+            [
+                (at("2026-11-17T11:00:00Z"), at("2026-11-18T00:00:00Z")),
+                (at("2026-11-20T00:00:00Z"), at("2026-11-20T05:00:00Z"))
+            ]
+        );
+        assert_eq!(
+            daily,
+            [(at("2026-11-18T00:00:00Z"), at("2026-11-20T00:00:00Z"))]
+        );
+        // Hourly buckets never read whole days.
+        let (_, hourly, daily) = split(start, end, Grouping::Bucket(BucketWidth::Hour));
+        assert_eq!(
+            hourly,
+            [(at("2026-11-17T11:00:00Z"), at("2026-11-20T05:00:00Z"))]
+        );
+        assert!(daily.is_empty());
     }
 
     #[test]

@@ -24,11 +24,21 @@ fn push_filter(builder: &mut QueryBuilder<Postgres>, filter: &EventFilter) {
     if let Some(user_id) = &filter.user_id {
         builder.push(" AND user_id = ").push_bind(user_id.clone());
     }
+    // jsonb containment has no statistics: the planner guesses 1 % of rows match. With a
+    // type or user filter that guess picks a GIN bitmap and a sort of every match (120 ms
+    // for `plan=pro` on 1M events); walking the type's (or user's) time index newest-first
+    // and checking each row finds a page at once. So the GIN index serves only filters
+    // that have no ordered index of their own; `IS TRUE` keeps the planner off it.
+    let (prefix, suffix) = if filter.event_type.is_some() || filter.user_id.is_some() {
+        (" AND (properties @> ", "::jsonb) IS TRUE")
+    } else {
+        (" AND properties @> ", "::jsonb")
+    };
     for property in &filter.properties {
         builder
-            .push(" AND properties @> ")
+            .push(prefix)
             .push_bind(property.as_json_object())
-            .push("::jsonb");
+            .push(suffix);
     }
 }
 

@@ -117,6 +117,21 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     let progress = indicatif::ProgressBar::new(args.events as u64);
     let mut loaded = 0;
     let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
+    // Secondary indexes are built once after the load, not maintained row by row: 10M rows
+    // load in minutes instead of most of an hour. The definitions come from the migrated
+    // schema, so the indexes queried are exactly eventline's.
+    let secondary_indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT indexname, indexdef FROM pg_indexes
+         WHERE tablename = 'events' AND indexname <> 'events_pkey'",
+    )
+    .fetch_all(&mut connection)
+    .await?;
+    for (name, _) in &secondary_indexes {
+        // Names come from pg_indexes.
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX \"{name}\"")))
+            .execute(&mut connection)
+            .await?;
+    }
     while loaded < args.events {
         let chunk = (args.events - loaded).min(20_000);
         let mut rows = Vec::with_capacity(chunk);
@@ -137,6 +152,15 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
         progress.set_position(loaded as u64);
     }
     progress.finish_and_clear();
+    eprintln!("building {} secondary indexes", secondary_indexes.len());
+    sqlx::query("SET maintenance_work_mem = '1GB'")
+        .execute(&mut connection)
+        .await?;
+    for (_, definition) in &secondary_indexes {
+        sqlx::query(sqlx::AssertSqlSafe(definition.clone()))
+            .execute(&mut connection)
+            .await?;
+    }
     sqlx::query(
         "INSERT INTO event_rollups_hourly (tenant_id, hour, event_type, event_count)
          SELECT tenant_id, date_trunc('hour', \"timestamp\", 'UTC'), event_type, count(*)
