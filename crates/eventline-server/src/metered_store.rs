@@ -96,6 +96,10 @@ impl Store for MeteredStore {
         timed("count_rollup", self.inner.count_rollup(query)).await
     }
 
+    async fn count_minute_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        timed("count_minute_rollup", self.inner.count_minute_rollup(query)).await
+    }
+
     async fn count_daily_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
         timed("count_daily_rollup", self.inner.count_daily_rollup(query)).await
     }

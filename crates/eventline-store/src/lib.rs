@@ -71,6 +71,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `query.grouping` (never by minute). Exact for hour-aligned windows.
     async fn count_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError>;
 
+    /// Sums per-minute rollups whose minute lies in `[start, end)`, grouped per
+    /// `query.grouping`. Exact for minute-aligned windows. A store without a minute rollup
+    /// counts raw rows, which gives the same rows.
+    async fn count_minute_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        self.count_raw(query).await
+    }
+
     /// Sums daily rollups whose UTC day lies in `[start, end)`, grouped per
     /// `query.grouping` (never by minute or hour). Exact for day-aligned windows. A store
     /// without a daily rollup sums its hourly one, which gives the same rows.

@@ -659,6 +659,9 @@ async fn rollup_counts_equal_raw_counts_for_every_grouping(store: Arc<dyn Store>
             raw.sort_by_key(key);
             rolled.sort_by_key(key);
             assert_eq!(raw, rolled, "{grouping:?} {event_type:?}");
+            let mut minutes = store.count_minute_rollup(&query).await.unwrap();
+            minutes.sort_by_key(key);
+            assert_eq!(raw, minutes, "minutes {grouping:?} {event_type:?}");
             if grouping != Grouping::Bucket(BucketWidth::Hour) {
                 let mut daily = store.count_daily_rollup(&query).await.unwrap();
                 daily.sort_by_key(key);
@@ -687,6 +690,11 @@ async fn rollup_counts_equal_raw_counts_for_every_grouping(store: Arc<dyn Store>
         .map(|row| row.count)
         .sum();
     assert_eq!(counted, expected as u64);
+    let mut raw_minutes = store.count_raw(&minutes).await.unwrap();
+    let mut rolled_minutes = store.count_minute_rollup(&minutes).await.unwrap();
+    raw_minutes.sort_by_key(|row| row.bucket);
+    rolled_minutes.sort_by_key(|row| row.bucket);
+    assert_eq!(raw_minutes, rolled_minutes);
 }
 
 /// Polls the horizon until the events committed so far lie below it. On PostgreSQL the

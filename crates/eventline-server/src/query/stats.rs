@@ -1,7 +1,7 @@
-//! Counts, top types and series answered from the daily rollup for whole days, from the
-//! hourly rollup for the whole hours around them, and from raw events only for the partial
-//! hours at the edges (and for minute buckets), so their cost follows buckets × types, not
-//! events.
+//! Counts, top types and series answered from the daily rollup for whole days, the hourly
+//! rollup for the whole hours around them, the minute rollup for the whole minutes around
+//! those, and raw events only for the partial minutes at the edges, so their cost follows
+//! buckets × types, not events.
 
 use std::collections::HashMap;
 
@@ -28,57 +28,65 @@ pub(crate) async fn counts(
         end,
         grouping,
     };
-    let first_full_hour = BucketWidth::Hour.ceil(start);
-    let last_full_hour = BucketWidth::Hour.floor(end);
-    if grouping == Grouping::Bucket(BucketWidth::Minute) || first_full_hour >= last_full_hour {
-        return Ok(merge(store.count_raw(&query(start, end)).await?));
-    }
-    let (raw, hourly, daily) = split(start, end, grouping);
-    let queries: Vec<CountQuery> = [&raw, &hourly, &daily]
+    let reads: Vec<_> = split(start, end, grouping)
         .into_iter()
-        .flatten()
-        .map(|&(from, to)| query(from, to))
+        .map(|(source, from, to)| (source, query(from, to)))
         .collect();
     // The reads are independent: run them at once, each on its own connection.
-    let mut reads = Vec::with_capacity(queries.len());
-    for (index, part) in queries.iter().enumerate() {
-        reads.push(if index < raw.len() {
-            store.count_raw(part)
-        } else if index < raw.len() + hourly.len() {
-            store.count_rollup(part)
-        } else {
-            store.count_daily_rollup(part)
-        });
-    }
-    let rows = futures::future::try_join_all(reads).await?;
+    let rows = futures::future::try_join_all(reads.iter().map(|(source, part)| match source {
+        Source::Raw => store.count_raw(part),
+        Source::Minutes => store.count_minute_rollup(part),
+        Source::Hours => store.count_rollup(part),
+        Source::Days => store.count_daily_rollup(part),
+    }))
+    .await?;
     Ok(merge(rows.into_iter().flatten().collect()))
 }
 
-type Ranges = Vec<(DateTime<Utc>, DateTime<Utc>)>;
+/// Where a part of a window is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Raw,
+    Minutes,
+    Hours,
+    Days,
+}
 
-/// Splits `[start, end)` (which holds at least one whole hour) into the ranges read from
-/// raw rows (partial hours at the edges), from hourly rollups and from daily rollups
-/// (whole UTC days, unless the grouping needs hourly buckets).
-fn split(start: DateTime<Utc>, end: DateTime<Utc>, grouping: Grouping) -> (Ranges, Ranges, Ranges) {
-    let first_full_hour = BucketWidth::Hour.ceil(start);
-    let last_full_hour = BucketWidth::Hour.floor(end);
-    let raw: Ranges = [(start, first_full_hour), (last_full_hour, end)]
-        .into_iter()
-        .filter(|(from, to)| from < to)
-        .collect();
-    let first_full_day = BucketWidth::Day.ceil(first_full_hour);
-    let last_full_day = BucketWidth::Day.floor(last_full_hour);
-    if grouping == Grouping::Bucket(BucketWidth::Hour) || first_full_day >= last_full_day {
-        return (raw, vec![(first_full_hour, last_full_hour)], Vec::new());
+/// Tiles `[start, end)` with the coarsest rollups that fit: whole days in the middle,
+/// whole hours and whole minutes towards the edges, raw rows for the partial minutes at
+/// the very edges. Buckets finer than a day cap the rollups at the bucket width.
+fn split(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    grouping: Grouping,
+) -> Vec<(Source, DateTime<Utc>, DateTime<Utc>)> {
+    let coarsest = match grouping {
+        Grouping::Bucket(BucketWidth::Minute) => 1,
+        Grouping::Bucket(BucketWidth::Hour) => 2,
+        _ => 3,
+    };
+    let levels = [
+        (Source::Minutes, BucketWidth::Minute),
+        (Source::Hours, BucketWidth::Hour),
+        (Source::Days, BucketWidth::Day),
+    ];
+    let mut parts = Vec::new();
+    // [low, high) is still to be covered; each level takes its aligned middle and leaves
+    // the unaligned edges to the finer level before it.
+    let (mut low, mut high) = (start, end);
+    let mut finer = Source::Raw;
+    for &(source, width) in &levels[..coarsest] {
+        let (aligned_low, aligned_high) = (width.ceil(low), width.floor(high));
+        if aligned_low >= aligned_high {
+            break;
+        }
+        parts.push((finer, low, aligned_low));
+        parts.push((finer, aligned_high, high));
+        (low, high, finer) = (aligned_low, aligned_high, source);
     }
-    let hourly: Ranges = [
-        (first_full_hour, first_full_day),
-        (last_full_day, last_full_hour),
-    ]
-    .into_iter()
-    .filter(|(from, to)| from < to)
-    .collect();
-    (raw, hourly, vec![(first_full_day, last_full_day)])
+    parts.push((finer, low, high));
+    parts.retain(|(_, from, to)| from < to);
+    parts
 }
 
 /// Sums rows of the same (bucket, type) read from different sources.
@@ -141,34 +149,50 @@ mod tests {
     }
 
     #[test]
-    fn a_multi_day_window_splits_into_raw_hourly_and_daily_ranges_that_tile_it() {
-        let (start, end) = (at("2026-11-17T10:30:00Z"), at("2026-11-20T05:15:00Z"));
-        let (raw, hourly, daily) = split(start, end, Grouping::EventType);
+    fn a_multi_day_window_tiles_into_raw_minute_hour_and_day_ranges() {
+        let (start, end) = (at("2026-11-17T10:30:05Z"), at("2026-11-20T05:15:30Z"));
+        let mut parts = split(start, end, Grouping::EventType);
+        parts.sort_by_key(|(_, from, _)| *from);
         assert_eq!(
-            raw,
+            parts,
             [
-                (start, at("2026-11-17T11:00:00Z")),
-                (at("2026-11-20T05:00:00Z"), end)
+                (Source::Raw, start, at("2026-11-17T10:31:00Z")),
+                (
+                    Source::Minutes,
+                    at("2026-11-17T10:31:00Z"),
+                    at("2026-11-17T11:00:00Z")
+                ),
+                (
+                    Source::Hours,
+                    at("2026-11-17T11:00:00Z"),
+                    at("2026-11-18T00:00:00Z")
+                ),
+                (
+                    Source::Days,
+                    at("2026-11-18T00:00:00Z"),
+                    at("2026-11-20T00:00:00Z")
+                ),
+                (
+                    Source::Hours,
+                    at("2026-11-20T00:00:00Z"),
+                    at("2026-11-20T05:00:00Z")
+                ),
+                (
+                    Source::Minutes,
+                    at("2026-11-20T05:00:00Z"),
+                    at("2026-11-20T05:15:00Z")
+                ),
+                (Source::Raw, at("2026-11-20T05:15:00Z"), end),
             ]
         );
-        assert_eq!(
-            hourly,
-            [
-                (at("2026-11-17T11:00:00Z"), at("2026-11-18T00:00:00Z")),
-                (at("2026-11-20T00:00:00Z"), at("2026-11-20T05:00:00Z"))
-            ]
-        );
-        assert_eq!(
-            daily,
-            [(at("2026-11-18T00:00:00Z"), at("2026-11-20T00:00:00Z"))]
-        );
-        // Hourly buckets never read whole days.
-        let (_, hourly, daily) = split(start, end, Grouping::Bucket(BucketWidth::Hour));
-        assert_eq!(
-            hourly,
-            [(at("2026-11-17T11:00:00Z"), at("2026-11-20T05:00:00Z"))]
-        );
-        assert!(daily.is_empty());
+        // Hourly buckets never read whole days; minute buckets only minutes and raw rows.
+        let hourly = split(start, end, Grouping::Bucket(BucketWidth::Hour));
+        assert!(hourly.iter().all(|(source, _, _)| *source != Source::Days));
+        let minutes = split(start, end, Grouping::Bucket(BucketWidth::Minute));
+        assert_eq!(minutes.len(), 3);
+        // A window inside one minute is all raw.
+        let inside = split(start, at("2026-11-17T10:30:50Z"), Grouping::Total);
+        assert_eq!(inside, [(Source::Raw, start, at("2026-11-17T10:30:50Z"))]);
     }
 
     #[test]

@@ -1,4 +1,4 @@
--- Inserts a batch and updates the hourly and daily rollups from the rows actually inserted, in one
+-- Inserts a batch and updates the minute, hourly and daily rollups from the rows actually inserted, in one
 -- statement. Rollup keys are upserted in key order so concurrent writers lock them in the
 -- same order.
 WITH batch AS (
@@ -16,6 +16,15 @@ inserted AS (
     FROM batch
     ON CONFLICT (tenant_id, event_id) DO NOTHING
     RETURNING tenant_id, event_id, event_type, "timestamp"
+),
+rollup_minutely AS (
+    INSERT INTO event_rollups_minutely (tenant_id, minute, event_type, event_count)
+    SELECT tenant_id, date_trunc('minute', "timestamp", 'UTC'), event_type, count(*)
+    FROM inserted
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (tenant_id, minute, event_type)
+    DO UPDATE SET event_count = event_rollups_minutely.event_count + EXCLUDED.event_count
 ),
 rollup AS (
     INSERT INTO event_rollups_hourly (tenant_id, hour, event_type, event_count)

@@ -16,18 +16,24 @@ use crate::StoreError;
 const COPY_EVENTS: &str = "COPY events (tenant_id, event_id, event_type, user_id, session_id, \
      \"timestamp\", client_timestamp, received_at, properties) FROM STDIN (FORMAT binary)";
 
-/// Adds hourly counts to the hourly and daily rollups. Keys are upserted in key order, hourly
-/// before daily, so concurrent writers lock them in one order.
+/// Adds per-minute counts to the minute, hourly and daily rollups. Keys are upserted in
+/// key order, finest table first, so concurrent writers lock them in one order.
 const UPSERT_ROLLUPS: &str = "WITH counts AS ( \
          SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::bigint[]) \
-             AS c (tenant_id, hour, event_type, event_count)), \
+             AS c (tenant_id, minute, event_type, event_count)), \
+     minutely AS ( \
+         INSERT INTO event_rollups_minutely (tenant_id, minute, event_type, event_count) \
+         SELECT * FROM counts ORDER BY 1, 2, 3 \
+         ON CONFLICT (tenant_id, minute, event_type) \
+         DO UPDATE SET event_count = event_rollups_minutely.event_count + EXCLUDED.event_count), \
      hourly AS ( \
          INSERT INTO event_rollups_hourly (tenant_id, hour, event_type, event_count) \
-         SELECT * FROM counts ORDER BY 1, 2, 3 \
+         SELECT tenant_id, date_trunc('hour', minute, 'UTC'), event_type, sum(event_count) \
+         FROM counts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 \
          ON CONFLICT (tenant_id, hour, event_type) \
          DO UPDATE SET event_count = event_rollups_hourly.event_count + EXCLUDED.event_count) \
      INSERT INTO event_rollups_daily (tenant_id, day, event_type, event_count) \
-     SELECT tenant_id, date_trunc('day', hour, 'UTC'), event_type, sum(event_count) \
+     SELECT tenant_id, date_trunc('day', minute, 'UTC'), event_type, sum(event_count) \
      FROM counts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 \
      ON CONFLICT (tenant_id, day, event_type) \
      DO UPDATE SET event_count = event_rollups_daily.event_count + EXCLUDED.event_count";
@@ -51,35 +57,36 @@ pub async fn copy_events<'a>(
     Ok(())
 }
 
-/// Adds one to the hourly and daily rollups of every row, in the caller's transaction.
+/// Adds one to the minute, hourly and daily rollups of every row, in the caller's
+/// transaction.
 pub(crate) async fn upsert_rollups<'a>(
     connection: &mut PgConnection,
     rows: impl Iterator<Item = &'a Event>,
 ) -> Result<(), StoreError> {
     let mut counts: HashMap<(Uuid, DateTime<Utc>, &str), i64> = HashMap::new();
     for row in rows {
-        // The hour of the value stored, which is whole microseconds.
+        // The minute of the value stored, which is whole microseconds.
         let stored = postgres_epoch() + TimeDelta::microseconds(stored_micros(row.timestamp));
-        let hour = stored
-            .duration_trunc(TimeDelta::hours(1))
+        let minute = stored
+            .duration_trunc(TimeDelta::minutes(1))
             .map_err(|error| StoreError::Internal(format!("rollup hour: {error}")))?;
         *counts
-            .entry((row.tenant_id.0, hour, row.event_type.as_str()))
+            .entry((row.tenant_id.0, minute, row.event_type.as_str()))
             .or_default() += 1;
     }
     let mut tenant_ids = Vec::with_capacity(counts.len());
-    let mut hours = Vec::with_capacity(counts.len());
+    let mut minutes = Vec::with_capacity(counts.len());
     let mut event_types = Vec::with_capacity(counts.len());
     let mut event_counts = Vec::with_capacity(counts.len());
-    for ((tenant_id, hour, event_type), count) in counts {
+    for ((tenant_id, minute, event_type), count) in counts {
         tenant_ids.push(tenant_id);
-        hours.push(hour);
+        minutes.push(minute);
         event_types.push(event_type);
         event_counts.push(count);
     }
     sqlx::query(UPSERT_ROLLUPS)
         .bind(tenant_ids)
-        .bind(hours)
+        .bind(minutes)
         .bind(event_types)
         .bind(event_counts)
         .execute(connection)

@@ -378,6 +378,10 @@ impl Store for PgStore {
         read::count(&self.read_pool, query, read::CountSource::HourlyRollup).await
     }
 
+    async fn count_minute_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        read::count(&self.read_pool, query, read::CountSource::MinuteRollup).await
+    }
+
     async fn count_daily_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
         read::count(&self.read_pool, query, read::CountSource::DailyRollup).await
     }

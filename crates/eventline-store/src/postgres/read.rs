@@ -124,6 +124,7 @@ pub(super) async fn list_committed(
 #[derive(Debug, Clone, Copy)]
 pub(super) enum CountSource {
     Events,
+    MinuteRollup,
     HourlyRollup,
     DailyRollup,
 }
@@ -135,6 +136,11 @@ pub(super) async fn count(
 ) -> Result<Vec<CountRow>, StoreError> {
     let (time_column, table, total) = match source {
         CountSource::Events => (r#""timestamp""#, "events", "count(*)"),
+        CountSource::MinuteRollup => (
+            "minute",
+            "event_rollups_minutely",
+            "sum(event_count)::bigint",
+        ),
         CountSource::HourlyRollup => ("hour", "event_rollups_hourly", "sum(event_count)::bigint"),
         CountSource::DailyRollup => ("day", "event_rollups_daily", "sum(event_count)::bigint"),
     };

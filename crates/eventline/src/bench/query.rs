@@ -162,9 +162,16 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
             .await?;
     }
     sqlx::query(
-        "INSERT INTO event_rollups_hourly (tenant_id, hour, event_type, event_count)
-         SELECT tenant_id, date_trunc('hour', \"timestamp\", 'UTC'), event_type, count(*)
+        "INSERT INTO event_rollups_minutely (tenant_id, minute, event_type, event_count)
+         SELECT tenant_id, date_trunc('minute', \"timestamp\", 'UTC'), event_type, count(*)
          FROM events GROUP BY 1, 2, 3",
+    )
+    .execute(store.pool())
+    .await?;
+    sqlx::query(
+        "INSERT INTO event_rollups_hourly (tenant_id, hour, event_type, event_count)
+         SELECT tenant_id, date_trunc('hour', minute, 'UTC'), event_type, sum(event_count)
+         FROM event_rollups_minutely GROUP BY 1, 2, 3",
     )
     .execute(store.pool())
     .await?;
