@@ -69,7 +69,7 @@ pub(crate) async fn upsert_rollups<'a>(
         let stored = postgres_epoch() + TimeDelta::microseconds(stored_micros(row.timestamp));
         let minute = stored
             .duration_trunc(TimeDelta::minutes(1))
-            .map_err(|error| StoreError::Internal(format!("rollup hour: {error}")))?;
+            .map_err(|error| StoreError::Internal(format!("rollup minute: {error}")))?;
         *counts
             .entry((row.tenant_id.0, minute, row.event_type.as_str()))
             .or_default() += 1;
