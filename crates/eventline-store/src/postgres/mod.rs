@@ -1,7 +1,7 @@
 //! The PostgreSQL store. A batch is written by binary COPY with the rollup upsert in the
-//! same transaction; a batch holding a key that exists already (a retry) falls back to one
-//! `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING RETURNING` that updates the
-//! rollup from the rows it inserted.
+//! same transaction; a batch holding a key that exists already (a retry) falls back to
+//! `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING RETURNING` and the same rollup
+//! upsert over the rows it inserted.
 
 use std::collections::HashMap;
 
@@ -113,15 +113,26 @@ impl PgStore {
         Ok(())
     }
 
-    /// The exact path for batches holding keys that exist already: one `INSERT … ON
-    /// CONFLICT DO NOTHING RETURNING` with the rollup upsert over the rows it inserted.
+    /// Writes `events` by the exact path only, never by COPY; returns how many were new.
+    /// The bench measures this statement shape against raw COPY.
+    pub async fn append_by_insert(&self, events: &[Event]) -> Result<usize, StoreError> {
+        Ok(self
+            .append_on_conflict(events, &key_order(events))
+            .await?
+            .len())
+    }
+
+    /// The exact path for batches holding keys that exist already: `INSERT … ON CONFLICT
+    /// DO NOTHING RETURNING`, then the same rollup upsert as the COPY path over the rows
+    /// it inserted, in one transaction. Returns the indices of the inserted events.
     async fn append_on_conflict(
         &self,
         events: &[Event],
         order: &[usize],
-    ) -> Result<Vec<IngestOutcome>, StoreError> {
+    ) -> Result<Vec<usize>, StoreError> {
         let columns = Columns::from_sorted(events, order);
-        let inserted: Vec<PgRow> = sqlx::query(include_str!("append.sql"))
+        let mut transaction = self.pool.begin().await?;
+        let inserted_keys: Vec<PgRow> = sqlx::query(include_str!("append.sql"))
             .bind(&columns.tenant_ids)
             .bind(&columns.event_ids)
             .bind(&columns.event_types)
@@ -131,25 +142,50 @@ impl PgStore {
             .bind(&columns.client_timestamps)
             .bind(&columns.received_ats)
             .bind(&columns.properties)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *transaction)
             .await?;
-        let mut first_position: HashMap<(Uuid, &str), usize> = HashMap::with_capacity(order.len());
+        let mut position: HashMap<(Uuid, &str), usize> = HashMap::with_capacity(order.len());
         for &index in order {
-            first_position.insert(
+            position.insert(
                 (events[index].tenant_id.0, events[index].event_id.as_str()),
                 index,
             );
         }
-        let mut outcomes = vec![IngestOutcome::Duplicate; events.len()];
-        for row in &inserted {
+        let mut inserted = Vec::with_capacity(inserted_keys.len());
+        for row in &inserted_keys {
             let tenant_id: Uuid = row.try_get(0)?;
             let event_id: &str = row.try_get(1)?;
-            if let Some(&index) = first_position.get(&(tenant_id, event_id)) {
-                outcomes[index] = IngestOutcome::Accepted;
+            if let Some(&index) = position.get(&(tenant_id, event_id)) {
+                inserted.push(index);
             }
         }
-        Ok(outcomes)
+        copy::upsert_rollups(
+            &mut transaction,
+            inserted.iter().map(|&index| &events[index]),
+        )
+        .await?;
+        transaction.commit().await?;
+        Ok(inserted)
     }
+}
+
+/// Indices of `events` in `(tenant_id, event_id)` order, the first of each repeated key
+/// only: concurrent writers then lock rows in one order, and a statement never meets
+/// the same key twice.
+fn key_order(events: &[Event]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_unstable_by(|&left, &right| {
+        (events[left].tenant_id, &events[left].event_id, left).cmp(&(
+            events[right].tenant_id,
+            &events[right].event_id,
+            right,
+        ))
+    });
+    order.dedup_by(|right, left| {
+        events[*left].tenant_id == events[*right].tenant_id
+            && events[*left].event_id == events[*right].event_id
+    });
+    order
 }
 
 /// The batch as one array per column, rows ordered by `(tenant_id, event_id)` so that
@@ -195,31 +231,18 @@ impl Store for PgStore {
                 watermark: String::new(),
             });
         }
-        let mut order: Vec<usize> = (0..events.len()).collect();
-        order.sort_unstable_by(|&left, &right| {
-            (events[left].tenant_id, &events[left].event_id, left).cmp(&(
-                events[right].tenant_id,
-                &events[right].event_id,
-                right,
-            ))
-        });
-        // Within one statement a repeated key is inserted once; keep the first.
-        order.dedup_by(|right, left| {
-            events[*left].tenant_id == events[*right].tenant_id
-                && events[*left].event_id == events[*right].event_id
-        });
-        let outcomes = match self.append_by_copy(events, &order).await {
-            Ok(()) => {
-                // Every distinct key was new; repeats within the batch are duplicates.
-                let mut outcomes = vec![IngestOutcome::Duplicate; events.len()];
-                for &index in &order {
-                    outcomes[index] = IngestOutcome::Accepted;
-                }
-                outcomes
-            }
+        let order = key_order(events);
+        let inserted = match self.append_by_copy(events, &order).await {
+            // Every distinct key was new.
+            Ok(()) => order,
             Err(StoreError::Conflict(_)) => self.append_on_conflict(events, &order).await?,
             Err(error) => return Err(error),
         };
+        // Repeats within the batch and keys stored before are duplicates.
+        let mut outcomes = vec![IngestOutcome::Duplicate; events.len()];
+        for index in inserted {
+            outcomes[index] = IngestOutcome::Accepted;
+        }
         // Read after COMMIT: a reader whose WAL position reached it sees this batch. The
         // same round trip wakes the tails of every replica.
         let watermark: String = sqlx::query_scalar(

@@ -6,10 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use eventline_core::Event;
-use eventline_store::{
-    Store,
-    postgres::{PgStore, copy_events},
-};
+use eventline_store::postgres::{PgStore, copy_events};
 use sqlx::{Connection, PgConnection};
 
 /// Rows per COPY statement and per INSERT statement (DESIGN §5's measured shapes).
@@ -76,7 +73,7 @@ async fn insert_all(store: &PgStore, rows: &[Event]) -> anyhow::Result<Duration>
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             for chunk in share.chunks(INSERT_CHUNK) {
-                store.append(chunk).await?;
+                store.append_by_insert(chunk).await?;
             }
             anyhow::Ok(())
         }));
