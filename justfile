@@ -8,6 +8,11 @@ run *ARGS:
 test *ARGS:
     bash scripts/test {{ARGS}}
 
+# Regenerate every SDK's code from proto/ (buf.gen.yaml; needs buf and grpcio-tools 1.85.1
+# from pip). scripts/check-generated fails CI when the committed code is out of date.
+gen:
+    buf generate
+
 # Format Rust and protos.
 fmt:
     cargo fmt --all

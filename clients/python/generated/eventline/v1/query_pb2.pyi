@@ -1,0 +1,170 @@
+import datetime
+
+from eventline.v1 import event_pb2 as _event_pb2
+from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Interval(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INTERVAL_UNSPECIFIED: _ClassVar[Interval]
+    INTERVAL_MINUTE: _ClassVar[Interval]
+    INTERVAL_HOUR: _ClassVar[Interval]
+    INTERVAL_DAY: _ClassVar[Interval]
+INTERVAL_UNSPECIFIED: Interval
+INTERVAL_MINUTE: Interval
+INTERVAL_HOUR: Interval
+INTERVAL_DAY: Interval
+
+class ListEventsRequest(_message.Message):
+    __slots__ = ("event_type", "user_id", "start_time", "end_time", "page_size", "page_token", "property_filters", "min_watermark")
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PROPERTY_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    MIN_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    event_type: str
+    user_id: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    property_filters: _containers.RepeatedScalarFieldContainer[str]
+    min_watermark: str
+    def __init__(self, event_type: _Optional[str] = ..., user_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., property_filters: _Optional[_Iterable[str]] = ..., min_watermark: _Optional[str] = ...) -> None: ...
+
+class ListEventsResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_event_pb2.Event]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[_event_pb2.Event, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ExportEventsRequest(_message.Message):
+    __slots__ = ("event_type", "user_id", "start_time", "end_time", "cursor", "property_filters")
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    PROPERTY_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    event_type: str
+    user_id: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    cursor: str
+    property_filters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, event_type: _Optional[str] = ..., user_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cursor: _Optional[str] = ..., property_filters: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExportEventsResponse(_message.Message):
+    __slots__ = ("event", "cursor")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    event: _event_pb2.Event
+    cursor: str
+    def __init__(self, event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class TailEventsRequest(_message.Message):
+    __slots__ = ("event_type", "user_id", "start_time", "cursor", "property_filters")
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    PROPERTY_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    event_type: str
+    user_id: str
+    start_time: _timestamp_pb2.Timestamp
+    cursor: str
+    property_filters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, event_type: _Optional[str] = ..., user_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cursor: _Optional[str] = ..., property_filters: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TailEventsResponse(_message.Message):
+    __slots__ = ("event", "cursor")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    event: _event_pb2.Event
+    cursor: str
+    def __init__(self, event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class CountEventsRequest(_message.Message):
+    __slots__ = ("event_type", "start_time", "end_time", "min_watermark")
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    MIN_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    event_type: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    min_watermark: str
+    def __init__(self, event_type: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_watermark: _Optional[str] = ...) -> None: ...
+
+class CountEventsResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class TopEventTypesRequest(_message.Message):
+    __slots__ = ("start_time", "end_time", "limit", "min_watermark")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MIN_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    limit: int
+    min_watermark: str
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., min_watermark: _Optional[str] = ...) -> None: ...
+
+class EventTypeCount(_message.Message):
+    __slots__ = ("event_type", "count")
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    event_type: str
+    count: int
+    def __init__(self, event_type: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class TopEventTypesResponse(_message.Message):
+    __slots__ = ("event_types",)
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    event_types: _containers.RepeatedCompositeFieldContainer[EventTypeCount]
+    def __init__(self, event_types: _Optional[_Iterable[_Union[EventTypeCount, _Mapping]]] = ...) -> None: ...
+
+class EventTimeseriesRequest(_message.Message):
+    __slots__ = ("event_type", "start_time", "end_time", "interval", "min_watermark")
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    MIN_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    event_type: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    interval: Interval
+    min_watermark: str
+    def __init__(self, event_type: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval: _Optional[_Union[Interval, str]] = ..., min_watermark: _Optional[str] = ...) -> None: ...
+
+class TimeseriesBucket(_message.Message):
+    __slots__ = ("start_time", "count")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    count: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class EventTimeseriesResponse(_message.Message):
+    __slots__ = ("buckets",)
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    buckets: _containers.RepeatedCompositeFieldContainer[TimeseriesBucket]
+    def __init__(self, buckets: _Optional[_Iterable[_Union[TimeseriesBucket, _Mapping]]] = ...) -> None: ...
