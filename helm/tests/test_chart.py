@@ -1,0 +1,401 @@
+"""Lint, render and validate the chart with the real Helm library and the Kubernetes
+OpenAPI schemas of every version the chart claims; the values schema; what the templates
+promise (probes, hardening, ports, checksums, secrets, monitoring)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import helm_python
+import kubernetes_validate
+import kubernetes_validate.utils
+import pytest
+import yaml
+from conftest import (
+    CHART,
+    EXTERNAL_DATABASE,
+    FULLNAME,
+    NAMESPACE,
+    REPO,
+    SECRET_SETTINGS,
+    chart_env_names,
+    chart_values,
+    find,
+    flatten,
+    kinds,
+    readme_settings,
+    render,
+    render_objects,
+    rendered_containers,
+)
+
+MONITORING = {
+    "monitoring": {
+        "assumeCRDs": True,
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "dashboards": {"enabled": True},
+    }
+}
+EVERYTHING_ON = {
+    "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12, "targetMemoryUtilizationPercentage": 80},
+    "podDisruptionBudget": {"enabled": True},
+    "ingress": {
+        "enabled": True,
+        "className": "nginx",
+        "http": {"tls": [{"secretName": "eventline-tls", "hosts": ["eventline.example.com"]}]},
+        "grpc": {"enabled": True, "tls": [{"secretName": "eventline-grpc-tls", "hosts": ["grpc.eventline.example.com"]}]},
+    },
+    "networkPolicy": {
+        "enabled": True,
+        "apiFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        "egress": {"enabled": True, "extraRules": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 5432, "protocol": "TCP"}]}]},
+    },
+}
+PRODUCTION_EXAMPLE = yaml.safe_load((REPO / "helm" / "examples" / "values-production.yaml").read_text())
+
+SCENARIOS = {
+    "defaults": {},
+    "external-database": EXTERNAL_DATABASE,
+    "hpa-pdb-ingress-networkpolicy": EVERYTHING_ON,
+    "monitoring": MONITORING,
+    "production-example": PRODUCTION_EXAMPLE,
+}
+EXPECTED_KINDS = {
+    "defaults": ["Deployment", "Job", "Secret", "Secret", "Service", "Service", "Service", "ServiceAccount", "StatefulSet"],
+    "external-database": ["Deployment", "Job", "Service", "ServiceAccount"],
+    "hpa-pdb-ingress-networkpolicy": [
+        "Deployment", "HorizontalPodAutoscaler", "Ingress", "Ingress", "Job", "NetworkPolicy", "NetworkPolicy",
+        "PodDisruptionBudget", "Secret", "Secret", "Service", "Service", "Service", "ServiceAccount", "StatefulSet",
+    ],
+    "monitoring": [
+        "ConfigMap", "Deployment", "Job", "PrometheusRule", "Secret", "Secret", "Service", "Service", "Service",
+        "ServiceAccount", "ServiceMonitor", "StatefulSet",
+    ],
+}
+# Prometheus Operator CRDs: no OpenAPI schema ships offline; test_crd_objects_are_consistent
+# and test_alerts.py (promtool) check them instead.
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+
+def claimed_versions() -> list[str]:
+    """Every minor version kubernetes-validate has schemas for that Chart.yaml's
+    kubeVersion admits (`>=X.Y.Z-0`, optionally `<A.B.C-0`)."""
+    constraint = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"]
+    lower = re.search(r">=\s*(\d+)\.(\d+)", constraint)
+    upper = re.search(r"<\s*(\d+)\.(\d+)", constraint)
+    assert lower, f"kubeVersion {constraint!r} has no lower bound"
+    low = (int(lower.group(1)), int(lower.group(2)))
+    high = (int(upper.group(1)), int(upper.group(2))) if upper else (99, 0)
+    shipped = sorted(set(kubernetes_validate.utils.all_versions()), key=lambda v: tuple(map(int, v.split("."))))
+    versions = [v for v in shipped if low <= tuple(map(int, v.split(".")[:2])) < high]
+    assert versions and versions[0].startswith(f"{low[0]}.{low[1]}."), (
+        f"kubeVersion {constraint!r} claims {low[0]}.{low[1]}, but kubernetes-validate ships no schema for it: {shipped}"
+    )
+    return versions
+
+
+def helm_error(values: dict) -> str:
+    with pytest.raises(helm_python.HelmError) as raised:
+        render(values)
+    return str(raised.value)
+
+
+# --- lint and render ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_lint_strict_passes(scenario):
+    report = helm_python.lint(str(CHART), SCENARIOS[scenario], strict=True, namespace=NAMESPACE)
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + [{"error": e} for e in report.get("errors", [])]
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_object_validates_for_every_claimed_kubernetes_version(scenario):
+    objects = render_objects(SCENARIOS[scenario])
+    if scenario in EXPECTED_KINDS:
+        assert kinds(objects) == sorted(EXPECTED_KINDS[scenario])
+    versions = claimed_versions()
+    checked = 0
+    for obj in objects:
+        assert obj["metadata"].get("namespace", NAMESPACE) == NAMESPACE or obj["kind"] == "ConfigMap"
+        if obj["kind"] in CRD_KINDS:
+            continue
+        for version in versions:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version}: {error.message} at {list(error.path)}")
+            checked += 1
+    assert checked >= len(versions) * 4
+
+
+def test_claimed_versions_start_at_the_kube_version_floor():
+    versions = claimed_versions()
+    # The preStop sleep action is on by default from 1.30; the floor must not go lower.
+    assert versions[0] == "1.30.0", versions
+    assert "1.37.0" in versions
+
+
+def test_crd_objects_are_consistent():
+    objects = render_objects(MONITORING)
+    service = find(objects, "Service", FULLNAME)
+    monitor = find(objects, "ServiceMonitor")
+    port_names = {port["name"] for port in service["spec"]["ports"]}
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    assert "metrics" in port_names
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+    rule = find(objects, "PrometheusRule")
+    assert [g["name"] for g in rule["spec"]["groups"]] == ["eventline"]
+    dashboard = find(objects, "ConfigMap", f"{FULLNAME}-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["eventline.json"]) == json.loads((CHART / "files" / "dashboard.json").read_text())
+
+
+def test_monitoring_objects_need_the_operator_api_or_assume_crds():
+    values = {"monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}}
+    rendered = render(values)
+    objects = render_objects(values)
+    assert not {"ServiceMonitor", "PrometheusRule"} & set(kinds(objects))
+    assert "no\nmonitoring.coreos.com/v1 API" in rendered["eventline/templates/NOTES.txt"]
+
+
+# --- the values schema -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"replicaCount": "three"}, "replicaCount"),
+        ({"replicas": 3}, "replicas"),
+        ({"image": {"tagg": "1.0"}}, "tagg"),
+        ({"service": {"ports": {"grpc": 70000}}}, "grpc"),
+        ({"config": {"grpc": {"addr": "0.0.0.0:99999"}}}, "addr"),
+        ({"config": {"http": {"addr": "8080"}}}, "addr"),
+        ({"config": {"writer": {"queue_events": "lots"}}}, "queue_events"),
+        ({"config": {"log": {"format": "xml"}}}, "format"),
+        ({"config": {"database": {"url": "postgres://in-plain-sight"}}}, "url"),
+        ({"config": {"admin": {"token": "0123456789abcdef0123"}}}, "admin"),
+        ({"config": {"Grpc": {"addr": "0.0.0.0:1"}}}, "Grpc"),
+        ({"postgresql": {"enabled": "yes"}}, "enabled"),
+        ({"autoscaling": {"targetCPUUtilizationPercentage": 150}}, "targetCPUUtilizationPercentage"),
+    ],
+)
+def test_schema_rejects_wrong_values_naming_them(values, named):
+    message = helm_error(values)
+    assert "values don't meet the specifications of the schema" in message, message
+    assert named in message, message
+
+
+def test_schema_accepts_a_setting_the_server_gains_later():
+    """config is open: a new key in a known section, or a new section, renders."""
+    objects = render_objects({"config": {"grpc": {"idle_timeout_ms": 300000}, "limits": {"request_memory_bytes": 67108864}}})
+    server, migrate = rendered_containers(objects)
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert env["EVENTLINE_GRPC_IDLE_TIMEOUT_MS"] == "300000"
+    assert env["EVENTLINE_LIMITS_REQUEST_MEMORY_BYTES"] == "67108864"
+    assert chart_env_names(server) >= chart_env_names(migrate) - {"EVENTLINE_DATABASE_READ_URL"}
+
+
+def test_schema_covers_every_value_in_values_yaml():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def walk(values, node, path):
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].split("/")[-1]]
+        if not isinstance(values, dict) or "properties" not in node:
+            return
+        for key, value in values.items():
+            assert key in node["properties"], f"{path}{key} is in values.yaml but not described in values.schema.json"
+            walk(value, node["properties"][key], f"{path}{key}.")
+
+    assert schema["additionalProperties"] is False
+    walk(chart_values(), schema, "")
+
+
+def test_the_template_refuses_two_databases_or_none():
+    assert "exclude each other" in helm_error({"database": {"existingSecret": "db"}})
+    assert "no database" in helm_error({"postgresql": {"enabled": False}})
+
+
+# --- config: one to one with the server's settings ---------------------------------------
+
+
+def test_values_config_mirrors_the_readme_configuration_table():
+    settings = readme_settings()
+    config = flatten(chart_values()["config"])
+    unknown = sorted(set(config) - set(settings))
+    assert not unknown, f"values.yaml config sets settings the README does not list: {unknown}"
+    missing = sorted(set(settings) - set(config) - SECRET_SETTINGS)
+    assert not missing, (
+        "settings in the README's Configuration table without a default in helm/eventline/values.yaml "
+        f"(add them under config:): {missing}"
+    )
+    assert SECRET_SETTINGS <= set(settings), "the README no longer lists a secret setting the chart sets from a Secret"
+
+
+# values.yaml deliberately differs from the binary's defaults only here.
+CHART_OVERRIDES = {"log.format": "json", "data.dir": "/var/lib/eventline"}
+
+
+def test_values_config_defaults_equal_the_server_defaults():
+    settings = readme_settings()
+    for key, value in flatten(chart_values()["config"]).items():
+        if key in CHART_OVERRIDES:
+            assert value == CHART_OVERRIDES[key]
+            continue
+        default = settings[key].default
+        literal = re.match(r"`([^`]*)`", default)
+        assert literal, f"README default of {key} is not a literal: {default!r}"
+        shown = json.dumps(value) if isinstance(value, list) else str(value)
+        assert shown == literal.group(1), f"values.yaml config.{key} = {shown}, README default {literal.group(1)}"
+
+
+def test_every_eventline_variable_the_chart_sets_is_a_readme_setting():
+    known = {s.env for s in readme_settings().values()}
+    everything = flatten(chart_values()["config"])
+    for scenario, values in SCENARIOS.items():
+        for container in rendered_containers(render_objects(values)):
+            names = {n for n in chart_env_names(container) if n.startswith("EVENTLINE_")}
+            assert names - known == set(), f"{scenario}: the chart sets variables the server does not know: {names - known}"
+    assert len(everything) >= 15
+
+
+def test_config_values_become_env_generically():
+    values = {"config": {"writer": {"queue_events": 1000000, "enqueue_timeout_ms": 2500}, "http": {"cors_origins": ["https://a.example", "https://b.example"]}}}
+    server, _ = rendered_containers(render_objects(values))
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert env["EVENTLINE_WRITER_QUEUE_EVENTS"] == "1000000"  # not 1e+06
+    assert env["EVENTLINE_WRITER_ENQUEUE_TIMEOUT_MS"] == "2500"
+    assert json.loads(env["EVENTLINE_HTTP_CORS_ORIGINS"]) == ["https://a.example", "https://b.example"]
+    # Unset (null) settings are left out rather than set to an empty string.
+    server, _ = rendered_containers(render_objects({"config": {"writer": {"workers": None}}}))
+    assert "EVENTLINE_WRITER_WORKERS" not in chart_env_names(server)
+
+
+def test_config_changes_roll_the_pods():
+    def checksum(values):
+        deployment = find(render_objects(values), "Deployment")
+        return deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    assert checksum({}) == checksum({})
+    assert checksum({}) != checksum({"config": {"log": {"level": "debug"}}})
+
+
+# --- the Deployment ----------------------------------------------------------------------
+
+
+def test_deployment_ports_probes_and_hardening():
+    objects = render_objects({"config": {"grpc": {"addr": "0.0.0.0:7000"}}})
+    deployment = find(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": 7000, "http": 8080, "metrics": 9090}
+    assert container["startupProbe"]["grpc"] == {"port": 7000}
+    assert container["readinessProbe"]["grpc"] == {"port": 7000}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["args"] == ["serve"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["runAsNonRoot"] is True
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert security["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert container["resources"]["limits"]["memory"]
+    assert {v["name"] for v in pod["volumes"]} == {"tmp", "data"}
+    spread = pod["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for constraint in spread:
+        assert constraint["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    service = find(objects, "Service", FULLNAME)
+    assert {(p["name"], p["targetPort"], p["appProtocol"]) for p in service["spec"]["ports"]} == {
+        ("grpc", "grpc", "kubernetes.io/h2c"),
+        ("http", "http", "http"),
+        ("metrics", "metrics", "http"),
+    }
+
+
+def test_termination_grace_covers_the_servers_sigterm_drain():
+    """preStop sleep + the server's drain (SHUTDOWN_GRACE for in-flight requests, then as
+    long again for the writer) must fit in terminationGracePeriodSeconds."""
+    source = (REPO / "crates" / "eventline-server" / "src" / "lib.rs").read_text()
+    grace = re.search(r"const SHUTDOWN_GRACE: Duration = Duration::from_secs\((\d+)\)", source)
+    assert grace, "SHUTDOWN_GRACE not found in crates/eventline-server/src/lib.rs"
+    pod = find(render_objects(), "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + 2 * int(grace.group(1))
+
+
+def test_external_database_and_existing_secret_are_referenced_not_generated():
+    objects = render_objects(EXTERNAL_DATABASE)
+    assert "Secret" not in kinds(objects) and "StatefulSet" not in kinds(objects)
+    server, migrate = rendered_containers(objects)
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in server["env"] if "valueFrom" in e}
+    assert refs["EVENTLINE_DATABASE_URL"] == {"name": "eventline-db", "key": "url"}
+    assert refs["EVENTLINE_DATABASE_READ_URL"] == {"name": "eventline-db", "key": "read-url"}
+    assert refs["EVENTLINE_ADMIN_TOKEN"]["name"] == "eventline-auth"
+    assert refs["EVENTLINE_BOOTSTRAP_API_KEY"] == {"name": "eventline-auth", "key": "bootstrap-api-key", "optional": True}
+    job = find(objects, "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert migrate["args"] == ["migrate"]
+    assert "EVENTLINE_ADMIN_TOKEN" not in chart_env_names(migrate)
+
+
+def test_generated_secrets_are_kept_and_bundled_database_migrates_after_install():
+    objects = render_objects()
+    for secret in (o for o in objects if o["kind"] == "Secret"):
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    auth = find(objects, "Secret", FULLNAME)
+    assert set(auth["data"]) == {"admin-token", "bootstrap-api-key"}
+    job = find(objects, "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
+    statefulset = find(objects, "StatefulSet")
+    claim = statefulset["spec"]["volumeClaimTemplates"][0]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
+
+
+def test_hpa_pdb_ingress_and_network_policy():
+    objects = render_objects(EVERYTHING_ON)
+    assert "replicas" not in find(objects, "Deployment")["spec"]
+    hpa = find(objects, "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    assert {m["resource"]["name"] for m in hpa["spec"]["metrics"]} == {"cpu", "memory"}
+    assert find(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    grpc_ingress = find(objects, "Ingress", f"{FULLNAME}-grpc")
+    assert grpc_ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    backend = grpc_ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": FULLNAME, "port": {"name": "grpc"}}
+    http_ingress = find(objects, "Ingress", FULLNAME)
+    assert http_ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] == {"name": "http"}
+    policy = find(objects, "NetworkPolicy", FULLNAME)
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    database_policy = find(objects, "NetworkPolicy", f"{FULLNAME}-postgresql")
+    allowed = database_policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"]
+    assert {"key": "app.kubernetes.io/component", "operator": "In", "values": ["server", "migrations"]} in allowed
+
+
+def test_notes_say_how_to_reach_the_api_fetch_the_key_and_use_grpcurl():
+    notes = render()["eventline/templates/NOTES.txt"]
+    assert f"port-forward svc/{FULLNAME}" in notes
+    assert f"get secret {FULLNAME} -o jsonpath='{{.data.bootstrap-api-key}}'" in notes
+    assert "grpcurl -plaintext" in notes and "grpc.health.v1.Health/Check" in notes
+
+
+def test_argocd_example_points_at_this_chart_with_schema_valid_values():
+    application = yaml.safe_load((REPO / "helm" / "examples" / "argocd-application.yaml").read_text())
+    assert application["apiVersion"] == "argoproj.io/v1alpha1" and application["kind"] == "Application"
+    source = application["spec"]["source"]
+    assert source["path"] == "helm/eventline"
+    values = yaml.safe_load(source["helm"]["valuesObject"]) if isinstance(source["helm"].get("valuesObject"), str) else source["helm"]["valuesObject"]
+    objects = render_objects(values)  # the schema and the template checks pass
+    assert "StatefulSet" not in kinds(objects), "the GitOps example must use an external database"
+    assert not [o for o in objects if o["kind"] == "Secret"], "GitOps renders without lookup: secrets must be existing ones"
