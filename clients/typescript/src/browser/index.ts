@@ -1,23 +1,20 @@
 /**
  * @eventline/client/browser: the producer for web pages over gRPC-Web (unary
- * IngestBatch: browsers cannot stream requests). Unsent events survive a reload in
+ * IngestBatch: browsers cannot stream requests), framed by hand over fetch to stay small. Unsent events survive a reload in
  * localStorage, and go out with `fetch(…, { keepalive: true })` when the page is hidden.
  */
-import { create } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { createClient as createConnectClient, type Client, type Transport } from "@connectrpc/connect";
-import { createGrpcWebTransport } from "@connectrpc/connect-web";
-import { IngestBatchRequestSchema, IngestService } from "../gen/eventline/v1/ingest_pb.js";
 import type { QueuedEvent, TrackOptions } from "../core/event.js";
 import {
   ProducerCore,
   type Batch,
+  type EventOutcome,
   type ProducerCounts,
   type ProducerOptions,
   type ProducerStats,
 } from "../core/producer.js";
-import { toProtoEvent } from "../core/proto.js";
 import { isRetryable, retryDelayMs, sleep, unrefTimeout } from "../core/retry.js";
+import { decodeIngestBatchResults, encodeIngestBatch } from "./wire.js";
+import { grpcWebUnary } from "./grpc-web.js";
 import { sendWithKeepalive } from "./keepalive.js";
 import { EventStore } from "./storage.js";
 
@@ -35,8 +32,6 @@ export interface BrowserClientOptions extends ProducerOptions {
   maxStoredEvents?: number;
   /** The localStorage key; default `eventline:<baseUrl>`. */
   storageKey?: string;
-  /** A Connect transport to use instead of the gRPC-Web one built from baseUrl. */
-  transport?: Transport;
 }
 
 /** The browser producer's stats: the producer's plus what localStorage could not keep. */
@@ -64,22 +59,19 @@ export class BrowserClient {
     }
     this.apiKey = options.apiKey;
     this.restUrl = checkedUrl("restUrl", options.restUrl).replace(/\/+$/, "");
-    const baseUrl = checkedUrl("baseUrl", options.baseUrl);
-    const transport =
-      options.transport ??
-      createGrpcWebTransport({
+    const baseUrl = checkedUrl("baseUrl", options.baseUrl).replace(/\/+$/, "");
+    const ingestBatch = (batch: Batch, signal: AbortSignal) =>
+      grpcWebUnary(
         baseUrl,
-        interceptors: [
-          (next) => (request) => {
-            request.header.set("x-api-key", options.apiKey);
-            return next(request);
-          },
-        ],
-      });
+        "/eventline.v1.IngestService/IngestBatch",
+        { "x-api-key": options.apiKey },
+        encodeIngestBatch(batch.events, Date.now()),
+        signal,
+      ).then(decodeIngestBatchResults);
     this.producer = new ProducerCore(
       options,
       (bytes) => crypto.getRandomValues(bytes),
-      batchSender(createConnectClient(IngestService, transport), () => this.scheduleSave()),
+      batchSender(ingestBatch, () => this.scheduleSave()),
     );
     this.store = new EventStore(options.storageKey ?? `eventline:${baseUrl}`, options.maxStoredEvents ?? 1000);
     for (const event of this.store.load()) this.producer.restore(event);
@@ -165,14 +157,15 @@ function checkedUrl(name: string, url: unknown): string {
  * Sends each batch as one IngestBatch call, at most maxInFlight at once; a failed call
  * is retried after RetryInfo's delay or backoff with full jitter, with the same ids.
  */
-function batchSender(client: Client<typeof IngestService>, settled: () => void): (core: ProducerCore) => Promise<void> {
+function batchSender(
+  ingestBatch: (batch: Batch, signal: AbortSignal) => Promise<EventOutcome[]>,
+  settled: () => void,
+): (core: ProducerCore) => Promise<void> {
   const send = async (core: ProducerCore, batch: Batch) => {
     for (let failures = 1; ; failures++) {
       try {
         batch.firstSentMs ??= Date.now();
-        const request = create(IngestBatchRequestSchema, { events: batch.events.map(toProtoEvent), sentAt: timestampNow() });
-        const response = await client.ingestBatch(request, { signal: core.stopSignal });
-        core.acknowledge(batch.sequence, response.results);
+        core.acknowledge(batch.sequence, await ingestBatch(batch, core.stopSignal));
         return settled();
       } catch (error) {
         if (core.stopSignal.aborted) return;

@@ -35,6 +35,7 @@ function fromStored(stored: StoredEvent): Omit<QueuedEvent, "index"> | undefined
     sessionId: stored.session_id ?? "",
     timestampMs,
     properties: stored.properties,
+    bytes: 64 + (stored.properties === undefined ? 0 : JSON.stringify(stored.properties).length),
   };
 }
 

@@ -26,6 +26,8 @@ export interface QueuedEvent {
   properties: JsonObject | undefined;
   /** Position in the order events entered this producer (drives `flush()`). */
   index: number;
+  /** Estimated encoded size, to keep batches under the message limit. */
+  bytes: number;
 }
 
 /** An event the server would reject anyway; `field` names the offending field. */
@@ -146,18 +148,21 @@ export function prepareEvent(
   const nowMs = Date.now();
   const given = options ?? {};
   let properties: JsonObject | undefined;
+  let propertiesBytes = 0;
   if (given.properties !== undefined && given.properties !== null) {
     if (!isPlainObject(given.properties)) {
       throw new ValidationError("properties", `must be a plain object, got ${describe(given.properties)}`);
     }
     properties = copyObject(given.properties, "properties", 1);
-    const size = JSON.stringify(properties).length;
+    const json = JSON.stringify(properties);
+    propertiesBytes = json.length;
     // UTF-16 length understates UTF-8 bytes by at most 3x; encode only when it may matter.
-    if (size * 3 > MAX_EVENT_BYTES && new TextEncoder().encode(JSON.stringify(properties)).length > MAX_EVENT_BYTES) {
-      throw new ValidationError("properties", "the event is over 1 MiB encoded");
+    if (json.length * 3 > MAX_EVENT_BYTES) propertiesBytes = new TextEncoder().encode(json).length;
+    if (propertiesBytes > MAX_EVENT_BYTES) {
+      throw new ValidationError("event", `encoded event is over the limit of ${MAX_EVENT_BYTES} bytes`);
     }
   }
-  return {
+  const event = {
     eventId:
       given.eventId === undefined || given.eventId === null
         ? uuidv7(fillRandom, nowMs)
@@ -168,5 +173,8 @@ export function prepareEvent(
     timestampMs: timestampMs(given.timestamp, nowMs),
     properties,
     index,
+    bytes: 0,
   };
+  event.bytes = 64 + event.eventId.length + type.length + event.userId.length + event.sessionId.length + propertiesBytes;
+  return event;
 }

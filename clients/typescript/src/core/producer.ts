@@ -7,7 +7,7 @@ export interface ProducerOptions {
   /** Events waiting to be batched, at most; default 10,000. */
   maxQueueSize?: number;
   /** Events per batch, at most; default 500 (the server takes up to 2,000). */
-  maxBatchSize?: number;
+  maxBatch?: number;
   /** A partial batch goes out after this long; default 1,000 ms. */
   flushIntervalMs?: number;
   /** Unacknowledged batches, at most; default 4. */
@@ -15,7 +15,7 @@ export interface ProducerOptions {
   /** How long one batch is retried before it is counted as failed; default 10 minutes. */
   maxRetryDurationMs?: number;
   /** Which event a full queue drops: the new one (default) or the oldest queued. */
-  dropPolicy?: "newest" | "oldest";
+  queueFullPolicy?: "drop_newest" | "drop_oldest";
   /** Called for every event the server rejected; defaults to console.warn. */
   onRejected?: (rejection: Rejection) => void;
   /** Called on every failed send with the wait before the next attempt. */
@@ -35,7 +35,7 @@ export interface ProducerCounts {
   accepted: number;
   duplicates: number;
   rejected: number;
-  /** Dropped because the queue was full (or tracked after shutdown). */
+  /** Dropped because the queue was full. */
   dropped: number;
   /** Given up after maxRetryDurationMs, refused for good, or cut off by a shutdown timeout. */
   failed: number;
@@ -68,6 +68,9 @@ export interface EventOutcome {
   error: string;
 }
 
+/** A batch message stays under this many (estimated) bytes; the server takes 20 MiB. */
+const MAX_BATCH_BYTES = 16 * 1024 * 1024;
+
 const STATUS_ACCEPTED = 1;
 const STATUS_DUPLICATE = 2;
 const STATUS_REJECTED = 3;
@@ -88,7 +91,7 @@ function positiveInteger(name: string, value: number | undefined, fallback: numb
  */
 export class ProducerCore {
   readonly maxQueueSize: number;
-  readonly maxBatchSize: number;
+  readonly maxBatch: number;
   readonly flushIntervalMs: number;
   readonly maxInFlight: number;
   readonly maxRetryDurationMs: number;
@@ -124,14 +127,15 @@ export class ProducerCore {
     private readonly sender: (core: ProducerCore) => Promise<void>,
   ) {
     this.maxQueueSize = positiveInteger("maxQueueSize", options.maxQueueSize, 10_000);
-    this.maxBatchSize = positiveInteger("maxBatchSize", options.maxBatchSize, 500, 2000);
+    this.maxBatch = positiveInteger("maxBatch", options.maxBatch, 500, 2000);
     this.flushIntervalMs = positiveInteger("flushIntervalMs", options.flushIntervalMs, 1000);
     this.maxInFlight = positiveInteger("maxInFlight", options.maxInFlight, 4);
     this.maxRetryDurationMs = positiveInteger("maxRetryDurationMs", options.maxRetryDurationMs, 600_000);
-    if (options.dropPolicy !== undefined && options.dropPolicy !== "newest" && options.dropPolicy !== "oldest") {
-      throw new RangeError(`dropPolicy: must be "newest" or "oldest", got ${String(options.dropPolicy)}`);
+    const policy = options.queueFullPolicy;
+    if (policy !== undefined && policy !== "drop_newest" && policy !== "drop_oldest") {
+      throw new RangeError(`queueFullPolicy: must be "drop_newest" or "drop_oldest", got ${String(policy)}`);
     }
-    this.dropOldest = options.dropPolicy === "oldest";
+    this.dropOldest = policy === "drop_oldest";
     this.onRejected =
       options.onRejected ??
       ((rejection) =>
@@ -150,6 +154,7 @@ export class ProducerCore {
    * ValidationError naming the field for an event the server would reject.
    */
   track(eventType: string, options?: TrackOptions): string {
+    if (this.closing) throw new Error("eventline: track() after shutdown()");
     const event = prepareEvent(eventType, options, this.fillRandom, this.nextIndex++);
     this.tracked++;
     this.enqueue(event);
@@ -161,15 +166,12 @@ export class ProducerCore {
    * unsent events); it keeps its id, so a copy that did arrive is a duplicate.
    */
   restore(event: Omit<QueuedEvent, "index">): void {
+    if (this.closing) return;
     this.restored++;
     this.enqueue({ ...event, index: this.nextIndex++ });
   }
 
   private enqueue(event: QueuedEvent): void {
-    if (this.closing) {
-      this.counts.dropped++;
-      return;
-    }
     if (this.queue.length - this.head >= this.maxQueueSize) {
       this.counts.dropped++;
       if (!this.dropOldest) return this.settled();
@@ -179,7 +181,7 @@ export class ProducerCore {
     this.queue.push(event);
     this.startSender();
     const queued = this.queue.length - this.head;
-    if (queued >= this.maxBatchSize) this.notify();
+    if (queued >= this.maxBatch) this.notify();
     else if (queued === 1 && this.intervalTimer === undefined) {
       this.intervalTimer = unrefTimeout(() => {
         this.intervalTimer = undefined;
@@ -302,7 +304,7 @@ export class ProducerCore {
   /**
    * Flushes for at most `timeoutMs`, stops the sender and returns the final counts;
    * whatever is still unacknowledged then is counted as failed. Later calls return the
-   * same counts; `track()` after it counts the event as dropped.
+   * same counts; `track()` after it throws.
    */
   async shutdown(timeoutMs = 30_000): Promise<ProducerCounts> {
     if (!this.closing) {
@@ -357,12 +359,17 @@ export class ProducerCore {
 
   private batchDue(queued: number): boolean {
     return (
-      queued >= this.maxBatchSize || this.due || this.closing || this.queue[this.head]!.index < this.flushTarget
+      queued >= this.maxBatch || this.due || this.closing || this.queue[this.head]!.index < this.flushTarget
     );
   }
 
   private takeBatch(): Batch {
-    const end = Math.min(this.head + this.maxBatchSize, this.queue.length);
+    const last = Math.min(this.head + this.maxBatch, this.queue.length);
+    let end = this.head + 1;
+    for (let bytes = this.queue[this.head]!.bytes; end < last; end++) {
+      bytes += this.queue[end]!.bytes;
+      if (bytes > MAX_BATCH_BYTES) break;
+    }
     const events = this.queue.slice(this.head, end);
     this.head = end;
     if (this.head === this.queue.length) {

@@ -8,15 +8,7 @@ export const MAX_BACKOFF_MS = 30_000;
 const RETRY_INFO = "google.rpc.RetryInfo";
 
 // A request the server refuses for these reasons fails the same way when repeated.
-const PERMANENT = new Set<Code>([
-  Code.InvalidArgument,
-  Code.Unauthenticated,
-  Code.PermissionDenied,
-  Code.Unimplemented,
-  Code.FailedPrecondition,
-  Code.OutOfRange,
-  Code.NotFound,
-]);
+const PERMANENT = new Set<Code>([Code.InvalidArgument, Code.Unauthenticated, Code.PermissionDenied]);
 
 /** True when sending the same request again may succeed (network errors included). */
 export function isRetryable(error: unknown): boolean {
@@ -56,14 +48,13 @@ export function retryInfoDelayMs(error: unknown): number | undefined {
 }
 
 /**
- * The wait before attempt `failures + 1`: what RetryInfo asks for when the server sent
- * it, else exponential backoff with full jitter (100 ms doubling to 30 s).
+ * The wait before attempt `failures + 1`: exponential backoff with full jitter (a random
+ * delay up to 100 ms × 2^(failures-1), at most 30 s), never sooner than the RetryInfo
+ * delay the server sent.
  */
 export function retryDelayMs(error: unknown, failures: number): number {
-  const hinted = retryInfoDelayMs(error);
-  if (hinted !== undefined) return Math.min(hinted, MAX_BACKOFF_MS);
   const cap = Math.min(MAX_BACKOFF_MS, INITIAL_BACKOFF_MS * 2 ** Math.max(0, failures - 1));
-  return Math.random() * cap;
+  return Math.max(Math.random() * cap, retryInfoDelayMs(error) ?? 0);
 }
 
 /** A timer that does not keep a Node process alive; plain setTimeout elsewhere. */

@@ -3,7 +3,7 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { IngestBidiRequestSchema, type IngestBidiRequest, type IngestService } from "../gen/eventline/v1/ingest_pb.js";
 import type { Batch, ProducerCore } from "../core/producer.js";
-import { toProtoEvent } from "../core/proto.js";
+import { toProtoEvent } from "./proto.js";
 import { isRetryable, retryDelayMs, sleep } from "../core/retry.js";
 import { Outbox } from "./outbox.js";
 

@@ -8,7 +8,7 @@ const client = createClient({
   apiKey: params.get("key"),
   storageKey: params.get("storage") ?? undefined,
   flushIntervalMs: Number(params.get("interval") ?? 1000),
-  maxBatchSize: Number(params.get("batch") ?? 500),
+  maxBatch: Number(params.get("batch") ?? 500),
   onError: (error) => console.log(`eventline error: ${error}`),
 });
 globalThis.eventline = client;
