@@ -129,6 +129,39 @@ def readme_settings() -> dict[str, Setting]:
     return settings
 
 
+def readme_literal(default: str) -> object | None:
+    """A README default such as `256`, `["*"]` or `0.0.0.0:8080` as a values.yaml value;
+    None for defaults that are not one literal (`unset: SQLite`)."""
+    literal = re.match(r"`([^`]*)`", default)
+    if not literal:
+        return None
+    text = literal.group(1)
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if text.startswith("["):
+        return json.loads(text)
+    return text
+
+
+# values.yaml deliberately differs from the binary's defaults only here: JSON logs for log
+# collectors, and data.dir is a volume's mountPath, so it must be absolute.
+CHART_OVERRIDES = {"log.format": "json", "data.dir": "/var/lib/eventline"}
+
+
+def readme_config() -> dict:
+    """A `config:` map setting every README setting that has a literal default to it (the
+    secrets aside; CHART_OVERRIDES where the chart needs another value): what a user
+    mirroring the table one to one would write."""
+    config: dict = {}
+    for key, setting in readme_settings().items():
+        value = CHART_OVERRIDES.get(key, readme_literal(setting.default))
+        if key in SECRET_SETTINGS or value is None:
+            continue
+        section, name = key.split(".", 1)
+        config.setdefault(section, {})[name] = value
+    return config
+
+
 def flatten(config: dict, prefix: str = "") -> dict[str, object]:
     """{'grpc': {'addr': x}} -> {'grpc.addr': x}."""
     flat = {}

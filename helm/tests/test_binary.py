@@ -5,19 +5,27 @@ every EVENTLINE_* name the chart sets is a setting the binary accepts."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import urllib.parse
 
+import pytest
 from conftest import (
     EXTERNAL_DATABASE,
+    FULLNAME,
+    admin_database_url,
     SECRET_SETTINGS,
     chart_values,
     flatten,
     free_port,
     grpc_serving,
     http_request,
+    readme_config,
     readme_settings,
     render_objects,
     rendered_containers,
+    require_tool,
     run_spec,
     run_to_completion,
     start_server,
@@ -60,14 +68,16 @@ def test_rendered_env_is_what_the_binary_runs_with(chart_server):
 
 
 def test_every_chart_setting_reaches_a_binary_that_knows_it(eventline_bin, make_database, workdir):
-    """Every setting in values.yaml, and every README setting the chart maps from a Secret,
-    is accepted by `eventline migrate` run with the rendered Job environment; a misspelt
-    key in a known section is refused by name (the binary's config denies unknown keys)."""
+    """Every README setting, set under config: (or from the user's Secrets for the secret
+    ones), is accepted by `eventline migrate` run with the rendered Job environment; so are
+    the values.yaml defaults (the chart_server fixture). A misspelt key in a known section
+    is refused by name: the binary's config denies unknown keys."""
     known = {s.env for s in readme_settings().values()}
     chart_settings = set(flatten(chart_values()["config"])) | SECRET_SETTINGS
     assert {readme_settings()[k].env for k in chart_settings} <= known
     database_url = make_database()
-    objects = render_objects(EXTERNAL_DATABASE) + user_secrets(database_url)
+    # Every README setting with a literal default, through the chart's template.
+    objects = render_objects({**EXTERNAL_DATABASE, "config": readme_config()}) + user_secrets(database_url)
     server_container, migrate_container = rendered_containers(objects)
     ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
     spec = run_spec(migrate_container, objects, database_url, str(workdir / "data-migrate"), ports)
@@ -95,3 +105,20 @@ def test_sigterm_drains_within_the_grace_period(chart_server, eventline_bin, wor
     replica = start_server(eventline_bin, spec, workdir)
     code = replica.stop(signal.SIGTERM, timeout=budget)
     assert code == 0, f"exit {code} after SIGTERM:\n{replica.log_text()}"
+
+
+def test_wait_for_postgresql_init_container_waits_then_passes():
+    """The bundled-database init container's command, run here with the machine's
+    pg_isready: it returns once PostgreSQL answers and keeps waiting while nothing does."""
+    require_tool("pg_isready")
+    for kind in ("Deployment", "Job"):
+        objects = render_objects()
+        pod = next(o for o in objects if o["kind"] == kind)["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]
+        env = {e["name"]: e["value"] for e in init["env"]}
+        assert env["HOST"] == f"{FULLNAME}-postgresql" and env["PORT"] == "5432"
+        admin = urllib.parse.urlsplit(admin_database_url())
+        up = subprocess.run(init["command"], env={**os.environ, "HOST": admin.hostname, "PORT": str(admin.port or 5432)}, capture_output=True, timeout=30)
+        assert up.returncode == 0, up.stdout + up.stderr
+        with pytest.raises(subprocess.TimeoutExpired):
+            subprocess.run(init["command"], env={**os.environ, "HOST": "127.0.0.1", "PORT": str(free_port())}, capture_output=True, timeout=3)

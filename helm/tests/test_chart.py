@@ -14,6 +14,7 @@ import pytest
 import yaml
 from conftest import (
     CHART,
+    CHART_OVERRIDES,
     EXTERNAL_DATABASE,
     FULLNAME,
     NAMESPACE,
@@ -24,6 +25,8 @@ from conftest import (
     find,
     flatten,
     kinds,
+    readme_config,
+    readme_literal,
     readme_settings,
     render,
     render_objects,
@@ -226,21 +229,28 @@ def test_the_template_refuses_two_databases_or_none():
 # --- config: one to one with the server's settings ---------------------------------------
 
 
-def test_values_config_mirrors_the_readme_configuration_table():
+def test_values_config_sets_only_readme_settings():
     settings = readme_settings()
     config = flatten(chart_values()["config"])
     unknown = sorted(set(config) - set(settings))
     assert not unknown, f"values.yaml config sets settings the README does not list: {unknown}"
-    missing = sorted(set(settings) - set(config) - SECRET_SETTINGS)
-    assert not missing, (
-        "settings in the README's Configuration table without a default in helm/eventline/values.yaml "
-        f"(add them under config:): {missing}"
-    )
     assert SECRET_SETTINGS <= set(settings), "the README no longer lists a secret setting the chart sets from a Secret"
+    assert not SECRET_SETTINGS & set(config), "a secret setting has a plain default in values.yaml"
 
 
-# values.yaml deliberately differs from the binary's defaults only here.
-CHART_OVERRIDES = {"log.format": "json", "data.dir": "/var/lib/eventline"}
+def test_every_readme_setting_maps_to_its_readme_variable():
+    """The template is generic: every row of the README's table, set under config:, becomes
+    exactly the variable the table names (a setting added later included)."""
+    settings = readme_settings()
+    config = readme_config()
+    server, migrate = rendered_containers(render_objects({"config": config}))
+    rendered = {e["name"]: e.get("value") for e in server["env"]}
+    for key, value in flatten(config).items():
+        env = settings[key].env
+        assert env in rendered, f"config.{key} did not render {env}"
+        expected = json.dumps(value) if isinstance(value, list) else str(value)
+        assert rendered[env] == expected, f"{env}={rendered[env]!r}, want {expected!r}"
+    assert chart_env_names(migrate) == chart_env_names(server) - {"EVENTLINE_ADMIN_TOKEN", "EVENTLINE_BOOTSTRAP_API_KEY"}
 
 
 def test_values_config_defaults_equal_the_server_defaults():
@@ -249,11 +259,9 @@ def test_values_config_defaults_equal_the_server_defaults():
         if key in CHART_OVERRIDES:
             assert value == CHART_OVERRIDES[key]
             continue
-        default = settings[key].default
-        literal = re.match(r"`([^`]*)`", default)
-        assert literal, f"README default of {key} is not a literal: {default!r}"
-        shown = json.dumps(value) if isinstance(value, list) else str(value)
-        assert shown == literal.group(1), f"values.yaml config.{key} = {shown}, README default {literal.group(1)}"
+        default = readme_literal(settings[key].default)
+        assert default is not None, f"README default of {key} is not a literal: {settings[key].default!r}"
+        assert value == default, f"values.yaml config.{key} = {value!r}, README default {default!r}"
 
 
 def test_every_eventline_variable_the_chart_sets_is_a_readme_setting():

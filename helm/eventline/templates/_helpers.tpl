@@ -170,3 +170,33 @@ there is one (lookup), else a new random one. Arguments: ctx, name, key, length.
 {{- fail "database.readUrlKey needs an external database (postgresql.enabled=false, database.existingSecret)" -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+With the bundled PostgreSQL, wait for it before starting: the server (and `migrate`) exit
+when the database does not answer at start, and a crash-looping pod backs off for minutes.
+*/}}
+{{- define "eventline.waitForDatabase" -}}
+{{- if .Values.postgresql.enabled }}
+initContainers:
+  - name: wait-for-postgresql
+    image: {{ printf "%s:%s" .Values.postgresql.image.repository .Values.postgresql.image.tag | quote }}
+    imagePullPolicy: {{ .Values.postgresql.image.pullPolicy }}
+    command:
+      - sh
+      - -c
+      - until pg_isready -q -h "$HOST" -p "$PORT" -t 2; do echo "waiting for $HOST:$PORT"; sleep 2; done
+    env:
+      - name: HOST
+        value: {{ include "eventline.postgresql.fullname" . }}
+      - name: PORT
+        value: {{ .Values.postgresql.port | quote }}
+    resources:
+      requests:
+        cpu: 10m
+        memory: 16Mi
+      limits:
+        memory: 64Mi
+    securityContext:
+      {{- toYaml .Values.securityContext | nindent 6 }}
+{{- end }}
+{{- end -}}
