@@ -10,9 +10,10 @@
 
 ARG RUST_VERSION=1.94
 
-FROM rust:${RUST_VERSION}-slim-bookworm AS build
+FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
-# protoc comes from the protoc-bin-vendored crate; nothing else is needed from apt.
+# The full (not slim) image: jemalloc builds with make, SQLite and zstd with cc; protoc
+# comes from the protoc-bin-vendored crate, so nothing is installed from apt.
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 COPY proto ./proto

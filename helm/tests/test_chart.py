@@ -407,3 +407,17 @@ def test_argocd_example_points_at_this_chart_with_schema_valid_values():
     objects = render_objects(values)  # the schema and the template checks pass
     assert "StatefulSet" not in kinds(objects), "the GitOps example must use an external database"
     assert not [o for o in objects if o["kind"] == "Secret"], "GitOps renders without lookup: secrets must be existing ones"
+
+
+def test_the_value_names_users_and_tools_rely_on_exist():
+    values = chart_values()
+    for path in [
+        "image.repository", "image.tag", "replicaCount", "config", "existingSecret", "postgresql.enabled",
+        "database.existingSecret", "autoscaling.enabled", "podDisruptionBudget.enabled", "ingress.enabled",
+        "networkPolicy.enabled", "monitoring.serviceMonitor.enabled", "monitoring.prometheusRule.enabled",
+        "monitoring.dashboards.enabled",
+    ]:
+        node = values
+        for part in path.split("."):
+            assert isinstance(node, dict) and part in node, f"values.yaml has no {path}"
+            node = node[part]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CHART, FULLNAME, NAMESPACE, find, free_port, http_request, render_objects, require_tool
+from conftest import CHART, FULLNAME, NAMESPACE, REPO, find, free_port, http_request, render_objects, require_tool
 
 DASHBOARD = json.loads((CHART / "files" / "dashboard.json").read_text())
 # Grafana's variables, as a user of this release would pick them.
@@ -37,6 +37,35 @@ def panel_queries() -> list[tuple[str, str]]:
 def rule_groups() -> list[dict]:
     values = {"monitoring": {"assumeCRDs": True, "prometheusRule": {"enabled": True}}}
     return find(render_objects(values), "PrometheusRule")["spec"]["groups"]
+
+
+def used_metric_names() -> set[str]:
+    used = set()
+    for _, expr in panel_queries():
+        used |= set(SELECTOR.findall(expr))
+    for group in rule_groups():
+        for rule in group["rules"]:
+            used |= set(SELECTOR.findall(rule["expr"]))
+    for variable in DASHBOARD["templating"]["list"]:
+        if variable["type"] == "query":
+            used |= set(SELECTOR.findall(variable["definition"] + "{")) - {"label_values"}
+    return used
+
+
+def readme_metrics() -> set[str]:
+    text = (REPO / "README.md").read_text()
+    section = re.search(r"^### Metrics\n(.*?)(?=^##)", text, re.S | re.M)
+    assert section, "README.md has no '### Metrics' section"
+    return set(re.findall(r"`(eventline_[a-z_]+)", section.group(1)))
+
+
+def test_dashboard_and_rules_use_only_the_readme_metrics():
+    """Names as the README documents them; histograms appear as _bucket, _count, _sum."""
+    documented = readme_metrics()
+    assert len(documented) >= 10
+    for name in used_metric_names() - SYNTHETIC:
+        base = re.sub(r"_(bucket|count|sum)$", "", name)
+        assert name in documented or base in documented, f"{name} is not in the README's Metrics section"
 
 
 def substitute(expr: str) -> str:
@@ -183,15 +212,7 @@ def scraped(chart_server, prometheus):
 
 def test_every_metric_the_dashboard_and_rules_use_is_exported(scraped):
     exported = metric_names(scraped)
-    used = set()
-    for _, expr in panel_queries():
-        used |= set(SELECTOR.findall(expr))
-    for group in rule_groups():
-        for rule in group["rules"]:
-            used |= set(SELECTOR.findall(rule["expr"]))
-    for variable in DASHBOARD["templating"]["list"]:
-        if variable["type"] == "query":
-            used |= set(SELECTOR.findall(variable["definition"] + "{")) - {"label_values"}
+    used = used_metric_names()
     missing = used - exported - SYNTHETIC
     assert not missing, f"not in /metrics: {sorted(missing)}"
     assert len(used) >= 10
