@@ -109,11 +109,15 @@ def helm_error(values: dict) -> str:
 # --- lint and render ---------------------------------------------------------------------
 
 
+def lint_problems(values: dict, kube_version: str) -> list:
+    report = helm_python.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version=kube_version)
+    return [m for m in report["messages"] if m["severity"] >= 2] + [{"error": e} for e in report.get("errors", [])]
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_lint_strict_passes(scenario):
-    report = helm_python.lint(str(CHART), SCENARIOS[scenario], strict=True, namespace=NAMESPACE)
-    problems = [m for m in report["messages"] if m["severity"] >= 2] + [{"error": e} for e in report.get("errors", [])]
-    assert not problems, problems
+    for version in (claimed_versions()[0], claimed_versions()[-1]):
+        assert not lint_problems(SCENARIOS[scenario], f"v{version}"), (version, lint_problems(SCENARIOS[scenario], f"v{version}"))
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -309,6 +313,10 @@ def test_deployment_ports_probes_and_hardening():
     assert container["readinessProbe"]["grpc"] == {"port": 7000}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["args"] == ["serve"]
+    # Service links would inject EVENTLINE_PORT, EVENTLINE_SERVICE_HOST, … for a release
+    # named eventline: variables in the server's own namespace.
+    assert pod["enableServiceLinks"] is False
+    assert find(objects, "Job")["spec"]["template"]["spec"]["enableServiceLinks"] is False
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
