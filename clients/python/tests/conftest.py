@@ -4,6 +4,7 @@ per test, on free ports, as crates/eventline/tests/common/mod.rs does."""
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import tempfile
@@ -33,6 +34,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def stable_free_port() -> int:
+    """A free port below the kernel's ephemeral range (32768-60999), so that no client's
+    source port takes it while a test restarts the server on it."""
+    for _ in range(200):
+        port = random.randrange(20_000, 32_000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
+
+
 def psql(sql: str) -> None:
     subprocess.run(["psql", DATABASE_URL, "-qAt", "-c", sql], check=True, capture_output=True)
 
@@ -51,14 +66,14 @@ class Server:
     """One `eventline serve` process; `kill()` and `start()` keep its ports and database."""
 
     def __init__(self, database_url: str, env: Optional[Dict[str, str]] = None) -> None:
-        self.grpc_port = free_port()
-        self.metrics_port = free_port()
+        self.grpc_port = stable_free_port()
+        self.metrics_port = stable_free_port()
         self.address = f"127.0.0.1:{self.grpc_port}"
         self.env = {
             **os.environ,
             "EVENTLINE_DATABASE_URL": database_url,
             "EVENTLINE_GRPC_ADDR": self.address,
-            "EVENTLINE_HTTP_ADDR": f"127.0.0.1:{free_port()}",
+            "EVENTLINE_HTTP_ADDR": f"127.0.0.1:{stable_free_port()}",
             "EVENTLINE_METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
             "EVENTLINE_BOOTSTRAP_API_KEY": API_KEY,
             "EVENTLINE_LOG_LEVEL": "warn",

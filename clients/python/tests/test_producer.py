@@ -42,15 +42,16 @@ def test_server_killed_mid_stream_stores_every_event_exactly_once(server):
 def test_overloaded_server_is_retried_with_backoff_until_every_event_is_stored(
     make_server, caplog
 ):
+    # The server's smallest writer queue holds two of these batches; four arrive at once.
     server = make_server(
-        {"EVENTLINE_WRITER_QUEUE_EVENTS": "500", "EVENTLINE_WRITER_ENQUEUE_TIMEOUT_MS": "1"}
+        {"EVENTLINE_WRITER_QUEUE_EVENTS": "2000", "EVENTLINE_WRITER_ENQUEUE_TIMEOUT_MS": "1"}
     )
     caplog.set_level(logging.WARNING, logger="eventline")
-    client = eventline.Client(server.address, api_key=API_KEY, max_batch=500, max_in_flight=4)
-    tracked = [client.track("burst", properties={"n": number}) for number in range(4_000)]
+    client = eventline.Client(server.address, api_key=API_KEY, max_batch=1000, max_in_flight=4)
+    tracked = [client.track("burst", properties={"n": number}) for number in range(8_000)]
     counts = client.shutdown(timeout=120)
     assert "RESOURCE_EXHAUSTED" in caplog.text, "the server never refused a batch"
-    assert counts.accepted + counts.duplicates == 4_000, counts
+    assert counts.accepted + counts.duplicates == 8_000, counts
     assert counts.failed == 0
     assert sorted(exported_ids(client)) == sorted(tracked)
 

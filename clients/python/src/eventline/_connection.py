@@ -15,6 +15,11 @@ _DEFAULT_CHANNEL_OPTIONS: List[Tuple[str, Any]] = [
     # Finds a dead peer (a crashed server behind a silent network) within ~40 s.
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    # gRPC's own reconnect backoff (default 1 s x 1.6 up to 120 s) would hold calls back
+    # after a server restart long after the producer's backoff says to retry.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 30_000),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.primary_user_agent", f"eventline-python/{VERSION}"),
 ]

@@ -8,7 +8,7 @@ Errors name the field as the server does: `event_type`, `properties.plan.tags[2]
 from __future__ import annotations
 
 import math
-import os
+import random
 import re
 import time
 from collections.abc import Mapping
@@ -33,19 +33,22 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def uuid7() -> str:
-    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits."""
-    millis = time.time_ns() // 1_000_000
-    random_bits = int.from_bytes(os.urandom(10), "big")
-    value = (
-        (millis & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76
-        | ((random_bits >> 64) & 0xFFF) << 64
-        | 0b10 << 62
-        | random_bits & 0x3FFF_FFFF_FFFF_FFFF
+def uuid7(_random_bits=random.getrandbits, _time_ns=time.time_ns) -> str:
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, version, 74 random bits.
+
+    The random bits come from the `random` module's shared generator, seeded from the OS
+    and reseeded in every forked child by Python itself, so parent and child never share
+    a sequence; ids need uniqueness, not secrecy, and this is twice as fast as urandom.
+    """
+    millis = _time_ns() // 1_000_000
+    bits = _random_bits(74)
+    return "%08x-%04x-%04x-%04x-%012x" % (
+        (millis >> 16) & 0xFFFF_FFFF,
+        millis & 0xFFFF,
+        0x7000 | (bits >> 62),
+        0x8000 | ((bits >> 48) & 0x3FFF),
+        bits & 0xFFFF_FFFF_FFFF,
     )
-    text = "%032x" % value
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def check_text(field: str, value: Any, min_chars: int, max_chars: int) -> str:

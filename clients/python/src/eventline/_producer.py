@@ -112,13 +112,15 @@ class _Batch:
 
 
 class _Stream:
-    """One IngestBidi call; `closed` ends its request generator."""
+    """One IngestBidi call; `closed` ends its request generator, `sent` holds the
+    sequence numbers written on it."""
 
-    __slots__ = ("closed", "call")
+    __slots__ = ("closed", "call", "sent")
 
     def __init__(self) -> None:
         self.closed = False
         self.call: Any = None
+        self.sent: set = set()
 
 
 OpenStream = Callable[[Iterator[ingest_pb2.IngestBidiRequest]], Any]
@@ -154,6 +156,11 @@ class Producer:
         self._in_flight_events = 0
         self._next_sequence = 1
         self._flush_target = 0
+        # Batches allowed in flight: max_in_flight, halved on RESOURCE_EXHAUSTED and
+        # grown by one per window of acknowledgements (AIMD), so an overloaded server
+        # is offered only what it can take instead of refusals that end every stream.
+        self._window = self._options.max_in_flight
+        self._acks_toward_growth = 0
         self._stopping = False
         self._abandoned = False
         self._final: Optional[Counts] = None
@@ -343,6 +350,9 @@ class Producer:
         delay = backoff.next_delay(server_delay)
         now = time.monotonic()
         with self._cond:
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                self._window = max(1, self._window // 2)
+                self._acks_toward_growth = 0
             if code not in RETRYABLE_CODES:
                 expired = list(self._in_flight.values())
                 reason = f"{code.name} is not retryable"
@@ -379,19 +389,14 @@ class Producer:
 
     def _requests(self, stream: _Stream) -> Iterator[ingest_pb2.IngestBidiRequest]:
         """The request side of one stream: first every unacknowledged batch again (same
-        sequence and event ids), then new batches as they fill or their time comes."""
-        with self._cond:
-            resend = sorted(self._in_flight.values(), key=lambda batch: batch.sequence)
-        for batch in resend:
-            with self._cond:
-                if stream.closed or batch.sequence not in self._in_flight:
-                    continue
-            yield _request(batch)
+        sequence and event ids), then new batches as they fill or their time comes,
+        never more unacknowledged ones than the window allows."""
         while True:
             with self._cond:
                 batch = self._next_batch(stream)
                 if batch is None:
                     return
+                stream.sent.add(batch.sequence)
             yield _request(batch)
 
     def _next_batch(self, stream: _Stream) -> Optional[_Batch]:
@@ -400,8 +405,15 @@ class Producer:
         while True:
             if stream.closed or self._abandoned:
                 return None
+            unsent = [seq for seq in self._in_flight if seq not in stream.sent]
+            outstanding = len(self._in_flight) - len(unsent)
+            if unsent:
+                if outstanding < self._window:
+                    return self._in_flight[min(unsent)]
+                self._cond.wait()
+                continue
             queue = self._queue
-            if queue and len(self._in_flight) < options.max_in_flight:
+            if queue and len(self._in_flight) < self._window:
                 now = time.monotonic()
                 due = self._oldest_enqueued + options.flush_interval
                 if (
@@ -442,6 +454,10 @@ class Producer:
             if batch is None:
                 return  # already counted (shutdown gave up on it)
             self._in_flight_events -= len(batch.events)
+            self._acks_toward_growth += 1
+            if self._acks_toward_growth >= self._window:
+                self._acks_toward_growth = 0
+                self._window = min(self._options.max_in_flight, self._window + 1)
             reported = 0
             for result in ack.results:
                 status = result.status
