@@ -35,6 +35,7 @@ function psql(sql) {
 
 /** A fresh database `eventline_test_ts_…`; `drop()` removes it. */
 export function freshDatabase() {
+  binary(); // fail before creating anything when the binary is missing
   const name = `eventline_test_ts_${process.pid}_${randomBytes(4).toString("hex")}`;
   psql(`CREATE DATABASE ${name}`);
   const url = new URL(DATABASE_URL);
