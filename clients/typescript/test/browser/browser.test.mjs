@@ -103,6 +103,19 @@ async function openPage(url) {
 }
 
 test("a page on another origin sends events over gRPC-Web with CORS", async () => {
+  const preflight = await fetch(`${srv.grpcUrl}/eventline.v1.IngestService/IngestBatch`, {
+    method: "OPTIONS",
+    headers: {
+      origin: `http://127.0.0.1:${web.address().port}`,
+      "access-control-request-method": "POST",
+      "access-control-request-headers": "content-type,x-api-key,x-grpc-web",
+    },
+  });
+  assert.ok(
+    preflight.ok && preflight.headers.has("access-control-allow-origin"),
+    `the gRPC port answers a CORS preflight with ${preflight.status} and no Access-Control-Allow-Origin: ` +
+      "browsers on other origins cannot call it over gRPC-Web",
+  );
   const page = await openPage(pageUrl("app.html"));
   assert.notEqual(new URL(page.url()).origin, new URL(srv.grpcUrl).origin);
   const ids = await page.evaluate(() => trackMany(20, "grpc_web"));
