@@ -25,6 +25,16 @@ pub struct Event {
 }
 
 impl Event {
+    /// Roughly the heap and inline bytes the event holds, for the request memory budget.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.event_id.len()
+            + self.event_type.len()
+            + self.user_id.as_ref().map_or(0, String::len)
+            + self.session_id.as_ref().map_or(0, String::len)
+            + self.properties_json.len()
+    }
+
     /// Converts to the API message.
     pub fn to_proto(&self) -> v1::Event {
         let properties =

@@ -169,6 +169,74 @@ impl Authenticator {
     }
 }
 
+/// What a request path needs before its body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Requirement {
+    /// A key with this scope (IngestService, QueryService).
+    Scope(Scope),
+    /// The admin token or an admin-scoped key (AdminService).
+    Admin,
+    /// Nothing: health, reflection.
+    Nothing,
+}
+
+impl Requirement {
+    /// The requirement of a gRPC path (`/eventline.v1.IngestService/Track`).
+    pub(crate) fn of_grpc_path(path: &str) -> Self {
+        let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        match service {
+            "eventline.v1.IngestService" => Self::Scope(Scope::Ingest),
+            "eventline.v1.QueryService" => Self::Scope(Scope::Query),
+            "eventline.v1.AdminService" => Self::Admin,
+            _ => Self::Nothing,
+        }
+    }
+}
+
+impl Authenticator {
+    /// Checks `headers` against `requirement` (the same check the RPC itself makes).
+    pub(crate) async fn check(
+        &self,
+        headers: &http::HeaderMap,
+        requirement: Requirement,
+    ) -> Result<(), Error> {
+        let metadata = || MetadataMap::from_headers(headers.clone());
+        match requirement {
+            Requirement::Nothing => Ok(()),
+            Requirement::Scope(scope) => self.tenant_with_scope(&metadata(), scope).await.map(drop),
+            Requirement::Admin => self.admin(&metadata()).await.map(drop),
+        }
+    }
+}
+
+/// Middleware on the gRPC routes: a call is authenticated from its headers before any of
+/// its messages is read, so a client without a valid key cannot make the server buffer
+/// anything; while the store is known to be down, calls that need it fail at once.
+pub(crate) async fn authenticate_before_reading(
+    axum::extract::State((authenticator, readiness)): axum::extract::State<(
+        Authenticator,
+        crate::readiness::Readiness,
+    )>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let requirement = Requirement::of_grpc_path(request.uri().path());
+    if requirement == Requirement::Nothing {
+        return next.run(request).await;
+    }
+    if readiness.store_down() {
+        let error = Error::Unavailable {
+            what: "the database is unavailable".into(),
+            retry_after: std::time::Duration::from_secs(1),
+        };
+        return tonic::Status::from(error).into_http();
+    }
+    if let Err(error) = authenticator.check(request.headers(), requirement).await {
+        return tonic::Status::from(error).into_http();
+    }
+    next.run(request).await
+}
+
 fn invalid_key() -> Error {
     Error::Unauthenticated("invalid or revoked API key".into())
 }

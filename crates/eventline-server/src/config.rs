@@ -23,6 +23,7 @@ pub struct Config {
     pub bootstrap: BootstrapConfig,
     pub log: LogConfig,
     pub writer: WriterConfig,
+    pub limits: LimitsConfig,
 }
 
 /// The gRPC listener.
@@ -33,6 +34,20 @@ pub struct GrpcConfig {
     pub addr: SocketAddr,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// Most open connections; more wait in the accept backlog.
+    pub max_connections: u32,
+    /// Longest wait from accept to a connection's first byte, in milliseconds.
+    pub first_byte_timeout_ms: u64,
+    /// Longest a connection stays open with no active call, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Longest a request message may take to arrive once its first byte came, in
+    /// milliseconds (a stream may idle between messages).
+    pub message_timeout_ms: u64,
+    /// Interval of HTTP/2 keep-alive pings, in milliseconds.
+    pub keepalive_interval_ms: u64,
+    /// Longest wait for a keep-alive ping's answer before the connection is closed, in
+    /// milliseconds.
+    pub keepalive_timeout_ms: u64,
 }
 
 /// The HTTP port: REST/JSON gateway, health, OpenAPI and docs.
@@ -45,8 +60,13 @@ pub struct HttpConfig {
     pub max_connections: u32,
     /// Longest unary request, in milliseconds (streams are not limited).
     pub request_timeout_ms: u64,
-    /// Longest wait for a request's headers, in milliseconds (slowloris guard).
+    /// Longest wait for a request's headers, in milliseconds, and for a new connection's
+    /// first byte (slowloris and silent-connection guard).
     pub header_read_timeout_ms: u64,
+    /// Longest a request body may take to arrive, in milliseconds.
+    pub body_read_timeout_ms: u64,
+    /// Longest a connection stays open with no active request, in milliseconds.
+    pub idle_timeout_ms: u64,
     /// Origins browsers may call from; `*` allows any (keys, not cookies, authenticate).
     pub cors_origins: Vec<String>,
 }
@@ -58,6 +78,8 @@ impl Default for HttpConfig {
             max_connections: 1024,
             request_timeout_ms: 30_000,
             header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
             cors_origins: vec!["*".to_owned()],
         }
     }
@@ -148,11 +170,35 @@ pub struct WriterConfig {
     pub enqueue_timeout_ms: u64,
 }
 
+/// Memory limits shared by both listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Bytes of requests held at once, shared by every connection: messages being
+    /// received and decoded batches until their commit; past it requests are refused
+    /// with RESOURCE_EXHAUSTED (429) and a retry delay.
+    pub request_memory_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            request_memory_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
 impl Default for GrpcConfig {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
             max_concurrent_streams: 256,
+            max_connections: 1024,
+            first_byte_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            message_timeout_ms: 30_000,
+            keepalive_interval_ms: 30_000,
+            keepalive_timeout_ms: 10_000,
         }
     }
 }
@@ -243,6 +289,38 @@ impl Config {
                 "writer.queue_events must be at least {} (one full batch)",
                 eventline_core::limits::MAX_EVENTS_PER_BATCH
             ));
+        }
+        if self.limits.request_memory_bytes < eventline_core::limits::MAX_MESSAGE_BYTES as u64 {
+            return Err(format!(
+                "limits.request_memory_bytes must be at least {} (one largest message)",
+                eventline_core::limits::MAX_MESSAGE_BYTES
+            ));
+        }
+        let timeouts = [
+            (
+                "grpc.first_byte_timeout_ms",
+                self.grpc.first_byte_timeout_ms,
+            ),
+            ("grpc.idle_timeout_ms", self.grpc.idle_timeout_ms),
+            ("grpc.message_timeout_ms", self.grpc.message_timeout_ms),
+            (
+                "grpc.keepalive_interval_ms",
+                self.grpc.keepalive_interval_ms,
+            ),
+            ("grpc.keepalive_timeout_ms", self.grpc.keepalive_timeout_ms),
+            (
+                "http.header_read_timeout_ms",
+                self.http.header_read_timeout_ms,
+            ),
+            ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
+            ("http.idle_timeout_ms", self.http.idle_timeout_ms),
+            ("http.request_timeout_ms", self.http.request_timeout_ms),
+        ];
+        if let Some((name, _)) = timeouts.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        if self.grpc.max_connections == 0 || self.http.max_connections == 0 {
+            return Err("grpc.max_connections and http.max_connections must be at least 1".into());
         }
         if self.database.read_url.is_some() && !self.uses_postgres() {
             return Err("database.read_url needs database.url to be a postgres:// URL".into());

@@ -1,5 +1,7 @@
 //! Readiness: grpc.health.v1 reports SERVING (overall and per service) only while the
-//! database answers, migrations are applied and the writer's last commit succeeded.
+//! database answers, migrations are applied and the writer's last commit succeeded. The
+//! check runs in the background, bounded in time, and publishes to [`Readiness`], which
+//! every probe reads without waiting.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,9 +13,15 @@ use eventline_store::Store;
 use tonic::server::NamedService;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{admin::AdminApi, ingest::IngestApi, query::QueryApi, writer::Writer};
+use crate::{
+    admin::AdminApi, ingest::IngestApi, query::QueryApi, readiness::Readiness, writer::Writer,
+};
 
-const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often readiness is checked; a probe sees a change within about this.
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest a check waits for the store: an unreachable database otherwise holds the check
+/// for the pool's acquire timeout.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(800);
 
 const SERVICES: [&str; 4] = [
     "",
@@ -29,12 +37,13 @@ pub(crate) async fn start(
     store: Arc<dyn Store>,
     writer: Writer,
     reporter: HealthReporter,
+    readiness: Readiness,
 ) -> tokio::task::JoinHandle<()> {
-    let mut last = publish(&*store, &writer, &reporter, None).await;
+    let mut last = publish(&*store, &writer, &reporter, &readiness, None).await;
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(CHECK_INTERVAL).await;
-            last = publish(&*store, &writer, &reporter, Some(last)).await;
+            last = publish(&*store, &writer, &reporter, &readiness, Some(last)).await;
         }
     })
 }
@@ -43,15 +52,27 @@ async fn publish(
     store: &dyn Store,
     writer: &Writer,
     reporter: &HealthReporter,
+    readiness: &Readiness,
     last: Option<bool>,
 ) -> bool {
-    let ready = match store.ready().await {
-        Ok(()) => writer.is_healthy(),
-        Err(error) => {
+    let checked = tokio::time::timeout(CHECK_TIMEOUT, store.ready()).await;
+    let (store_down, not_ready_because) = match checked {
+        Ok(Ok(())) if writer.is_healthy() => (false, None),
+        Ok(Ok(())) => (false, Some("writer failing".to_owned())),
+        Ok(Err(error)) => {
             tracing::warn!(error = %error, "not ready: store check failed");
-            false
+            (true, Some(format!("store: {error}")))
+        }
+        Err(_elapsed) => {
+            tracing::warn!("not ready: store check timed out");
+            (
+                true,
+                Some("store: no answer within the check timeout".to_owned()),
+            )
         }
     };
+    let ready = not_ready_because.is_none();
+    readiness.record(store_down, not_ready_because);
     if last != Some(ready) {
         let status = if ready {
             ServingStatus::Serving

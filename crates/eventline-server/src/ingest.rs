@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{auth::Authenticator, writer::Writer};
+use crate::{auth::Authenticator, budget::MemoryBudget, writer::Writer};
 
 /// Batches of one IngestStream or IngestBidi committing at once; bounds per-stream memory
 /// while letting a client pipeline.
@@ -25,6 +25,7 @@ const MAX_STREAM_SUMMARY_RESULTS: usize = 100_000;
 pub struct IngestApi {
     auth: Authenticator,
     writer: Writer,
+    budget: MemoryBudget,
 }
 
 /// What one batch came to.
@@ -38,9 +39,14 @@ struct BatchReport {
 }
 
 impl IngestApi {
-    /// A service submitting to `writer`.
-    pub fn new(auth: Authenticator, writer: Writer) -> Self {
-        Self { auth, writer }
+    /// A service submitting to `writer`; decoded batches are charged to `budget` until
+    /// their commit is answered.
+    pub fn new(auth: Authenticator, writer: Writer, budget: MemoryBudget) -> Self {
+        Self {
+            auth,
+            writer,
+            budget,
+        }
     }
 
     async fn tenant(&self, metadata: &tonic::metadata::MetadataMap) -> Result<TenantId, Status> {
@@ -50,21 +56,12 @@ impl IngestApi {
     /// Validates and commits one batch message, reporting every event in order.
     async fn ingest(
         writer: &Writer,
+        budget: &MemoryBudget,
         tenant_id: TenantId,
         events: Vec<v1::Event>,
         sent_at: Option<&Timestamp>,
     ) -> Result<BatchReport, Error> {
-        if events.len() > limits::MAX_EVENTS_PER_BATCH {
-            return Err(Error::invalid(
-                "events",
-                format!(
-                    "holds {} events, over the limit of {}",
-                    events.len(),
-                    limits::MAX_EVENTS_PER_BATCH
-                ),
-            ));
-        }
-        let clock = IngestClock::new(eventline_core::time::now(), sent_at)?;
+        let clock = batch_clock(&events, sent_at)?;
         let mut report = BatchReport {
             results: Vec::with_capacity(events.len()),
             ..Default::default()
@@ -110,6 +107,9 @@ impl IngestApi {
             };
             slot_of_event.push(slot);
         }
+        // Held while the batch waits for queue room and commits: under overload, requests
+        // past the budget are refused at once instead of piling up decoded in memory.
+        let _charge = budget.try_charge(valid.iter().map(Event::memory_bytes).sum())?;
         let commit = writer.submit(valid).await?;
         report.watermark = commit.watermark;
         let mut accepted_by_slot = vec![0u64; type_names.len()];
@@ -157,6 +157,7 @@ impl IngestService for IngestApi {
         })?;
         let event_id = event.event_id.clone();
         let event_type = event.event_type.clone();
+        let _charge = self.budget.try_charge(event.memory_bytes())?;
         let commit = self.writer.submit(vec![event]).await?;
         let status = commit
             .outcomes
@@ -188,6 +189,7 @@ impl IngestService for IngestApi {
         let batch = request.into_inner();
         let report = Self::ingest(
             &self.writer,
+            &self.budget,
             tenant_id,
             batch.events,
             batch.sent_at.as_ref(),
@@ -235,10 +237,17 @@ impl IngestService for IngestApi {
                     let offset = events_seen;
                     events_seen += message.events.len() as u64;
                     let writer = self.writer.clone();
+                    let budget = self.budget.clone();
                     in_flight.push_back(async move {
-                        Self::ingest(&writer, tenant_id, message.events, message.sent_at.as_ref())
-                            .await
-                            .map(|report| (offset, report))
+                        Self::ingest(
+                            &writer,
+                            &budget,
+                            tenant_id,
+                            message.events,
+                            message.sent_at.as_ref(),
+                        )
+                        .await
+                        .map(|report| (offset, report))
                     });
                 }
             }
@@ -261,6 +270,7 @@ impl IngestService for IngestApi {
         let (acks, ack_stream) = mpsc::channel(MAX_IN_FLIGHT_BATCHES_PER_STREAM);
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_BATCHES_PER_STREAM));
         let writer = self.writer.clone();
+        let budget = self.budget.clone();
         tokio::spawn(async move {
             loop {
                 // Take a slot before reading, so a fast client is paced by commits.
@@ -276,18 +286,35 @@ impl IngestService for IngestApi {
                     Some(Ok(message)) => message,
                 };
                 let writer = writer.clone();
+                let budget = budget.clone();
                 let acks = acks.clone();
                 tokio::spawn(async move {
                     let sequence = message.sequence;
-                    let answer =
-                        Self::ingest(&writer, tenant_id, message.events, message.sent_at.as_ref())
-                            .await
-                            .map(|report| v1::IngestBidiResponse {
-                                sequence,
-                                results: report.results,
-                                watermark: report.watermark,
-                            })
-                            .map_err(|error| bidi_error(sequence, error));
+                    // A batch the client got wrong as a whole is refused alone, in its ack:
+                    // the batches pipelined behind it go on (issue #12).
+                    if let Err(Error::InvalidArgument { violation }) =
+                        batch_clock(&message.events, message.sent_at.as_ref())
+                    {
+                        let _ = acks
+                            .send(Ok(rejected_batch(sequence, &message.events, &violation)))
+                            .await;
+                        drop(slot);
+                        return;
+                    }
+                    let answer = Self::ingest(
+                        &writer,
+                        &budget,
+                        tenant_id,
+                        message.events,
+                        message.sent_at.as_ref(),
+                    )
+                    .await
+                    .map(|report| v1::IngestBidiResponse {
+                        sequence,
+                        results: report.results,
+                        watermark: report.watermark,
+                    })
+                    .map_err(|error| bidi_error(sequence, error));
                     let _ = acks.send(answer).await;
                     drop(slot);
                 });
@@ -297,6 +324,21 @@ impl IngestService for IngestApi {
             Box::pin(ReceiverStream::new(ack_stream)) as BidiStream
         ))
     }
+}
+
+/// Checks what applies to a batch message as a whole and returns its clock.
+fn batch_clock(events: &[v1::Event], sent_at: Option<&Timestamp>) -> Result<IngestClock, Error> {
+    if events.len() > limits::MAX_EVENTS_PER_BATCH {
+        return Err(Error::invalid(
+            "events",
+            format!(
+                "holds {} events, over the limit of {}",
+                events.len(),
+                limits::MAX_EVENTS_PER_BATCH
+            ),
+        ));
+    }
+    IngestClock::new(eventline_core::time::now(), sent_at)
 }
 
 /// Counts ingested events by outcome, and accepted ones by type.
@@ -347,7 +389,33 @@ fn merge_stream_batch(
     Ok(())
 }
 
-/// A failed batch ends the bidi stream; the client resends every unacknowledged batch.
+/// The ack of a batch refused as a whole (too many events, a bad `sent_at`): every event
+/// REJECTED with the batch's violation, so a client counts them and does not resend them.
+fn rejected_batch(
+    sequence: u64,
+    events: &[v1::Event],
+    violation: &eventline_core::FieldViolation,
+) -> v1::IngestBidiResponse {
+    record_outcomes([], 0, 0, events.len() as u64);
+    let error = violation.to_string();
+    v1::IngestBidiResponse {
+        sequence,
+        results: events
+            .iter()
+            .enumerate()
+            .map(|(index, event)| v1::EventResult {
+                event_id: event.event_id.clone(),
+                status: v1::IngestStatus::Rejected as i32,
+                error: error.clone(),
+                index: index as u64,
+            })
+            .collect(),
+        watermark: String::new(),
+    }
+}
+
+/// A failed batch (overload, outage) ends the bidi stream; the client resends every
+/// unacknowledged batch.
 fn bidi_error(sequence: u64, error: Error) -> Status {
     let status = Status::from(error);
     Status::with_details(

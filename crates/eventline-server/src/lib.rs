@@ -5,14 +5,17 @@
 
 pub mod admin;
 pub mod auth;
+pub mod budget;
 pub mod bus;
 pub mod config;
+mod connection;
 mod gateway;
 mod health;
 pub mod ingest;
 mod metered_store;
 pub mod metrics;
 pub mod query;
+mod readiness;
 pub mod writer;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -32,9 +35,12 @@ pub use config::Config;
 use crate::{
     admin::AdminApi,
     auth::{Authenticator, issue_key},
+    budget::{MemoryBudget, MessageLimits},
     bus::CommitBus,
+    connection::{Acceptor, ConnectionLimits},
     ingest::IngestApi,
     query::QueryApi,
+    readiness::Readiness,
     writer::{Writer, WriterOptions, WriterTasks},
 };
 
@@ -42,6 +48,17 @@ use crate::{
 const MAX_ENCODING_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+/// HTTP/2 receive windows of the gRPC port. Data a handler has not read yet waits in
+/// these, so they bound what one connection can make the server hold beyond the memory
+/// budget: connections × 1 MiB at most (README "Limits and timeouts").
+const GRPC_CONNECTION_WINDOW: u32 = 1024 * 1024;
+const GRPC_STREAM_WINDOW: u32 = 256 * 1024;
+/// The metrics port serves scrapers only.
+const METRICS_CONNECTION_LIMITS: ConnectionLimits = ConnectionLimits {
+    max_connections: 64,
+    first_byte_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(60),
+};
 
 /// Errors that stop the server from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +192,17 @@ impl Server {
         let (stop_accepting, stop_signal) = tokio::sync::watch::channel(false);
         let auth = Authenticator::new(Arc::clone(&store), config.admin.token.as_deref());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        let health_task = health::start(Arc::clone(&store), writer.clone(), health_reporter).await;
+        let readiness = Readiness::default();
+        let health_task = health::start(
+            Arc::clone(&store),
+            writer.clone(),
+            health_reporter,
+            readiness.clone(),
+        )
+        .await;
+        let budget = MemoryBudget::new(
+            usize::try_from(config.limits.request_memory_bytes).unwrap_or(usize::MAX),
+        );
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(eventline_proto::FILE_DESCRIPTOR_SET)
@@ -186,12 +213,13 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let max_message = eventline_core::limits::MAX_MESSAGE_BYTES;
-        let ingest = IngestServiceServer::new(IngestApi::new(auth.clone(), writer.clone()))
-            .max_decoding_message_size(max_message)
-            .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
-            .send_compressed(CompressionEncoding::Gzip);
+        let ingest =
+            IngestServiceServer::new(IngestApi::new(auth.clone(), writer.clone(), budget.clone()))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip);
         let query = QueryServiceServer::new(QueryApi::new(
             auth.clone(),
             Arc::clone(&store),
@@ -211,38 +239,58 @@ impl Server {
             .add_service(ingest)
             .add_service(query)
             .add_service(admin);
-        // Every RPC is measured, whether it arrives over gRPC or through the gateway.
+        // Every RPC is measured, whether it arrives over gRPC or through the gateway; its
+        // caller is authenticated before its body is read, and its messages are read
+        // through the memory budget (layers run bottom-up: activity, metrics, auth, body).
+        let message_limits = MessageLimits {
+            budget: budget.clone(),
+            message_timeout: Duration::from_millis(config.grpc.message_timeout_ms),
+        };
         let grpc_routes = tonic::service::Routes::from(
             grpc_routes
                 .into_axum_router()
-                .layer(metrics::RpcMetricsLayer),
+                .layer(axum::middleware::from_fn_with_state(
+                    message_limits,
+                    budget::limit_grpc_body,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    (auth.clone(), readiness.clone()),
+                    auth::authenticate_before_reading,
+                ))
+                .layer(metrics::RpcMetricsLayer)
+                .layer(axum::middleware::from_fn(connection::track_activity)),
         );
         let gateway_options = gateway::GatewayOptions {
             request_timeout: Duration::from_millis(config.http.request_timeout_ms),
+            body_read_timeout: Duration::from_millis(config.http.body_read_timeout_ms),
             max_body_bytes: eventline_core::limits::MAX_MESSAGE_BYTES,
             cors_origins: config.http.cors_origins.clone(),
         };
         let rest = gateway::Gateway::router(
             grpc_routes.clone(),
-            Arc::clone(&store),
-            writer.clone(),
+            auth.clone(),
+            readiness.clone(),
+            budget.clone(),
             &gateway_options,
         )
         .map_err(ServeError::Config)?;
-        let metrics_app = metrics::router(Arc::clone(&store), writer.clone(), bus.clone());
+        let metrics_app = metrics::router(
+            Arc::clone(&store),
+            writer.clone(),
+            bus.clone(),
+            budget.clone(),
+        );
         let metrics_task = tokio::spawn(gateway::serve(
-            metrics_listener,
+            Acceptor::new(metrics_listener, METRICS_CONNECTION_LIMITS),
             metrics_app,
-            64,
-            Duration::from_secs(10),
+            METRICS_CONNECTION_LIMITS.first_byte_timeout,
             stop_signal.clone(),
             Duration::from_secs(1),
         ));
         drop(writer);
         let http_task = tokio::spawn(gateway::serve(
-            http_listener,
+            Acceptor::new(http_listener, http_connection_limits(&config)),
             rest,
-            config.http.max_connections as usize,
             Duration::from_millis(config.http.header_read_timeout_ms),
             stop_signal.clone(),
             SHUTDOWN_GRACE,
@@ -251,19 +299,22 @@ impl Server {
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
             .max_concurrent_streams(config.grpc.max_concurrent_streams)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_keepalive(Some(Duration::from_secs(60)))
+            .initial_connection_window_size(GRPC_CONNECTION_WINDOW)
+            .initial_stream_window_size(GRPC_STREAM_WINDOW)
+            .http2_keepalive_interval(Some(Duration::from_millis(
+                config.grpc.keepalive_interval_ms,
+            )))
+            .http2_keepalive_timeout(Some(Duration::from_millis(
+                config.grpc.keepalive_timeout_ms,
+            )))
             .trace_fn(|request| tracing::info_span!("grpc.request", path = %request.uri().path()))
             .layer(tonic_web::GrpcWebLayer::new())
             .add_routes(grpc_routes);
         let mut wait_for_stop = stop_signal.clone();
         let serving = router.serve_with_incoming_shutdown(
-            // A custom incoming gets none of the server's socket options: without
-            // TCP_NODELAY, responses written in pieces wait ~40 ms for delayed ACKs.
-            tonic::transport::server::TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(Duration::from_secs(60))),
+            // Sockets get TCP_NODELAY (without it, responses written in pieces wait ~40 ms
+            // for delayed ACKs), keep-alive, a connection cap and first-byte/idle deadlines.
+            Acceptor::new(listener, grpc_connection_limits(&config)).into_stream(),
             async move {
                 let _ = wait_for_stop.wait_for(|stopped| *stopped).await;
             },
@@ -349,6 +400,22 @@ async fn bootstrap(
         key_id: issued.key.key_id,
         secret: issued.secret,
     }))
+}
+
+fn grpc_connection_limits(config: &Config) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: config.grpc.max_connections as usize,
+        first_byte_timeout: Duration::from_millis(config.grpc.first_byte_timeout_ms),
+        idle_timeout: Duration::from_millis(config.grpc.idle_timeout_ms),
+    }
+}
+
+fn http_connection_limits(config: &Config) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: config.http.max_connections as usize,
+        first_byte_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(config.http.idle_timeout_ms),
+    }
 }
 
 fn writer_workers(config: &Config) -> usize {

@@ -57,7 +57,12 @@ pub fn handle() -> &'static PrometheusHandle {
 
 /// The metrics port: `GET /metrics` in the Prometheus text format. Gauges that are
 /// states rather than events are read at scrape time.
-pub(crate) fn router(store: Arc<dyn Store>, writer: Writer, bus: CommitBus) -> axum::Router {
+pub(crate) fn router(
+    store: Arc<dyn Store>,
+    writer: Writer,
+    bus: CommitBus,
+    budget: crate::budget::MemoryBudget,
+) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -68,6 +73,7 @@ pub(crate) fn router(store: Arc<dyn Store>, writer: Writer, bus: CommitBus) -> a
                 .set(f64::from(pool.idle));
             metrics::gauge!("eventline_writer_queue_events").set(writer.queued_events() as f64);
             metrics::gauge!("eventline_tail_subscribers").set(bus.subscribers() as f64);
+            metrics::gauge!("eventline_request_memory_bytes").set(budget.in_use() as f64);
             async {
                 (
                     [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],

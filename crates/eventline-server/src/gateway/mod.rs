@@ -3,6 +3,7 @@
 //! request message and sent in-process through the same tonic routes as gRPC, so REST
 //! exposes exactly what gRPC does, with the same auth and limits.
 
+mod body;
 mod call;
 mod docs;
 mod openapi;
@@ -20,12 +21,15 @@ use axum::{
     routing::get,
 };
 use eventline_core::Error;
-use eventline_store::Store;
 use http::{HeaderMap, StatusCode};
 use prost_reflect::{DescriptorPool, DynamicMessage, Value};
 use tonic::{Status, service::Routes};
 
-use crate::writer::Writer;
+use crate::{
+    auth::{Authenticator, Requirement},
+    budget::MemoryBudget,
+    readiness::Readiness,
+};
 pub(crate) use server::serve;
 
 /// The full name of Track, whose REST form answers 201/200 and reads `Idempotency-Key`.
@@ -36,9 +40,11 @@ const TRACK: &str = "eventline.v1.IngestService.Track";
 pub(crate) struct Gateway {
     routes: Vec<routes::Route>,
     grpc: Routes,
-    store: Arc<dyn Store>,
-    writer: Writer,
+    authenticator: Authenticator,
+    readiness: Readiness,
+    budget: MemoryBudget,
     request_timeout: Duration,
+    body_read_timeout: Duration,
     max_body_bytes: usize,
 }
 
@@ -46,6 +52,7 @@ pub(crate) struct Gateway {
 #[derive(Debug, Clone)]
 pub(crate) struct GatewayOptions {
     pub(crate) request_timeout: Duration,
+    pub(crate) body_read_timeout: Duration,
     pub(crate) max_body_bytes: usize,
     pub(crate) cors_origins: Vec<String>,
 }
@@ -54,8 +61,9 @@ impl Gateway {
     /// A gateway calling `grpc`; fails if the descriptor set's annotations are unusable.
     pub(crate) fn router(
         grpc: Routes,
-        store: Arc<dyn Store>,
-        writer: Writer,
+        authenticator: Authenticator,
+        readiness: Readiness,
+        budget: MemoryBudget,
         options: &GatewayOptions,
     ) -> Result<Router, String> {
         let pool = DescriptorPool::decode(eventline_proto::FILE_DESCRIPTOR_SET)
@@ -65,9 +73,11 @@ impl Gateway {
         let gateway = Arc::new(Gateway {
             routes,
             grpc,
-            store,
-            writer,
+            authenticator,
+            readiness,
+            budget,
             request_timeout: options.request_timeout,
+            body_read_timeout: options.body_read_timeout,
             max_body_bytes: options.max_body_bytes,
         });
         let cors = server::cors(&options.cors_origins)?;
@@ -100,16 +110,16 @@ impl Gateway {
     }
 }
 
+/// Readiness as the health task last saw it: answers at once, whatever the database does.
 async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
-    match gateway.store.ready().await {
-        Ok(()) if gateway.writer.is_healthy() => (StatusCode::OK, "ready\n").into_response(),
-        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "writer failing\n").into_response(),
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {error}\n"),
-        )
-            .into_response(),
+    if gateway.readiness.is_ready() {
+        return (StatusCode::OK, "ready\n").into_response();
     }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {}\n", gateway.readiness.reason()),
+    )
+        .into_response()
 }
 
 /// Records `eventline_http_requests_total{route, status}` and the time to the response
@@ -181,20 +191,31 @@ async fn dispatch(gateway: &Gateway, request: Request) -> Response {
         ));
         return response::error_response(&status);
     };
-    let body = match axum::body::to_bytes(body, gateway.max_body_bytes).await {
-        Ok(body) => body,
-        Err(_) => {
-            let error = Error::invalid(
-                "body",
-                format!(
-                    "is larger than {} bytes (after decompression)",
-                    gateway.max_body_bytes
-                ),
-            );
-            let mut response = response::error_response(&Status::from(error));
-            *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-            return response;
-        }
+    // The key is checked from the headers before a byte of the body is read.
+    let requirement = Requirement::of_grpc_path(&route.grpc_path());
+    if requirement != Requirement::Nothing && gateway.readiness.store_down() {
+        return response::error_response(&Status::from(Error::Unavailable {
+            what: "the database is unavailable".into(),
+            retry_after: Duration::from_secs(1),
+        }));
+    }
+    if let Err(error) = gateway
+        .authenticator
+        .check(&parts.headers, requirement)
+        .await
+    {
+        return response::error_response(&Status::from(error));
+    }
+    let (body, _charge) = match body::read(
+        body,
+        &gateway.budget,
+        gateway.max_body_bytes,
+        gateway.body_read_timeout,
+    )
+    .await
+    {
+        Ok(read) => read,
+        Err(refusal) => return refusal,
     };
     if route.body_required() && body.iter().all(u8::is_ascii_whitespace) {
         return response::error_response(&Status::from(Error::invalid(

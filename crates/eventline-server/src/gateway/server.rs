@@ -1,7 +1,8 @@
 //! The HTTP listener: hyper-util with a timer so header-read timeouts fire (slowloris),
-//! a connection cap, CORS, and graceful shutdown.
+//! the connection limits of `connection.rs` (cap, first byte, idle), CORS, and graceful
+//! shutdown.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use axum::Router;
 use http::HeaderValue;
@@ -10,11 +11,11 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::{
-    net::TcpListener,
-    sync::{Semaphore, watch},
-};
+use tokio::sync::watch;
+use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+use crate::connection::{Acceptor, track_activity};
 
 /// CORS for browsers sending events with write-only keys: `*` or a list of origins.
 pub(super) fn cors(origins: &[String]) -> Result<CorsLayer, String> {
@@ -36,17 +37,17 @@ pub(super) fn cors(origins: &[String]) -> Result<CorsLayer, String> {
     Ok(layer.allow_origin(AllowOrigin::list(origins)))
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then lets open requests finish
-/// for at most `grace`.
+/// Serves `app` on `acceptor`'s connections until `stop` turns true, then lets open
+/// requests finish for at most `grace`. Each request carries its connection's
+/// [`ConnectionInfo`], so that [`track_activity`] keeps the idle timeout off live requests.
 pub(crate) async fn serve(
-    listener: TcpListener,
+    acceptor: Acceptor,
     app: Router,
-    max_connections: usize,
     header_read_timeout: Duration,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let connections = Arc::new(Semaphore::new(max_connections.max(1)));
+    let app = app.layer(axum::middleware::from_fn(track_activity));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -55,30 +56,24 @@ pub(crate) async fn serve(
         .header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     loop {
-        // Wait for room before accepting: past the cap, connections queue in the backlog.
-        let permit = tokio::select! {
-            permit = Arc::clone(&connections).acquire_owned() => match permit { Ok(permit) => permit, Err(_) => break },
+        // Past the connection cap the acceptor waits, and connections queue in the backlog.
+        let stream = tokio::select! {
+            stream = acceptor.accept() => stream,
             _ = stop.wait_for(|stopped| *stopped) => break,
         };
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(error = %error, "http accept failed");
-                    continue;
-                }
+        let info = stream.info();
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(info.clone());
+                request
             },
-            _ = stop.wait_for(|stopped| *stopped) => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        ));
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             let _ = connection.await;
-            drop(permit);
         });
     }
     if tokio::time::timeout(grace, graceful.shutdown())
