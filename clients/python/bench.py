@@ -1,10 +1,11 @@
 """Benchmark of the Python producer (not a test: it asserts nothing).
 
-Measures, against a running server:
+Measures, against a running server (the same one throughout):
 1. the cost of `track()` in the calling thread: p50/p99/p99.9 over `--calls` calls, while
    the sender thread is streaming them (the GIL is shared, so this is the realistic case);
 2. end-to-end acknowledged events/s from one process: `--events` events tracked as fast
-   as possible, timed until `shutdown()` has every acknowledgement;
+   as possible, timed until `shutdown()` has every acknowledgement, beside a raw
+   IngestBidi stream of prebuilt batches from the same process (the SDK's overhead);
 3. in the same run, when the server binary has it, the Rust producer's rate from
    `eventline bench producer --target URL --api-key KEY --json`, and the ratio
    python/rust (target: >= 0.5).
@@ -33,9 +34,15 @@ def percentile(sorted_values: List[int], fraction: float) -> float:
     return sorted_values[index] / 1000.0
 
 
-def track_cost(target: str, api_key: str, calls: int) -> Dict[str, float]:
-    """Per-call cost of track() in microseconds, with the sender running."""
-    client = eventline.Client(target, api_key=api_key, max_queue_size=calls)
+def track_cost(target: str, api_key: str, calls: int, sending: bool = True) -> Dict[str, float]:
+    """Per-call cost of track() in microseconds, with the sender streaming the events
+    (`sending`), or holding them all until the end (the calling thread alone)."""
+    if sending:
+        client = eventline.Client(target, api_key=api_key, max_queue_size=calls)
+    else:
+        client = eventline.Client(
+            target, api_key=api_key, max_queue_size=calls, max_batch=2000, flush_interval=3600
+        )
     for number in range(2_000):  # warm up: imports, caches, the stream
         client.track("warmup", user_id="u", properties={"n": number})
     client.flush(timeout=60)
@@ -49,14 +56,57 @@ def track_cost(target: str, api_key: str, calls: int) -> Dict[str, float]:
         timings[number] = clock() - started
     counts = client.shutdown(timeout=300)
     timings.sort()
+    prefix = "track" if sending else "track_idle_sender"
     return {
-        "track_p50_us": percentile(timings, 0.50),
-        "track_p99_us": percentile(timings, 0.99),
-        "track_p999_us": percentile(timings, 0.999),
-        "track_mean_us": sum(timings) / len(timings) / 1000.0,
-        "track_calls": calls,
-        "track_run_failed_or_dropped": counts.failed + counts.dropped,
+        f"{prefix}_p50_us": percentile(timings, 0.50),
+        f"{prefix}_p99_us": percentile(timings, 0.99),
+        f"{prefix}_p999_us": percentile(timings, 0.999),
+        f"{prefix}_mean_us": sum(timings) / len(timings) / 1000.0,
+        f"{prefix}_calls": calls,
+        f"{prefix}_failed_or_dropped": counts.failed + counts.dropped,
     }
+
+
+def raw_bidi(target: str, api_key: str, events: int) -> Dict[str, float]:
+    """The baseline without the SDK: prebuilt batches of 500 on one IngestBidi stream,
+    4 in flight, from this process. Shows what the server and gRPC Python allow."""
+    import threading
+
+    import grpc
+
+    from eventline.v1 import event_pb2, ingest_pb2, ingest_pb2_grpc
+
+    batches = []
+    for start in range(0, events, 500):
+        batch = ingest_pb2.IngestBidiRequest(sequence=len(batches) + 1)
+        for number in range(start, min(events, start + 500)):
+            event = batch.events.add(
+                event_id=eventline.uuid7(),
+                event_type=EVENT_TYPES[number % 5],
+                user_id=f"user-{number % 1000}",
+            )
+            event.timestamp.GetCurrentTime()
+            event.properties.update({"plan": "pro", "n": number, "path": "/pricing"})
+        batches.append(batch)
+    slots = threading.Semaphore(4)
+
+    def requests():
+        for batch in batches:
+            slots.acquire()
+            yield batch
+
+    target = target.split("://", 1)[-1]
+    with grpc.insecure_channel(target) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        started = time.perf_counter()
+        acknowledged = 0
+        for ack in stub.IngestBidi(requests(), metadata=(("x-api-key", api_key),)):
+            acknowledged += sum(
+                1 for result in ack.results if result.status != event_pb2.INGEST_STATUS_REJECTED
+            )
+            slots.release()
+        seconds = time.perf_counter() - started
+    return {"raw_bidi_events_per_second": acknowledged / seconds, "raw_bidi_events": acknowledged}
 
 
 def end_to_end(target: str, api_key: str, events: int) -> Dict[str, float]:
@@ -120,8 +170,13 @@ def main() -> int:
         parser.error("--api-key (or $EVENTLINE_API_KEY) is required")
 
     results: Dict[str, Any] = {}
+    results.update(track_cost(args.target, args.api_key, args.calls, sending=False))
     results.update(track_cost(args.target, args.api_key, args.calls))
+    results.update(raw_bidi(args.target, args.api_key, args.events))
     results.update(end_to_end(args.target, args.api_key, args.events))
+    results["python_over_raw_bidi"] = (
+        results["python_events_per_second"] / results["raw_bidi_events_per_second"]
+    )
     results.update(rust_producer(args.eventline_bin, args.target, args.api_key))
     rust_rate = results.get("rust_producer_events_per_second")
     if rust_rate:
@@ -129,12 +184,17 @@ def main() -> int:
     if args.json:
         print(json.dumps(results))
         return 0
-    print(f"track() in the calling thread over {results['track_calls']} calls: "
-          f"p50 {results['track_p50_us']:.1f} us, p99 {results['track_p99_us']:.1f} us "
-          f"(target <= 20), p99.9 {results['track_p999_us']:.1f} us, mean {results['track_mean_us']:.1f} us")
+    for prefix, what in (("track_idle_sender", "sender idle"), ("track", "sender streaming")):
+        print(f"track() in the calling thread, {what}, {results[prefix + '_calls']} calls: "
+              f"p50 {results[prefix + '_p50_us']:.1f} us, p99 {results[prefix + '_p99_us']:.1f} us "
+              f"(target <= 20), p99.9 {results[prefix + '_p999_us']:.1f} us, "
+              f"mean {results[prefix + '_mean_us']:.1f} us")
+    print(f"raw IngestBidi from Python (prebuilt batches, no SDK): "
+          f"{results['raw_bidi_events_per_second']:,.0f} events/s")
     print(f"end to end, one process: {results['python_acknowledged']} acknowledged in "
           f"{results['python_seconds']:.2f} s = {results['python_events_per_second']:,.0f} events/s "
-          f"(track loop {results['python_track_seconds']:.2f} s)")
+          f"(track loop {results['python_track_seconds']:.2f} s); "
+          f"SDK/raw = {results['python_over_raw_bidi']:.2f}")
     if rust_rate:
         print(f"Rust producer (same server, same run): {rust_rate:,.0f} events/s; "
               f"bidi baseline {results.get('rust_bidi_events_per_second', 0):,.0f} events/s")

@@ -39,6 +39,24 @@ def test_server_killed_mid_stream_stores_every_event_exactly_once(server):
     assert sorted(stored) == sorted(tracked)
 
 
+def test_stalled_server_is_detected_by_the_ack_timeout_and_every_event_is_stored_once(
+    server, caplog
+):
+    caplog.set_level(logging.WARNING, logger="eventline")
+    client = eventline.Client(server.address, api_key=API_KEY, ack_timeout=1, max_retry_duration=120)
+    tracked = [client.track("before_stall") for _ in range(1_000)]
+    assert client.flush(timeout=60)
+    server.pause()
+    try:
+        tracked += [client.track("during_stall") for _ in range(1_000)]
+        wait_until(lambda: "no acknowledgement within ack_timeout" in caplog.text, "the ack timeout")
+    finally:
+        server.resume()
+    counts = client.shutdown(timeout=120)
+    assert counts.accepted + counts.duplicates == 2_000, counts
+    assert sorted(exported_ids(client)) == sorted(tracked)
+
+
 def test_overloaded_server_is_retried_with_backoff_until_every_event_is_stored(
     make_server, caplog
 ):

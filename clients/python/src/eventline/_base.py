@@ -22,7 +22,7 @@ class ClientCore:
     bounds each unary query, in seconds. Every producer setting of clients/README.md is a
     keyword argument: `max_queue_size`, `queue_full_policy`, `max_batch`,
     `flush_interval`, `max_in_flight`, `initial_backoff`, `max_backoff`,
-    `max_retry_duration`, `shutdown_timeout`, `on_rejected`.
+    `max_retry_duration`, `ack_timeout`, `shutdown_timeout`, `on_rejected`.
     """
 
     def __init__(

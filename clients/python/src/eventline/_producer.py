@@ -80,6 +80,7 @@ class ProducerOptions:
     initial_backoff: float = 0.1
     max_backoff: float = 30.0
     max_retry_duration: float = 600.0
+    ack_timeout: float = 30.0
     shutdown_timeout: float = 10.0
     on_rejected: Optional[Callable[[RejectedEvent], Any]] = None
 
@@ -89,7 +90,7 @@ class ProducerOptions:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)!r}")
 
         for name in ("max_queue_size", "max_batch", "flush_interval", "max_in_flight",
-                     "initial_backoff", "max_backoff", "max_retry_duration"):
+                     "initial_backoff", "max_backoff", "max_retry_duration", "ack_timeout"):
             positive(name)
         if self.max_batch > MAX_EVENTS_PER_MESSAGE:
             raise ValueError(f"max_batch: at most {MAX_EVENTS_PER_MESSAGE}, got {self.max_batch}")
@@ -112,15 +113,15 @@ class _Batch:
 
 
 class _Stream:
-    """One IngestBidi call; `closed` ends its request generator, `sent` holds the
-    sequence numbers written on it."""
+    """One IngestBidi call; `closed` ends its request generator, `sent` maps the
+    sequence numbers written on it to when they were written."""
 
     __slots__ = ("closed", "call", "sent")
 
     def __init__(self) -> None:
         self.closed = False
         self.call: Any = None
-        self.sent: set = set()
+        self.sent: Dict[int, float] = {}
 
 
 OpenStream = Callable[[Iterator[ingest_pb2.IngestBidiRequest]], Any]
@@ -310,7 +311,7 @@ class Producer:
                 if self._abandoned or not (self._queue or self._in_flight):
                     return
                 stream = self._stream = _Stream()
-            error = self._stream_until_broken(stream, backoff)
+            error: Any = self._stream_until_broken(stream, backoff)
             if error is None:
                 with self._cond:
                     if self._stopping and not (self._queue or self._in_flight):
@@ -325,7 +326,7 @@ class Producer:
                 if self._abandoned:
                     return
 
-    def _stream_until_broken(self, stream: _Stream, backoff: Backoff) -> Optional[grpc.RpcError]:
+    def _stream_until_broken(self, stream: _Stream, backoff: Backoff) -> Optional[Any]:
         try:
             stream.call = self._open_stream(self._requests(stream))
             for ack in stream.call:
@@ -394,23 +395,37 @@ class Producer:
         while True:
             with self._cond:
                 batch = self._next_batch(stream)
-                if batch is None:
+                if batch is _STALLED:
+                    call = stream.call
+                elif batch is None:
                     return
-                stream.sent.add(batch.sequence)
+                else:
+                    stream.sent[batch.sequence] = time.monotonic()
+            if batch is _STALLED:
+                # A server that holds a batch this long without acknowledging it is
+                # stuck (or unreachable without a reset): break the stream and resend.
+                logger.warning("eventline: no acknowledgement within ack_timeout; reconnecting")
+                if call is not None:
+                    call.cancel()
+                return
             yield _request(batch)
 
-    def _next_batch(self, stream: _Stream) -> Optional[_Batch]:
-        """Waits (holding the condition) for a batch to send; None ends the stream."""
+    def _next_batch(self, stream: _Stream) -> Any:
+        """Waits (holding the condition) for a batch to send; None ends the stream and
+        _STALLED breaks it."""
         options = self._options
         while True:
             if stream.closed or self._abandoned:
                 return None
             unsent = [seq for seq in self._in_flight if seq not in stream.sent]
-            outstanding = len(self._in_flight) - len(unsent)
+            waiting_since = [stream.sent[seq] for seq in self._in_flight if seq in stream.sent]
+            ack_due = min(waiting_since) + options.ack_timeout if waiting_since else None
+            if ack_due is not None and time.monotonic() >= ack_due:
+                return _STALLED
             if unsent:
-                if outstanding < self._window:
+                if len(waiting_since) < self._window:
                     return self._in_flight[min(unsent)]
-                self._cond.wait()
+                self._wait_until(ack_due)
                 continue
             queue = self._queue
             if queue and len(self._in_flight) < self._window:
@@ -423,11 +438,17 @@ class Producer:
                     or now >= due
                 ):
                     return self._take_batch(now)
-                self._cond.wait(due - now)
+                self._wait_until(due if ack_due is None else min(due, ack_due))
                 continue
             if self._stopping and not queue and not self._in_flight:
                 return None  # everything acknowledged: half-close
+            self._wait_until(ack_due)
+
+    def _wait_until(self, deadline: Optional[float]) -> None:
+        if deadline is None:
             self._cond.wait()
+        else:
+            self._cond.wait(max(0.0, deadline - time.monotonic()))
 
     def _take_batch(self, now: float) -> _Batch:
         queue = self._queue
@@ -491,6 +512,10 @@ class Producer:
                     self._options.on_rejected(event)
                 except Exception:
                     logger.exception("eventline: on_rejected callback raised")
+
+
+# Returned by _next_batch when the oldest batch on the stream waited over ack_timeout.
+_STALLED = object()
 
 
 def _request(batch: _Batch) -> ingest_pb2.IngestBidiRequest:

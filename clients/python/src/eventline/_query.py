@@ -91,7 +91,7 @@ def property_filters(filters: PropertyFilters) -> List[str]:
     return list(filters)
 
 
-def interval(value: str) -> int:
+def interval(value: str) -> Any:
     try:
         return INTERVALS[value]
     except KeyError:

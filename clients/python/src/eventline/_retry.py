@@ -5,7 +5,7 @@ full jitter."""
 from __future__ import annotations
 
 import random
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -26,7 +26,7 @@ RETRYABLE_CODES = frozenset(
 _DETAILS_KEY = "grpc-status-details-bin"
 
 
-def retry_delay(trailing_metadata: Optional[Sequence[Tuple[str, object]]]) -> Optional[float]:
+def retry_delay(trailing_metadata: Optional[Sequence[Any]]) -> Optional[float]:
     """The delay of a `google.rpc.RetryInfo` in the status details trailer, in seconds."""
     for key, value in trailing_metadata or ():
         if key != _DETAILS_KEY or not isinstance(value, bytes):
