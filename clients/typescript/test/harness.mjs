@@ -18,15 +18,23 @@ export function binary() {
   return path;
 }
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
+function bindable(port) {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
   });
+}
+
+/**
+ * A port free right now, outside the kernel's ephemeral range (32768–60999): a server
+ * restarted on it after a SIGKILL must not find it taken by some client's source port.
+ */
+export async function freePort() {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (await bindable(port)) return port;
+  }
 }
 
 function psql(sql) {
