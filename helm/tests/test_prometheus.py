@@ -258,3 +258,29 @@ def test_every_rule_evaluates_against_real_series(scraped, prometheus):
     # A healthy server under light traffic: nothing that signals an outage fires.
     firing = {r["name"] for r in rules if r["state"] == "firing"}
     assert not firing & {"EventlineDown", "EventlineNotReady", "EventlineIngestStalled"}, firing
+
+
+def test_dashboard_is_well_formed_for_grafana():
+    panels = DASHBOARD["panels"]
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+    assert DASHBOARD["uid"] == "eventline" and DASHBOARD["schemaVersion"] >= 36
+    assert [v["name"] for v in DASHBOARD["templating"]["list"]] == ["datasource", "namespace", "job"]
+    occupied = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+        cells = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
+        assert not cells & occupied, f"{panel['title']} overlaps another panel"
+        occupied |= cells
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert panel["description"], panel["title"]
+        for target in panel["targets"]:
+            assert 'namespace="$namespace", job="$job"' in target["expr"], f"{panel['title']}: not scoped to the chosen release"
+    titles = {panel["title"] for panel in panels}
+    for wanted in ["RPCs per second", "RPC latency p95 / p99", "HTTP latency p95 / p99", "Events per second by outcome",
+                   "Events per second by type", "Top event types", "Hourly traffic", "Writer batch size",
+                   "Writer commit latency", "Writer queue depth", "Store operation latency p95", "Pool connections", "Live tails"]:
+        assert wanted in titles
