@@ -343,6 +343,37 @@ def start_server(binary: str, spec: RunSpec, workdir: Path, timeout: float = 60)
     pytest.fail(f"eventline did not report SERVING within {timeout} s:\n{server.log_text()}")
 
 
+def _expected_fields(binary: str, toml: str, directory: Path) -> list[str]:
+    """The field names the binary's config error lists for an unknown key in `toml`."""
+    path = directory / "probe.toml"
+    path.write_text(toml)
+    env = process_env({"EVENTLINE_DATA_DIR": str(directory / "data")})
+    result = subprocess.run([binary, "migrate", "--config", str(path)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0, f"the binary accepted an unknown setting: {toml!r}"
+    match = re.search(r"unknown field: found `zz_not_a_setting`, expected `(.*)` for key", result.stderr)
+    assert match, f"unexpected error for an unknown setting: {result.stderr}"
+    # serde: "`a`", "`a` or `b`", "one of `a`, `b`, `c`".
+    return re.findall(r"`([a-z_]+)`", match.group(1))
+
+
+def binary_settings(binary: str, directory: Path) -> set[str]:
+    """Every setting the binary knows, as it says itself: its config denies unknown
+    fields and names the expected ones, for the sections and for each section's keys."""
+    sections = _expected_fields(binary, "[zz_not_a_setting]\nx = 1\n", directory)
+    assert "grpc" in sections and "writer" in sections, sections
+    settings = set()
+    for section in sections:
+        keys = _expected_fields(binary, f"[{section}]\nzz_not_a_setting = 1\n", directory)
+        settings |= {f"{section}.{key}" for key in keys}
+    return settings
+
+
+def setting_of(env_name: str) -> str:
+    """EVENTLINE_GRPC_MAX_CONNECTIONS -> grpc.max_connections, as the binary maps it (the
+    first underscore after the prefix splits section and key)."""
+    return env_name.removeprefix("EVENTLINE_").lower().replace("_", ".", 1)
+
+
 def rendered_containers(objects: list[dict]) -> tuple[dict, dict]:
     deployment = find(objects, "Deployment", FULLNAME)
     job = find(objects, "Job", f"{FULLNAME}-migrate")
