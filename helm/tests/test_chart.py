@@ -189,6 +189,8 @@ def test_monitoring_objects_need_the_operator_api_or_assume_crds():
         ({"config": {"database": {"url": "postgres://in-plain-sight"}}}, "url"),
         ({"config": {"admin": {"token": "0123456789abcdef0123"}}}, "admin"),
         ({"config": {"Grpc": {"addr": "0.0.0.0:1"}}}, "Grpc"),
+        # EVENTLINE_MY_SECTION_KEY would read back as my.section_key.
+        ({"config": {"my_section": {"key": 1}}}, "my_section"),
         ({"postgresql": {"enabled": "yes"}}, "enabled"),
         ({"autoscaling": {"targetCPUUtilizationPercentage": 150}}, "targetCPUUtilizationPercentage"),
     ],
@@ -201,11 +203,11 @@ def test_schema_rejects_wrong_values_naming_them(values, named):
 
 def test_schema_accepts_a_setting_the_server_gains_later():
     """config is open: a new key in a known section, or a new section, renders."""
-    objects = render_objects({"config": {"grpc": {"some_future_timeout_ms": 300000}, "future_section": {"budget_bytes": 67108864}}})
+    objects = render_objects({"config": {"grpc": {"some_future_timeout_ms": 300000}, "future": {"budget_bytes": 67108864}}})
     server, migrate = rendered_containers(objects)
     env = {e["name"]: e.get("value") for e in server["env"]}
     assert env["EVENTLINE_GRPC_SOME_FUTURE_TIMEOUT_MS"] == "300000"
-    assert env["EVENTLINE_FUTURE_SECTION_BUDGET_BYTES"] == "67108864"
+    assert env["EVENTLINE_FUTURE_BUDGET_BYTES"] == "67108864"
     assert chart_env_names(server) >= chart_env_names(migrate) - {"EVENTLINE_DATABASE_READ_URL"}
 
 
