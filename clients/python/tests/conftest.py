@@ -14,6 +14,7 @@ import urllib.request
 import uuid
 from typing import Dict, Iterator, Optional
 
+import eventline  # noqa: F401  (first, as applications do: it turns on gRPC's fork support)
 import grpc
 import pytest
 

@@ -6,12 +6,19 @@ event ends up counted as accepted, duplicate, rejected, dropped or failed. The m
 generated from the protos are in `eventline.v1`.
 """
 
-from eventline._aio import AsyncClient, AsyncEventStream
-from eventline._client import Client, EventStream
-from eventline._connection import VERSION as __version__
-from eventline._events import uuid7
-from eventline._producer import Counts, ProducerOptions, RejectedEvent, Stats
-from eventline._query import Bucket, Event, EventTypeCount
+import os as _os
+
+# gRPC keeps working in a forked child (gunicorn, celery) only with its fork support on,
+# which it reads once, when grpc is first imported: turn it on unless the application
+# chose otherwise. The producer also takes its sender out of gRPC before each fork().
+_os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "1")
+
+from eventline._aio import AsyncClient, AsyncEventStream  # noqa: E402
+from eventline._client import Client, EventStream  # noqa: E402
+from eventline._connection import VERSION as __version__  # noqa: E402
+from eventline._events import uuid7  # noqa: E402
+from eventline._producer import Counts, ProducerOptions, RejectedEvent, Stats  # noqa: E402
+from eventline._query import Bucket, Event, EventTypeCount  # noqa: E402
 
 __all__ = [
     "AsyncClient",

@@ -29,6 +29,8 @@ logger = logging.getLogger("eventline")
 
 # The server takes messages up to 20 MiB; a batch stops growing before 16 MiB.
 MAX_BATCH_BYTES = 16 * 1024 * 1024
+# How long fork() waits for the sender to leave gRPC.
+FORK_QUIESCE_TIMEOUT = 2.0
 QUEUE_FULL_POLICIES = ("drop_newest", "drop_oldest")
 
 _ACCEPTED = event_pb2.INGEST_STATUS_ACCEPTED
@@ -164,6 +166,9 @@ class Producer:
         self._acks_toward_growth = 0
         self._stopping = False
         self._abandoned = False
+        # Set by the before-fork hook: the sender leaves gRPC and parks until it clears.
+        self._forking = False
+        self._parked = False
         self._final: Optional[Counts] = None
         self._thread: Optional[threading.Thread] = None
         self._stream: Optional[_Stream] = None
@@ -282,9 +287,33 @@ class Producer:
     # -- fork and exit -----------------------------------------------------------------
 
     def _before_fork(self) -> None:
-        self._cond.acquire()
+        # gRPC survives fork() only when no thread is inside it (and with fork support on,
+        # see eventline/__init__.py): end the stream and park the sender first. Unacked
+        # batches are resent after the fork, with the same ids.
+        with self._cond:
+            thread = self._thread
+            stream = self._stream
+            if thread is not None and thread.is_alive():
+                self._forking = True
+                if stream is not None:
+                    stream.closed = True
+                self._cond.notify_all()
+            else:
+                thread = None
+        if thread is not None:
+            if stream is not None and stream.call is not None:
+                stream.call.cancel()
+            deadline = time.monotonic() + FORK_QUIESCE_TIMEOUT
+            with self._cond:
+                while not self._parked and thread.is_alive() and time.monotonic() < deadline:
+                    self._cond.wait(deadline - time.monotonic())
+                if not self._parked and thread.is_alive():
+                    logger.warning("eventline: the sender did not pause before fork()")
+        self._cond.acquire()  # held across fork(): the child copies a consistent state
 
     def _after_fork_in_parent(self) -> None:
+        self._forking = False
+        self._cond.notify_all()
         self._cond.release()
 
     def _after_fork_in_child(self) -> None:
@@ -306,12 +335,16 @@ class Producer:
         backoff = Backoff(self._options.initial_backoff, self._options.max_backoff)
         while True:
             with self._cond:
+                self._park_while_forking()
                 while not (self._queue or self._in_flight or self._stopping):
                     self._cond.wait()
+                    self._park_while_forking()
                 if self._abandoned or not (self._queue or self._in_flight):
                     return
                 stream = self._stream = _Stream()
             error: Any = self._stream_until_broken(stream, backoff)
+            if self._forking:
+                continue  # ended for a fork(): resume afterwards, without backoff
             if error is None:
                 with self._cond:
                     if self._stopping and not (self._queue or self._in_flight):
@@ -322,9 +355,18 @@ class Producer:
             with self._cond:
                 deadline = time.monotonic() + delay
                 while not self._abandoned and time.monotonic() < deadline:
-                    self._cond.wait(deadline - time.monotonic())
+                    self._park_while_forking()
+                    self._cond.wait(max(0.0, deadline - time.monotonic()))
                 if self._abandoned:
                     return
+
+    def _park_while_forking(self) -> None:
+        """Waits (holding the condition, outside gRPC) while a fork() is under way."""
+        while self._forking:
+            self._parked = True
+            self._cond.notify_all()
+            self._cond.wait()
+        self._parked = False
 
     def _stream_until_broken(self, stream: _Stream, backoff: Backoff) -> Optional[Any]:
         try:
