@@ -9,7 +9,8 @@ test *ARGS:
     bash scripts/test {{ARGS}}
 
 # Regenerate every SDK's code from proto/ (buf.gen.yaml; needs buf and grpcio-tools 1.85.1
-# from pip). scripts/check-generated fails CI when the committed code is out of date.
+# from pip, and `npm ci` in clients/typescript). scripts/check-generated fails CI when the
+# committed code is out of date.
 gen:
     buf generate
 
