@@ -11,6 +11,7 @@ import pytest
 
 import eventline
 from conftest import free_port
+from eventline._producer import queued_events
 
 
 @pytest.fixture
@@ -71,14 +72,14 @@ def test_event_ids_are_uuid7_and_timestamps_are_taken_at_track(client):
     for text in ids:
         assert uuid.UUID(text).version == 7
         assert uuid.UUID(text).variant == uuid.RFC_4122
-    queued = [entry[2] for entry in client._producer._queue]
+    queued = queued_events(list(client._producer._queue))
     now = datetime.now(timezone.utc).timestamp()
     assert all(abs(event.timestamp.seconds - now) < 60 for event in queued)
 
 
 def test_naive_datetimes_are_utc(client):
     client.track("t", timestamp=datetime(2025, 1, 2, 3, 4, 5, 600))
-    event = client._producer._queue[0][2]
+    event = queued_events(list(client._producer._queue))[0]
     expected = datetime(2025, 1, 2, 3, 4, 5, 600, tzinfo=timezone.utc)
     assert event.timestamp.seconds == int(expected.timestamp())
     assert event.timestamp.nanos == 600_000

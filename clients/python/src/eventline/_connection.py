@@ -103,10 +103,15 @@ class ProcessChannel:
         return self._channel
 
     def open_ingest_stream(self, requests: Any) -> Any:
-        from eventline.v1 import ingest_pb2_grpc
+        """IngestBidi taking requests already encoded by the producer (no serializer)."""
+        from eventline.v1 import ingest_pb2
 
-        stub = ingest_pb2_grpc.IngestServiceStub(self.get())
-        return stub.IngestBidi(requests, metadata=self._connection.metadata)
+        call = self.get().stream_stream(
+            "/eventline.v1.IngestService/IngestBidi",
+            request_serializer=None,
+            response_deserializer=ingest_pb2.IngestBidiResponse.FromString,
+        )
+        return call(requests, metadata=self._connection.metadata)
 
     def close(self) -> None:
         if self._channel is not None and self._pid == os.getpid():

@@ -16,7 +16,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -107,7 +107,7 @@ class ProducerOptions:
 class _Batch:
     __slots__ = ("sequence", "events", "first_serial", "first_sent")
 
-    def __init__(self, sequence: int, events: List[event_pb2.Event], first_serial: int) -> None:
+    def __init__(self, sequence: int, events: List[bytes], first_serial: int) -> None:
         self.sequence = sequence
         self.events = events
         self.first_serial = first_serial
@@ -126,7 +126,8 @@ class _Stream:
         self.sent: Dict[int, float] = {}
 
 
-OpenStream = Callable[[Iterator[ingest_pb2.IngestBidiRequest]], Any]
+# Opens IngestBidi with requests already encoded (see _request).
+OpenStream = Callable[[Iterator[bytes]], Any]
 
 
 class Producer:
@@ -147,9 +148,13 @@ class Producer:
 
     def _reset_state(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._queue: Deque[Tuple[int, int, event_pb2.Event]] = deque()
+        # Each event as it goes on the wire: the IngestBidiRequest.events field, framed
+        # (bytes, which the garbage collector never scans however long the queue).
+        self._queue: Deque[bytes] = deque()
+        # Events ever appended to the queue; the head's serial is _enqueued - len + 1.
         self._oldest_enqueued = 0.0
         self._tracked = 0
+        self._enqueued = 0
         self._accepted = 0
         self._duplicates = 0
         self._rejected = 0
@@ -177,7 +182,7 @@ class Producer:
 
     def enqueue(self, event: event_pb2.Event) -> None:
         """Queues a validated event; never blocks on the network, never raises for it."""
-        size = event.ByteSize()
+        framed = _frame_event(event.SerializeToString())
         options = self._options
         with self._cond:
             if self._final is not None or self._stopping:
@@ -195,7 +200,8 @@ class Producer:
                 self._log_drop()
             if not queue:
                 self._oldest_enqueued = time.monotonic()
-            queue.append((self._tracked, size, event))
+            self._enqueued += 1
+            queue.append(framed)
             if len(queue) == options.max_batch:
                 self._cond.notify_all()
 
@@ -212,7 +218,7 @@ class Producer:
         until the timeout (False)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            target = self._tracked
+            target = self._enqueued
             self._flush_target = max(self._flush_target, target)
             self._cond.notify_all()
             while not self._done_through(target):
@@ -226,9 +232,12 @@ class Producer:
             return True
 
     def _done_through(self, serial: int) -> bool:
-        if self._queue and self._queue[0][0] <= serial:
+        if self._queue and self._head_serial() <= serial:
             return False
         return all(batch.first_serial > serial for batch in self._in_flight.values())
+
+    def _head_serial(self) -> int:
+        return self._enqueued - len(self._queue) + 1
 
     def shutdown(self, timeout: Optional[float] = None) -> Counts:
         """Flushes, stops the sender and returns the final counts; later calls return the
@@ -238,7 +247,7 @@ class Producer:
             if self._final is not None:
                 return self._final
             self._stopping = True
-            self._flush_target = self._tracked
+            self._flush_target = self._enqueued
             self._cond.notify_all()
             thread = self._thread
         if thread is not None:
@@ -430,7 +439,7 @@ class Producer:
         )
         return delay
 
-    def _requests(self, stream: _Stream) -> Iterator[ingest_pb2.IngestBidiRequest]:
+    def _requests(self, stream: _Stream) -> Iterator[bytes]:
         """The request side of one stream: first every unacknowledged batch again (same
         sequence and event ids), then new batches as they fill or their time comes,
         never more unacknowledged ones than the window allows."""
@@ -475,7 +484,7 @@ class Producer:
                 due = self._oldest_enqueued + options.flush_interval
                 if (
                     len(queue) >= options.max_batch
-                    or queue[0][0] <= self._flush_target
+                    or self._head_serial() <= self._flush_target
                     or self._stopping
                     or now >= due
                 ):
@@ -494,14 +503,14 @@ class Producer:
 
     def _take_batch(self, now: float) -> _Batch:
         queue = self._queue
-        first_serial = queue[0][0]
-        events: List[event_pb2.Event] = []
+        first_serial = self._head_serial()
+        events: List[bytes] = []
         batch_bytes = 0
         while queue and len(events) < self._options.max_batch:
-            size = queue[0][1]
+            size = len(queue[0])
             if events and batch_bytes + size > MAX_BATCH_BYTES:
                 break
-            events.append(queue.popleft()[2])
+            events.append(queue.popleft())
             batch_bytes += size
         batch = _Batch(self._next_sequence, events, first_serial)
         batch.first_sent = now
@@ -531,7 +540,7 @@ class Producer:
                 elif status == _REJECTED:
                     self._rejected += 1
                     event_type = (
-                        batch.events[result.index].event_type
+                        _event_type(batch.events[result.index])
                         if result.index < len(batch.events)
                         else ""
                     )
@@ -560,10 +569,38 @@ class Producer:
 _STALLED = object()
 
 
-def _request(batch: _Batch) -> ingest_pb2.IngestBidiRequest:
+def _request(batch: _Batch) -> bytes:
+    """The encoded IngestBidiRequest: its header fields, then the framed events as they
+    were queued (protobuf fields may come in any order)."""
     sent_at = timestamp_pb2.Timestamp()
     sent_at.GetCurrentTime()
-    return ingest_pb2.IngestBidiRequest(sequence=batch.sequence, events=batch.events, sent_at=sent_at)
+    header = ingest_pb2.IngestBidiRequest(sequence=batch.sequence, sent_at=sent_at)
+    return header.SerializeToString() + b"".join(batch.events)
+
+
+_EVENTS_FIELD_TAG = 0x12  # IngestBidiRequest.events: field 2, length-delimited
+
+
+def _frame_event(encoded: bytes) -> bytes:
+    """`encoded` as one IngestBidiRequest.events entry: tag, varint length, bytes."""
+    length = len(encoded)
+    if length < 0x80:
+        return bytes((_EVENTS_FIELD_TAG, length)) + encoded
+    prefix = bytearray((_EVENTS_FIELD_TAG,))
+    while length >= 0x80:
+        prefix.append((length & 0x7F) | 0x80)
+        length >>= 7
+    prefix.append(length)
+    return bytes(prefix) + encoded
+
+
+def queued_events(framed: List[bytes]) -> List[event_pb2.Event]:
+    """The events of framed queue entries, decoded (for reports and tests)."""
+    return list(ingest_pb2.IngestBidiRequest.FromString(b"".join(framed)).events)
+
+
+def _event_type(framed: bytes) -> str:
+    return queued_events([framed])[0].event_type
 
 
 class _UnexpectedError:
