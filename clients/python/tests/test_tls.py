@@ -66,6 +66,14 @@ def tls_proxy(server, certificate):
     assert started.wait(10), "the TLS proxy did not start"
     yield listening["port"], cert.read_bytes()
     serving.cancel()
+
+    async def cancel_connections():
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(cancel_connections(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
 
