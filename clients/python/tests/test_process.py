@@ -9,11 +9,14 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import eventline
 from conftest import API_KEY
 from helpers import exported_ids
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork")
 def test_forked_child_and_parent_each_send_their_own_events_once(server):
     # Small batches keep the parent streaming while it forks: at fork time some of its
     # events are in flight and some queued, the state SDKs lose or duplicate today.

@@ -45,7 +45,9 @@ class ClientCore:
         )
         # The sender thread's channel (synchronous gRPC), reopened in a forked child.
         self._sender_channel = ProcessChannel(self._connection)
-        self._producer = Producer(self._sender_channel.open_ingest_stream, self._options)
+        self._producer = Producer(
+            self._sender_channel.open_ingest_stream, self._sender_channel.send_batch, self._options
+        )
 
     def track(
         self,

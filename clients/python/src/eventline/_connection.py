@@ -113,6 +113,17 @@ class ProcessChannel:
         )
         return call(requests, metadata=self._connection.metadata)
 
+    def send_batch(self, request: bytes, timeout: float) -> Any:
+        """IngestBatch with a request already encoded by the producer."""
+        from eventline.v1 import ingest_pb2
+
+        call = self.get().unary_unary(
+            "/eventline.v1.IngestService/IngestBatch",
+            request_serializer=None,
+            response_deserializer=ingest_pb2.IngestBatchResponse.FromString,
+        )
+        return call(request, metadata=self._connection.metadata, timeout=timeout)
+
     def close(self) -> None:
         if self._channel is not None and self._pid == os.getpid():
             self._channel.close()

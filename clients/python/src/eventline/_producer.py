@@ -128,14 +128,21 @@ class _Stream:
 
 # Opens IngestBidi with requests already encoded (see _request).
 OpenStream = Callable[[Iterator[bytes]], Any]
+# Calls IngestBatch with an encoded request and a timeout (see _send_unary).
+SendBatch = Callable[[bytes, float], Any]
+# Returned when a stream could not start its thread (interpreter exit, Python 3.12).
+_NO_NEW_THREADS = object()
 
 
 class Producer:
     """Queues events and sends them from a daemon thread; see the module docstring."""
 
-    def __init__(self, open_stream: OpenStream, options: ProducerOptions) -> None:
+    def __init__(
+        self, open_stream: OpenStream, send_batch: SendBatch, options: ProducerOptions
+    ) -> None:
         options.validate()
         self._open_stream = open_stream
+        self._send_batch = send_batch
         self._options = options
         self._reset_state()
         reference = weakref.ref(self)
@@ -144,6 +151,14 @@ class Producer:
             after_in_parent=lambda: _call(reference, "_after_fork_in_parent"),
             after_in_child=lambda: _call(reference, "_after_fork_in_child"),
         )
+        # At exit: first flush while threads can still start (Python 3.12+ refuses new
+        # threads, which a gRPC stream needs, once atexit handlers run), then shut down.
+        register_early = getattr(threading, "_register_atexit", None)
+        if register_early is not None:
+            try:
+                register_early(_call, reference, "_flush_at_exit")
+            except RuntimeError:  # created while the interpreter is already exiting
+                pass
         atexit.register(_call, reference, "_shutdown_at_exit")
 
     def _reset_state(self) -> None:
@@ -330,6 +345,10 @@ class Producer:
         # sender thread of its own once it tracks something.
         self._reset_state()
 
+    def _flush_at_exit(self) -> None:
+        if self._final is None and self._tracked:
+            self.flush(self._options.shutdown_timeout)
+
     def _shutdown_at_exit(self) -> None:
         if self._final is None and self._tracked:
             self.shutdown(self._options.shutdown_timeout)
@@ -354,6 +373,9 @@ class Producer:
             error: Any = self._stream_until_broken(stream, backoff)
             if self._forking:
                 continue  # ended for a fork(): resume afterwards, without backoff
+            if error is _NO_NEW_THREADS:
+                self._send_unary(backoff)
+                return
             if error is None:
                 with self._cond:
                     if self._stopping and not (self._queue or self._in_flight):
@@ -386,6 +408,10 @@ class Producer:
             return None
         except grpc.RpcError as error:
             return error
+        except RuntimeError as error:
+            if "interpreter shutdown" not in str(error):
+                raise
+            return _NO_NEW_THREADS
         except Exception as error:  # a bug must not kill the sender silently
             logger.exception("eventline sender: unexpected error")
             return _UnexpectedError(repr(error), grpc.StatusCode.UNKNOWN)
@@ -393,6 +419,34 @@ class Producer:
             with self._cond:
                 stream.closed = True
                 self._cond.notify_all()
+
+    def _send_unary(self, backoff: Backoff) -> None:
+        """Sends what is left with IngestBatch, one batch at a time, from this thread.
+
+        A gRPC stream needs a thread of its own, and Python 3.12 refuses to start threads
+        once the interpreter exits: the events still queued then (a short script that
+        tracks and ends) go out this way, with the same ids and the same accounting.
+        """
+        while True:
+            with self._cond:
+                while not (self._in_flight or self._queue or self._stopping or self._abandoned):
+                    self._cond.wait()
+                if self._abandoned or not (self._in_flight or self._queue):
+                    return
+                if self._in_flight:
+                    batch = self._in_flight[min(self._in_flight)]
+                else:
+                    batch = self._take_batch(time.monotonic())
+            request = _batch_request(batch)
+            try:
+                response = self._send_batch(request, self._options.ack_timeout)
+            except grpc.RpcError as error:
+                delay = self._after_broken_stream(error, backoff)
+                with self._cond:
+                    self._cond.wait(delay)
+                continue
+            backoff.reset()
+            self._on_results(batch.sequence, response.results)
 
     def _after_broken_stream(self, error: Any, backoff: Backoff) -> float:
         code = error.code()
@@ -520,9 +574,13 @@ class Producer:
         return batch
 
     def _on_ack(self, ack: ingest_pb2.IngestBidiResponse) -> None:
+        self._on_results(ack.sequence, ack.results)
+
+    def _on_results(self, sequence: int, results: Any) -> None:
+        """Counts the per-event results of the batch `sequence`."""
         rejected: List[RejectedEvent] = []
         with self._cond:
-            batch = self._in_flight.pop(ack.sequence, None)
+            batch = self._in_flight.pop(sequence, None)
             if batch is None:
                 return  # already counted (shutdown gave up on it)
             self._in_flight_events -= len(batch.events)
@@ -531,7 +589,7 @@ class Producer:
                 self._acks_toward_growth = 0
                 self._window = min(self._options.max_in_flight, self._window + 1)
             reported = 0
-            for result in ack.results:
+            for result in results:
                 status = result.status
                 if status == _ACCEPTED:
                     self._accepted += 1
@@ -553,7 +611,7 @@ class Producer:
                 self._failed += missing
             self._cond.notify_all()
         if missing > 0:
-            logger.error("eventline: ack for batch %d lacks %d results", ack.sequence, missing)
+            logger.error("eventline: ack for batch %d lacks %d results", sequence, missing)
         for event in rejected:
             logger.warning(
                 "eventline: event %s (%s) rejected: %s", event.event_id, event.event_type, event.error
@@ -579,6 +637,15 @@ def _request(batch: _Batch) -> bytes:
 
 
 _EVENTS_FIELD_TAG = 0x12  # IngestBidiRequest.events: field 2, length-delimited
+_BATCH_EVENTS_FIELD_TAG = b"\x0a"  # IngestBatchRequest.events: field 1, length-delimited
+
+
+def _batch_request(batch: _Batch) -> bytes:
+    """The batch as an encoded IngestBatchRequest (the events re-tagged as field 1)."""
+    sent_at = timestamp_pb2.Timestamp()
+    sent_at.GetCurrentTime()
+    header = ingest_pb2.IngestBatchRequest(sent_at=sent_at).SerializeToString()
+    return header + b"".join(_BATCH_EVENTS_FIELD_TAG + framed[1:] for framed in batch.events)
 
 
 def _frame_event(encoded: bytes) -> bytes:
