@@ -106,7 +106,7 @@ class ProcessChannel:
         """IngestBidi taking requests already encoded by the producer (no serializer)."""
         from eventline.v1 import ingest_pb2
 
-        call = self.get().stream_stream(
+        call: Any = self.get().stream_stream(
             "/eventline.v1.IngestService/IngestBidi",
             request_serializer=None,
             response_deserializer=ingest_pb2.IngestBidiResponse.FromString,
@@ -117,7 +117,7 @@ class ProcessChannel:
         """IngestBatch with a request already encoded by the producer."""
         from eventline.v1 import ingest_pb2
 
-        call = self.get().unary_unary(
+        call: Any = self.get().unary_unary(
             "/eventline.v1.IngestService/IngestBatch",
             request_serializer=None,
             response_deserializer=ingest_pb2.IngestBatchResponse.FromString,
