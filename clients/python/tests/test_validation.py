@@ -11,7 +11,7 @@ import pytest
 
 import eventline
 from conftest import free_port
-from eventline._producer import queued_events
+from eventline._wire import queued_events
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from eventline._aio import AsyncClient, AsyncEventStream  # noqa: E402
 from eventline._client import Client, EventStream  # noqa: E402
 from eventline._connection import VERSION as __version__  # noqa: E402
 from eventline._events import uuid7  # noqa: E402
-from eventline._producer import Counts, ProducerOptions, RejectedEvent, Stats  # noqa: E402
+from eventline._options import Counts, ProducerOptions, RejectedEvent, Stats  # noqa: E402
 from eventline._query import Bucket, Event, EventTypeCount  # noqa: E402
 
 __all__ = [

@@ -14,7 +14,7 @@ import grpc
 
 from eventline import _query
 from eventline._base import ClientCore
-from eventline._producer import Counts
+from eventline._options import Counts
 from eventline._query import Bucket, Event, EventTypeCount, PropertyFilters
 from eventline.v1 import query_pb2_grpc
 

@@ -9,7 +9,8 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 from eventline import _query
 from eventline._connection import Connection, ProcessChannel
 from eventline._events import build_event
-from eventline._producer import Producer, ProducerOptions, Stats
+from eventline._options import ProducerOptions, Stats
+from eventline._producer import Producer
 from eventline._retry import Backoff
 
 
