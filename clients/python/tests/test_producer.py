@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import eventline
@@ -68,7 +69,13 @@ def test_overloaded_server_is_retried_with_backoff_until_every_event_is_stored(
     client = eventline.Client(server.address, api_key=API_KEY, max_batch=1000, max_in_flight=4)
     tracked = [client.track("burst", properties={"n": number}) for number in range(8_000)]
     counts = client.shutdown(timeout=120)
-    assert "RESOURCE_EXHAUSTED" in caplog.text, "the server never refused a batch"
+    refusals = [
+        record.getMessage() for record in caplog.records if "RESOURCE_EXHAUSTED" in record.getMessage()
+    ]
+    assert refusals, "the server never refused a batch"
+    # The server asks for 500 ms (google.rpc.RetryInfo); jitter alone would start near 0.
+    delays = [float(re.search(r"reconnecting in ([0-9.]+)s", line).group(1)) for line in refusals]
+    assert min(delays) >= 0.5, delays
     assert counts.accepted + counts.duplicates == 8_000, counts
     assert counts.failed == 0
     assert sorted(exported_ids(client)) == sorted(tracked)
@@ -139,3 +146,13 @@ def test_unreachable_server_counts_events_as_failed_at_the_shutdown_timeout():
         client.track("lost")  # never raises, though nothing listens
     counts = client.shutdown(timeout=1)
     assert counts == eventline.Counts(failed=10)
+
+
+def test_a_wrong_api_key_fails_the_events_without_raising_in_track(server, caplog):
+    caplog.set_level(logging.WARNING, logger="eventline")
+    client = eventline.Client(server.address, api_key="elk_wrong_key_0123456789abcdef0123")
+    for _ in range(10):
+        client.track("denied")
+    counts = client.shutdown(timeout=3)
+    assert counts == eventline.Counts(failed=10)
+    assert "UNAUTHENTICATED" in caplog.text
