@@ -156,3 +156,22 @@ def test_a_wrong_api_key_fails_the_events_without_raising_in_track(server, caplo
     counts = client.shutdown(timeout=3)
     assert counts == eventline.Counts(failed=10)
     assert "UNAUTHENTICATED" in caplog.text
+
+
+def test_a_batch_unacknowledged_for_max_retry_duration_is_counted_as_failed(server, caplog):
+    caplog.set_level(logging.WARNING, logger="eventline")
+    client = eventline.Client(
+        server.address, api_key=API_KEY, max_batch=100, ack_timeout=0.5, max_retry_duration=2
+    )
+    client.track("connected")
+    assert client.flush(timeout=60)
+    server.pause()  # the connection stays up; nothing is read or acknowledged
+    try:
+        for _ in range(200):
+            client.track("given_up")
+        wait_until(lambda: client.stats().failed == 200, "the batches to be given up")
+        assert client.flush(timeout=1)  # nothing is left waiting
+    finally:
+        server.resume()
+    assert client.shutdown(timeout=10) == eventline.Counts(accepted=1, failed=200)
+    assert "max_retry_duration=2" in caplog.text
