@@ -19,6 +19,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         .extern_path(".google.protobuf", "::pbjson_types")
         // Event.properties stays encoded until validation writes it as JSON (properties.rs).
         .extern_path(".google.protobuf.Struct", "crate::Properties")
+        // Undecodable messages are INVALID_ARGUMENT, not INTERNAL (codec.rs).
+        .codec_path("crate::codec::StrictProstCodec")
         .compile_protos(&protos, std::slice::from_ref(&proto_root))?;
 
     let descriptor_set = std::fs::read(&descriptor_path)?;

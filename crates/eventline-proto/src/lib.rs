@@ -5,6 +5,7 @@
 
 #![allow(unreachable_pub, missing_debug_implementations, clippy::all)]
 
+pub mod codec;
 mod properties;
 
 pub use properties::Properties;

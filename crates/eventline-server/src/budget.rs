@@ -129,8 +129,9 @@ impl FrameCursor {
 }
 
 pin_project! {
-    /// A gRPC request body whose partly received message is charged to the budget, and
-    /// must arrive whole within the message timeout once its first byte came.
+    /// A gRPC request body whose partly received message is charged to the budget, must
+    /// arrive whole within the message timeout once its first byte came, and may not be
+    /// cut short by the end of the stream.
     struct BudgetedBody {
         #[pin]
         inner: Body,
@@ -183,6 +184,14 @@ impl http_body::Body for BudgetedBody {
             }
             Poll::Ready(Some(Err(error))) => {
                 Poll::Ready(Some(Err(tonic::Status::from_error(error.into()))))
+            }
+            // tonic calls a message cut short by the end of the stream INTERNAL; it is
+            // the client's doing.
+            Poll::Ready(None) if !this.cursor.at_boundary() => {
+                *this.failed = true;
+                Poll::Ready(Some(Err(tonic::Status::invalid_argument(
+                    "the request stream ended inside a message (truncated)",
+                ))))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {

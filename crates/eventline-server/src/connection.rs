@@ -1,17 +1,21 @@
 //! Limits on the connections of both listeners (gRPC and HTTP), so that no client can
-//! hold the server's connection slots: a cap on open connections per listener (past it,
-//! new connections wait in the kernel's accept backlog), a deadline for a new
-//! connection's first byte (silent TCP connections), and an idle timeout once no request
-//! is active on the connection (idle HTTP/1 keep-alive, idle h2c and gRPC connections;
-//! HTTP/2 keep-alive pings do not count as activity). Header, body and message deadlines
-//! live with the protocol code; README "Limits and timeouts" lists them all.
+//! hold the server's connection slots: a cap on open connections per listener, a
+//! deadline for a new connection's first byte (silent TCP connections), and an idle
+//! timeout once no request is active on the connection (idle HTTP/1 keep-alive, idle h2c
+//! and gRPC connections; HTTP/2 keep-alive pings do not count as activity). At the cap,
+//! the oldest connection that has not sent a byte yet is closed to make room, so a flood
+//! of silent connections delays a real client by no more than it takes to close them;
+//! with none to close, new connections wait in the kernel's accept backlog. Header, body
+//! and message deadlines live with the protocol code; README "Limits and timeouts" lists
+//! them all.
 
 use std::{
+    collections::VecDeque,
     io,
     pin::Pin,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -29,6 +33,9 @@ use tokio::{
 
 /// TCP keep-alive on accepted sockets: finds peers that vanished without a FIN.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Silent connections closed at once when a listener is at its cap: closing them one per
+/// accept would let a flood delay a real client by one round trip per silent connection.
+const EVICTIONS_AT_CAP: usize = 32;
 
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +52,10 @@ pub(crate) struct ConnectionLimits {
 #[derive(Debug)]
 pub(crate) struct Activity {
     active: AtomicUsize,
+    /// Whether the connection has sent anything yet.
+    spoke: AtomicBool,
+    /// Set by the acceptor to close a silent connection and free its slot.
+    evicted: AtomicBool,
     idle_since: Mutex<Instant>,
     /// Wakes the connection's reader when its last request ends, so the idle timer starts.
     waker: AtomicWaker,
@@ -54,6 +65,8 @@ impl Activity {
     fn new() -> Self {
         Self {
             active: AtomicUsize::new(0),
+            spoke: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
             idle_since: Mutex::new(Instant::now()),
             waker: AtomicWaker::new(),
         }
@@ -110,7 +123,6 @@ pin_project! {
         info: ConnectionInfo,
         limits: ConnectionLimits,
         accepted_at: Instant,
-        seen_first_byte: bool,
         _slot: OwnedSemaphorePermit,
     }
 }
@@ -131,7 +143,6 @@ impl GuardedStream {
             )),
             limits,
             accepted_at,
-            seen_first_byte: false,
             _slot: slot,
         }
     }
@@ -149,20 +160,28 @@ impl AsyncRead for GuardedStream {
         buffer: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
+        let activity = &this.info.activity;
+        let spoke = activity.spoke.load(Ordering::Relaxed);
+        if !spoke && activity.evicted.load(Ordering::Relaxed) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "closed to make room: no request yet and the listener is at its cap",
+            )));
+        }
         let filled_before = buffer.filled().len();
         match this.inner.poll_read(context, buffer) {
             Poll::Ready(Ok(())) => {
-                if buffer.filled().len() > filled_before {
-                    *this.seen_first_byte = true;
+                if !spoke && buffer.filled().len() > filled_before {
+                    activity.spoke.store(true, Ordering::Relaxed);
                 }
                 return Poll::Ready(Ok(()));
             }
             Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
             Poll::Pending => {}
         }
-        this.info.activity.waker.register(context.waker());
-        let deadline = if *this.seen_first_byte {
-            this.info.activity.idle_deadline(this.limits.idle_timeout)
+        activity.waker.register(context.waker());
+        let deadline = if spoke {
+            activity.idle_deadline(this.limits.idle_timeout)
         } else {
             Some(*this.accepted_at + this.limits.first_byte_timeout)
         };
@@ -174,7 +193,7 @@ impl AsyncRead for GuardedStream {
         }
         match this.deadline.as_mut().poll(context) {
             Poll::Ready(()) => {
-                let what = if *this.seen_first_byte {
+                let what = if spoke {
                     "connection idle for longer than the idle timeout"
                 } else {
                     "no request within the first-byte timeout"
@@ -230,6 +249,9 @@ pub(crate) struct Acceptor {
     listener: TcpListener,
     slots: Arc<Semaphore>,
     limits: ConnectionLimits,
+    /// Connections in accept order, to find the oldest silent one at the cap; entries of
+    /// closed or talking connections are dropped as they are met.
+    accepted: Mutex<VecDeque<Weak<Activity>>>,
 }
 
 impl Acceptor {
@@ -238,25 +260,74 @@ impl Acceptor {
             listener,
             slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             limits,
+            accepted: Mutex::new(VecDeque::new()),
         }
     }
 
-    /// Waits for a free slot, then for a connection. Transient accept errors (the peer
-    /// reset before accept, out of file descriptors) are logged and retried after a pause.
+    /// Waits for a free slot (closing the oldest silent connection when there is none),
+    /// then for a connection. Transient accept errors (the peer reset before accept, out
+    /// of file descriptors) are logged and retried after a pause.
     pub(crate) async fn accept(&self) -> GuardedStream {
-        let slot = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .expect("the slot semaphore is never closed");
+        let slot = match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                self.evict_oldest_silent(EVICTIONS_AT_CAP);
+                Arc::clone(&self.slots)
+                    .acquire_owned()
+                    .await
+                    .expect("the slot semaphore is never closed")
+            }
+        };
         loop {
             match self.listener.accept().await {
-                Ok((stream, _)) => return GuardedStream::new(stream, slot, self.limits),
+                Ok((stream, _)) => {
+                    let stream = GuardedStream::new(stream, slot, self.limits);
+                    self.remember(&stream.info.activity);
+                    return stream;
+                }
                 Err(error) => {
                     tracing::warn!(error = %error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
+    }
+
+    fn remember(&self, activity: &Arc<Activity>) {
+        let mut accepted = self.lock_accepted();
+        if accepted.len() >= 2 * self.limits.max_connections {
+            accepted.retain(|entry| {
+                entry
+                    .upgrade()
+                    .is_some_and(|activity| !activity.spoke.load(Ordering::Relaxed))
+            });
+        }
+        accepted.push_back(Arc::downgrade(activity));
+    }
+
+    fn evict_oldest_silent(&self, count: usize) {
+        let mut accepted = self.lock_accepted();
+        let mut evicted = 0;
+        while evicted < count
+            && let Some(entry) = accepted.pop_front()
+        {
+            let Some(activity) = entry.upgrade() else {
+                continue;
+            };
+            if activity.spoke.load(Ordering::Relaxed) {
+                continue;
+            }
+            activity.evicted.store(true, Ordering::Relaxed);
+            activity.waker.wake();
+            evicted += 1;
+        }
+        metrics::counter!("eventline_connections_evicted_total").increment(evicted as u64);
+    }
+
+    fn lock_accepted(&self) -> std::sync::MutexGuard<'_, VecDeque<Weak<Activity>>> {
+        self.accepted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The accepted connections as a stream, for tonic's `serve_with_incoming`.

@@ -73,6 +73,7 @@ async fn publish(
     };
     let ready = not_ready_because.is_none();
     readiness.record(store_down, not_ready_because);
+    metrics::gauge!("eventline_ready").set(if ready { 1.0 } else { 0.0 });
     if last != Some(ready) {
         let status = if ready {
             ServingStatus::Serving

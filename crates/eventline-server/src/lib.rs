@@ -296,6 +296,8 @@ impl Server {
             SHUTDOWN_GRACE,
         ));
 
+        // Browsers call gRPC-Web on this port from other origins (write-only keys in pages).
+        let grpc_cors = gateway::cors(&config.http.cors_origins).map_err(ServeError::Config)?;
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
             .max_concurrent_streams(config.grpc.max_concurrent_streams)
@@ -308,6 +310,7 @@ impl Server {
                 config.grpc.keepalive_timeout_ms,
             )))
             .trace_fn(|request| tracing::info_span!("grpc.request", path = %request.uri().path()))
+            .layer(grpc_cors)
             .layer(tonic_web::GrpcWebLayer::new())
             .add_routes(grpc_routes);
         let mut wait_for_stop = stop_signal.clone();
@@ -357,11 +360,22 @@ pub async fn serve(
     Server::start(config).await?.run(shutdown).await
 }
 
+/// Accept backlog of each listener (the kernel caps it at `net.core.somaxconn`): room for
+/// the connections that arrive while a listener is at its cap and closing silent ones.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds `addr` and reports the address actually bound (for port 0).
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bind_error = |source| ServeError::Bind { addr, source };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(bind_error)?;
+    socket.set_reuseaddr(true).map_err(bind_error)?;
+    socket.bind(addr).map_err(bind_error)?;
+    let listener = socket.listen(LISTEN_BACKLOG).map_err(bind_error)?;
     let bound = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;

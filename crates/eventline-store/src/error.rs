@@ -90,11 +90,17 @@ fn classify_sqlstate(code: &str, message: &str) -> StoreError {
         // SQLite: SQLITE_BUSY, SQLITE_LOCKED
         "5" | "6" | "517" | "261" => StoreError::Retryable(message.to_owned()),
         // connection exceptions, insufficient resources, operator intervention
-        // (admin_shutdown, crash_shutdown, cannot_connect_now), read-only transactions
+        // (admin_shutdown, crash_shutdown, cannot_connect_now), read-only transactions,
+        // and what a server answers a new connection it refuses: a database not accepting
+        // connections (55000, `ALLOW_CONNECTIONS false`), gone (3D000), or a role that may
+        // not log in (28xxx). Each is the database's state, not the request's: retry later.
         code if code.starts_with("08")
             || code.starts_with("53")
             || code.starts_with("57P")
-            || code == "25006" =>
+            || code.starts_with("28")
+            || code == "25006"
+            || code == "55000"
+            || code == "3D000" =>
         {
             StoreError::Unavailable(message.to_owned())
         }
@@ -140,6 +146,10 @@ mod tests {
         ));
         assert!(matches!(
             classify_sqlstate("57P01", "admin shutdown"),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify_sqlstate("55000", "database is not currently accepting connections"),
             StoreError::Unavailable(_)
         ));
         assert!(matches!(

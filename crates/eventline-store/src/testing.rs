@@ -126,6 +126,87 @@ fn start_throwaway_cluster() -> String {
     format!("postgres://postgres@127.0.0.1:{CLUSTER_PORT}/postgres")
 }
 
+/// A PostgreSQL cluster of one test's own, which the test may crash and restart
+/// (`pg_ctl restart -m immediate`); stopped and deleted when dropped.
+#[derive(Debug)]
+pub struct OwnCluster {
+    root: tempfile::TempDir,
+    bin_dir: PathBuf,
+    port: u16,
+}
+
+impl OwnCluster {
+    /// initdb and start a cluster on `port` (pick one outside the ephemeral range).
+    pub fn start(port: u16) -> Self {
+        let bin_dir = find_postgres_bin_dir()
+            .expect("initdb and pg_ctl are required: install PostgreSQL's server binaries");
+        let root = tempfile::Builder::new()
+            .prefix("eventline-own-pg-")
+            .tempdir()
+            .expect("create cluster dir");
+        let cluster = Self {
+            root,
+            bin_dir,
+            port,
+        };
+        let data_dir = cluster.data_dir();
+        run_as_postgres(
+            cluster.root.path(),
+            &cluster.bin_dir.join("initdb"),
+            &["-D", path_str(&data_dir), "-U", "postgres", "-A", "trust"],
+        );
+        cluster.pg_ctl(&["start"]);
+        cluster
+    }
+
+    /// The URL of the cluster's `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Crashes the cluster (no checkpoint, as a power cut would) and starts it again.
+    pub fn restart_immediately(&self) {
+        self.pg_ctl(&["restart", "-m", "immediate"]);
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    fn pg_ctl(&self, action: &[&str]) {
+        let options = format!(
+            "-k {} -p {} -c listen_addresses=127.0.0.1",
+            self.root.path().display(),
+            self.port
+        );
+        let data_dir = self.data_dir();
+        let log = self.root.path().join("log");
+        let mut args = vec![
+            "-D",
+            path_str(&data_dir),
+            "-w",
+            "-l",
+            path_str(&log),
+            "-o",
+            &options,
+        ];
+        args.extend_from_slice(action);
+        run_as_postgres(self.root.path(), &self.bin_dir.join("pg_ctl"), &args);
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let data_dir = self.data_dir();
+        let _ = as_postgres_command(
+            self.root.path(),
+            &self.bin_dir.join("pg_ctl"),
+            &["-D", path_str(&data_dir), "-m", "immediate", "stop"],
+        )
+        .output();
+    }
+}
+
 fn find_postgres_bin_dir() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()

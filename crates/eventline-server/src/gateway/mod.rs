@@ -3,6 +3,7 @@
 //! request message and sent in-process through the same tonic routes as gRPC, so REST
 //! exposes exactly what gRPC does, with the same auth and limits.
 
+mod batch;
 mod body;
 mod call;
 mod docs;
@@ -30,7 +31,7 @@ use crate::{
     budget::MemoryBudget,
     readiness::Readiness,
 };
-pub(crate) use server::serve;
+pub(crate) use server::{cors, serve};
 
 /// The full name of Track, whose REST form answers 201/200 and reads `Idempotency-Key`.
 const TRACK: &str = "eventline.v1.IngestService.Track";
@@ -223,8 +224,8 @@ async fn dispatch(gateway: &Gateway, request: Request) -> Response {
             "is required: send a JSON object",
         )));
     }
-    let message = match request::build(route, variables, parts.uri.query(), &body) {
-        Ok(message) => message,
+    let (message, undecodable) = match request::build(route, variables, parts.uri.query(), &body) {
+        Ok(built) => built,
         Err(error) => return response::error_response(&Status::from(error)),
     };
     let message = match apply_idempotency_key(route, &parts.headers, message) {
@@ -244,6 +245,7 @@ async fn dispatch(gateway: &Gateway, request: Request) -> Response {
     };
     match tokio::time::timeout(gateway.request_timeout, unary).await {
         Ok(Ok(reply)) => {
+            let reply = undecodable.merge_into(reply);
             let status = success_status(route, &reply);
             response::json_response(status, &response::to_json(&reply))
         }

@@ -18,7 +18,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use crate::connection::{Acceptor, track_activity};
 
 /// CORS for browsers sending events with write-only keys: `*` or a list of origins.
-pub(super) fn cors(origins: &[String]) -> Result<CorsLayer, String> {
+pub(crate) fn cors(origins: &[String]) -> Result<CorsLayer, String> {
     let layer = CorsLayer::new()
         .allow_methods(Any)
         .allow_headers(Any)

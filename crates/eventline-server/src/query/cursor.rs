@@ -1,12 +1,13 @@
 //! Opaque page tokens and stream cursors. A cursor is JSON plus a checksum, base64url
 //! encoded. The checksum catches corrupted or hand-edited tokens; it is not a secret, and
 //! nothing depends on it for isolation: the tenant always comes from the API key. Each
-//! cursor carries a digest of the query's filters so it cannot continue another query.
+//! cursor carries a digest of its tenant and the query's filters, so it cannot continue
+//! another query, nor be used by another tenant.
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use eventline_core::{
-    Error,
+    Error, TenantId,
     query::{EventFilter, Position},
 };
 use serde::{Deserialize, Serialize};
@@ -50,9 +51,13 @@ pub(crate) enum Cursor {
     },
 }
 
-/// The digest of a filter that cursors carry.
-pub(crate) fn filter_digest(filter: &EventFilter) -> String {
-    let digest = Sha256::digest(filter.fingerprint().as_bytes());
+/// The digest of a tenant's filter that cursors carry.
+pub(crate) fn filter_digest(tenant_id: TenantId, filter: &EventFilter) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(tenant_id.to_string().as_bytes());
+    hasher.update(b"\0");
+    hasher.update(filter.fingerprint().as_bytes());
+    let digest = hasher.finalize();
     digest[..8]
         .iter()
         .map(|byte| format!("{byte:02x}"))
@@ -84,8 +89,14 @@ impl Cursor {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// Decodes a token from request field `field`, checking it belongs to `filter`.
-    pub(crate) fn decode(field: &str, token: &str, filter: &EventFilter) -> Result<Self, Error> {
+    /// Decodes a token from request field `field`, checking it was issued to `tenant_id`
+    /// for `filter`.
+    pub(crate) fn decode(
+        field: &str,
+        token: &str,
+        tenant_id: TenantId,
+        filter: &EventFilter,
+    ) -> Result<Self, Error> {
         let invalid = || {
             Error::invalid(
                 field,
@@ -103,10 +114,10 @@ impl Cursor {
             return Err(invalid());
         }
         let cursor: Cursor = serde_json::from_slice(body).map_err(|_| invalid())?;
-        if cursor.filter_digest() != filter_digest(filter) {
+        if cursor.filter_digest() != filter_digest(tenant_id, filter) {
             return Err(Error::invalid(
                 field,
-                "was issued for a query with other filters",
+                "was issued for a query with other filters or to another tenant",
             ));
         }
         Ok(cursor)
@@ -136,6 +147,10 @@ fn checksum(body: &[u8]) -> [u8; CHECKSUM_BYTES] {
 mod tests {
     use super::*;
 
+    fn tenant() -> TenantId {
+        TenantId(uuid::Uuid::from_u128(7))
+    }
+
     fn filter(event_type: &str) -> EventFilter {
         EventFilter {
             event_type: Some(event_type.into()),
@@ -148,10 +163,10 @@ mod tests {
         let cursor = Cursor::Export {
             t: 42,
             i: "e1".into(),
-            f: filter_digest(&filter("a")),
+            f: filter_digest(tenant(), &filter("a")),
         };
         assert_eq!(
-            Cursor::decode("cursor", &cursor.encode(), &filter("a")).unwrap(),
+            Cursor::decode("cursor", &cursor.encode(), tenant(), &filter("a")).unwrap(),
             cursor
         );
     }
@@ -161,7 +176,7 @@ mod tests {
         let token = Cursor::Export {
             t: 42,
             i: "e1".into(),
-            f: filter_digest(&filter("a")),
+            f: filter_digest(tenant(), &filter("a")),
         }
         .encode();
         let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -169,9 +184,9 @@ mod tests {
             .unwrap();
         bytes[10] ^= 1;
         let edited = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        let error = Cursor::decode("page_token", &edited, &filter("a")).unwrap_err();
+        let error = Cursor::decode("page_token", &edited, tenant(), &filter("a")).unwrap_err();
         assert!(error.to_string().contains("page_token"), "{error}");
-        assert!(Cursor::decode("page_token", "garbage!", &filter("a")).is_err());
+        assert!(Cursor::decode("page_token", "garbage!", tenant(), &filter("a")).is_err());
     }
 
     #[test]
@@ -179,10 +194,23 @@ mod tests {
         let token = Cursor::Export {
             t: 42,
             i: "e1".into(),
-            f: filter_digest(&filter("a")),
+            f: filter_digest(tenant(), &filter("a")),
         }
         .encode();
-        let error = Cursor::decode("cursor", &token, &filter("b")).unwrap_err();
+        let error = Cursor::decode("cursor", &token, tenant(), &filter("b")).unwrap_err();
         assert!(error.to_string().contains("other filters"), "{error}");
+    }
+
+    #[test]
+    fn a_token_issued_to_one_tenant_is_refused_to_another() {
+        let token = Cursor::Export {
+            t: 42,
+            i: "e1".into(),
+            f: filter_digest(tenant(), &filter("a")),
+        }
+        .encode();
+        let other = TenantId(uuid::Uuid::from_u128(8));
+        let error = Cursor::decode("cursor", &token, other, &filter("a")).unwrap_err();
+        assert!(error.to_string().contains("another tenant"), "{error}");
     }
 }

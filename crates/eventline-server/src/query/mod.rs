@@ -146,7 +146,7 @@ impl QueryService for QueryApi {
         let mut after = None;
         if !request.page_token.is_empty() {
             let Cursor::Page { t, i, s, e, .. } =
-                Cursor::decode("page_token", &request.page_token, &filter)?
+                Cursor::decode("page_token", &request.page_token, tenant_id, &filter)?
             else {
                 return Err(Error::invalid("page_token", "is not a ListEvents page token").into());
             };
@@ -174,7 +174,7 @@ impl QueryService for QueryApi {
                 i: last.event_id.clone(),
                 s: micros(start),
                 e: micros(end),
-                f: filter_digest(&filter),
+                f: filter_digest(tenant_id, &filter),
             }
             .encode()
         } else {
@@ -204,7 +204,8 @@ impl QueryService for QueryApi {
         let end = optional_time("end_time", request.end_time.as_ref())?.unwrap_or_else(time::now);
         let mut after = None;
         if !request.cursor.is_empty() {
-            let Cursor::Export { t, i, .. } = Cursor::decode("cursor", &request.cursor, &filter)?
+            let Cursor::Export { t, i, .. } =
+                Cursor::decode("cursor", &request.cursor, tenant_id, &filter)?
             else {
                 return Err(Error::invalid("cursor", "is not an ExportEvents cursor").into());
             };
@@ -222,7 +223,7 @@ impl QueryService for QueryApi {
         };
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let store = Arc::clone(&self.store);
-        let digest = filter_digest(&filter);
+        let digest = filter_digest(tenant_id, &filter);
         tokio::spawn(async move {
             loop {
                 let page = match store.list_events(&query).await {
@@ -271,7 +272,7 @@ impl QueryService for QueryApi {
         let start = optional_time("start_time", request.start_time.as_ref())?;
         let resume = match request.cursor.as_str() {
             "" => None,
-            token => Some(Cursor::decode("cursor", token, &filter)?),
+            token => Some(Cursor::decode("cursor", token, tenant_id, &filter)?),
         };
         let tail =
             tail::Tail::begin(Arc::clone(&self.store), tenant_id, filter, start, resume).await?;

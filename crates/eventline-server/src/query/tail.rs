@@ -70,7 +70,7 @@ impl Tail {
         start: Option<DateTime<Utc>>,
         resume: Option<Cursor>,
     ) -> Result<Self, Error> {
-        let digest = filter_digest(&filter);
+        let digest = filter_digest(tenant_id, &filter);
         let (phase, min_timestamp) = match resume {
             Some(Cursor::TailHistory { t, i, h, m, .. }) => (
                 Phase::History {
