@@ -14,6 +14,18 @@ test *ARGS:
 gen:
     buf generate
 
+# One suite alone: rust, python, typescript or helm (e.g. `just suite helm`).
+suite NAME *ARGS:
+    EVENTLINE_SUITES={{NAME}} bash scripts/test {{ARGS}}
+
+# The chart tests (helm lint, kubernetes-validate, promtool, a real Prometheus).
+helm-test:
+    EVENTLINE_SUITES=helm bash scripts/test
+
+# The reliability suite alone, with its figures printed.
+chaos:
+    cargo test -p eventline --test chaos -- --nocapture --test-threads 1
+
 # Format Rust and protos.
 fmt:
     cargo fmt --all

@@ -3,7 +3,7 @@
 //! deadline for a new connection's first byte (silent TCP connections), and an idle
 //! timeout once no request is active on the connection (idle HTTP/1 keep-alive, idle h2c
 //! and gRPC connections; HTTP/2 keep-alive pings do not count as activity). At the cap,
-//! the oldest connection that has not sent a byte yet is closed to make room, so a flood
+//! the oldest connections that have sent nothing for 100 ms are closed to make room, so a flood
 //! of silent connections delays a real client by no more than it takes to close them;
 //! with none to close, new connections wait in the kernel's accept backlog. Header, body
 //! and message deadlines live with the protocol code; README "Limits and timeouts" lists
@@ -36,6 +36,9 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Silent connections closed at once when a listener is at its cap: closing them one per
 /// accept would let a flood delay a real client by one round trip per silent connection.
 const EVICTIONS_AT_CAP: usize = 32;
+/// Only a connection silent for this long is closed to make room: a client that just
+/// connected has its first bytes on the way (or already buffered, unread).
+const EVICTION_MIN_SILENCE: Duration = Duration::from_millis(100);
 
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +55,7 @@ pub(crate) struct ConnectionLimits {
 #[derive(Debug)]
 pub(crate) struct Activity {
     active: AtomicUsize,
+    accepted_at: Instant,
     /// Whether the connection has sent anything yet.
     spoke: AtomicBool,
     /// Set by the acceptor to close a silent connection and free its slot.
@@ -65,6 +69,7 @@ impl Activity {
     fn new() -> Self {
         Self {
             active: AtomicUsize::new(0),
+            accepted_at: Instant::now(),
             spoke: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
             idle_since: Mutex::new(Instant::now()),
@@ -268,14 +273,18 @@ impl Acceptor {
     /// then for a connection. Transient accept errors (the peer reset before accept, out
     /// of file descriptors) are logged and retried after a pause.
     pub(crate) async fn accept(&self) -> GuardedStream {
-        let slot = match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                self.evict_oldest_silent(EVICTIONS_AT_CAP);
-                Arc::clone(&self.slots)
-                    .acquire_owned()
-                    .await
-                    .expect("the slot semaphore is never closed")
+        let slot = loop {
+            if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+                break slot;
+            }
+            // At the cap: close silent connections old enough, and look again soon, as
+            // the ones too young to close now age.
+            self.evict_oldest_silent(EVICTIONS_AT_CAP);
+            tokio::select! {
+                slot = Arc::clone(&self.slots).acquire_owned() => {
+                    break slot.expect("the slot semaphore is never closed");
+                }
+                () = tokio::time::sleep(EVICTION_MIN_SILENCE / 2) => {}
             }
         };
         loop {
@@ -309,14 +318,21 @@ impl Acceptor {
         let mut accepted = self.lock_accepted();
         let mut evicted = 0;
         while evicted < count
-            && let Some(entry) = accepted.pop_front()
+            && let Some(entry) = accepted.front()
         {
             let Some(activity) = entry.upgrade() else {
+                accepted.pop_front();
                 continue;
             };
             if activity.spoke.load(Ordering::Relaxed) {
+                accepted.pop_front();
                 continue;
             }
+            // In accept order: every later connection is younger still.
+            if activity.accepted_at.elapsed() < EVICTION_MIN_SILENCE {
+                break;
+            }
+            accepted.pop_front();
             activity.evicted.store(true, Ordering::Relaxed);
             activity.waker.wake();
             evicted += 1;
