@@ -23,11 +23,13 @@ use crate::{
 /// How far ahead the sender sleeps when nothing is due.
 const IDLE: Duration = Duration::from_secs(3600);
 
-/// A batch sent and not yet acknowledged.
+/// A batch taken off the queue and not yet acknowledged.
 struct Batch {
     events: Vec<v1::Event>,
     /// When it was first taken off the queue; bounds its retries.
     taken_at: Instant,
+    /// Sent on the current stream.
+    on_stream: bool,
 }
 
 pub(crate) struct Sender {
@@ -36,6 +38,11 @@ pub(crate) struct Sender {
     batches: BTreeMap<u64, Batch>,
     next_sequence: u64,
     backoff: Backoff,
+    /// Batches sent and unacknowledged at once on the current stream, up to
+    /// `max_in_flight`. Halved when the server is overloaded, grown by one per
+    /// acknowledgement: one failed batch ends the stream and loses the acknowledgements of
+    /// the others, so resending the full window into a full server would never progress.
+    window: usize,
 }
 
 type Requests = mpsc::Sender<v1::IngestBidiRequest>;
@@ -43,12 +50,14 @@ type Requests = mpsc::Sender<v1::IngestBidiRequest>;
 impl Sender {
     pub(crate) fn new(shared: Arc<Shared>, client: IngestServiceClient<Authorized>) -> Self {
         let backoff = Backoff::new(shared.options.initial_backoff, shared.options.max_backoff);
+        let window = shared.options.max_in_flight;
         Self {
             shared,
             client,
             batches: BTreeMap::new(),
             next_sequence: 1,
             backoff,
+            window,
         }
     }
 
@@ -72,6 +81,9 @@ impl Sender {
                 Err(status) => status,
             };
             self.shared.count_reconnect();
+            if broken.code() == tonic::Code::ResourceExhausted {
+                self.window = (self.window / 2).max(1);
+            }
             let wait = self.backoff.next_delay(retry_info_delay(&broken));
             tracing::warn!(
                 code = ?broken.code(),
@@ -127,24 +139,12 @@ impl Sender {
         requests: Requests,
         mut acks: Streaming<v1::IngestBidiResponse>,
     ) -> Result<(), Status> {
-        for (sequence, batch) in &self.batches {
-            send(&requests, *sequence, &batch.events)?;
+        for batch in self.batches.values_mut() {
+            batch.on_stream = false;
         }
         loop {
             self.expire_batches();
-            while self.batches.len() < self.shared.options.max_in_flight {
-                let sequence = self.next_sequence;
-                let Some(events) = self.shared.take_batch(sequence) else {
-                    break;
-                };
-                self.next_sequence += 1;
-                let batch = Batch {
-                    events,
-                    taken_at: Instant::now(),
-                };
-                send(&requests, sequence, &batch.events)?;
-                self.batches.insert(sequence, batch);
-            }
+            self.fill(&requests)?;
             if self.shared.should_stop() {
                 return Ok(());
             }
@@ -153,6 +153,7 @@ impl Sender {
                 ack = acks.next() => match ack {
                     Some(Ok(ack)) => {
                         self.backoff.reset();
+                        self.window = (self.window + 1).min(self.shared.options.max_in_flight);
                         self.acknowledge(ack);
                     }
                     Some(Err(status)) => return Err(status),
@@ -164,11 +165,47 @@ impl Sender {
         }
     }
 
+    /// Sends unacknowledged batches not yet sent on this stream (oldest first), then new
+    /// batches from the queue, while the window has room.
+    fn fill(&mut self, requests: &Requests) -> Result<(), Status> {
+        let mut on_stream = self
+            .batches
+            .values()
+            .filter(|batch| batch.on_stream)
+            .count();
+        for (sequence, batch) in &mut self.batches {
+            if on_stream >= self.window {
+                return Ok(());
+            }
+            if !batch.on_stream {
+                send(requests, *sequence, &batch.events)?;
+                batch.on_stream = true;
+                on_stream += 1;
+            }
+        }
+        while on_stream < self.window && self.batches.len() < self.shared.options.max_in_flight {
+            let sequence = self.next_sequence;
+            let Some(events) = self.shared.take_batch(sequence) else {
+                break;
+            };
+            self.next_sequence += 1;
+            send(requests, sequence, &events)?;
+            let batch = Batch {
+                events,
+                taken_at: Instant::now(),
+                on_stream: true,
+            };
+            self.batches.insert(sequence, batch);
+            on_stream += 1;
+        }
+        Ok(())
+    }
+
     /// The earliest of: the next partial batch (when there is room for it), the shutdown
     /// deadline, and the retry limit of the oldest unacknowledged batch.
     fn next_wake(&self) -> Instant {
         let mut wake = Instant::now() + IDLE;
-        if self.batches.len() < self.shared.options.max_in_flight
+        if self.batches.len() < self.window
             && let Some(due) = self.shared.next_batch_due()
         {
             wake = wake.min(due);
