@@ -28,7 +28,7 @@ pub use error::Error;
 /// The generated `eventline.v1` messages and gRPC clients.
 pub use eventline_proto::v1;
 pub use producer::{
-    Counts, OverflowPolicy, Producer, ProducerOptions, Rejection, RejectionCallback, Stats,
+    Counts, Producer, ProducerOptions, QueueFullPolicy, Rejection, RejectionCallback, Stats,
     TrackEvent,
 };
 pub use query::CursoredEvent;

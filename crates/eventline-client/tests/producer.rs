@@ -6,10 +6,10 @@ mod common;
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
-use common::{API_KEY, SHUTDOWN, TestServer, assert_all_accounted, assert_exactly_once, free_port};
+use common::{API_KEY, SHUTDOWN, TestServer, assert_all_accounted, assert_exactly_once, restartable_port};
 use eventline_client::{Client, ProducerOptions, Rejection, TrackEvent, v1};
 
 fn event(n: usize) -> TrackEvent {
@@ -74,7 +74,7 @@ async fn an_overloaded_server_is_backed_off_from_and_every_event_ends_up_stored(
     let client = server.client().await;
     let options = ProducerOptions::default()
         .max_batch(1000)
-        .queue_capacity(20_000);
+        .max_queue_size(20_000);
     let producer = client.producer(options).unwrap();
     let mut ids = HashSet::new();
     for n in 0..12_000 {
@@ -94,12 +94,12 @@ async fn an_overloaded_server_is_backed_off_from_and_every_event_ends_up_stored(
 #[tokio::test]
 async fn a_full_queue_drops_exactly_the_events_that_did_not_fit() {
     // The producer starts before the server exists, so nothing leaves the queue.
-    let port = free_port();
+    let port = restartable_port();
     let client = Client::builder(format!("http://127.0.0.1:{port}"), API_KEY)
         .connect_lazy()
         .unwrap();
     let options = ProducerOptions::default()
-        .queue_capacity(100)
+        .max_queue_size(100)
         .backoff(Duration::from_millis(50), Duration::from_millis(200));
     let producer = client.producer(options).unwrap();
     let mut kept = HashSet::new();
@@ -134,11 +134,16 @@ async fn rejected_events_are_counted_reported_with_the_field_and_not_resent() {
     for n in 0..20 {
         producer.track(event(n)).unwrap();
     }
-    // Valid for the client, which cannot know the server's clock; the server refuses a
-    // time more than an hour past its receive time.
-    let future = SystemTime::now() + Duration::from_secs(3 * 3600);
-    let rejected_id = producer
-        .track(TrackEvent::new("from_the_future").timestamp(future))
+    // track() refuses what the server would reject; an older SDK or a stricter server
+    // would send it, so it goes to the queue directly to see what REJECTED leads to.
+    let rejected_id = "bad-user".to_owned();
+    producer
+        .enqueue_unchecked(v1::Event {
+            event_id: rejected_id.clone(),
+            event_type: "too_long_a_user".into(),
+            user_id: "u".repeat(257),
+            ..Default::default()
+        })
         .unwrap();
     let counts = producer.shutdown(SHUTDOWN).await;
     assert_eq!((counts.accepted, counts.rejected), (20, 1), "{counts:?}");

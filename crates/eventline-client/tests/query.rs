@@ -5,7 +5,7 @@ mod common;
 
 use std::{collections::HashSet, time::Duration};
 
-use common::{SHUTDOWN, TestServer, assert_exactly_once, free_port};
+use common::{SHUTDOWN, TestServer, assert_exactly_once, restartable_port};
 use eventline_client::{Client, ProducerOptions, TrackEvent, v1};
 use futures::{StreamExt, TryStreamExt};
 
@@ -106,7 +106,7 @@ async fn an_export_resumes_from_a_cursor_without_a_gap_or_a_repeat() {
 #[tokio::test]
 async fn a_tail_resumes_after_a_reconnect_without_a_gap_or_a_repeat() {
     let url = eventline_store::testing::fresh_postgres_database().await;
-    let port = free_port();
+    let port = restartable_port();
     let server = TestServer::start_on(url.clone(), port, |_| {}).await;
     let client = server.client().await;
     let start_time = eventline_core::time::to_proto(eventline_core::time::now() - chrono_hours(1));

@@ -86,13 +86,14 @@ pub fn validate_event(
     })
 }
 
-/// Checks every rule of [`validate_event`] that does not depend on the receiving server's
-/// clock: size, ids, event type and properties (depth, UTF-8, NUL, finite numbers). The
-/// timestamp rules are left out because they are judged against the server's receive
-/// time. SDKs call this in `track()`, so what the server would reject anyway fails at
-/// once, by the very same code.
-pub fn check_event(event: &v1::Event) -> Result<(), FieldViolation> {
-    check_fields(event).map(drop)
+/// Checks every rule of [`validate_event`] without building the stored event: size, ids,
+/// event type, properties (depth, UTF-8, NUL, finite numbers) and the timestamp against
+/// `clock` (SDKs pass [`IngestClock::now`], their own clock standing in for the server's
+/// receive time). SDKs call this in `track()`, so what the server would reject anyway
+/// fails at once, by the very same code.
+pub fn check_event(event: &v1::Event, clock: &IngestClock) -> Result<(), FieldViolation> {
+    check_fields(event)?;
+    event_time(event.timestamp.as_ref(), clock).map(drop)
 }
 
 /// The clock-independent rules; returns the properties written as JSON.

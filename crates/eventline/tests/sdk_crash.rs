@@ -6,7 +6,7 @@ mod common;
 
 use std::{collections::HashSet, time::Duration};
 
-use common::{API_KEY, free_port, spawn_server};
+use common::{API_KEY, spawn_server};
 use eventline_client::{Client, ProducerOptions, TrackEvent, v1};
 use futures::StreamExt;
 
@@ -15,7 +15,7 @@ const EVENTS: usize = 20_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_stores_every_event_exactly_once_across_a_sigkill() {
     let database_url = eventline_store::testing::fresh_postgres_database().await;
-    let port = free_port();
+    let port = restartable_port();
     let mut server = spawn_server(&database_url, port).await;
     let client = Client::builder(format!("http://127.0.0.1:{port}"), API_KEY)
         .connect_lazy()
@@ -23,7 +23,7 @@ async fn producer_stores_every_event_exactly_once_across_a_sigkill() {
     // Room for everything tracked while the server is down: this test is about
     // exactly-once delivery, not about the queue bound.
     let options = ProducerOptions::default()
-        .queue_capacity(EVENTS)
+        .max_queue_size(EVENTS)
         .backoff(Duration::from_millis(100), Duration::from_secs(1));
     let producer = client.producer(options).unwrap();
     let tracking = {
@@ -76,4 +76,17 @@ async fn producer_stores_every_event_exactly_once_across_a_sigkill() {
     assert_eq!(distinct.len(), stored.len(), "an event is stored twice");
     assert_eq!(stored.len(), EVENTS);
     assert!(stored.iter().all(|id| tracked.contains(id)));
+}
+
+/// A port free right now below the kernel's ephemeral range (32768–60999): the server
+/// restarts on it, and an ephemeral port could meanwhile become a client's source port.
+fn restartable_port() -> u16 {
+    let seed = std::process::id() as u64 ^ std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (0..2000u64)
+        .map(|attempt| 20_000 + ((seed + attempt * 7919) % 12_000) as u16)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port in 20000-31999")
 }

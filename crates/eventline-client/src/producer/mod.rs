@@ -16,7 +16,7 @@ use eventline_proto::{Properties, v1};
 use pbjson_types::{Struct, Timestamp};
 use tokio::{task::JoinHandle, time::Instant};
 
-pub use options::{Counts, OverflowPolicy, ProducerOptions, Rejection, RejectionCallback, Stats};
+pub use options::{Counts, ProducerOptions, QueueFullPolicy, Rejection, RejectionCallback, Stats};
 
 use crate::{Error, connect::Authorized};
 use state::Shared;
@@ -188,10 +188,18 @@ impl Producer {
     pub fn track(&self, event: TrackEvent) -> Result<String, Error> {
         let event = event.into_proto()?;
         // The server's own rules, from the same code, so client and server cannot drift.
-        eventline_core::check_event(&event).map_err(Error::InvalidEvent)?;
+        eventline_core::check_event(&event, &eventline_core::IngestClock::now())
+            .map_err(Error::InvalidEvent)?;
         let event_id = event.event_id.clone();
         self.inner.shared.push(event)?;
         Ok(event_id)
+    }
+
+    /// Queues a wire event as it is, without the checks of `track()`: for tests of what the
+    /// server's REJECTED answer leads to, and for replaying events that were valid once.
+    #[doc(hidden)]
+    pub fn enqueue_unchecked(&self, event: v1::Event) -> Result<(), Error> {
+        self.inner.shared.push(event)
     }
 
     /// Waits until every event tracked before the call is resolved (acknowledged,
@@ -276,7 +284,8 @@ mod tests {
 
     fn check(event: TrackEvent) -> Result<v1::Event, Error> {
         let event = event.into_proto()?;
-        eventline_core::check_event(&event).map_err(Error::InvalidEvent)?;
+        eventline_core::check_event(&event, &eventline_core::IngestClock::now())
+            .map_err(Error::InvalidEvent)?;
         Ok(event)
     }
 
@@ -344,12 +353,12 @@ mod tests {
         let client = crate::Client::builder("127.0.0.1:1", "key")
             .connect_lazy()
             .unwrap();
-        for policy in [OverflowPolicy::DropNewest, OverflowPolicy::DropOldest] {
+        for policy in [QueueFullPolicy::DropNewest, QueueFullPolicy::DropOldest] {
             let producer = client
                 .producer(
                     ProducerOptions::default()
-                        .queue_capacity(100)
-                        .overflow(policy),
+                        .max_queue_size(100)
+                        .queue_full_policy(policy),
                 )
                 .unwrap();
             for n in 0..150 {

@@ -8,7 +8,7 @@ use crate::Error;
 /// What `track()` does when the queue is full. Either way the lost event is counted in
 /// [`Counts::dropped`] and `track()` returns at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OverflowPolicy {
+pub enum QueueFullPolicy {
     /// Drops the event being tracked (the default, as Segment's and PostHog's SDKs do).
     #[default]
     DropNewest,
@@ -82,28 +82,30 @@ pub struct Stats {
 /// PostHog's and OpenTelemetry's, are in `clients/README.md`.
 #[derive(Clone)]
 pub struct ProducerOptions {
-    pub(crate) queue_capacity: usize,
-    pub(crate) overflow: OverflowPolicy,
+    pub(crate) max_queue_size: usize,
+    pub(crate) queue_full_policy: QueueFullPolicy,
     pub(crate) max_batch: usize,
     pub(crate) flush_interval: Duration,
     pub(crate) max_in_flight: usize,
     pub(crate) initial_backoff: Duration,
     pub(crate) max_backoff: Duration,
     pub(crate) max_retry_duration: Duration,
+    pub(crate) ack_timeout: Duration,
     pub(crate) on_rejected: Option<RejectionCallback>,
 }
 
 impl Default for ProducerOptions {
     fn default() -> Self {
         Self {
-            queue_capacity: 10_000,
-            overflow: OverflowPolicy::DropNewest,
+            max_queue_size: 10_000,
+            queue_full_policy: QueueFullPolicy::DropNewest,
             max_batch: 500,
             flush_interval: Duration::from_secs(1),
             max_in_flight: 4,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
             max_retry_duration: Duration::from_secs(600),
+            ack_timeout: Duration::from_secs(30),
             on_rejected: None,
         }
     }
@@ -113,14 +115,15 @@ impl fmt::Debug for ProducerOptions {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("ProducerOptions")
-            .field("queue_capacity", &self.queue_capacity)
-            .field("overflow", &self.overflow)
+            .field("max_queue_size", &self.max_queue_size)
+            .field("queue_full_policy", &self.queue_full_policy)
             .field("max_batch", &self.max_batch)
             .field("flush_interval", &self.flush_interval)
             .field("max_in_flight", &self.max_in_flight)
             .field("initial_backoff", &self.initial_backoff)
             .field("max_backoff", &self.max_backoff)
             .field("max_retry_duration", &self.max_retry_duration)
+            .field("ack_timeout", &self.ack_timeout)
             .field("on_rejected", &self.on_rejected.is_some())
             .finish()
     }
@@ -128,14 +131,14 @@ impl fmt::Debug for ProducerOptions {
 
 impl ProducerOptions {
     /// Most events waiting to be sent (default 10,000).
-    pub fn queue_capacity(mut self, events: usize) -> Self {
-        self.queue_capacity = events;
+    pub fn max_queue_size(mut self, events: usize) -> Self {
+        self.max_queue_size = events;
         self
     }
 
-    /// What a full queue drops (default [`OverflowPolicy::DropNewest`]).
-    pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
-        self.overflow = policy;
+    /// What a full queue drops (default [`QueueFullPolicy::DropNewest`]).
+    pub fn queue_full_policy(mut self, policy: QueueFullPolicy) -> Self {
+        self.queue_full_policy = policy;
         self
     }
 
@@ -171,6 +174,13 @@ impl ProducerOptions {
         self
     }
 
+    /// How long a batch may wait for its acknowledgement before the stream counts as
+    /// broken (a stuck server, or a connection that died without a reset); default 30 s.
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
     /// Called for every event the server rejects (they are also logged with `tracing`).
     pub fn on_rejected(mut self, callback: impl Fn(&Rejection) + Send + Sync + 'static) -> Self {
         self.on_rejected = Some(Arc::new(callback));
@@ -185,14 +195,17 @@ impl ProducerOptions {
             })
         };
         let max_events = eventline_core::limits::MAX_EVENTS_PER_BATCH;
-        if self.queue_capacity == 0 {
-            return invalid("queue_capacity", "must be at least 1");
+        if self.max_queue_size == 0 {
+            return invalid("max_queue_size", "must be at least 1");
         }
         if self.max_batch == 0 || self.max_batch > max_events {
             return invalid("max_batch", &format!("must be 1 to {max_events}"));
         }
         if self.max_in_flight == 0 {
             return invalid("max_in_flight", "must be at least 1");
+        }
+        if self.ack_timeout.is_zero() {
+            return invalid("ack_timeout", "must be above zero");
         }
         if self.flush_interval.is_zero() {
             return invalid("flush_interval", "must be above zero");

@@ -28,8 +28,8 @@ struct Batch {
     events: Vec<v1::Event>,
     /// When it was first taken off the queue; bounds its retries.
     taken_at: Instant,
-    /// Sent on the current stream.
-    on_stream: bool,
+    /// When it was sent on the current stream; `None` until then.
+    sent_at: Option<Instant>,
 }
 
 pub(crate) struct Sender {
@@ -83,6 +83,9 @@ impl Sender {
             self.shared.count_reconnect();
             if broken.code() == tonic::Code::ResourceExhausted {
                 self.window = (self.window / 2).max(1);
+            }
+            if is_permanent(&broken) {
+                self.fail_batches(&broken);
             }
             let wait = self.backoff.next_delay(retry_info_delay(&broken));
             tracing::warn!(
@@ -140,11 +143,16 @@ impl Sender {
         mut acks: Streaming<v1::IngestBidiResponse>,
     ) -> Result<(), Status> {
         for batch in self.batches.values_mut() {
-            batch.on_stream = false;
+            batch.sent_at = None;
         }
         loop {
             self.expire_batches();
             self.fill(&requests)?;
+            if self.waited_past_ack_timeout() {
+                return Err(Status::deadline_exceeded(
+                    "a batch waited ack_timeout for its acknowledgement",
+                ));
+            }
             if self.shared.should_stop() {
                 return Ok(());
             }
@@ -177,9 +185,9 @@ impl Sender {
             if on_stream >= self.window {
                 return Ok(());
             }
-            if !batch.on_stream {
+            if batch.sent_at.is_none() {
                 send(requests, *sequence, &batch.events)?;
-                batch.on_stream = true;
+                batch.sent_at = Some(Instant::now());
                 on_stream += 1;
             }
         }
@@ -193,7 +201,7 @@ impl Sender {
             let batch = Batch {
                 events,
                 taken_at: Instant::now(),
-                on_stream: true,
+                sent_at: Some(Instant::now()),
             };
             self.batches.insert(sequence, batch);
             on_stream += 1;
@@ -216,7 +224,23 @@ impl Sender {
         if let Some(oldest) = self.batches.values().map(|batch| batch.taken_at).min() {
             wake = wake.min(oldest + self.shared.options.max_retry_duration);
         }
+        if let Some(oldest) = self
+            .batches
+            .values()
+            .filter_map(|batch| batch.sent_at)
+            .min()
+        {
+            wake = wake.min(oldest + self.shared.options.ack_timeout);
+        }
         wake
+    }
+
+    fn waited_past_ack_timeout(&self) -> bool {
+        let timeout = self.shared.options.ack_timeout;
+        self.batches
+            .values()
+            .filter_map(|batch| batch.sent_at)
+            .any(|sent_at| sent_at.elapsed() >= timeout)
     }
 
     fn acknowledge(&mut self, ack: v1::IngestBidiResponse) {
@@ -269,6 +293,31 @@ impl Sender {
         }
     }
 
+    /// Counts every unacknowledged batch as failed: the server answered a status that
+    /// resending cannot fix.
+    fn fail_batches(&mut self, status: &Status) {
+        let failed: u64 = self
+            .batches
+            .values()
+            .map(|batch| batch.events.len() as u64)
+            .sum();
+        if failed > 0 {
+            tracing::error!(
+                events = failed,
+                code = ?status.code(),
+                message = status.message(),
+                "eventline refused the batches; their events count as failed"
+            );
+        }
+        for (sequence, batch) in std::mem::take(&mut self.batches) {
+            let outcome = Counts {
+                failed: batch.events.len() as u64,
+                ..Counts::default()
+            };
+            self.shared.resolve(sequence, &outcome);
+        }
+    }
+
     /// Counts batches retried for longer than `max_retry_duration` as failed.
     fn expire_batches(&mut self) {
         let limit = self.shared.options.max_retry_duration;
@@ -296,6 +345,14 @@ impl Sender {
             );
         }
     }
+}
+
+/// Statuses that resending the same batch with the same key cannot change.
+fn is_permanent(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied | tonic::Code::InvalidArgument
+    )
 }
 
 /// Queues one batch message on the stream. The channel holds `max_in_flight` messages

@@ -13,7 +13,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::options::{Counts, OverflowPolicy, ProducerOptions, Stats};
+use super::options::{Counts, ProducerOptions, QueueFullPolicy, Stats};
 use crate::Error;
 
 /// A queued event and its ticket: the number of successful `track()` calls before it.
@@ -86,19 +86,19 @@ impl Shared {
         }
         let ticket = state.tracked;
         state.tracked += 1;
-        if state.queue.len() >= self.options.queue_capacity {
+        if state.queue.len() >= self.options.max_queue_size {
             state.counts.dropped += 1;
             if !state.overflowing {
                 state.overflowing = true;
                 tracing::warn!(
-                    capacity = self.options.queue_capacity,
-                    policy = ?self.options.overflow,
+                    capacity = self.options.max_queue_size,
+                    policy = ?self.options.queue_full_policy,
                     "eventline producer queue full; dropping events"
                 );
             }
-            match self.options.overflow {
-                OverflowPolicy::DropNewest => return Ok(()),
-                OverflowPolicy::DropOldest => {
+            match self.options.queue_full_policy {
+                QueueFullPolicy::DropNewest => return Ok(()),
+                QueueFullPolicy::DropOldest => {
                     state.queue.pop_front();
                 }
             }

@@ -31,6 +31,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port free right now below the kernel's ephemeral range (32768–60999), for a server
+/// that restarts on the same port: an ephemeral port could be taken meanwhile as some
+/// client's source port.
+pub fn restartable_port() -> u16 {
+    let seed = std::process::id() as u64 ^ std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (0..2000u64)
+        .map(|attempt| 20_000 + ((seed + attempt * 7919) % 12_000) as u16)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port in 20000-31999")
+}
+
 impl TestServer {
     /// A server on a fresh database, on any port.
     pub async fn start() -> Self {

@@ -156,7 +156,7 @@ async fn producer_rate(
     max_batch: usize,
 ) -> anyhow::Result<ProducerRun> {
     let options = ProducerOptions::default()
-        .queue_capacity(events)
+        .max_queue_size(events)
         .max_batch(max_batch);
     let producer = client.producer(options)?;
     let done = Arc::new(AtomicBool::new(false));
