@@ -9,7 +9,9 @@ use std::{
     time::Duration,
 };
 
-use common::{API_KEY, SHUTDOWN, TestServer, assert_all_accounted, assert_exactly_once, restartable_port};
+use common::{
+    API_KEY, SHUTDOWN, TestServer, assert_all_accounted, assert_exactly_once, restartable_port,
+};
 use eventline_client::{Client, ProducerOptions, Rejection, TrackEvent, v1};
 
 fn event(n: usize) -> TrackEvent {
@@ -151,9 +153,9 @@ async fn rejected_events_are_counted_reported_with_the_field_and_not_resent() {
     let reported = reported.lock().unwrap().clone();
     assert_eq!(reported.len(), 1);
     assert_eq!(reported[0].event_id, rejected_id);
-    assert_eq!(reported[0].event_type, "from_the_future");
+    assert_eq!(reported[0].event_type, "too_long_a_user");
     assert!(
-        reported[0].error.starts_with("timestamp"),
+        reported[0].error.starts_with("user_id:"),
         "{}",
         reported[0].error
     );

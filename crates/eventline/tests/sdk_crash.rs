@@ -81,10 +81,11 @@ async fn producer_stores_every_event_exactly_once_across_a_sigkill() {
 /// A port free right now below the kernel's ephemeral range (32768–60999): the server
 /// restarts on it, and an ephemeral port could meanwhile become a client's source port.
 fn restartable_port() -> u16 {
-    let seed = std::process::id() as u64 ^ std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
     (0..2000u64)
         .map(|attempt| 20_000 + ((seed + attempt * 7919) % 12_000) as u16)
         .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())

@@ -179,7 +179,7 @@ impl Sender {
         let mut on_stream = self
             .batches
             .values()
-            .filter(|batch| batch.on_stream)
+            .filter(|batch| batch.sent_at.is_some())
             .count();
         for (sequence, batch) in &mut self.batches {
             if on_stream >= self.window {

@@ -35,10 +35,11 @@ pub fn free_port() -> u16 {
 /// that restarts on the same port: an ephemeral port could be taken meanwhile as some
 /// client's source port.
 pub fn restartable_port() -> u16 {
-    let seed = std::process::id() as u64 ^ std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
     (0..2000u64)
         .map(|attempt| 20_000 + ((seed + attempt * 7919) % 12_000) as u16)
         .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
