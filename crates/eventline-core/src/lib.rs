@@ -13,4 +13,4 @@ pub mod validate;
 pub use admin::{ApiKey, Scope, Tenant, TenantId};
 pub use error::{Error, ErrorCode, FieldViolation};
 pub use event::{Event, IngestOutcome};
-pub use validate::{IngestClock, validate_event};
+pub use validate::{IngestClock, check_event, validate_event};

@@ -67,6 +67,37 @@ pub fn validate_event(
     event: v1::Event,
     clock: &IngestClock,
 ) -> Result<Event, FieldViolation> {
+    let properties_json = check_fields(&event)?;
+    let event_id = match event.event_id.is_empty() {
+        true => Uuid::now_v7().to_string(),
+        false => event.event_id,
+    };
+    let (timestamp, client_timestamp) = event_time(event.timestamp.as_ref(), clock)?;
+    Ok(Event {
+        tenant_id,
+        event_id,
+        event_type: event.event_type,
+        user_id: none_if_empty(event.user_id),
+        session_id: none_if_empty(event.session_id),
+        timestamp,
+        client_timestamp,
+        received_at: clock.received_at,
+        properties_json,
+    })
+}
+
+/// Checks every rule of [`validate_event`] without building the stored event: size, ids,
+/// event type, properties (depth, UTF-8, NUL, finite numbers) and the timestamp against
+/// `clock` (SDKs pass [`IngestClock::now`], their own clock standing in for the server's
+/// receive time). SDKs call this in `track()`, so what the server would reject anyway
+/// fails at once, by the very same code.
+pub fn check_event(event: &v1::Event, clock: &IngestClock) -> Result<(), FieldViolation> {
+    check_fields(event)?;
+    event_time(event.timestamp.as_ref(), clock).map(drop)
+}
+
+/// The clock-independent rules; returns the properties written as JSON.
+fn check_fields(event: &v1::Event) -> Result<String, FieldViolation> {
     let encoded_len = event.encoded_len();
     if encoded_len > limits::MAX_EVENT_BYTES {
         return Err(FieldViolation::new(
@@ -77,44 +108,29 @@ pub fn validate_event(
             ),
         ));
     }
-    let event_id = normalize_event_id(event.event_id)?;
+    if !event.event_id.is_empty() {
+        check_text("event_id", &event.event_id, 1, limits::MAX_EVENT_ID_CHARS)?;
+    }
     check_text(
         "event_type",
         &event.event_type,
         1,
         limits::MAX_EVENT_TYPE_CHARS,
     )?;
-    let user_id = optional_id("user_id", event.user_id)?;
-    let session_id = optional_id("session_id", event.session_id)?;
-    let (timestamp, client_timestamp) = event_time(event.timestamp.as_ref(), clock)?;
-    let properties_json = encode_properties(event.properties.as_ref(), encoded_len)?;
-    Ok(Event {
-        tenant_id,
-        event_id,
-        event_type: event.event_type,
-        user_id,
-        session_id,
-        timestamp,
-        client_timestamp,
-        received_at: clock.received_at,
-        properties_json,
-    })
+    check_optional_id("user_id", &event.user_id)?;
+    check_optional_id("session_id", &event.session_id)?;
+    encode_properties(event.properties.as_ref(), encoded_len)
 }
 
-fn normalize_event_id(event_id: String) -> Result<String, FieldViolation> {
-    if event_id.is_empty() {
-        return Ok(Uuid::now_v7().to_string());
-    }
-    check_text("event_id", &event_id, 1, limits::MAX_EVENT_ID_CHARS)?;
-    Ok(event_id)
+fn none_if_empty(value: String) -> Option<String> {
+    (!value.is_empty()).then_some(value)
 }
 
-fn optional_id(field: &str, value: String) -> Result<Option<String>, FieldViolation> {
+fn check_optional_id(field: &str, value: &str) -> Result<(), FieldViolation> {
     if value.is_empty() {
-        return Ok(None);
+        return Ok(());
     }
-    check_text(field, &value, 1, limits::MAX_ID_CHARS)?;
-    Ok(Some(value))
+    check_text(field, value, 1, limits::MAX_ID_CHARS)
 }
 
 pub(crate) fn check_text(

@@ -7,11 +7,11 @@ use std::io::Write;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
-use eventline_proto::v1::{self, query_service_client::QueryServiceClient};
+use eventline_client::v1;
+use futures::{StreamExt, TryStreamExt};
 use pbjson_types::Timestamp;
-use tokio_stream::StreamExt;
 
-use crate::client::{Authorized, ClientArgs, describe};
+use crate::client::ClientArgs;
 
 /// Filters shared by every read.
 #[derive(Debug, Args)]
@@ -121,14 +121,6 @@ pub(crate) struct ExportArgs {
     cursor: Option<String>,
 }
 
-type Client = QueryServiceClient<Authorized>;
-
-async fn client(args: &ClientArgs) -> anyhow::Result<Client> {
-    let (channel, key) = args.connect().await?;
-    Ok(QueryServiceClient::with_interceptor(channel, key)
-        .max_decoding_message_size(64 * 1024 * 1024))
-}
-
 fn parse_time(flag: &str, text: &str) -> anyhow::Result<Timestamp> {
     let time = match DateTime::parse_from_rfc3339(text) {
         Ok(time) => time.with_timezone(&Utc),
@@ -155,7 +147,7 @@ fn print_event(out: &mut impl Write, event: &v1::Event) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
-    let mut client = client(&args.client).await?;
+    let client = args.client.connect().await?;
     let mut out = std::io::stdout().lock();
     match args.command {
         QueryCommand::List {
@@ -163,56 +155,44 @@ pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
             window,
             limit,
         } => {
-            let mut printed = 0;
-            let mut page_token = String::new();
-            while printed < limit {
-                let page = client
+            let mut events = std::pin::pin!(
+                client
                     .list_events(v1::ListEventsRequest {
-                        event_type: filter.event_type.clone().unwrap_or_default(),
-                        user_id: filter.user_id.clone().unwrap_or_default(),
-                        property_filters: filter.props.clone(),
+                        event_type: filter.event_type.unwrap_or_default(),
+                        user_id: filter.user_id.unwrap_or_default(),
+                        property_filters: filter.props,
                         start_time: optional_time("start", &window.start)?,
                         end_time: optional_time("end", &window.end)?,
-                        page_size: (limit - printed).min(1000) as i32,
-                        page_token: page_token.clone(),
+                        page_size: limit.clamp(1, 1000) as i32,
                         ..Default::default()
                     })
-                    .await
-                    .map_err(describe)?
-                    .into_inner();
-                for event in &page.events {
-                    print_event(&mut out, event)?;
-                }
-                printed += page.events.len();
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
+                    .take(limit)
+            );
+            while let Some(event) = events.try_next().await? {
+                print_event(&mut out, &event)?;
             }
         }
         QueryCommand::Count { window, event_type } => {
-            let response = client
+            let count = client
                 .count_events(v1::CountEventsRequest {
                     event_type: event_type.unwrap_or_default(),
                     start_time: optional_time("start", &window.start)?,
                     end_time: optional_time("end", &window.end)?,
                     ..Default::default()
                 })
-                .await
-                .map_err(describe)?;
-            writeln!(out, "{}", response.into_inner().count)?;
+                .await?;
+            writeln!(out, "{count}")?;
         }
         QueryCommand::Top { window, limit } => {
-            let response = client
+            let rows = client
                 .top_event_types(v1::TopEventTypesRequest {
                     start_time: optional_time("start", &window.start)?,
                     end_time: optional_time("end", &window.end)?,
                     limit,
                     ..Default::default()
                 })
-                .await
-                .map_err(describe)?;
-            for row in response.into_inner().event_types {
+                .await?;
+            for row in rows {
                 writeln!(out, "{}\t{}", row.event_type, row.count)?;
             }
         }
@@ -226,17 +206,16 @@ pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
                 Interval::Hour => v1::Interval::Hour,
                 Interval::Day => v1::Interval::Day,
             };
-            let response = client
-                .event_timeseries(v1::EventTimeseriesRequest {
+            let buckets = client
+                .timeseries(v1::EventTimeseriesRequest {
                     event_type: event_type.unwrap_or_default(),
                     start_time: optional_time("start", &window.start)?,
                     end_time: optional_time("end", &window.end)?,
                     interval: interval as i32,
                     ..Default::default()
                 })
-                .await
-                .map_err(describe)?;
-            for bucket in response.into_inner().buckets {
+                .await?;
+            for bucket in buckets {
                 let start = bucket
                     .start_time
                     .as_ref()
@@ -252,7 +231,7 @@ pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
-    let mut client = client(&args.client).await?;
+    let client = args.client.connect().await?;
     let request = v1::TailEventsRequest {
         event_type: args.filter.event_type.unwrap_or_default(),
         user_id: args.filter.user_id.unwrap_or_default(),
@@ -260,34 +239,30 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
         start_time: optional_time("since", &args.since)?,
         cursor: args.cursor.unwrap_or_default(),
     };
-    let mut stream = client
-        .tail_events(request)
-        .await
-        .map_err(describe)?
-        .into_inner();
+    // The SDK's tail resumes by itself after a broken connection; it ends only when the
+    // server stays away, and then the cursor to resume from is printed.
+    let mut stream = std::pin::pin!(client.tail(request));
     let mut last_cursor = String::new();
-    while let Some(message) = stream.next().await {
-        let message = match message {
-            Ok(message) => message,
-            Err(status) => {
+    while let Some(item) = stream.next().await {
+        let item = match item {
+            Ok(item) => item,
+            Err(error) => {
                 if !last_cursor.is_empty() {
                     eprintln!("resume with: eventline tail --cursor {last_cursor}");
                 }
-                return Err(describe(status));
+                return Err(error.into());
             }
         };
         let mut out = std::io::stdout().lock();
-        if let Some(event) = &message.event {
-            print_event(&mut out, event)?;
-            out.flush()?;
-        }
-        last_cursor = message.cursor;
+        print_event(&mut out, &item.event)?;
+        out.flush()?;
+        last_cursor = item.cursor;
     }
     Ok(())
 }
 
 pub(crate) async fn export(args: ExportArgs) -> anyhow::Result<()> {
-    let mut client = client(&args.client).await?;
+    let client = args.client.connect().await?;
     let request = v1::ExportEventsRequest {
         event_type: args.filter.event_type.unwrap_or_default(),
         user_id: args.filter.user_id.unwrap_or_default(),
@@ -296,32 +271,23 @@ pub(crate) async fn export(args: ExportArgs) -> anyhow::Result<()> {
         end_time: optional_time("end", &args.window.end)?,
         cursor: args.cursor.unwrap_or_default(),
     };
-    let mut stream = client
-        .export_events(request)
-        .await
-        .map_err(describe)?
-        .into_inner();
+    let mut stream = std::pin::pin!(client.export(request));
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut exported = 0u64;
     let mut last_cursor = String::new();
-    while let Some(message) = stream.next().await {
-        match message {
-            Ok(message) => {
-                if let Some(event) = &message.event {
-                    print_event(&mut out, event)?;
-                    exported += 1;
-                }
-                last_cursor = message.cursor;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(item) => {
+                print_event(&mut out, &item.event)?;
+                exported += 1;
+                last_cursor = item.cursor;
             }
-            Err(status) => {
+            Err(error) => {
                 out.flush()?;
                 if !last_cursor.is_empty() {
                     eprintln!("resume with: eventline export --cursor {last_cursor}");
                 }
-                bail!(
-                    "export stopped after {exported} events: {}",
-                    describe(status)
-                );
+                bail!("export stopped after {exported} events: {error}");
             }
         }
     }

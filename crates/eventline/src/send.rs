@@ -4,12 +4,12 @@
 
 use anyhow::{Context, bail};
 use clap::Args;
-use eventline_proto::v1::{self, ingest_service_client::IngestServiceClient};
+use eventline_client::{Authorized, v1, v1::ingest_service_client::IngestServiceClient};
 use pbjson_types::Struct;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::client::{Authorized, ClientArgs, describe};
+use crate::client::ClientArgs;
 
 /// Events per stream message when reading stdin.
 const STDIN_BATCH_EVENTS: usize = 500;
@@ -51,9 +51,7 @@ pub(crate) struct ImportArgs {
 type Client = IngestServiceClient<Authorized>;
 
 async fn client(args: &ClientArgs) -> anyhow::Result<Client> {
-    let (channel, key) = args.connect().await?;
-    Ok(IngestServiceClient::with_interceptor(channel, key)
-        .max_encoding_message_size(eventline_core::limits::MAX_MESSAGE_BYTES))
+    Ok(args.connect().await?.ingest_service())
 }
 
 pub(crate) async fn run(args: SendArgs) -> anyhow::Result<()> {
@@ -106,7 +104,7 @@ async fn send_one(client: &mut Client, event: v1::Event) -> anyhow::Result<()> {
     let response = client
         .track(v1::TrackRequest { event: Some(event) })
         .await
-        .map_err(describe)?
+        .map_err(eventline_client::Error::from)?
         .into_inner();
     let result = response.result.unwrap_or_default();
     let status = v1::IngestStatus::try_from(result.status).unwrap_or_default();
@@ -169,7 +167,7 @@ async fn stream_stdin(client: &mut Client) -> anyhow::Result<()> {
     let summary = client
         .ingest_stream(ReceiverStream::new(stream))
         .await
-        .map_err(describe);
+        .map_err(eventline_client::Error::from);
     reader.await.context("stdin reader failed")??;
     progress.finish_and_clear();
     let summary = summary?.into_inner();

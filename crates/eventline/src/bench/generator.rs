@@ -33,6 +33,28 @@ impl EventGenerator {
 
     /// The next event. Type `type_0` is the most frequent; frequency falls off as u³.
     pub(crate) fn next_event(&mut self) -> v1::Event {
+        let (event_type, user_id, session_id, properties) = self.next_fields();
+        v1::Event {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            event_type,
+            user_id,
+            session_id,
+            properties: serde_json::from_value(properties).ok(),
+            ..Default::default()
+        }
+    }
+
+    /// The next event as the SDK's producer takes it (the id and time come from `track`).
+    pub(crate) fn next_track_event(&mut self) -> eventline_client::TrackEvent {
+        let (event_type, user_id, session_id, properties) = self.next_fields();
+        eventline_client::TrackEvent::new(event_type)
+            .user_id(user_id)
+            .session_id(session_id)
+            .properties(properties)
+    }
+
+    /// Type, user, session and properties of the next event.
+    fn next_fields(&mut self) -> (String, String, String, serde_json::Value) {
         let skew: f64 = self.rng.random::<f64>().powi(3);
         let type_index = (skew * EVENT_TYPES as f64) as usize;
         let user = self.rng.random_range(0..USERS);
@@ -44,14 +66,12 @@ impl EventGenerator {
             "browser": "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0",
             "experiment": {"id": self.rng.random_range(0..20), "variant": if self.rng.random::<bool>() { "a" } else { "b" }},
         });
-        v1::Event {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            event_type: format!("type_{type_index}"),
-            user_id: format!("user_{user}"),
-            session_id: format!("session_{}", self.rng.random_range(0..1_000_000u32)),
-            properties: serde_json::from_value(properties).ok(),
-            ..Default::default()
-        }
+        (
+            format!("type_{type_index}"),
+            format!("user_{user}"),
+            format!("session_{}", self.rng.random_range(0..1_000_000u32)),
+            properties,
+        )
     }
 
     /// `count` events in batches of `batch_size`.

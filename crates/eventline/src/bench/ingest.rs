@@ -11,9 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::client::{ApiKey, Authorized};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use eventline_client::Authorized;
 use eventline_core::{IngestClock, TenantId, validate_event};
 use eventline_proto::v1::{self, ingest_service_client::IngestServiceClient};
 use hdrhistogram::Histogram;
@@ -354,6 +354,48 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
     })
 }
 
+/// Acknowledged events/s of `batches` sent as fast as acks allow by `concurrency` bidi
+/// streams with `pipeline` batches in flight each, over the steady window (after the
+/// first 10 % of acknowledgements), as `run` measures it.
+pub(crate) async fn bidi_events_per_second(
+    grpc: &str,
+    key: &str,
+    batches: Vec<Vec<v1::Event>>,
+    concurrency: usize,
+    pipeline: usize,
+) -> anyhow::Result<f64> {
+    let total = batches.iter().map(Vec::len).sum::<usize>() as u64;
+    let run = Arc::new(Run {
+        batches: Mutex::new(batches.into()),
+        acked: AtomicU64::new(0),
+        latencies: Mutex::new(Histogram::new_with_bounds(1, 120_000_000, 3)?),
+        steady_from: Mutex::new(None),
+        total,
+    });
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..concurrency.max(1) {
+        let (run, grpc, key) = (Arc::clone(&run), grpc.to_owned(), key.to_owned());
+        workers.push(tokio::spawn(async move {
+            bidi_worker(&grpc, &key, run, pipeline.max(1), None, worker).await
+        }));
+    }
+    for worker in workers {
+        worker.await.context("bench worker")??;
+    }
+    let finished = Instant::now();
+    let acked = run.acked.load(Ordering::Relaxed);
+    if acked != total {
+        bail!("only {acked} of {total} events were acknowledged");
+    }
+    let (steady_start, steady_acked) = run
+        .steady_from
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or((started, 0));
+    Ok((acked - steady_acked) as f64 / (finished - steady_start).as_secs_f64().max(1e-9))
+}
+
 /// The raw baseline's rows: `sample` validated as the server would, for a tenant created
 /// in the fresh, migrated database at `url`.
 async fn raw_baseline_rows(
@@ -444,13 +486,9 @@ impl IngestReport {
 
 /// An ingest client that sends `key` with every call.
 async fn ingest_client(grpc: &str, key: &str) -> anyhow::Result<IngestServiceClient<Authorized>> {
-    let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())?
-        .connect()
-        .await?;
-    Ok(
-        IngestServiceClient::with_interceptor(channel, ApiKey::new(key)?)
-            .max_encoding_message_size(32 * 1024 * 1024),
-    )
+    Ok(eventline_client::Client::connect(grpc, key)
+        .await?
+        .ingest_service())
 }
 
 async fn paced(pacing: Option<Duration>, next_send: &mut Instant) {

@@ -3,6 +3,7 @@
 
 mod generator;
 mod ingest;
+mod producer;
 mod query;
 mod raw;
 mod server;
@@ -21,6 +22,9 @@ enum BenchCommand {
     Ingest(ingest::IngestArgs),
     /// Latency of each query RPC over a loaded tenant.
     Query(query::QueryArgs),
+    /// The Rust SDK producer's acknowledged rate against the raw bidi load, and the cost
+    /// of track().
+    Producer(producer::ProducerArgs),
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -28,6 +32,10 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => {
             let json = args.json();
             ingest::run(args).await?.print(json);
+        }
+        BenchCommand::Producer(args) => {
+            let json = args.json();
+            producer::run(args).await?.print(json);
         }
         BenchCommand::Query(args) => {
             let json = args.json();

@@ -94,7 +94,7 @@ impl QueryReport {
     }
 }
 
-type Client = QueryServiceClient<crate::client::Authorized>;
+type Client = QueryServiceClient<eventline_client::Authorized>;
 
 /// Calls of each RPC made before its measured iterations.
 const WARM_UP_CALLS: usize = 3;
@@ -188,12 +188,9 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     sqlx::query("VACUUM ANALYZE").execute(store.pool()).await?;
     let load_seconds = load_started.elapsed().as_secs_f64();
 
-    let channel = tonic::transport::Endpoint::from_shared(process.grpc.clone())?
-        .connect()
-        .await?;
-    let key = crate::client::ApiKey::new(server::BENCH_API_KEY)?;
-    let mut client = QueryServiceClient::with_interceptor(channel, key)
-        .max_decoding_message_size(64 * 1024 * 1024);
+    let mut client = eventline_client::Client::connect(process.grpc.clone(), server::BENCH_API_KEY)
+        .await?
+        .query_service();
     let window = (
         Some(eventline_core::time::to_proto(
             now - chrono::Duration::days(30),
