@@ -209,9 +209,31 @@ impl Authenticator {
     }
 }
 
-/// Middleware on the gRPC routes: a call is authenticated from its headers before any of
-/// its messages is read, so a client without a valid key cannot make the server buffer
-/// anything; while the store is known to be down, calls that need it fail at once.
+/// Admits a call to `grpc_path` from its headers alone, before anything of its body is
+/// read: the key must meet the path's requirement, and while the store is known to be
+/// down, calls that need it fail at once. The gRPC middleware and the REST gateway both
+/// ask here.
+pub(crate) async fn admit(
+    authenticator: &Authenticator,
+    readiness: &crate::readiness::Readiness,
+    headers: &http::HeaderMap,
+    grpc_path: &str,
+) -> Result<(), Error> {
+    let requirement = Requirement::of_grpc_path(grpc_path);
+    if requirement == Requirement::Nothing {
+        return Ok(());
+    }
+    if readiness.store_down() {
+        return Err(Error::Unavailable {
+            what: "the database is unavailable".into(),
+            retry_after: std::time::Duration::from_secs(1),
+        });
+    }
+    authenticator.check(headers, requirement).await
+}
+
+/// Middleware on the gRPC routes: a call is authenticated before any of its messages is
+/// read, so a client without a valid key cannot make the server buffer anything.
 pub(crate) async fn authenticate_before_reading(
     axum::extract::State((authenticator, readiness)): axum::extract::State<(
         Authenticator,
@@ -220,21 +242,17 @@ pub(crate) async fn authenticate_before_reading(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let requirement = Requirement::of_grpc_path(request.uri().path());
-    if requirement == Requirement::Nothing {
-        return next.run(request).await;
+    match admit(
+        &authenticator,
+        &readiness,
+        request.headers(),
+        request.uri().path(),
+    )
+    .await
+    {
+        Ok(()) => next.run(request).await,
+        Err(error) => tonic::Status::from(error).into_http(),
     }
-    if readiness.store_down() {
-        let error = Error::Unavailable {
-            what: "the database is unavailable".into(),
-            retry_after: std::time::Duration::from_secs(1),
-        };
-        return tonic::Status::from(error).into_http();
-    }
-    if let Err(error) = authenticator.check(request.headers(), requirement).await {
-        return tonic::Status::from(error).into_http();
-    }
-    next.run(request).await
 }
 
 fn invalid_key() -> Error {

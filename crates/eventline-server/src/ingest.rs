@@ -53,15 +53,14 @@ impl IngestApi {
         Ok(self.auth.tenant_with_scope(metadata, Scope::Ingest).await?)
     }
 
-    /// Validates and commits one batch message, reporting every event in order.
+    /// Validates and commits one batch message (already checked as a whole by
+    /// [`batch_clock`]), reporting every event in order.
     async fn ingest(
-        writer: &Writer,
-        budget: &MemoryBudget,
+        &self,
         tenant_id: TenantId,
         events: Vec<v1::Event>,
-        sent_at: Option<&Timestamp>,
+        clock: IngestClock,
     ) -> Result<BatchReport, Error> {
-        let clock = batch_clock(&events, sent_at)?;
         let mut report = BatchReport {
             results: Vec::with_capacity(events.len()),
             ..Default::default()
@@ -109,8 +108,10 @@ impl IngestApi {
         }
         // Held while the batch waits for queue room and commits: under overload, requests
         // past the budget are refused at once instead of piling up decoded in memory.
-        let _charge = budget.try_charge(valid.iter().map(Event::memory_bytes).sum())?;
-        let commit = writer.submit(valid).await?;
+        let _charge = self
+            .budget
+            .try_charge(valid.iter().map(Event::memory_bytes).sum())?;
+        let commit = self.writer.submit(valid).await?;
         report.watermark = commit.watermark;
         let mut accepted_by_slot = vec![0u64; type_names.len()];
         for (slot, outcome) in slot_of_event.into_iter().zip(&commit.outcomes) {
@@ -187,14 +188,8 @@ impl IngestService for IngestApi {
     ) -> Result<Response<v1::IngestBatchResponse>, Status> {
         let tenant_id = self.tenant(request.metadata()).await?;
         let batch = request.into_inner();
-        let report = Self::ingest(
-            &self.writer,
-            &self.budget,
-            tenant_id,
-            batch.events,
-            batch.sent_at.as_ref(),
-        )
-        .await?;
+        let clock = batch_clock(&batch.events, batch.sent_at.as_ref())?;
+        let report = self.ingest(tenant_id, batch.events, clock).await?;
         Ok(Response::new(v1::IngestBatchResponse {
             results: report.results,
             accepted: report.accepted,
@@ -236,18 +231,12 @@ impl IngestService for IngestApi {
                     let message = message?;
                     let offset = events_seen;
                     events_seen += message.events.len() as u64;
-                    let writer = self.writer.clone();
-                    let budget = self.budget.clone();
+                    let api = self.clone();
                     in_flight.push_back(async move {
-                        Self::ingest(
-                            &writer,
-                            &budget,
-                            tenant_id,
-                            message.events,
-                            message.sent_at.as_ref(),
-                        )
-                        .await
-                        .map(|report| (offset, report))
+                        let clock = batch_clock(&message.events, message.sent_at.as_ref())?;
+                        api.ingest(tenant_id, message.events, clock)
+                            .await
+                            .map(|report| (offset, report))
                     });
                 }
             }
@@ -269,8 +258,7 @@ impl IngestService for IngestApi {
         let mut incoming = request.into_inner();
         let (acks, ack_stream) = mpsc::channel(MAX_IN_FLIGHT_BATCHES_PER_STREAM);
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_BATCHES_PER_STREAM));
-        let writer = self.writer.clone();
-        let budget = self.budget.clone();
+        let api = self.clone();
         tokio::spawn(async move {
             loop {
                 // Take a slot before reading, so a fast client is paced by commits.
@@ -285,36 +273,27 @@ impl IngestService for IngestApi {
                     }
                     Some(Ok(message)) => message,
                 };
-                let writer = writer.clone();
-                let budget = budget.clone();
+                let api = api.clone();
                 let acks = acks.clone();
                 tokio::spawn(async move {
                     let sequence = message.sequence;
-                    // A batch the client got wrong as a whole is refused alone, in its ack:
-                    // the batches pipelined behind it go on (issue #12).
-                    if let Err(Error::InvalidArgument { violation }) =
-                        batch_clock(&message.events, message.sent_at.as_ref())
-                    {
-                        let _ = acks
-                            .send(Ok(rejected_batch(sequence, &message.events, &violation)))
-                            .await;
-                        drop(slot);
-                        return;
-                    }
-                    let answer = Self::ingest(
-                        &writer,
-                        &budget,
-                        tenant_id,
-                        message.events,
-                        message.sent_at.as_ref(),
-                    )
-                    .await
-                    .map(|report| v1::IngestBidiResponse {
-                        sequence,
-                        results: report.results,
-                        watermark: report.watermark,
-                    })
-                    .map_err(|error| bidi_error(sequence, error));
+                    let answer = match batch_clock(&message.events, message.sent_at.as_ref()) {
+                        Ok(clock) => api
+                            .ingest(tenant_id, message.events, clock)
+                            .await
+                            .map(|report| v1::IngestBidiResponse {
+                                sequence,
+                                results: report.results,
+                                watermark: report.watermark,
+                            })
+                            .map_err(|error| bidi_error(sequence, error)),
+                        // A batch the client got wrong as a whole is refused alone, in its
+                        // ack: the batches pipelined behind it go on (issue #12).
+                        Err(Error::InvalidArgument { violation }) => {
+                            Ok(rejected_batch(sequence, &message.events, &violation))
+                        }
+                        Err(error) => Err(bidi_error(sequence, error)),
+                    };
                     let _ = acks.send(answer).await;
                     drop(slot);
                 });

@@ -27,7 +27,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, Value};
 use tonic::{Status, service::Routes};
 
 use crate::{
-    auth::{Authenticator, Requirement},
+    auth::{self, Authenticator},
     budget::MemoryBudget,
     readiness::Readiness,
 };
@@ -193,18 +193,14 @@ async fn dispatch(gateway: &Gateway, request: Request) -> Response {
         return response::error_response(&status);
     };
     // The key is checked from the headers before a byte of the body is read.
-    let requirement = Requirement::of_grpc_path(&route.grpc_path());
-    if requirement != Requirement::Nothing && gateway.readiness.store_down() {
-        return response::error_response(&Status::from(Error::Unavailable {
-            what: "the database is unavailable".into(),
-            retry_after: Duration::from_secs(1),
-        }));
-    }
-    if let Err(error) = gateway
-        .authenticator
-        .check(&parts.headers, requirement)
-        .await
-    {
+    let admitted = auth::admit(
+        &gateway.authenticator,
+        &gateway.readiness,
+        &parts.headers,
+        &route.grpc_path(),
+    )
+    .await;
+    if let Err(error) = admitted {
         return response::error_response(&Status::from(error));
     }
     let (body, _charge) = match body::read(
