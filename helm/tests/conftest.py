@@ -327,20 +327,23 @@ def run_to_completion(binary: str, spec: RunSpec, timeout: float = 120) -> subpr
     return subprocess.run([binary, *spec.args], env=process_env(spec.env), capture_output=True, text=True, timeout=timeout)
 
 
-def start_server(binary: str, spec: RunSpec, workdir: Path, timeout: float = 60) -> Server:
+def start_server(binary: str, spec: RunSpec, workdir: Path, timeout: float = 60, ready=None) -> Server:
+    """Starts the binary and waits until `ready(server)` (default: grpc.health.v1 says
+    SERVING over plaintext gRPC)."""
     log = workdir / f"eventline-{spec.ports['grpc']}.log"
     with open(log, "wb") as sink:
         process = subprocess.Popen([binary, *spec.args], env=process_env(spec.env), stdout=sink, stderr=subprocess.STDOUT)
     server = Server(process, spec, log)
+    ready = ready or (lambda s: grpc_serving(s.grpc))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"eventline {' '.join(spec.args)} exited with {process.returncode}:\n{server.log_text()}")
-        if grpc_serving(server.grpc):
+        if ready(server):
             return server
         time.sleep(0.2)
     server.stop()
-    pytest.fail(f"eventline did not report SERVING within {timeout} s:\n{server.log_text()}")
+    pytest.fail(f"eventline did not report ready within {timeout} s:\n{server.log_text()}")
 
 
 def _expected_fields(binary: str, toml: str, directory: Path) -> list[str]:

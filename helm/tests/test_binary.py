@@ -1,16 +1,26 @@
 """The chart and the binary cannot drift: the real `eventline` binary, started with exactly
 the args and environment of the rendered migration Job and Deployment (database pointed at
 a fresh test PostgreSQL, ports on free loopback ports), migrates, starts and reports ready;
-every EVENTLINE_* name the chart sets is a setting the binary accepts."""
+every EVENTLINE_* name the chart sets is a setting the binary accepts; the TLS render, with
+real certificates mounted as the kubelet mounts its Secrets, serves TLS and mTLS, passes its
+probes on the plaintext metrics port and picks up a renewed certificate."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import shutil
 import signal
+import socket
+import ssl
 import subprocess
+import time
 import urllib.parse
+import urllib.request
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import yaml
@@ -22,6 +32,7 @@ from conftest import (
     admin_database_url,
     binary_settings,
     chart_values,
+    find,
     flatten,
     free_port,
     grpc_serving,
@@ -161,3 +172,235 @@ def test_every_eventline_name_the_chart_can_set_is_a_binary_setting(known_to_bin
             f"without a default in values.yaml: {sorted(known_to_binary - in_values)}",
             stacklevel=1,
         )
+
+
+# --- TLS: the TLS render with real certificates ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_binary(eventline_bin) -> str:
+    """The binary, if it has TLS (`serve --help` lists --tls-cert); the test waits for it."""
+    help_text = subprocess.run([eventline_bin, "serve", "--help"], capture_output=True, text=True, timeout=60).stdout
+    if "--tls-cert" not in help_text:
+        pytest.skip(f"{eventline_bin} has no TLS settings yet (`serve --help` lists no --tls-cert): rebuild it")
+    return eventline_bin
+
+
+@dataclass
+class Certificates:
+    server_crt: Path
+    server_key: Path
+    renewed_crt: Path
+    renewed_key: Path
+    ca_crt: Path
+    client_crt: Path
+    client_key: Path
+
+
+def make_certificates(directory: Path) -> Certificates:
+    """A server certificate for localhost and 127.0.0.1, its renewal (a new key), a client
+    CA and a client certificate it signed."""
+    openssl = require_tool("openssl")
+
+    def run(*args):
+        result = subprocess.run([openssl, *args], cwd=directory, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"openssl {' '.join(args)}: {result.stderr}"
+
+    def self_signed(name, subject, *extra):
+        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+            "-subj", subject, *extra, "-keyout", f"{name}.key", "-out", f"{name}.crt")
+
+    for name in ("server", "renewed"):
+        self_signed(name, "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+    self_signed("ca", "/CN=eventline test client CA")
+    run("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-subj", "/CN=eventline test client", "-keyout", "client.key", "-out", "client.csr")
+    (directory / "client.ext").write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n")
+    run("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
+        "-extfile", "client.ext", "-out", "client.crt")
+    d = directory
+    return Certificates(d / "server.crt", d / "server.key", d / "renewed.crt", d / "renewed.key", d / "ca.crt", d / "client.crt", d / "client.key")
+
+
+class SecretVolume:
+    """A Secret volume laid out as the kubelet writes one: the files in a timestamped
+    directory, `..data` pointing at it and one symlink per key through `..data`. An update
+    writes a new directory and swaps `..data` with one rename, so a reader of the mounted
+    directory sees the old files or the new ones, never a mix (a subPath mount would keep
+    the old files for good)."""
+
+    def __init__(self, path: Path, files: dict[str, bytes]):
+        self.path = path
+        self.generation = 0
+        path.mkdir(parents=True)
+        self.update(files)
+        for key in files:
+            (path / key).symlink_to(f"..data/{key}")
+
+    def update(self, files: dict[str, bytes]) -> None:
+        self.generation += 1
+        data = self.path / "..data"
+        previous = data.resolve() if data.exists() else None
+        target = self.path / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{self.generation}"
+        target.mkdir()
+        for key, content in files.items():
+            (target / key).write_bytes(content)
+        (self.path / "..data_tmp").symlink_to(target.name)
+        os.replace(self.path / "..data_tmp", data)
+        if previous:
+            shutil.rmtree(previous)
+
+
+def mount_secret_volumes(container: dict, pod: dict, secrets: dict[str, dict[str, bytes]], root: Path, env: dict[str, str]) -> dict[str, SecretVolume]:
+    """Every Secret volume the container mounts, filled from `secrets` (name -> files) under
+    `root`; env values under a mountPath are pointed at the same file there, which must be
+    one of the Secret's keys."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounted = {}
+    for mount in container["volumeMounts"]:
+        source = volumes[mount["name"]].get("secret")
+        if source is None:
+            continue
+        assert mount.get("readOnly") is True and "subPath" not in mount, mount
+        volume = SecretVolume(root / mount["name"], secrets[source["secretName"]])
+        mounted[mount["name"]] = volume
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        for name, value in env.items():
+            if value.startswith(prefix):
+                local = volume.path / value.removeprefix(prefix)
+                assert local.is_file(), f"{name}={value}: Secret {source['secretName']} has no key {value.removeprefix(prefix)}"
+                env[name] = str(local)
+    return mounted
+
+
+def probe_passes(probe: dict, container: dict, ports: dict[str, int]) -> bool:
+    """A kubelet httpGet probe (plaintext, 200-399) against the adapted ports."""
+    get = probe["httpGet"]
+    assert get.get("scheme", "HTTP") == "HTTP", probe
+    port = get["port"]
+    if isinstance(port, int):
+        port = next(p["name"] for p in container["ports"] if p["containerPort"] == port)
+    try:
+        status, _ = http_request(f"http://127.0.0.1:{ports[port]}{get['path']}", timeout=2)
+    except (OSError, http.client.HTTPException):
+        return False
+    return 200 <= status < 400
+
+
+def tls_context(certs: Certificates, *, client_certificate: bool = True) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile=str(certs.server_crt))
+    context.load_verify_locations(cafile=str(certs.renewed_crt))
+    if client_certificate:
+        context.load_cert_chain(str(certs.client_crt), str(certs.client_key))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    return context
+
+
+def served_certificate(port: int, context: ssl.SSLContext) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        with context.wrap_socket(sock, server_hostname="localhost") as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def https_request(url: str, context: ssl.SSLContext, *, method: str = "GET", body: object | None = None, headers: dict | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def grpc_health(addr: str, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [require_tool("grpcurl"), *flags, "-max-time", "5", addr, "grpc.health.v1.Health/Check"],
+        capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_tls_render_serves_tls_and_mtls_probes_on_metrics_and_reloads_a_renewed_certificate(tls_binary, known_to_binary, make_database, workdir):
+    """The TLS-on render with mTLS (plus a per-key rate limit and a short reload interval
+    through config:), run by the real binary with real certificates laid out as the
+    kubelet mounts the chart's Secret volumes: its startup, readiness and liveness probes
+    pass on the plaintext metrics port; gRPC and HTTP speak TLS only and want a client
+    certificate; a renewed certificate swapped in as the kubelet does is served without a
+    restart; every EVENTLINE_* name it sets is a binary setting."""
+    directory = workdir / "tls"
+    directory.mkdir()
+    certs = make_certificates(directory)
+    values = {
+        "tls": {"enabled": True, "existingSecret": "eventline-tls", "clientCaSecret": "eventline-client-ca"},
+        "config": {"limits": {"events_per_second_per_key": 1000}, "tls": {"reload_interval_ms": 200}},
+    }
+    objects = render_objects(values)
+    server_container, migrate_container = rendered_containers(objects)
+    for container in (server_container, migrate_container):
+        for entry in container["env"]:
+            if entry["name"].startswith("EVENTLINE_"):
+                assert setting_of(entry["name"]) in known_to_binary, f"{entry['name']} is not a setting of the binary"
+    pod = find(objects, "Deployment", FULLNAME)["spec"]["template"]["spec"]
+    database_url = make_database()
+    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+    data_dir = str(directory / "data")
+    migrated = run_to_completion(tls_binary, run_spec(migrate_container, objects, database_url, data_dir, ports))
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+
+    spec = run_spec(server_container, objects, database_url, data_dir, ports)
+    # The user's Secrets: cert-manager's kubernetes.io/tls one and the client CA.
+    secrets = {
+        "eventline-tls": {"tls.crt": certs.server_crt.read_bytes(), "tls.key": certs.server_key.read_bytes()},
+        "eventline-client-ca": {"ca.crt": certs.ca_crt.read_bytes()},
+    }
+    volumes = mount_secret_volumes(server_container, pod, secrets, directory / "volumes", spec.env)
+    assert set(volumes) == {"tls", "client-ca"}
+    assert {name for name, value in spec.env.items() if value.startswith(str(directory / "volumes"))} == {
+        "EVENTLINE_TLS_CERT_PATH", "EVENTLINE_TLS_KEY_PATH", "EVENTLINE_TLS_CLIENT_CA_PATH",
+    }
+    assert spec.env["EVENTLINE_LIMITS_EVENTS_PER_SECOND_PER_KEY"] == "1000"
+
+    server = start_server(tls_binary, spec, directory, ready=lambda s: probe_passes(server_container["startupProbe"], server_container, ports))
+    try:
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert probe_passes(server_container[probe], server_container, ports), f"{probe} {server_container[probe]} fails:\n{server.log_text()}"
+        status, metrics = http_request(server.metrics)
+        assert status == 200 and "eventline_writer_queue_events" in metrics, "the metrics port stays plaintext"
+
+        # gRPC: TLS with a client certificate only.
+        client = ("-cacert", str(certs.server_crt), "-cert", str(certs.client_crt), "-key", str(certs.client_key))
+        checked = grpc_health(server.grpc, *client)
+        assert checked.returncode == 0 and json.loads(checked.stdout).get("status") == "SERVING", checked.stderr
+        assert grpc_health(server.grpc, "-plaintext").returncode != 0, "the gRPC port answers plaintext"
+        assert grpc_health(server.grpc, "-cacert", str(certs.server_crt)).returncode != 0, "the gRPC port takes a client without a certificate"
+
+        # HTTP: HTTPS with a client certificate only; the generated bootstrap key works.
+        https = f"https://127.0.0.1:{ports['http']}"
+        context = tls_context(certs)
+        status, body = https_request(f"{https}/readyz", context)
+        assert status == 200, body
+        key = spec.env["EVENTLINE_BOOTSTRAP_API_KEY"]
+        status, body = https_request(f"{https}/v1/events", context, method="POST", body={"event_type": "tls_check"}, headers={"X-API-Key": key})
+        assert status == 201, body
+        with pytest.raises((OSError, http.client.HTTPException)):
+            https_request(f"{https}/readyz", tls_context(certs, client_certificate=False))
+        try:
+            status, _ = http_request(f"http://127.0.0.1:{ports['http']}/readyz", timeout=5)
+            assert status != 200, "the HTTP port answers plaintext"
+        except (OSError, http.client.HTTPException):
+            pass
+
+        # cert-manager renews: the kubelet swaps the Secret's files; no restart.
+        original = ssl.PEM_cert_to_DER_cert(certs.server_crt.read_text())
+        renewed = ssl.PEM_cert_to_DER_cert(certs.renewed_crt.read_text())
+        assert {served_certificate(ports[name], context) for name in ("grpc", "http")} == {original}
+        volumes["tls"].update({"tls.crt": certs.renewed_crt.read_bytes(), "tls.key": certs.renewed_key.read_bytes()})
+        deadline = time.monotonic() + 15
+        while {served_certificate(ports[name], context) for name in ("grpc", "http")} != {renewed}:
+            assert time.monotonic() < deadline, f"the renewed certificate was not served within 15 s:\n{server.log_text()}"
+            time.sleep(0.2)
+        assert server.process.poll() is None
+        checked = grpc_health(server.grpc, "-cacert", str(certs.renewed_crt), "-cert", str(certs.client_crt), "-key", str(certs.client_key))
+        assert checked.returncode == 0, checked.stderr
+    finally:
+        server.stop(signal.SIGTERM)

@@ -8,7 +8,7 @@ use eventline_proto::v1::{
 use tonic::{
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::{Channel, ClientTlsConfig, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
 use crate::{
@@ -67,6 +67,8 @@ impl Client {
             target: target.into(),
             api_key: api_key.to_owned(),
             connect_timeout: Duration::from_secs(10),
+            ca_certificate: None,
+            identity: None,
         }
     }
 
@@ -101,9 +103,25 @@ pub struct ClientBuilder {
     target: String,
     api_key: String,
     connect_timeout: Duration,
+    ca_certificate: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl ClientBuilder {
+    /// Trusts this PEM CA (or self-signed certificate) for an `https://` target instead
+    /// of the system's roots.
+    pub fn ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_certificate = Some(pem.into());
+        self
+    }
+
+    /// Presents this PEM certificate and key to a server that asks for client
+    /// certificates (mTLS).
+    pub fn identity(mut self, certificate_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        self.identity = Some((certificate_pem.into(), key_pem.into()));
+        self
+    }
+
     /// How long one connection attempt may take (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -153,9 +171,20 @@ impl ClientBuilder {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
         if url.starts_with("https://") {
+            let mut tls = match &self.ca_certificate {
+                Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
+            if let Some((certificate, key)) = &self.identity {
+                tls = tls.identity(Identity::from_pem(certificate, key));
+            }
             endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_native_roots())
+                .tls_config(tls)
                 .map_err(|error| invalid(error.to_string()))?;
+        } else if self.ca_certificate.is_some() || self.identity.is_some() {
+            return Err(invalid(
+                "a CA certificate or client identity needs an https:// target".into(),
+            ));
         }
         Ok((endpoint, key))
     }

@@ -112,6 +112,36 @@ impl Tenant {
     }
 }
 
+/// A key's own ingest rate limit: a token bucket of `burst` events refilled at
+/// `events_per_second`, on each server replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub events_per_second: u32,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// A limit of `events_per_second` with `burst` events at once; a burst of 0 means
+    /// one second's worth. Names the request fields on error.
+    pub fn new(events_per_second: u32, burst: u32) -> Result<Option<Self>, Error> {
+        match (events_per_second, burst) {
+            (0, 0) => Ok(None),
+            (0, _) => Err(Error::invalid(
+                "burst",
+                "needs events_per_second (a burst without a rate limits nothing)",
+            )),
+            (rate, 0) => Ok(Some(Self {
+                events_per_second: rate,
+                burst: rate,
+            })),
+            (rate, burst) => Ok(Some(Self {
+                events_per_second: rate,
+                burst,
+            })),
+        }
+    }
+}
+
 /// An API key as stored: its public id, owner, scopes and the hash of its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
@@ -122,12 +152,21 @@ pub struct ApiKey {
     pub secret_hash: Vec<u8>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When the key stops working; `None` is never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The key's own limit; `None` means the server's default applies.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl ApiKey {
     /// Whether the key grants `scope` and is not revoked.
     pub fn allows(&self, scope: Scope) -> bool {
         self.revoked_at.is_none() && self.scopes.contains(&scope)
+    }
+
+    /// Whether the key has expired by `now`.
+    pub fn expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|expires_at| expires_at <= now)
     }
 
     /// Converts to the API message (never with the secret).
@@ -142,8 +181,184 @@ impl ApiKey {
                 .collect(),
             create_time: Some(time::to_proto(self.created_at)),
             revoke_time: self.revoked_at.map(time::to_proto),
+            expire_time: self.expires_at.map(time::to_proto),
+            events_per_second: self.rate_limit.map_or(0, |limit| limit.events_per_second),
+            burst: self.rate_limit.map_or(0, |limit| limit.burst),
         }
     }
+}
+
+/// Who performed an audited action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The operator, by the configured admin token.
+    AdminToken,
+    /// An API key: an admin-scoped key acting, or an expired key presented.
+    Key(String),
+    /// The `eventline tenant` / `eventline key` commands, on the database directly.
+    Cli,
+    /// The server's first start on an empty database.
+    Bootstrap,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AdminToken => formatter.write_str("admin_token"),
+            Self::Key(key_id) => write!(formatter, "key:{key_id}"),
+            Self::Cli => formatter.write_str("cli"),
+            Self::Bootstrap => formatter.write_str("bootstrap"),
+        }
+    }
+}
+
+/// What an audited action did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    TenantCreated,
+    KeyCreated,
+    KeyRevoked,
+    ExpiredKeyUsed,
+}
+
+impl AuditAction {
+    /// Every action.
+    pub const ALL: [AuditAction; 4] = [
+        AuditAction::TenantCreated,
+        AuditAction::KeyCreated,
+        AuditAction::KeyRevoked,
+        AuditAction::ExpiredKeyUsed,
+    ];
+
+    /// The name stored in the database and written to the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TenantCreated => "tenant.created",
+            Self::KeyCreated => "key.created",
+            Self::KeyRevoked => "key.revoked",
+            Self::ExpiredKeyUsed => "key.expired_used",
+        }
+    }
+
+    /// The API enum.
+    pub fn to_proto(self) -> v1::AuditAction {
+        match self {
+            Self::TenantCreated => v1::AuditAction::TenantCreated,
+            Self::KeyCreated => v1::AuditAction::KeyCreated,
+            Self::KeyRevoked => v1::AuditAction::KeyRevoked,
+            Self::ExpiredKeyUsed => v1::AuditAction::ExpiredKeyUsed,
+        }
+    }
+}
+
+impl FromStr for AuditAction {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        AuditAction::ALL
+            .into_iter()
+            .find(|action| action.as_str() == text)
+            .ok_or_else(|| format!("unknown audit action {text:?}"))
+    }
+}
+
+/// One audited admin action, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// A time-ordered UUID.
+    pub audit_id: String,
+    pub tenant_id: TenantId,
+    /// [`Actor`] as text (`admin_token`, `key:key_…`, `cli`, `bootstrap`).
+    pub actor: String,
+    pub action: AuditAction,
+    /// The tenant id or key id acted on.
+    pub target: String,
+    pub occurred_at: DateTime<Utc>,
+    pub details: std::collections::BTreeMap<String, String>,
+}
+
+impl AuditEvent {
+    /// A record of `actor` doing `action` to `target` of `tenant_id`, now.
+    pub fn new(tenant_id: TenantId, actor: &Actor, action: AuditAction, target: &str) -> Self {
+        Self {
+            audit_id: Uuid::now_v7().to_string(),
+            tenant_id,
+            actor: actor.to_string(),
+            action,
+            target: target.to_owned(),
+            occurred_at: time::now(),
+            details: Default::default(),
+        }
+    }
+
+    /// The record of a tenant's creation.
+    pub fn tenant_created(tenant: &Tenant, actor: &Actor) -> Self {
+        let mut event = Self::new(
+            tenant.tenant_id,
+            actor,
+            AuditAction::TenantCreated,
+            &tenant.tenant_id.to_string(),
+        );
+        event.details.insert("name".into(), tenant.name.clone());
+        event
+    }
+
+    /// The record of a key's creation, with what the key may do.
+    pub fn key_created(key: &ApiKey, actor: &Actor) -> Self {
+        let mut event = Self::new(key.tenant_id, actor, AuditAction::KeyCreated, &key.key_id);
+        let scopes: Vec<&str> = key.scopes.iter().map(|scope| scope.as_str()).collect();
+        event.details.insert("scopes".into(), scopes.join(","));
+        if let Some(expires_at) = key.expires_at {
+            event
+                .details
+                .insert("expire_time".into(), expires_at.to_rfc3339());
+        }
+        if let Some(limit) = key.rate_limit {
+            event.details.insert(
+                "events_per_second".into(),
+                limit.events_per_second.to_string(),
+            );
+            event.details.insert("burst".into(), limit.burst.to_string());
+        }
+        event
+    }
+
+    /// Writes the record to the structured log (target `eventline::audit`).
+    pub fn log(&self) {
+        tracing::info!(
+            target: "eventline::audit",
+            audit_id = %self.audit_id,
+            tenant_id = %self.tenant_id,
+            actor = %self.actor,
+            action = self.action.as_str(),
+            target_id = %self.target,
+            details = ?self.details,
+            "audit"
+        );
+    }
+
+    /// Converts to the API message.
+    pub fn to_proto(&self) -> v1::AuditEvent {
+        v1::AuditEvent {
+            audit_id: self.audit_id.clone(),
+            tenant_id: self.tenant_id.to_string(),
+            actor: self.actor.clone(),
+            action: self.action.to_proto() as i32,
+            target: self.target.clone(),
+            event_time: Some(time::to_proto(self.occurred_at)),
+            details: self.details.clone().into_iter().collect(),
+        }
+    }
+}
+
+/// A page of the audit trail, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// One tenant's records, or every tenant's.
+    pub tenant_id: Option<TenantId>,
+    /// Records strictly older than this `(time, audit_id)`, for the next page.
+    pub before: Option<(DateTime<Utc>, String)>,
+    pub limit: usize,
 }
 
 /// Validates a tenant name: 1 to 128 characters, no control characters.

@@ -10,7 +10,9 @@ pub mod query;
 pub mod time;
 pub mod validate;
 
-pub use admin::{ApiKey, Scope, Tenant, TenantId};
+pub use admin::{
+    Actor, ApiKey, AuditAction, AuditEvent, AuditQuery, RateLimit, Scope, Tenant, TenantId,
+};
 pub use error::{Error, ErrorCode, FieldViolation};
 pub use event::{Event, IngestOutcome};
 pub use validate::{IngestClock, check_event, validate_event};

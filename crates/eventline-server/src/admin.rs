@@ -1,13 +1,20 @@
-//! AdminService: tenants and API keys. The operator (admin token) manages everything; an
-//! admin-scoped key manages only its own tenant's keys.
+//! AdminService: tenants, API keys and the audit trail. The operator (admin token)
+//! manages everything; an admin-scoped key manages only its own tenant's keys. Every
+//! change is recorded with its actor in the same transaction (README "Audit trail").
 
-use eventline_core::{Error, Scope, TenantId, admin::validate_tenant_name};
+use eventline_core::{
+    AuditQuery, Error, RateLimit, Scope, TenantId, admin::validate_tenant_name,
+    query::EventFilter,
+};
 use eventline_proto::v1::{self, admin_service_server::AdminService};
 use eventline_store::Store;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Authenticator, Principal, issue_key};
+use crate::{
+    auth::{Authenticator, Principal, issue_key},
+    query::cursor::{self, Cursor},
+};
 
 /// The AdminService implementation.
 #[derive(Debug, Clone)]
@@ -23,7 +30,7 @@ impl AdminApi {
     }
 }
 
-fn operator_only(principal: Principal, what: &str) -> Result<(), Error> {
+fn operator_only(principal: &Principal, what: &str) -> Result<(), Error> {
     match principal {
         Principal::Operator => Ok(()),
         Principal::Key { .. } => Err(Error::PermissionDenied(format!(
@@ -32,10 +39,10 @@ fn operator_only(principal: Principal, what: &str) -> Result<(), Error> {
     }
 }
 
-fn may_manage(principal: Principal, tenant_id: TenantId) -> Result<(), Error> {
+fn may_manage(principal: &Principal, tenant_id: TenantId) -> Result<(), Error> {
     match principal {
         Principal::Operator => Ok(()),
-        Principal::Key { tenant_id: own } if own == tenant_id => Ok(()),
+        Principal::Key { tenant_id: own, .. } if *own == tenant_id => Ok(()),
         Principal::Key { .. } => Err(Error::PermissionDenied(
             "an admin key manages only its own tenant".into(),
         )),
@@ -48,10 +55,15 @@ impl AdminService for AdminApi {
         &self,
         request: Request<v1::CreateTenantRequest>,
     ) -> Result<Response<v1::CreateTenantResponse>, Status> {
-        operator_only(self.auth.admin(request.metadata()).await?, "CreateTenant")?;
+        let principal = self.auth.admin(request.metadata()).await?;
+        operator_only(&principal, "CreateTenant")?;
         let name = request.into_inner().name;
         validate_tenant_name("name", &name)?;
-        let tenant = self.store.create_tenant(&name).await.map_err(Error::from)?;
+        let tenant = self
+            .store
+            .create_tenant(&name, &principal.actor())
+            .await
+            .map_err(Error::from)?;
         Ok(Response::new(v1::CreateTenantResponse {
             tenant: Some(tenant.to_proto()),
         }))
@@ -65,7 +77,7 @@ impl AdminService for AdminApi {
         let tenants = self.store.list_tenants().await.map_err(Error::from)?;
         let visible = tenants
             .iter()
-            .filter(|tenant| may_manage(principal, tenant.tenant_id).is_ok())
+            .filter(|tenant| may_manage(&principal, tenant.tenant_id).is_ok())
             .map(|tenant| tenant.to_proto())
             .collect();
         Ok(Response::new(v1::ListTenantsResponse { tenants: visible }))
@@ -78,7 +90,7 @@ impl AdminService for AdminApi {
         let principal = self.auth.admin(request.metadata()).await?;
         let body = request.into_inner();
         let tenant_id = TenantId::parse("tenant_id", &body.tenant_id)?;
-        may_manage(principal, tenant_id)?;
+        may_manage(&principal, tenant_id)?;
         if body.scopes.is_empty() {
             return Err(Error::invalid("scopes", "must name at least one scope").into());
         }
@@ -90,9 +102,22 @@ impl AdminService for AdminApi {
             .collect::<Result<Vec<_>, _>>()?;
         scopes.sort();
         scopes.dedup();
-        let issued = issue_key(tenant_id, scopes, None);
+        let expires_at = match &body.expire_time {
+            None => None,
+            Some(timestamp) => {
+                let expires_at = eventline_core::time::from_proto(timestamp)
+                    .ok_or_else(|| Error::invalid("expire_time", "is not a valid timestamp"))?;
+                if expires_at <= eventline_core::time::now() {
+                    return Err(Error::invalid("expire_time", "must be in the future").into());
+                }
+                Some(expires_at)
+            }
+        };
+        let mut issued = issue_key(tenant_id, scopes, None);
+        issued.key.expires_at = expires_at;
+        issued.key.rate_limit = RateLimit::new(body.events_per_second, body.burst)?;
         self.store
-            .create_api_key(&issued.key)
+            .create_api_key(&issued.key, &principal.actor())
             .await
             .map_err(Error::from)?;
         Ok(Response::new(v1::CreateApiKeyResponse {
@@ -107,7 +132,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<v1::ListApiKeysResponse>, Status> {
         let principal = self.auth.admin(request.metadata()).await?;
         let tenant_id = TenantId::parse("tenant_id", &request.into_inner().tenant_id)?;
-        may_manage(principal, tenant_id)?;
+        may_manage(&principal, tenant_id)?;
         let keys = self
             .store
             .list_api_keys(tenant_id)
@@ -135,15 +160,71 @@ impl AdminService for AdminApi {
             .map_err(Error::from)?
             .ok_or_else(not_found)?;
         // A key of another tenant is reported as missing, not as forbidden.
-        may_manage(principal, existing.tenant_id).map_err(|_| not_found())?;
+        may_manage(&principal, existing.tenant_id).map_err(|_| not_found())?;
         let revoked = self
             .store
-            .revoke_api_key(&key_id)
+            .revoke_api_key(&key_id, &principal.actor())
             .await
             .map_err(Error::from)?;
         self.auth.forget(&key_id);
         Ok(Response::new(v1::RevokeApiKeyResponse {
             api_key: Some(revoked.to_proto()),
+        }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<v1::ListAuditEventsRequest>,
+    ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
+        let principal = self.auth.admin(request.metadata()).await?;
+        let body = request.into_inner();
+        let tenant_id = match (&principal, body.tenant_id.as_str()) {
+            (Principal::Operator, "") => None,
+            (Principal::Key { tenant_id, .. }, "") => Some(*tenant_id),
+            (_, text) => {
+                let tenant_id = TenantId::parse("tenant_id", text)?;
+                may_manage(&principal, tenant_id)?;
+                Some(tenant_id)
+            }
+        };
+        let limit = crate::query::page_size(body.page_size)?;
+        // The token is bound to the listing it continues: the tenant, or all of them.
+        let scope = tenant_id.unwrap_or(TenantId(uuid::Uuid::nil()));
+        let digest = cursor::filter_digest(scope, &EventFilter::default());
+        let before = match body.page_token.as_str() {
+            "" => None,
+            token => match Cursor::decode("page_token", token, scope, &EventFilter::default())? {
+                Cursor::Audit { t, i, .. } => Some((cursor::time("page_token", t)?, i)),
+                _ => {
+                    return Err(Error::invalid("page_token", "is not an audit-trail token").into());
+                }
+            },
+        };
+        let mut events = self
+            .store
+            .list_audit_events(&AuditQuery {
+                tenant_id,
+                before,
+                limit: limit + 1,
+            })
+            .await
+            .map_err(Error::from)?;
+        let next_page_token = if events.len() > limit {
+            events.truncate(limit);
+            events.last().map_or_else(String::new, |last| {
+                Cursor::Audit {
+                    t: cursor::micros(last.occurred_at),
+                    i: last.audit_id.clone(),
+                    f: digest.clone(),
+                }
+                .encode()
+            })
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListAuditEventsResponse {
+            audit_events: events.iter().map(|event| event.to_proto()).collect(),
+            next_page_token,
         }))
     }
 }

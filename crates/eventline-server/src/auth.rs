@@ -11,7 +11,7 @@ use std::{
 };
 
 use base64::Engine;
-use eventline_core::{ApiKey, Error, Scope, TenantId};
+use eventline_core::{Actor, ApiKey, AuditAction, AuditEvent, Error, Scope, TenantId};
 use eventline_store::Store;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -23,14 +23,27 @@ use tonic::metadata::MetadataMap;
 const CACHE_TTL: Duration = Duration::from_secs(10);
 /// Most cached keys; the cache is cleared when full (it refills from the database).
 const CACHE_CAPACITY: usize = 10_000;
+/// An expired key presented again within this time is not audited again, so a client
+/// retrying with a stale key cannot flood the audit trail.
+const EXPIRED_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Who is calling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// The operator, by the configured admin token.
     Operator,
     /// An API key of one tenant.
-    Key { tenant_id: TenantId },
+    Key { tenant_id: TenantId, key_id: String },
+}
+
+impl Principal {
+    /// The actor audit records name.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Self::Operator => Actor::AdminToken,
+            Self::Key { key_id, .. } => Actor::Key(key_id.clone()),
+        }
+    }
 }
 
 /// A new key's secret and its stored form.
@@ -40,7 +53,8 @@ pub struct IssuedKey {
     pub key: ApiKey,
 }
 
-/// Creates a key for `tenant_id`: a random secret unless `secret` is given.
+/// Creates a key for `tenant_id` that never expires and has no limit of its own: a
+/// random secret unless `secret` is given.
 pub fn issue_key(tenant_id: TenantId, scopes: Vec<Scope>, secret: Option<&str>) -> IssuedKey {
     let secret = secret.map(str::to_owned).unwrap_or_else(|| {
         let mut random = [0u8; 32];
@@ -58,6 +72,8 @@ pub fn issue_key(tenant_id: TenantId, scopes: Vec<Scope>, secret: Option<&str>) 
         secret_hash,
         created_at: eventline_core::time::now(),
         revoked_at: None,
+        expires_at: None,
+        rate_limit: None,
     };
     IssuedKey { secret, key }
 }
@@ -77,6 +93,8 @@ pub struct Authenticator {
     store: Arc<dyn Store>,
     admin_token_hash: Option<[u8; 32]>,
     cache: Arc<Mutex<HashMap<String, (ApiKey, Instant)>>>,
+    /// When each expired key was last audited on this replica.
+    expired_audited: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl Authenticator {
@@ -86,6 +104,7 @@ impl Authenticator {
             store,
             admin_token_hash: admin_token.map(|token| Sha256::digest(token.as_bytes()).into()),
             cache: Arc::default(),
+            expired_audited: Arc::default(),
         }
     }
 
@@ -95,6 +114,16 @@ impl Authenticator {
         metadata: &MetadataMap,
         scope: Scope,
     ) -> Result<TenantId, Error> {
+        Ok(self.key_with_scope(metadata, scope).await?.tenant_id)
+    }
+
+    /// Authenticates an API key that must grant `scope`, returning the key (for its
+    /// rate limit).
+    pub async fn key_with_scope(
+        &self,
+        metadata: &MetadataMap,
+        scope: Scope,
+    ) -> Result<ApiKey, Error> {
         let secret = credential(metadata)?;
         let key = self.verified_key(secret).await?;
         if !key.scopes.contains(&scope) {
@@ -103,7 +132,7 @@ impl Authenticator {
                 key.key_id
             )));
         }
-        Ok(key.tenant_id)
+        Ok(key)
     }
 
     /// Authenticates an AdminService call: the admin token, or a key with the admin scope.
@@ -124,6 +153,7 @@ impl Authenticator {
         }
         Ok(Principal::Key {
             tenant_id: key.tenant_id,
+            key_id: key.key_id,
         })
     }
 
@@ -152,7 +182,49 @@ impl Authenticator {
         if !bool::from(hash[..].ct_eq(&key.secret_hash)) || key.revoked_at.is_some() {
             return Err(invalid_key());
         }
+        if key.expired_at(eventline_core::time::now()) {
+            self.audit_expired_use(&key).await;
+            return Err(Error::Unauthenticated(format!(
+                "API key {} expired (its expire_time has passed)",
+                key.key_id
+            )));
+        }
         Ok(key)
+    }
+
+    /// Records that an expired key was presented, at most once a minute per key; a
+    /// failure to record never changes the answer to the client.
+    async fn audit_expired_use(&self, key: &ApiKey) {
+        {
+            let mut audited = self
+                .expired_audited
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if audited
+                .get(&key.key_id)
+                .is_some_and(|at| at.elapsed() < EXPIRED_AUDIT_INTERVAL)
+            {
+                return;
+            }
+            if audited.len() >= CACHE_CAPACITY {
+                audited.clear();
+            }
+            audited.insert(key.key_id.clone(), Instant::now());
+        }
+        let mut event = AuditEvent::new(
+            key.tenant_id,
+            &Actor::Key(key.key_id.clone()),
+            AuditAction::ExpiredKeyUsed,
+            &key.key_id,
+        );
+        if let Some(expires_at) = key.expires_at {
+            event
+                .details
+                .insert("expire_time".into(), expires_at.to_rfc3339());
+        }
+        if let Err(error) = self.store.record_audit(&event).await {
+            tracing::warn!(error = %error, key_id = %key.key_id, "could not audit an expired key's use");
+        }
     }
 
     fn cached(&self, key_id: &str) -> Option<ApiKey> {

@@ -24,6 +24,7 @@ pub struct Config {
     pub log: LogConfig,
     pub writer: WriterConfig,
     pub limits: LimitsConfig,
+    pub tls: TlsConfig,
 }
 
 /// The gRPC listener.
@@ -178,13 +179,66 @@ pub struct LimitsConfig {
     /// received and decoded batches until their commit; past it requests are refused
     /// with RESOURCE_EXHAUSTED (429) and a retry delay.
     pub request_memory_bytes: u64,
+    /// Ingest rate limit of a key created without one, in events per second on each
+    /// replica (a token bucket holding one second's worth); unset means unlimited.
+    pub events_per_second_per_key: Option<u32>,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             request_memory_bytes: 64 * 1024 * 1024,
+            events_per_second_per_key: None,
         }
+    }
+}
+
+/// TLS on the gRPC and HTTP listeners (the metrics port stays plaintext, for scrapers
+/// inside the cluster). The files are read again when they change, so a rotated
+/// certificate is served to new connections without a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first; with `key_path`, turns TLS on.
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate.
+    pub key_path: Option<PathBuf>,
+    /// PEM CA bundle; when set, every client must present a certificate it signed (mTLS).
+    pub client_ca_path: Option<PathBuf>,
+    /// How often the files are checked for changes, in milliseconds.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_path: None,
+            key_path: None,
+            client_ca_path: None,
+            reload_interval_ms: 5_000,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether the listeners speak TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert_path.is_some()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match (&self.cert_path, &self.key_path) {
+            (Some(_), None) => return Err("tls.key_path is required with tls.cert_path".into()),
+            (None, Some(_)) => return Err("tls.cert_path is required with tls.key_path".into()),
+            _ => {}
+        }
+        if self.client_ca_path.is_some() && self.cert_path.is_none() {
+            return Err("tls.client_ca_path needs tls.cert_path and tls.key_path".into());
+        }
+        if self.reload_interval_ms == 0 {
+            return Err("tls.reload_interval_ms must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -319,6 +373,13 @@ impl Config {
         if let Some((name, _)) = timeouts.iter().find(|(_, value)| *value == 0) {
             return Err(format!("{name} must be at least 1"));
         }
+        if self.limits.events_per_second_per_key == Some(0) {
+            return Err(
+                "limits.events_per_second_per_key must be at least 1 (unset it for no limit)"
+                    .into(),
+            );
+        }
+        self.tls.validate()?;
         if self.grpc.max_connections == 0 || self.http.max_connections == 0 {
             return Err("grpc.max_connections and http.max_connections must be at least 1".into());
         }

@@ -22,7 +22,7 @@ use std::{
 };
 
 use axum::{body::Body, extract::Request, middleware::Next, response::Response};
-use futures::{Stream, task::AtomicWaker};
+use futures::task::AtomicWaker;
 use pin_project_lite::pin_project;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -344,14 +344,6 @@ impl Acceptor {
         self.accepted
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The accepted connections as a stream, for tonic's `serve_with_incoming`.
-    pub(crate) fn into_stream(self) -> impl Stream<Item = io::Result<GuardedStream>> + Send {
-        futures::stream::unfold(self, |acceptor| async move {
-            let stream = acceptor.accept().await;
-            Some((Ok(stream), acceptor))
-        })
     }
 }
 

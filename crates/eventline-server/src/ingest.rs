@@ -1,10 +1,11 @@
 //! IngestService: Track, IngestBatch, IngestStream and IngestBidi over one batch path:
-//! authenticate (ingest scope), validate every event (bad ones are reported, never
-//! stored), hand the good ones to the group-commit writer, answer after COMMIT.
+//! authenticate (ingest scope), admit the whole message under the key's rate limit,
+//! validate every event (bad ones are reported, never stored), hand the good ones to the
+//! group-commit writer, answer after COMMIT.
 
 use std::{pin::Pin, sync::Arc};
 
-use eventline_core::{Error, Event, IngestClock, Scope, TenantId, limits, validate_event};
+use eventline_core::{ApiKey, Error, Event, IngestClock, Scope, limits, validate_event};
 use eventline_proto::v1::{self, ingest_service_server::IngestService};
 use futures::{Stream, StreamExt, stream::FuturesOrdered};
 use pbjson_types::Timestamp;
@@ -12,7 +13,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{auth::Authenticator, budget::MemoryBudget, writer::Writer};
+use crate::{
+    auth::Authenticator, budget::MemoryBudget, rate_limit::RateLimiter, writer::Writer,
+};
 
 /// Batches of one IngestStream or IngestBidi committing at once; bounds per-stream memory
 /// while letting a client pipeline.
@@ -26,6 +29,7 @@ pub struct IngestApi {
     auth: Authenticator,
     writer: Writer,
     budget: MemoryBudget,
+    limiter: Arc<RateLimiter>,
 }
 
 /// What one batch came to.
@@ -40,27 +44,36 @@ struct BatchReport {
 
 impl IngestApi {
     /// A service submitting to `writer`; decoded batches are charged to `budget` until
-    /// their commit is answered.
-    pub fn new(auth: Authenticator, writer: Writer, budget: MemoryBudget) -> Self {
+    /// their commit is answered, and each message to its key's bucket in `limiter`.
+    pub fn new(
+        auth: Authenticator,
+        writer: Writer,
+        budget: MemoryBudget,
+        limiter: Arc<RateLimiter>,
+    ) -> Self {
         Self {
             auth,
             writer,
             budget,
+            limiter,
         }
     }
 
-    async fn tenant(&self, metadata: &tonic::metadata::MetadataMap) -> Result<TenantId, Status> {
-        Ok(self.auth.tenant_with_scope(metadata, Scope::Ingest).await?)
+    async fn caller(&self, metadata: &tonic::metadata::MetadataMap) -> Result<ApiKey, Status> {
+        Ok(self.auth.key_with_scope(metadata, Scope::Ingest).await?)
     }
 
-    /// Validates and commits one batch message (already checked as a whole by
+    /// Admits, validates and commits one batch message (already checked as a whole by
     /// [`batch_clock`]), reporting every event in order.
     async fn ingest(
         &self,
-        tenant_id: TenantId,
+        key: &ApiKey,
         events: Vec<v1::Event>,
         clock: IngestClock,
     ) -> Result<BatchReport, Error> {
+        // Every event of the message counts, valid or not: all of them cost the server.
+        self.limiter.admit(key, events.len())?;
+        let tenant_id = key.tenant_id;
         let mut report = BatchReport {
             results: Vec::with_capacity(events.len()),
             ..Default::default()
@@ -144,11 +157,13 @@ impl IngestService for IngestApi {
         &self,
         request: Request<v1::TrackRequest>,
     ) -> Result<Response<v1::TrackResponse>, Status> {
-        let tenant_id = self.tenant(request.metadata()).await?;
+        let key = self.caller(request.metadata()).await?;
+        let tenant_id = key.tenant_id;
         let event = request
             .into_inner()
             .event
             .ok_or_else(|| Error::invalid("event", "is required"))?;
+        self.limiter.admit(&key, 1)?;
         let clock = IngestClock::now();
         let event = validate_event(tenant_id, event, &clock).map_err(|violation| {
             record_outcomes([], 0, 0, 1);
@@ -186,10 +201,10 @@ impl IngestService for IngestApi {
         &self,
         request: Request<v1::IngestBatchRequest>,
     ) -> Result<Response<v1::IngestBatchResponse>, Status> {
-        let tenant_id = self.tenant(request.metadata()).await?;
+        let key = self.caller(request.metadata()).await?;
         let batch = request.into_inner();
         let clock = batch_clock(&batch.events, batch.sent_at.as_ref())?;
-        let report = self.ingest(tenant_id, batch.events, clock).await?;
+        let report = self.ingest(&key, batch.events, clock).await?;
         Ok(Response::new(v1::IngestBatchResponse {
             results: report.results,
             accepted: report.accepted,
@@ -203,7 +218,7 @@ impl IngestService for IngestApi {
         &self,
         request: Request<Streaming<v1::IngestStreamRequest>>,
     ) -> Result<Response<v1::IngestStreamResponse>, Status> {
-        let tenant_id = self.tenant(request.metadata()).await?;
+        let key = Arc::new(self.caller(request.metadata()).await?);
         let mut incoming = request.into_inner();
         let mut summary = v1::IngestStreamResponse::default();
         let mut in_flight = FuturesOrdered::new();
@@ -232,9 +247,10 @@ impl IngestService for IngestApi {
                     let offset = events_seen;
                     events_seen += message.events.len() as u64;
                     let api = self.clone();
+                    let key = Arc::clone(&key);
                     in_flight.push_back(async move {
                         let clock = batch_clock(&message.events, message.sent_at.as_ref())?;
-                        api.ingest(tenant_id, message.events, clock)
+                        api.ingest(&key, message.events, clock)
                             .await
                             .map(|report| (offset, report))
                     });
@@ -254,7 +270,7 @@ impl IngestService for IngestApi {
         &self,
         request: Request<Streaming<v1::IngestBidiRequest>>,
     ) -> Result<Response<Self::IngestBidiStream>, Status> {
-        let tenant_id = self.tenant(request.metadata()).await?;
+        let key = Arc::new(self.caller(request.metadata()).await?);
         let mut incoming = request.into_inner();
         let (acks, ack_stream) = mpsc::channel(MAX_IN_FLIGHT_BATCHES_PER_STREAM);
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_BATCHES_PER_STREAM));
@@ -275,11 +291,12 @@ impl IngestService for IngestApi {
                 };
                 let api = api.clone();
                 let acks = acks.clone();
+                let key = Arc::clone(&key);
                 tokio::spawn(async move {
                     let sequence = message.sequence;
                     let answer = match batch_clock(&message.events, message.sent_at.as_ref()) {
                         Ok(clock) => api
-                            .ingest(tenant_id, message.events, clock)
+                            .ingest(&key, message.events, clock)
                             .await
                             .map(|report| v1::IngestBidiResponse {
                                 sequence,

@@ -15,7 +15,9 @@ pub mod ingest;
 mod metered_store;
 pub mod metrics;
 pub mod query;
+pub mod rate_limit;
 mod readiness;
+mod tls;
 pub mod writer;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -40,7 +42,9 @@ use crate::{
     connection::{Acceptor, ConnectionLimits},
     ingest::IngestApi,
     query::QueryApi,
+    rate_limit::RateLimiter,
     readiness::Readiness,
+    tls::Tls,
     writer::{Writer, WriterOptions, WriterTasks},
 };
 
@@ -98,6 +102,7 @@ pub struct Server {
     metrics_listener: TcpListener,
     metrics_addr: SocketAddr,
     bootstrap_key: Option<BootstrapKey>,
+    tls: Option<(Tls, tls::TlsReloader)>,
 }
 
 impl Server {
@@ -105,6 +110,7 @@ impl Server {
     /// gRPC listener.
     pub async fn start(config: Config) -> Result<Self, ServeError> {
         config.validate().map_err(ServeError::Config)?;
+        let tls = Tls::load(&config.tls).map_err(ServeError::Config)?;
         let max_connections = match config.database.max_connections {
             0 => writer_workers(&config) as u32 + 4,
             configured => configured,
@@ -131,6 +137,7 @@ impl Server {
             metrics_listener,
             metrics_addr,
             bootstrap_key,
+            tls,
         })
     }
 
@@ -174,9 +181,15 @@ impl Server {
             http_addr,
             metrics_listener,
             metrics_addr,
+            tls,
             ..
         } = self;
         metrics::handle();
+        rate_limit::register_metrics();
+        let (tls, tls_reloader) = match tls {
+            Some((tls, reloader)) => (Some(tls), Some(reloader.spawn())),
+            None => (None, None),
+        };
         let bus = CommitBus::default();
         let (writer, writer_tasks) =
             Writer::start(Arc::clone(&store), writer_options(&config), bus.clone());
@@ -213,9 +226,14 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let max_message = eventline_core::limits::MAX_MESSAGE_BYTES;
-        let ingest =
-            IngestServiceServer::new(IngestApi::new(auth.clone(), writer.clone(), budget.clone()))
-                .max_decoding_message_size(max_message)
+        let limiter = Arc::new(RateLimiter::new(config.limits.events_per_second_per_key));
+        let ingest = IngestServiceServer::new(IngestApi::new(
+            auth.clone(),
+            writer.clone(),
+            budget.clone(),
+            limiter,
+        ))
+        .max_decoding_message_size(max_message)
                 .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd)
@@ -279,9 +297,11 @@ impl Server {
             writer.clone(),
             bus.clone(),
             budget.clone(),
+            readiness.clone(),
         );
         let metrics_task = tokio::spawn(gateway::serve(
             Acceptor::new(metrics_listener, METRICS_CONNECTION_LIMITS),
+            None,
             metrics_app,
             METRICS_CONNECTION_LIMITS.first_byte_timeout,
             stop_signal.clone(),
@@ -290,6 +310,7 @@ impl Server {
         drop(writer);
         let http_task = tokio::spawn(gateway::serve(
             Acceptor::new(http_listener, http_connection_limits(&config)),
+            tls.clone(),
             rest,
             Duration::from_millis(config.http.header_read_timeout_ms),
             stop_signal.clone(),
@@ -317,12 +338,16 @@ impl Server {
         let serving = router.serve_with_incoming_shutdown(
             // Sockets get TCP_NODELAY (without it, responses written in pieces wait ~40 ms
             // for delayed ACKs), keep-alive, a connection cap and first-byte/idle deadlines.
-            Acceptor::new(listener, grpc_connection_limits(&config)).into_stream(),
+            tls::incoming(
+                Acceptor::new(listener, grpc_connection_limits(&config)),
+                tls,
+                Duration::from_millis(config.grpc.first_byte_timeout_ms),
+            ),
             async move {
                 let _ = wait_for_stop.wait_for(|stopped| *stopped).await;
             },
         );
-        info!(grpc_addr = %grpc_addr, http_addr = %http_addr, metrics_addr = %metrics_addr, store = store_kind(&config), "eventline serving");
+        info!(grpc_addr = %grpc_addr, http_addr = %http_addr, metrics_addr = %metrics_addr, store = store_kind(&config), tls = config.tls.enabled(), "eventline serving");
         tokio::spawn(async move {
             shutdown.await;
             info!("shutdown requested: draining in-flight requests");
@@ -343,6 +368,9 @@ impl Server {
         let _ = http_task.await;
         let _ = metrics_task.await;
         health_task.abort();
+        if let Some(reloader) = tls_reloader {
+            reloader.abort();
+        }
         if let Some(listener) = commit_listener {
             listener.abort();
         }

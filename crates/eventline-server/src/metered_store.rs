@@ -5,7 +5,7 @@ use std::{future::Future, sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use eventline_core::{
-    ApiKey, Event, Tenant, TenantId,
+    Actor, ApiKey, AuditEvent, AuditQuery, Event, Tenant, TenantId,
     query::{CommittedQuery, CountQuery, CountRow, EventQuery},
 };
 use eventline_store::{Appended, PoolStatus, Store, StoreError};
@@ -48,8 +48,8 @@ impl Store for MeteredStore {
         timed("ready", self.inner.ready()).await
     }
 
-    async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
-        timed("create_tenant", self.inner.create_tenant(name)).await
+    async fn create_tenant(&self, name: &str, actor: &Actor) -> Result<Tenant, StoreError> {
+        timed("create_tenant", self.inner.create_tenant(name, actor)).await
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
@@ -60,8 +60,8 @@ impl Store for MeteredStore {
         timed("bootstrap", self.inner.bootstrap(name, key)).await
     }
 
-    async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
-        timed("create_api_key", self.inner.create_api_key(key)).await
+    async fn create_api_key(&self, key: &ApiKey, actor: &Actor) -> Result<(), StoreError> {
+        timed("create_api_key", self.inner.create_api_key(key, actor)).await
     }
 
     async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
@@ -72,8 +72,16 @@ impl Store for MeteredStore {
         timed("list_api_keys", self.inner.list_api_keys(tenant_id)).await
     }
 
-    async fn revoke_api_key(&self, key_id: &str) -> Result<ApiKey, StoreError> {
-        timed("revoke_api_key", self.inner.revoke_api_key(key_id)).await
+    async fn revoke_api_key(&self, key_id: &str, actor: &Actor) -> Result<ApiKey, StoreError> {
+        timed("revoke_api_key", self.inner.revoke_api_key(key_id, actor)).await
+    }
+
+    async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        timed("record_audit", self.inner.record_audit(event)).await
+    }
+
+    async fn list_audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        timed("list_audit_events", self.inner.list_audit_events(query)).await
     }
 
     async fn event(

@@ -62,8 +62,18 @@ pub(crate) fn router(
     writer: Writer,
     bus: CommitBus,
     budget: crate::budget::MemoryBudget,
+    readiness: crate::readiness::Readiness,
 ) -> axum::Router {
-    axum::Router::new().route(
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let response = readiness.readyz();
+                async move { response }
+            }),
+        )
+        .route(
         "/metrics",
         axum::routing::get(move || {
             let pool = store.pool_status();

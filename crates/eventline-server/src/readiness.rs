@@ -52,3 +52,19 @@ impl Readiness {
         self.0.store_down.load(Ordering::Relaxed)
     }
 }
+
+impl Readiness {
+    /// The answer of `GET /readyz`, on the HTTP port and on the metrics port (where
+    /// kubelet probes reach it in plaintext when the other ports speak TLS).
+    pub(crate) fn readyz(&self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        if self.is_ready() {
+            return (http::StatusCode::OK, "ready\n").into_response();
+        }
+        (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", self.reason()),
+        )
+            .into_response()
+    }
+}

@@ -33,6 +33,7 @@ async fn create_tenant_with_key(
         .create_api_key(v1::CreateApiKeyRequest {
             tenant_id: tenant.tenant_id.clone(),
             scopes: scopes.iter().map(|scope| *scope as i32).collect(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -234,6 +235,7 @@ async fn admin_requests_are_validated_naming_the_field() {
         .create_api_key(v1::CreateApiKeyRequest {
             tenant_id: "nope".into(),
             scopes: vec![Scope::Ingest as i32],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -251,6 +253,7 @@ async fn admin_requests_are_validated_naming_the_field() {
         .create_api_key(v1::CreateApiKeyRequest {
             tenant_id: missing,
             scopes: vec![Scope::Ingest as i32],
+            ..Default::default()
         })
         .await
         .unwrap_err();

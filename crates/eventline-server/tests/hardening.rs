@@ -613,6 +613,7 @@ async fn page_tokens_and_export_cursors_are_refused_to_another_tenant() {
         .create_api_key(v1::CreateApiKeyRequest {
             tenant_id: other.tenant_id,
             scopes: vec![Scope::Query as i32],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -81,6 +81,7 @@ async fn second_tenant_query_key(server: &TestServer) -> String {
         .create_api_key(v1::CreateApiKeyRequest {
             tenant_id: tenant.tenant_id,
             scopes: vec![Scope::Query as i32, Scope::Ingest as i32],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -13,7 +13,7 @@ use std::{path::Path, sync::Arc};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventline_core::{
-    ApiKey, Event, IngestOutcome, Tenant, TenantId,
+    Actor, ApiKey, AuditEvent, AuditQuery, Event, IngestOutcome, Tenant, TenantId,
     query::{CommittedQuery, CountQuery, CountRow, EventQuery},
 };
 
@@ -35,18 +35,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Succeeds when the database answers and every embedded migration is applied.
     async fn ready(&self) -> Result<(), StoreError>;
 
-    /// Creates a tenant; a taken name is `StoreError::Conflict`.
-    async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError>;
+    /// Creates a tenant and its audit record (by `actor`) in one transaction; a taken
+    /// name is `StoreError::Conflict`.
+    async fn create_tenant(&self, name: &str, actor: &Actor) -> Result<Tenant, StoreError>;
 
     /// Lists every tenant by name.
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
 
     /// Creates the `name` tenant with `key` in one transaction, only if no tenant
-    /// exists yet; returns whether it did. Replicas starting together create one.
+    /// exists yet, audited as [`Actor::Bootstrap`]; returns whether it did. Replicas
+    /// starting together create one.
     async fn bootstrap(&self, name: &str, key: &ApiKey) -> Result<bool, StoreError>;
 
-    /// Stores a new API key (its hash, never the secret).
-    async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    /// Stores a new API key (its hash, never the secret) and its audit record.
+    async fn create_api_key(&self, key: &ApiKey, actor: &Actor) -> Result<(), StoreError>;
 
     /// Finds a key by its public id, revoked or not.
     async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError>;
@@ -54,8 +56,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Lists a tenant's keys, oldest first.
     async fn list_api_keys(&self, tenant_id: TenantId) -> Result<Vec<ApiKey>, StoreError>;
 
-    /// Revokes a key and returns it; revoking twice keeps the first revoke time.
-    async fn revoke_api_key(&self, key_id: &str) -> Result<ApiKey, StoreError>;
+    /// Revokes a key and records it, and returns the key; revoking twice keeps the
+    /// first revoke time.
+    async fn revoke_api_key(&self, key_id: &str, actor: &Actor) -> Result<ApiKey, StoreError>;
+
+    /// Stores an audit record made outside an admin action (an expired key presented).
+    async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Reads one page of the audit trail, newest first (ties by `audit_id`).
+    async fn list_audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// Reads one event.
     async fn event(&self, tenant_id: TenantId, event_id: &str)
@@ -178,4 +187,76 @@ pub fn hour_of(time: DateTime<Utc>) -> DateTime<Utc> {
     const HOUR_MICROS: i64 = 3_600_000_000;
     let micros = time.timestamp_micros();
     DateTime::from_timestamp_micros(micros - micros.rem_euclid(HOUR_MICROS)).unwrap_or(time)
+}
+
+/// The audit records of a first start: the tenant and its key, by [`Actor::Bootstrap`].
+fn bootstrap_audit(name: &str, key: &ApiKey) -> [AuditEvent; 2] {
+    let tenant = Tenant {
+        tenant_id: key.tenant_id,
+        name: name.to_owned(),
+        created_at: key.created_at,
+    };
+    [
+        AuditEvent::tenant_created(&tenant, &Actor::Bootstrap),
+        AuditEvent::key_created(key, &Actor::Bootstrap),
+    ]
+}
+
+/// A foreign-key refusal of a new key, in words.
+fn missing_tenant(error: StoreError, tenant_id: TenantId) -> StoreError {
+    match error {
+        StoreError::NotFound(_) => StoreError::NotFound(format!("tenant {tenant_id} does not exist")),
+        other => other,
+    }
+}
+
+fn missing_key(key_id: &str) -> StoreError {
+    StoreError::NotFound(format!("api key {key_id:?} does not exist"))
+}
+
+/// An audit record's details as stored: a JSON object of strings.
+fn details_json(event: &AuditEvent) -> String {
+    serde_json::to_string(&event.details).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// An audit row as both backends read it.
+struct AuditParts {
+    audit_id: String,
+    tenant_id: TenantId,
+    actor: String,
+    action: String,
+    target: String,
+    occurred_at: DateTime<Utc>,
+    details_json: String,
+}
+
+fn audit_from_parts(parts: AuditParts) -> Result<AuditEvent, StoreError> {
+    Ok(AuditEvent {
+        audit_id: parts.audit_id,
+        tenant_id: parts.tenant_id,
+        actor: parts.actor,
+        action: parts.action.parse().map_err(StoreError::Internal)?,
+        target: parts.target,
+        occurred_at: parts.occurred_at,
+        details: serde_json::from_str(&parts.details_json).map_err(|error| {
+            StoreError::Internal(format!("stored audit details are not an object: {error}"))
+        })?,
+    })
+}
+
+/// A key's stored limit columns (both set, or neither).
+fn rate_limit_from_columns(
+    events_per_second: Option<i32>,
+    burst: Option<i32>,
+) -> Result<Option<eventline_core::RateLimit>, StoreError> {
+    match (events_per_second, burst) {
+        (None, None) => Ok(None),
+        (Some(rate), Some(burst)) if rate > 0 && burst > 0 => Ok(Some(eventline_core::RateLimit {
+            events_per_second: rate as u32,
+            burst: burst as u32,
+        })),
+        other => Err(StoreError::Internal(format!(
+            "stored key limit columns are inconsistent: {other:?}"
+        ))),
+    }
 }

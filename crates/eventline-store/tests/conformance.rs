@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use eventline_core::{
-    ApiKey, Event, IngestOutcome, Scope, TenantId,
+    Actor, ApiKey, AuditAction, AuditQuery, Event, IngestOutcome, RateLimit, Scope, TenantId,
     query::{
         BucketWidth, CommittedQuery, CountQuery, EventFilter, EventQuery, Grouping, Order,
         Position, PropertyFilter,
@@ -60,6 +60,9 @@ conformance_suite!(
     watermarks_are_visible_after_append,
     reads_never_cross_tenants,
     a_live_read_starting_at_the_horizon_includes_the_next_commit,
+    api_keys_keep_their_expiry_and_rate_limit,
+    every_admin_change_is_audited_in_its_transaction,
+    audit_pages_are_newest_first_and_scoped_to_a_tenant,
 );
 
 fn at(hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
@@ -83,7 +86,7 @@ fn event(tenant_id: TenantId, event_id: &str, event_type: &str, timestamp: DateT
 
 async fn tenant(store: &dyn Store, name: &str) -> TenantId {
     store
-        .create_tenant(name)
+        .create_tenant(name, &Actor::Cli)
         .await
         .expect("create tenant")
         .tenant_id
@@ -349,8 +352,8 @@ async fn concurrent_overlapping_batches_store_each_event_once(store: Arc<dyn Sto
 }
 
 async fn tenant_names_are_unique(store: Arc<dyn Store>) {
-    store.create_tenant("acme").await.unwrap();
-    match store.create_tenant("acme").await {
+    store.create_tenant("acme", &Actor::Cli).await.unwrap();
+    match store.create_tenant("acme", &Actor::Cli).await {
         Err(StoreError::Conflict(message)) => assert!(message.contains("acme"), "{message}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
@@ -372,30 +375,32 @@ fn api_key(tenant_id: TenantId, key_id: &str, scopes: &[Scope]) -> ApiKey {
         secret_hash: vec![7; 32],
         created_at: at(8, 0, 0),
         revoked_at: None,
+        expires_at: None,
+        rate_limit: None,
     }
 }
 
 async fn api_keys_are_created_listed_and_revoked(store: Arc<dyn Store>) {
     let tenant_id = tenant(&*store, "acme").await;
     let key = api_key(tenant_id, "k1", &[Scope::Ingest, Scope::Query]);
-    store.create_api_key(&key).await.unwrap();
+    store.create_api_key(&key, &Actor::Cli).await.unwrap();
     assert_eq!(store.api_key("k1").await.unwrap(), Some(key.clone()));
     assert_eq!(store.api_key("missing").await.unwrap(), None);
     assert_eq!(
         store.list_api_keys(tenant_id).await.unwrap(),
         std::slice::from_ref(&key)
     );
-    let revoked = store.revoke_api_key("k1").await.unwrap();
+    let revoked = store.revoke_api_key("k1", &Actor::Cli).await.unwrap();
     let revoked_at = revoked.revoked_at.expect("revoke time set");
     assert!(!revoked.allows(Scope::Ingest));
-    let again = store.revoke_api_key("k1").await.unwrap();
+    let again = store.revoke_api_key("k1", &Actor::Cli).await.unwrap();
     assert_eq!(
         again.revoked_at,
         Some(revoked_at),
         "second revoke keeps the first time"
     );
     assert!(matches!(
-        store.revoke_api_key("nope").await,
+        store.revoke_api_key("nope", &Actor::Cli).await,
         Err(StoreError::NotFound(_))
     ));
 }
@@ -403,7 +408,7 @@ async fn api_keys_are_created_listed_and_revoked(store: Arc<dyn Store>) {
 async fn api_key_for_a_missing_tenant_is_not_found(store: Arc<dyn Store>) {
     let key = api_key(TenantId::generate(), "k1", &[Scope::Ingest]);
     assert!(matches!(
-        store.create_api_key(&key).await,
+        store.create_api_key(&key, &Actor::Cli).await,
         Err(StoreError::NotFound(_))
     ));
 }
@@ -867,4 +872,130 @@ async fn a_live_read_starting_at_the_horizon_includes_the_next_commit(store: Arc
         ["next"],
         "(horizon, \"\") is exclusive of nothing at the horizon"
     );
+}
+
+async fn api_keys_keep_their_expiry_and_rate_limit(store: Arc<dyn Store>) {
+    let tenant_id = tenant(&*store, "acme").await;
+    let mut key = api_key(tenant_id, "k1", &[Scope::Ingest]);
+    key.expires_at = Some(at(9, 30, 0));
+    key.rate_limit = Some(RateLimit {
+        events_per_second: 100,
+        burst: 250,
+    });
+    store.create_api_key(&key, &Actor::Cli).await.unwrap();
+    let stored = store.api_key("k1").await.unwrap().expect("stored");
+    assert_eq!(stored, key);
+    assert!(stored.expired_at(at(9, 30, 0)));
+    assert!(!stored.expired_at(at(9, 29, 59)));
+    let plain = api_key(tenant_id, "k2", &[Scope::Query]);
+    store.create_api_key(&plain, &Actor::Cli).await.unwrap();
+    let listed = store.list_api_keys(tenant_id).await.unwrap();
+    assert_eq!(listed, [key, plain]);
+}
+
+async fn every_admin_change_is_audited_in_its_transaction(store: Arc<dyn Store>) {
+    let boot = api_key(TenantId::generate(), "boot", &[Scope::Ingest]);
+    assert!(store.bootstrap("default", &boot).await.unwrap());
+    let acme = store
+        .create_tenant("acme", &Actor::AdminToken)
+        .await
+        .unwrap();
+    let mut key = api_key(acme.tenant_id, "k1", &[Scope::Ingest, Scope::Query]);
+    key.rate_limit = Some(RateLimit {
+        events_per_second: 5,
+        burst: 5,
+    });
+    store
+        .create_api_key(&key, &Actor::Key("admin-key".into()))
+        .await
+        .unwrap();
+    store.revoke_api_key("k1", &Actor::AdminToken).await.unwrap();
+    // A refused change leaves no record.
+    assert!(store.create_tenant("acme", &Actor::AdminToken).await.is_err());
+    assert!(
+        store
+            .create_api_key(&api_key(TenantId::generate(), "k2", &[Scope::Ingest]), &Actor::Cli)
+            .await
+            .is_err()
+    );
+    let all = store
+        .list_audit_events(&AuditQuery {
+            tenant_id: None,
+            before: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let trail: Vec<(String, AuditAction, String)> = all
+        .iter()
+        .rev()
+        .map(|event| (event.actor.clone(), event.action, event.target.clone()))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("bootstrap".into(), AuditAction::TenantCreated, boot.tenant_id.to_string()),
+            ("bootstrap".into(), AuditAction::KeyCreated, "boot".into()),
+            ("admin_token".into(), AuditAction::TenantCreated, acme.tenant_id.to_string()),
+            ("key:admin-key".into(), AuditAction::KeyCreated, "k1".into()),
+            ("admin_token".into(), AuditAction::KeyRevoked, "k1".into()),
+        ]
+    );
+    let key_created = &all[1];
+    assert_eq!(key_created.tenant_id, acme.tenant_id);
+    assert_eq!(key_created.details["scopes"], "ingest,query");
+    assert_eq!(key_created.details["events_per_second"], "5");
+    assert_eq!(all[2].details["name"], "acme");
+}
+
+async fn audit_pages_are_newest_first_and_scoped_to_a_tenant(store: Arc<dyn Store>) {
+    let acme = tenant(&*store, "acme").await;
+    let other = tenant(&*store, "other").await;
+    let mut recorded = Vec::new();
+    for index in 0..5 {
+        let mut event = eventline_core::AuditEvent::new(
+            if index % 2 == 0 { acme } else { other },
+            &Actor::Key(format!("key-{index}")),
+            AuditAction::ExpiredKeyUsed,
+            &format!("key-{index}"),
+        );
+        // Two records in the same microsecond are ordered by their id.
+        event.occurred_at = at(10, 0, index / 2);
+        store.record_audit(&event).await.unwrap();
+        recorded.push(event);
+    }
+    let page = |tenant_id: Option<TenantId>, before: Option<&eventline_core::AuditEvent>| {
+        let store = Arc::clone(&store);
+        let query = AuditQuery {
+            tenant_id,
+            before: before.map(|event| (event.occurred_at, event.audit_id.clone())),
+            limit: 2,
+        };
+        async move { store.list_audit_events(&query).await.unwrap() }
+    };
+    let mut walked: Vec<eventline_core::AuditEvent> = Vec::new();
+    loop {
+        let next = page(Some(acme), walked.last()).await;
+        if next.is_empty() {
+            break;
+        }
+        assert!(next.len() <= 2, "pages hold at most the limit");
+        walked.extend(next);
+    }
+    assert!(walked.iter().all(|event| event.tenant_id == acme));
+    // acme's records: its creation (now, so newest) and the three recorded above.
+    assert_eq!(walked.len(), 4);
+    assert_eq!(walked[0].action, AuditAction::TenantCreated);
+    let mut expected: Vec<_> = recorded
+        .iter()
+        .filter(|event| event.tenant_id == acme)
+        .cloned()
+        .collect();
+    expected.sort_by(|left, right| {
+        (right.occurred_at, &right.audit_id).cmp(&(left.occurred_at, &left.audit_id))
+    });
+    assert_eq!(&walked[1..], &expected[..]);
+    let everyone = page(None, None).await;
+    assert_eq!(everyone.len(), 2);
+    assert!(everyone.iter().all(|event| event.action == AuditAction::TenantCreated));
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use eventline_core::{Scope, TenantId, admin::validate_tenant_name};
+use eventline_core::{
+    Actor, AuditQuery, RateLimit, Scope, TenantId, admin::validate_tenant_name,
+};
 use eventline_server::{Config, auth::issue_key};
 use eventline_store::Store;
 
@@ -30,6 +32,16 @@ pub(crate) enum KeyCommand {
         /// Scopes: ingest, query, admin (repeat or comma-separate).
         #[arg(long = "scope", value_delimiter = ',', required = true)]
         scopes: Vec<Scope>,
+        /// The key stops working after this long (`90d`, `12h`); default never.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+        /// Ingest rate limit of this key, events per second on each server replica;
+        /// default: the server's limits.events_per_second_per_key.
+        #[arg(long)]
+        events_per_second: Option<u32>,
+        /// Events the key may send at once (default: one second's worth).
+        #[arg(long, requires = "events_per_second")]
+        burst: Option<u32>,
     },
     /// Lists a tenant's keys.
     List {
@@ -57,12 +69,55 @@ pub(crate) async fn migrate(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Lists the audit trail, newest first, as tab-separated lines.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AuditArgs {
+    /// Only this tenant's records (id or name).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Most records to print.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+pub(crate) async fn audit(args: AuditArgs, config: Config) -> anyhow::Result<()> {
+    let store = open(&config).await?;
+    let tenant_id = match &args.tenant {
+        Some(tenant) => Some(resolve_tenant(&*store, tenant).await?),
+        None => None,
+    };
+    let events = store
+        .list_audit_events(&AuditQuery {
+            tenant_id,
+            before: None,
+            limit: args.limit,
+        })
+        .await?;
+    for event in events {
+        let details: Vec<String> = event
+            .details
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        println!(
+            "{}	{}	{}	{}	{}	{}",
+            event.occurred_at.to_rfc3339(),
+            event.tenant_id,
+            event.actor,
+            event.action.as_str(),
+            event.target,
+            details.join(" ")
+        );
+    }
+    Ok(())
+}
+
 pub(crate) async fn tenant(command: TenantCommand, config: Config) -> anyhow::Result<()> {
     let store = open(&config).await?;
     match command {
         TenantCommand::Create { name } => {
             validate_tenant_name("name", &name)?;
-            let tenant = store.create_tenant(&name).await?;
+            let tenant = store.create_tenant(&name, &Actor::Cli).await?;
             println!("{}\t{}", tenant.tenant_id, tenant.name);
         }
         TenantCommand::List => {
@@ -82,12 +137,25 @@ pub(crate) async fn tenant(command: TenantCommand, config: Config) -> anyhow::Re
 pub(crate) async fn key(command: KeyCommand, config: Config) -> anyhow::Result<()> {
     let store = open(&config).await?;
     match command {
-        KeyCommand::Create { tenant, mut scopes } => {
+        KeyCommand::Create {
+            tenant,
+            mut scopes,
+            expires_in,
+            events_per_second,
+            burst,
+        } => {
             let tenant_id = resolve_tenant(&*store, &tenant).await?;
             scopes.sort();
             scopes.dedup();
-            let issued = issue_key(tenant_id, scopes, None);
-            store.create_api_key(&issued.key).await?;
+            let mut issued = issue_key(tenant_id, scopes, None);
+            if let Some(lifetime) = expires_in {
+                let lifetime =
+                    chrono::Duration::from_std(lifetime).context("--expires-in is too long")?;
+                issued.key.expires_at = Some(issued.key.created_at + lifetime);
+            }
+            issued.key.rate_limit =
+                RateLimit::new(events_per_second.unwrap_or(0), burst.unwrap_or(0))?;
+            store.create_api_key(&issued.key, &Actor::Cli).await?;
             println!("key id: {}", issued.key.key_id);
             println!("secret (shown once): {}", issued.secret);
         }
@@ -95,21 +163,32 @@ pub(crate) async fn key(command: KeyCommand, config: Config) -> anyhow::Result<(
             let tenant_id = resolve_tenant(&*store, &tenant).await?;
             for key in store.list_api_keys(tenant_id).await? {
                 let scopes: Vec<&str> = key.scopes.iter().map(|scope| scope.as_str()).collect();
-                let state = match key.revoked_at {
-                    Some(at) => format!("revoked {}", at.to_rfc3339()),
-                    None => "active".to_owned(),
+                let now = eventline_core::time::now();
+                let state = match (key.revoked_at, key.expires_at) {
+                    (Some(at), _) => format!("revoked {}", at.to_rfc3339()),
+                    (None, Some(at)) if at <= now => format!("expired {}", at.to_rfc3339()),
+                    (None, Some(at)) => format!("active, expires {}", at.to_rfc3339()),
+                    (None, None) => "active".to_owned(),
+                };
+                let limit = match key.rate_limit {
+                    Some(limit) => format!(
+                        "{}/s burst {}",
+                        limit.events_per_second, limit.burst
+                    ),
+                    None => "default limit".to_owned(),
                 };
                 println!(
-                    "{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}",
                     key.key_id,
                     scopes.join(","),
                     key.created_at.to_rfc3339(),
-                    state
+                    state,
+                    limit
                 );
             }
         }
         KeyCommand::Revoke { key_id } => {
-            let key = store.revoke_api_key(&key_id).await?;
+            let key = store.revoke_api_key(&key_id, &Actor::Cli).await?;
             println!("revoked {}", key.key_id);
         }
     }

@@ -49,6 +49,13 @@ enum Command {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Lists the audit trail of admin actions, newest first, from the database.
+    Audit {
+        #[command(flatten)]
+        args: admin::AuditArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Sends one event from flags, or NDJSON events from stdin, to a running server.
     Send(send::SendArgs),
     /// Streams NDJSON events from stdin to a server, with a progress bar.
@@ -116,6 +123,19 @@ struct ServeArgs {
     /// Parallel commit workers; 0 picks 2 on PostgreSQL, 1 on SQLite [env: EVENTLINE_WRITER_WORKERS].
     #[arg(long)]
     writer_workers: Option<u32>,
+    /// Ingest events per second of a key without its own limit, per replica; unset is
+    /// unlimited [env: EVENTLINE_LIMITS_EVENTS_PER_SECOND_PER_KEY].
+    #[arg(long)]
+    events_per_second_per_key: Option<u32>,
+    /// PEM certificate chain: serve gRPC and HTTP over TLS [env: EVENTLINE_TLS_CERT_PATH].
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [env: EVENTLINE_TLS_KEY_PATH].
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require client certificates it signed (mTLS) [env: EVENTLINE_TLS_CLIENT_CA_PATH].
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
 }
 
 impl DatabaseArgs {
@@ -152,6 +172,14 @@ impl ServeArgs {
         );
         let flags = with_flag(flags, "writer.queue_events", &self.writer_queue_events);
         let flags = with_flag(flags, "writer.workers", &self.writer_workers);
+        let flags = with_flag(
+            flags,
+            "limits.events_per_second_per_key",
+            &self.events_per_second_per_key,
+        );
+        let flags = with_flag(flags, "tls.cert_path", &self.tls_cert);
+        let flags = with_flag(flags, "tls.key_path", &self.tls_key);
+        let flags = with_flag(flags, "tls.client_ca_path", &self.tls_client_ca);
         self.database.load_with(flags)
     }
 }
@@ -245,6 +273,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate(database) => admin::migrate(database.load()?).await,
         Command::Tenant { command, database } => admin::tenant(command, database.load()?).await,
         Command::Key { command, database } => admin::key(command, database.load()?).await,
+        Command::Audit { args, database } => admin::audit(args, database.load()?).await,
         Command::Send(args) => send::run(args).await,
         Command::Import(args) => send::import(args).await,
         Command::Query(args) => read::query(args).await,

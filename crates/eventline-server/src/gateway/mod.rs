@@ -18,7 +18,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Router,
     extract::{Request, State},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::get,
 };
 use eventline_core::Error;
@@ -113,14 +113,7 @@ impl Gateway {
 
 /// Readiness as the health task last saw it: answers at once, whatever the database does.
 async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
-    if gateway.readiness.is_ready() {
-        return (StatusCode::OK, "ready\n").into_response();
-    }
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("not ready: {}\n", gateway.readiness.reason()),
-    )
-        .into_response()
+    gateway.readiness.readyz()
 }
 
 /// Records `eventline_http_requests_total{route, status}` and the time to the response

@@ -403,7 +403,7 @@ mod tests {
             .values()
             .map(|path| path.as_object().unwrap().len())
             .sum();
-        assert_eq!(operations, 14);
+        assert_eq!(operations, 15);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The HTTP listener: hyper-util with a timer so header-read timeouts fire (slowloris),
-//! the connection limits of `connection.rs` (cap, first byte, idle), CORS, and graceful
-//! shutdown.
+//! the connection limits of `connection.rs` (cap, first byte, idle), TLS when configured
+//! (`tls.rs`), CORS, and graceful shutdown.
 
 use std::time::Duration;
 
@@ -15,7 +15,10 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use crate::connection::{Acceptor, track_activity};
+use crate::{
+    connection::{Acceptor, track_activity},
+    tls::{ServerStream, Tls},
+};
 
 /// CORS for browsers sending events with write-only keys: `*` or a list of origins.
 pub(crate) fn cors(origins: &[String]) -> Result<CorsLayer, String> {
@@ -40,8 +43,11 @@ pub(crate) fn cors(origins: &[String]) -> Result<CorsLayer, String> {
 /// Serves `app` on `acceptor`'s connections until `stop` turns true, then lets open
 /// requests finish for at most `grace`. Each request carries its connection's
 /// [`ConnectionInfo`], so that [`track_activity`] keeps the idle timeout off live requests.
+/// With `tls`, each connection's handshake runs in its own task, bounded by
+/// `header_read_timeout`.
 pub(crate) async fn serve(
     acceptor: Acceptor,
+    tls: Option<Tls>,
     app: Router,
     header_read_timeout: Duration,
     mut stop: watch::Receiver<bool>,
@@ -68,12 +74,21 @@ pub(crate) async fn serve(
                 request
             },
         ));
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
+            let stream = match tls {
+                None => ServerStream::Plain(stream),
+                Some(tls) => match tls.handshake(stream, header_read_timeout).await {
+                    Some(stream) => stream,
+                    None => return,
+                },
+            };
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let _ = watcher.watch(connection).await;
         });
     }
     if tokio::time::timeout(grace, graceful.shutdown())

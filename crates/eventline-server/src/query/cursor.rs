@@ -49,6 +49,9 @@ pub(crate) enum Cursor {
         m: Option<i64>,
         f: String,
     },
+    /// An audit-trail page: the last record's time and id.
+    #[serde(rename = "audit")]
+    Audit { t: i64, i: String, f: String },
 }
 
 /// The digest of a tenant's filter that cursors carry.
@@ -128,7 +131,8 @@ impl Cursor {
             Self::Page { f, .. }
             | Self::Export { f, .. }
             | Self::TailHistory { f, .. }
-            | Self::TailLive { f, .. } => f,
+            | Self::TailLive { f, .. }
+            | Self::Audit { f, .. } => f,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! QueryService: listings, counts, top types, series, export and tail, each scoped to the
 //! tenant of a query-scoped API key.
 
-mod cursor;
+pub(crate) mod cursor;
 mod stats;
 mod tail;
 
@@ -110,7 +110,7 @@ fn window(
     Ok((start, end))
 }
 
-fn page_size(requested: i32) -> Result<usize, Error> {
+pub(crate) fn page_size(requested: i32) -> Result<usize, Error> {
     match requested {
         0 => Ok(query::DEFAULT_PAGE_SIZE),
         size if size < 0 => Err(Error::invalid("page_size", "must not be negative")),

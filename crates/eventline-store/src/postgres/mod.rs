@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventline_core::{
-    ApiKey, Event, IngestOutcome, Scope, Tenant, TenantId,
+    Actor, ApiKey, AuditAction, AuditEvent, AuditQuery, Event, IngestOutcome, Scope, Tenant, TenantId,
     query::{CommittedQuery, CountQuery, CountRow, EventQuery},
 };
 use sqlx::{
@@ -280,21 +280,27 @@ impl Store for PgStore {
         crate::error::check_migrations(applied, &MIGRATOR)
     }
 
-    async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+    async fn create_tenant(&self, name: &str, actor: &Actor) -> Result<Tenant, StoreError> {
         let tenant_id = TenantId::generate();
+        let mut transaction = self.pool.begin().await?;
         let row = sqlx::query(
             "INSERT INTO tenants (tenant_id, name) VALUES ($1, $2) RETURNING created_at",
         )
         .bind(tenant_id.0)
         .bind(name)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *transaction)
         .await
         .map_err(|error| tenant_name_conflict(error, name))?;
-        Ok(Tenant {
+        let tenant = Tenant {
             tenant_id,
             name: name.to_owned(),
             created_at: row.try_get(0)?,
-        })
+        };
+        let audit = AuditEvent::tenant_created(&tenant, actor);
+        insert_audit(&mut *transaction, &audit).await?;
+        transaction.commit().await?;
+        audit.log();
+        Ok(tenant)
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
@@ -322,26 +328,29 @@ impl Store for PgStore {
             .execute(&mut *transaction)
             .await?;
         insert_key(&mut *transaction, key).await?;
+        let audits = crate::bootstrap_audit(name, key);
+        for audit in &audits {
+            insert_audit(&mut *transaction, audit).await?;
+        }
         transaction.commit().await?;
+        audits.iter().for_each(AuditEvent::log);
         Ok(true)
     }
 
-    async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
-        insert_key(&self.pool, key)
+    async fn create_api_key(&self, key: &ApiKey, actor: &Actor) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        insert_key(&mut *transaction, key)
             .await
-            .map_err(|error| match error {
-                StoreError::NotFound(_) => {
-                    StoreError::NotFound(format!("tenant {} does not exist", key.tenant_id))
-                }
-                other => other,
-            })
+            .map_err(|error| crate::missing_tenant(error, key.tenant_id))?;
+        let audit = AuditEvent::key_created(key, actor);
+        insert_audit(&mut *transaction, &audit).await?;
+        transaction.commit().await?;
+        audit.log();
+        Ok(())
     }
 
     async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row = sqlx::query(
-            "SELECT key_id, tenant_id, scopes, secret_hash, created_at, revoked_at
-             FROM api_keys WHERE key_id = $1",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1")))
         .bind(key_id)
         .fetch_optional(&self.pool)
         .await?;
@@ -349,27 +358,69 @@ impl Store for PgStore {
     }
 
     async fn list_api_keys(&self, tenant_id: TenantId) -> Result<Vec<ApiKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT key_id, tenant_id, scopes, secret_hash, created_at, revoked_at
-             FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, key_id",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, key_id"
+        )))
         .bind(tenant_id.0)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(key_from_row).collect()
     }
 
-    async fn revoke_api_key(&self, key_id: &str) -> Result<ApiKey, StoreError> {
-        let row = sqlx::query(
+    async fn revoke_api_key(&self, key_id: &str, actor: &Actor) -> Result<ApiKey, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1
-             RETURNING key_id, tenant_id, scopes, secret_hash, created_at, revoked_at",
-        )
+             RETURNING {KEY_COLUMNS}"
+        )))
         .bind(key_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *transaction)
         .await?;
-        let row =
-            row.ok_or_else(|| StoreError::NotFound(format!("api key {key_id:?} does not exist")))?;
-        key_from_row(&row)
+        let key = key_from_row(&row.ok_or_else(|| crate::missing_key(key_id))?)?;
+        let audit = AuditEvent::new(key.tenant_id, actor, AuditAction::KeyRevoked, key_id);
+        insert_audit(&mut *transaction, &audit).await?;
+        transaction.commit().await?;
+        audit.log();
+        Ok(key)
+    }
+
+    async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        insert_audit(&self.pool, event).await?;
+        event.log();
+        Ok(())
+    }
+
+    async fn list_audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut sql = sqlx::QueryBuilder::new(
+            "SELECT audit_id, tenant_id, actor, action, target, occurred_at, details::text
+             FROM audit_events WHERE true",
+        );
+        if let Some(tenant_id) = query.tenant_id {
+            sql.push(" AND tenant_id = ").push_bind(tenant_id.0);
+        }
+        if let Some((time, audit_id)) = &query.before {
+            sql.push(" AND (occurred_at, audit_id) < (")
+                .push_bind(*time)
+                .push(", ")
+                .push_bind(audit_id.clone())
+                .push(")");
+        }
+        sql.push(" ORDER BY occurred_at DESC, audit_id DESC LIMIT ")
+            .push_bind(query.limit as i64);
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                crate::audit_from_parts(crate::AuditParts {
+                    audit_id: row.try_get(0)?,
+                    tenant_id: TenantId(row.try_get(1)?),
+                    actor: row.try_get(2)?,
+                    action: row.try_get(3)?,
+                    target: row.try_get(4)?,
+                    occurred_at: row.try_get(5)?,
+                    details_json: row.try_get(6)?,
+                })
+            })
+            .collect()
     }
 
     async fn event(
@@ -438,18 +489,46 @@ async fn insert_key<'e>(
 ) -> Result<(), StoreError> {
     let scopes: Vec<&str> = key.scopes.iter().map(|scope| scope.as_str()).collect();
     sqlx::query(
-        "INSERT INTO api_keys (key_id, tenant_id, scopes, secret_hash, created_at)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO api_keys (key_id, tenant_id, scopes, secret_hash, created_at, expires_at,
+                               events_per_second, burst)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&key.key_id)
     .bind(key.tenant_id.0)
     .bind(&scopes)
     .bind(&key.secret_hash)
     .bind(key.created_at)
+    .bind(key.expires_at)
+    .bind(key.rate_limit.map(|limit| limit.events_per_second as i32))
+    .bind(key.rate_limit.map(|limit| limit.burst as i32))
     .execute(executor)
     .await?;
     Ok(())
 }
+
+async fn insert_audit<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    event: &AuditEvent,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_events (tenant_id, audit_id, occurred_at, actor, action, target, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
+    )
+    .bind(event.tenant_id.0)
+    .bind(&event.audit_id)
+    .bind(event.occurred_at)
+    .bind(&event.actor)
+    .bind(event.action.as_str())
+    .bind(&event.target)
+    .bind(crate::details_json(event))
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// The columns [`key_from_row`] reads, in its order.
+const KEY_COLUMNS: &str = "key_id, tenant_id, scopes, secret_hash, created_at, revoked_at, \
+                           expires_at, events_per_second, burst";
 
 fn tenant_name_conflict(error: sqlx::Error, name: &str) -> StoreError {
     match StoreError::from(error) {
@@ -479,6 +558,8 @@ fn key_from_row(row: &PgRow) -> Result<ApiKey, StoreError> {
         secret_hash: row.try_get(3)?,
         created_at: row.try_get(4)?,
         revoked_at: row.try_get(5)?,
+        expires_at: row.try_get(6)?,
+        rate_limit: crate::rate_limit_from_columns(row.try_get(7)?, row.try_get(8)?)?,
     })
 }
 

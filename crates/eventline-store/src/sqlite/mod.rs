@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, path::Path, str::FromStr, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventline_core::{
-    ApiKey, Event, IngestOutcome, Scope, Tenant, TenantId,
+    Actor, ApiKey, AuditAction, AuditEvent, AuditQuery, Event, IngestOutcome, Scope, Tenant,
+    TenantId,
     query::{CommittedQuery, CountQuery, CountRow, EventQuery},
 };
 use sqlx::{
@@ -173,17 +174,18 @@ impl Store for SqliteStore {
         crate::error::check_migrations(applied, &MIGRATOR)
     }
 
-    async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+    async fn create_tenant(&self, name: &str, actor: &Actor) -> Result<Tenant, StoreError> {
         let tenant = Tenant {
             tenant_id: TenantId::generate(),
             name: name.to_owned(),
             created_at: eventline_core::time::now(),
         };
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("INSERT INTO tenants (tenant_id, name, created_us) VALUES (?, ?, ?)")
             .bind(tenant.tenant_id.to_string())
             .bind(name)
             .bind(micros(tenant.created_at))
-            .execute(&self.pool)
+            .execute(&mut *transaction)
             .await
             .map_err(|error| match StoreError::from(error) {
                 StoreError::Conflict(_) => {
@@ -191,6 +193,10 @@ impl Store for SqliteStore {
                 }
                 other => other,
             })?;
+        let audit = AuditEvent::tenant_created(&tenant, actor);
+        insert_audit(&mut transaction, &audit).await?;
+        transaction.commit().await?;
+        audit.log();
         Ok(tenant)
     }
 
@@ -220,12 +226,18 @@ impl Store for SqliteStore {
                 .bind(micros(key.created_at))
                 .execute(&mut *connection)
                 .await?;
-            insert_key(&mut connection, key).await
+            insert_key(&mut connection, key).await?;
+            let audits = crate::bootstrap_audit(name, key);
+            for audit in &audits {
+                insert_audit(&mut connection, audit).await?;
+            }
+            Ok::<_, StoreError>(audits)
         }
         .await;
         match created {
-            Ok(()) => {
+            Ok(audits) => {
                 sqlx::query("COMMIT").execute(&mut *connection).await?;
+                audits.iter().for_each(AuditEvent::log);
                 Ok(true)
             }
             Err(error) => {
@@ -235,22 +247,20 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
-        let mut connection = self.pool.acquire().await?;
-        insert_key(&mut connection, key)
+    async fn create_api_key(&self, key: &ApiKey, actor: &Actor) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        insert_key(&mut transaction, key)
             .await
-            .map_err(|error| match error {
-                StoreError::NotFound(_) => {
-                    StoreError::NotFound(format!("tenant {} does not exist", key.tenant_id))
-                }
-                other => other,
-            })
+            .map_err(|error| crate::missing_tenant(error, key.tenant_id))?;
+        let audit = AuditEvent::key_created(key, actor);
+        insert_audit(&mut transaction, &audit).await?;
+        transaction.commit().await?;
+        audit.log();
+        Ok(())
     }
 
     async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row = sqlx::query(
-            "SELECT key_id, tenant_id, scopes, secret_hash, created_us, revoked_us FROM api_keys WHERE key_id = ?",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?")))
         .bind(key_id)
         .fetch_optional(&self.pool)
         .await?;
@@ -258,28 +268,71 @@ impl Store for SqliteStore {
     }
 
     async fn list_api_keys(&self, tenant_id: TenantId) -> Result<Vec<ApiKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT key_id, tenant_id, scopes, secret_hash, created_us, revoked_us FROM api_keys
-             WHERE tenant_id = ? ORDER BY created_us, key_id",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = ? ORDER BY created_us, key_id"
+        )))
         .bind(tenant_id.to_string())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(key_from_row).collect()
     }
 
-    async fn revoke_api_key(&self, key_id: &str) -> Result<ApiKey, StoreError> {
-        let row = sqlx::query(
+    async fn revoke_api_key(&self, key_id: &str, actor: &Actor) -> Result<ApiKey, StoreError> {
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE api_keys SET revoked_us = coalesce(revoked_us, ?) WHERE key_id = ?
-             RETURNING key_id, tenant_id, scopes, secret_hash, created_us, revoked_us",
-        )
+             RETURNING {KEY_COLUMNS}"
+        )))
         .bind(micros(eventline_core::time::now()))
         .bind(key_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *transaction)
         .await?;
-        let row =
-            row.ok_or_else(|| StoreError::NotFound(format!("api key {key_id:?} does not exist")))?;
-        key_from_row(&row)
+        let key = key_from_row(&row.ok_or_else(|| crate::missing_key(key_id))?)?;
+        let audit = AuditEvent::new(key.tenant_id, actor, AuditAction::KeyRevoked, key_id);
+        insert_audit(&mut transaction, &audit).await?;
+        transaction.commit().await?;
+        audit.log();
+        Ok(key)
+    }
+
+    async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        insert_audit(&mut connection, event).await?;
+        event.log();
+        Ok(())
+    }
+
+    async fn list_audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut sql = sqlx::QueryBuilder::new(
+            "SELECT audit_id, tenant_id, actor, action, target, occurred_us, details
+             FROM audit_events WHERE 1",
+        );
+        if let Some(tenant_id) = query.tenant_id {
+            sql.push(" AND tenant_id = ").push_bind(tenant_id.to_string());
+        }
+        if let Some((time, audit_id)) = &query.before {
+            sql.push(" AND (occurred_us, audit_id) < (")
+                .push_bind(micros(*time))
+                .push(", ")
+                .push_bind(audit_id.clone())
+                .push(")");
+        }
+        sql.push(" ORDER BY occurred_us DESC, audit_id DESC LIMIT ")
+            .push_bind(query.limit as i64);
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                crate::audit_from_parts(crate::AuditParts {
+                    audit_id: row.try_get(0)?,
+                    tenant_id: parse_tenant_id(row.try_get(1)?)?,
+                    actor: row.try_get(2)?,
+                    action: row.try_get(3)?,
+                    target: row.try_get(4)?,
+                    occurred_at: from_micros(row.try_get(5)?)?,
+                    details_json: row.try_get(6)?,
+                })
+            })
+            .collect()
     }
 
     async fn event(
@@ -349,17 +402,46 @@ async fn insert_key(
 ) -> Result<(), StoreError> {
     let scopes: Vec<&str> = key.scopes.iter().map(|scope| scope.as_str()).collect();
     sqlx::query(
-        "INSERT INTO api_keys (key_id, tenant_id, scopes, secret_hash, created_us) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO api_keys (key_id, tenant_id, scopes, secret_hash, created_us, expires_us,
+                               events_per_second, burst)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&key.key_id)
     .bind(key.tenant_id.to_string())
     .bind(scopes.join(","))
     .bind(&key.secret_hash)
     .bind(micros(key.created_at))
+    .bind(key.expires_at.map(micros))
+    .bind(key.rate_limit.map(|limit| limit.events_per_second as i32))
+    .bind(key.rate_limit.map(|limit| limit.burst as i32))
     .execute(connection)
     .await?;
     Ok(())
 }
+
+async fn insert_audit(
+    connection: &mut sqlx::SqliteConnection,
+    event: &AuditEvent,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_events (tenant_id, audit_id, occurred_us, actor, action, target, details)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(event.tenant_id.to_string())
+    .bind(&event.audit_id)
+    .bind(micros(event.occurred_at))
+    .bind(&event.actor)
+    .bind(event.action.as_str())
+    .bind(&event.target)
+    .bind(crate::details_json(event))
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// The columns [`key_from_row`] reads, in its order.
+const KEY_COLUMNS: &str = "key_id, tenant_id, scopes, secret_hash, created_us, revoked_us, \
+                           expires_us, events_per_second, burst";
 
 fn parse_tenant_id(text: &str) -> Result<TenantId, StoreError> {
     Uuid::parse_str(text)
@@ -383,6 +465,7 @@ fn key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
         .map(|name| name.parse::<Scope>().map_err(StoreError::Internal))
         .collect::<Result<_, _>>()?;
     let revoked_us: Option<i64> = row.try_get(5)?;
+    let expires_us: Option<i64> = row.try_get(6)?;
     Ok(ApiKey {
         key_id: row.try_get(0)?,
         tenant_id: parse_tenant_id(row.try_get(1)?)?,
@@ -390,6 +473,8 @@ fn key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
         secret_hash: row.try_get(3)?,
         created_at: from_micros(row.try_get(4)?)?,
         revoked_at: revoked_us.map(from_micros).transpose()?,
+        expires_at: expires_us.map(from_micros).transpose()?,
+        rate_limit: crate::rate_limit_from_columns(row.try_get(7)?, row.try_get(8)?)?,
     })
 }
 

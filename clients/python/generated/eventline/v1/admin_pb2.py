@@ -26,13 +26,15 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65ventline/v1/admin.proto\x12\x0c\x65ventline.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\x06Tenant\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12;\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"\xe3\x01\n\x06\x41piKey\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12+\n\x06scopes\x18\x03 \x03(\x0e\x32\x13.eventline.v1.ScopeR\x06scopes\x12;\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0brevoke_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrevokeTime\")\n\x13\x43reateTenantRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"D\n\x14\x43reateTenantResponse\x12,\n\x06tenant\x18\x01 \x01(\x0b\x32\x14.eventline.v1.TenantR\x06tenant\"\x14\n\x12ListTenantsRequest\"E\n\x13ListTenantsResponse\x12.\n\x07tenants\x18\x01 \x03(\x0b\x32\x14.eventline.v1.TenantR\x07tenants\"_\n\x13\x43reateApiKeyRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12+\n\x06scopes\x18\x02 \x03(\x0e\x32\x13.eventline.v1.ScopeR\x06scopes\"]\n\x14\x43reateApiKeyResponse\x12-\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.eventline.v1.ApiKeyR\x06\x61piKey\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"1\n\x12ListApiKeysRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\"F\n\x13ListApiKeysResponse\x12/\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x14.eventline.v1.ApiKeyR\x07\x61piKeys\",\n\x13RevokeApiKeyRequest\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\"E\n\x14RevokeApiKeyResponse\x12-\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.eventline.v1.ApiKeyR\x06\x61piKey*R\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSCOPE_INGEST\x10\x01\x12\x0f\n\x0bSCOPE_QUERY\x10\x02\x12\x0f\n\x0bSCOPE_ADMIN\x10\x03\x32\xdc\x04\n\x0c\x41\x64minService\x12m\n\x0c\x43reateTenant\x12!.eventline.v1.CreateTenantRequest\x1a\".eventline.v1.CreateTenantResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/tenants:\x01*\x12g\n\x0bListTenants\x12 .eventline.v1.ListTenantsRequest\x1a!.eventline.v1.ListTenantsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/tenants\x12~\n\x0c\x43reateApiKey\x12!.eventline.v1.CreateApiKeyRequest\x1a\".eventline.v1.CreateApiKeyResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/tenants/{tenant_id}/keys:\x01*\x12x\n\x0bListApiKeys\x12 .eventline.v1.ListApiKeysRequest\x1a!.eventline.v1.ListApiKeysResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/tenants/{tenant_id}/keys\x12z\n\x0cRevokeApiKey\x12!.eventline.v1.RevokeApiKeyRequest\x1a\".eventline.v1.RevokeApiKeyResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/keys/{key_id}:revoke:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65ventline/v1/admin.proto\x12\x0c\x65ventline.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\x06Tenant\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12;\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"\xe2\x02\n\x06\x41piKey\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12+\n\x06scopes\x18\x03 \x03(\x0e\x32\x13.eventline.v1.ScopeR\x06scopes\x12;\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0brevoke_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrevokeTime\x12;\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12*\n\x11\x65vents_per_second\x18\x07 \x01(\rR\x0f\x65ventsPerSecond\x12\x14\n\x05\x62urst\x18\x08 \x01(\rR\x05\x62urst\")\n\x13\x43reateTenantRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"D\n\x14\x43reateTenantResponse\x12,\n\x06tenant\x18\x01 \x01(\x0b\x32\x14.eventline.v1.TenantR\x06tenant\"\x14\n\x12ListTenantsRequest\"E\n\x13ListTenantsResponse\x12.\n\x07tenants\x18\x01 \x03(\x0b\x32\x14.eventline.v1.TenantR\x07tenants\"\xde\x01\n\x13\x43reateApiKeyRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12+\n\x06scopes\x18\x02 \x03(\x0e\x32\x13.eventline.v1.ScopeR\x06scopes\x12;\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12*\n\x11\x65vents_per_second\x18\x04 \x01(\rR\x0f\x65ventsPerSecond\x12\x14\n\x05\x62urst\x18\x05 \x01(\rR\x05\x62urst\"]\n\x14\x43reateApiKeyResponse\x12-\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.eventline.v1.ApiKeyR\x06\x61piKey\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"1\n\x12ListApiKeysRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\"F\n\x13ListApiKeysResponse\x12/\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x14.eventline.v1.ApiKeyR\x07\x61piKeys\",\n\x13RevokeApiKeyRequest\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\"E\n\x14RevokeApiKeyResponse\x12-\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.eventline.v1.ApiKeyR\x06\x61piKey\"\xdd\x02\n\nAuditEvent\x12\x19\n\x08\x61udit_id\x18\x01 \x01(\tR\x07\x61uditId\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x14\n\x05\x61\x63tor\x18\x03 \x01(\tR\x05\x61\x63tor\x12\x31\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x19.eventline.v1.AuditActionR\x06\x61\x63tion\x12\x16\n\x06target\x18\x05 \x01(\tR\x06target\x12\x39\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12?\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32%.eventline.v1.AuditEvent.DetailsEntryR\x07\x64\x65tails\x1a:\n\x0c\x44\x65tailsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"q\n\x16ListAuditEventsRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"~\n\x17ListAuditEventsResponse\x12;\n\x0c\x61udit_events\x18\x01 \x03(\x0b\x32\x18.eventline.v1.AuditEventR\x0b\x61uditEvents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*R\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSCOPE_INGEST\x10\x01\x12\x0f\n\x0bSCOPE_QUERY\x10\x02\x12\x0f\n\x0bSCOPE_ADMIN\x10\x03*\xab\x01\n\x0b\x41uditAction\x12\x1c\n\x18\x41UDIT_ACTION_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41UDIT_ACTION_TENANT_CREATED\x10\x01\x12\x1c\n\x18\x41UDIT_ACTION_KEY_CREATED\x10\x02\x12\x1c\n\x18\x41UDIT_ACTION_KEY_REVOKED\x10\x03\x12!\n\x1d\x41UDIT_ACTION_EXPIRED_KEY_USED\x10\x04\x32\xd6\x05\n\x0c\x41\x64minService\x12m\n\x0c\x43reateTenant\x12!.eventline.v1.CreateTenantRequest\x1a\".eventline.v1.CreateTenantResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/tenants:\x01*\x12g\n\x0bListTenants\x12 .eventline.v1.ListTenantsRequest\x1a!.eventline.v1.ListTenantsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/tenants\x12~\n\x0c\x43reateApiKey\x12!.eventline.v1.CreateApiKeyRequest\x1a\".eventline.v1.CreateApiKeyResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/tenants/{tenant_id}/keys:\x01*\x12x\n\x0bListApiKeys\x12 .eventline.v1.ListApiKeysRequest\x1a!.eventline.v1.ListApiKeysResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/tenants/{tenant_id}/keys\x12z\n\x0cRevokeApiKey\x12!.eventline.v1.RevokeApiKeyRequest\x1a\".eventline.v1.RevokeApiKeyResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/keys/{key_id}:revoke:\x01*\x12x\n\x0fListAuditEvents\x12$.eventline.v1.ListAuditEventsRequest\x1a%.eventline.v1.ListAuditEventsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/audit-eventsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eventline.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_AUDITEVENT_DETAILSENTRY']._loaded_options = None
+  _globals['_AUDITEVENT_DETAILSENTRY']._serialized_options = b'8\001'
   _globals['_ADMINSERVICE'].methods_by_name['CreateTenant']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['CreateTenant']._serialized_options = b'\202\323\344\223\002\020\"\013/v1/tenants:\001*'
   _globals['_ADMINSERVICE'].methods_by_name['ListTenants']._loaded_options = None
@@ -43,32 +45,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADMINSERVICE'].methods_by_name['ListApiKeys']._serialized_options = b'\202\323\344\223\002\036\022\034/v1/tenants/{tenant_id}/keys'
   _globals['_ADMINSERVICE'].methods_by_name['RevokeApiKey']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/keys/{key_id}:revoke:\001*'
-  _globals['_SCOPE']._serialized_start=1093
-  _globals['_SCOPE']._serialized_end=1175
+  _globals['_ADMINSERVICE'].methods_by_name['ListAuditEvents']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['ListAuditEvents']._serialized_options = b'\202\323\344\223\002\022\022\020/v1/audit-events'
+  _globals['_SCOPE']._serialized_start=1943
+  _globals['_SCOPE']._serialized_end=2025
+  _globals['_AUDITACTION']._serialized_start=2028
+  _globals['_AUDITACTION']._serialized_end=2199
   _globals['_TENANT']._serialized_start=105
   _globals['_TENANT']._serialized_end=223
   _globals['_APIKEY']._serialized_start=226
-  _globals['_APIKEY']._serialized_end=453
-  _globals['_CREATETENANTREQUEST']._serialized_start=455
-  _globals['_CREATETENANTREQUEST']._serialized_end=496
-  _globals['_CREATETENANTRESPONSE']._serialized_start=498
-  _globals['_CREATETENANTRESPONSE']._serialized_end=566
-  _globals['_LISTTENANTSREQUEST']._serialized_start=568
-  _globals['_LISTTENANTSREQUEST']._serialized_end=588
-  _globals['_LISTTENANTSRESPONSE']._serialized_start=590
-  _globals['_LISTTENANTSRESPONSE']._serialized_end=659
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=661
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=756
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=758
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=851
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=853
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=902
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=904
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=974
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=976
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1020
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1022
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1091
-  _globals['_ADMINSERVICE']._serialized_start=1178
-  _globals['_ADMINSERVICE']._serialized_end=1782
+  _globals['_APIKEY']._serialized_end=580
+  _globals['_CREATETENANTREQUEST']._serialized_start=582
+  _globals['_CREATETENANTREQUEST']._serialized_end=623
+  _globals['_CREATETENANTRESPONSE']._serialized_start=625
+  _globals['_CREATETENANTRESPONSE']._serialized_end=693
+  _globals['_LISTTENANTSREQUEST']._serialized_start=695
+  _globals['_LISTTENANTSREQUEST']._serialized_end=715
+  _globals['_LISTTENANTSRESPONSE']._serialized_start=717
+  _globals['_LISTTENANTSRESPONSE']._serialized_end=786
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=789
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1011
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1013
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1106
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1108
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1157
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1159
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1229
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1231
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1275
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1277
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1346
+  _globals['_AUDITEVENT']._serialized_start=1349
+  _globals['_AUDITEVENT']._serialized_end=1698
+  _globals['_AUDITEVENT_DETAILSENTRY']._serialized_start=1640
+  _globals['_AUDITEVENT_DETAILSENTRY']._serialized_end=1698
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1700
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1813
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1815
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1941
+  _globals['_ADMINSERVICE']._serialized_start=2202
+  _globals['_ADMINSERVICE']._serialized_end=2928
 # @@protoc_insertion_point(module_scope)

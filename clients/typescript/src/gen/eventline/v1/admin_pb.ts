@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file eventline/v1/admin.proto.
  */
 export const file_eventline_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChhldmVudGxpbmUvdjEvYWRtaW4ucHJvdG8SDGV2ZW50bGluZS52MSJaCgZUZW5hbnQSEQoJdGVuYW50X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrIBCgZBcGlLZXkSDgoGa2V5X2lkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIjCgZzY29wZXMYAyADKA4yEy5ldmVudGxpbmUudjEuU2NvcGUSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIjChNDcmVhdGVUZW5hbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiPAoUQ3JlYXRlVGVuYW50UmVzcG9uc2USJAoGdGVuYW50GAEgASgLMhQuZXZlbnRsaW5lLnYxLlRlbmFudCIUChJMaXN0VGVuYW50c1JlcXVlc3QiPAoTTGlzdFRlbmFudHNSZXNwb25zZRIlCgd0ZW5hbnRzGAEgAygLMhQuZXZlbnRsaW5lLnYxLlRlbmFudCJNChNDcmVhdGVBcGlLZXlSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIjCgZzY29wZXMYAiADKA4yEy5ldmVudGxpbmUudjEuU2NvcGUiTQoUQ3JlYXRlQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULmV2ZW50bGluZS52MS5BcGlLZXkSDgoGc2VjcmV0GAIgASgJIicKEkxpc3RBcGlLZXlzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkiPQoTTGlzdEFwaUtleXNSZXNwb25zZRImCghhcGlfa2V5cxgBIAMoCzIULmV2ZW50bGluZS52MS5BcGlLZXkiJQoTUmV2b2tlQXBpS2V5UmVxdWVzdBIOCgZrZXlfaWQYASABKAkiPQoUUmV2b2tlQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULmV2ZW50bGluZS52MS5BcGlLZXkqUgoFU2NvcGUSFQoRU0NPUEVfVU5TUEVDSUZJRUQQABIQCgxTQ09QRV9JTkdFU1QQARIPCgtTQ09QRV9RVUVSWRACEg8KC1NDT1BFX0FETUlOEAMy3AQKDEFkbWluU2VydmljZRJtCgxDcmVhdGVUZW5hbnQSIS5ldmVudGxpbmUudjEuQ3JlYXRlVGVuYW50UmVxdWVzdBoiLmV2ZW50bGluZS52MS5DcmVhdGVUZW5hbnRSZXNwb25zZSIWgtPkkwIQOgEqIgsvdjEvdGVuYW50cxJnCgtMaXN0VGVuYW50cxIgLmV2ZW50bGluZS52MS5MaXN0VGVuYW50c1JlcXVlc3QaIS5ldmVudGxpbmUudjEuTGlzdFRlbmFudHNSZXNwb25zZSITgtPkkwINEgsvdjEvdGVuYW50cxJ+CgxDcmVhdGVBcGlLZXkSIS5ldmVudGxpbmUudjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBoiLmV2ZW50bGluZS52MS5DcmVhdGVBcGlLZXlSZXNwb25zZSIngtPkkwIhOgEqIhwvdjEvdGVuYW50cy97dGVuYW50X2lkfS9rZXlzEngKC0xpc3RBcGlLZXlzEiAuZXZlbnRsaW5lLnYxLkxpc3RBcGlLZXlzUmVxdWVzdBohLmV2ZW50bGluZS52MS5MaXN0QXBpS2V5c1Jlc3BvbnNlIiSC0+STAh4SHC92MS90ZW5hbnRzL3t0ZW5hbnRfaWR9L2tleXMSegoMUmV2b2tlQXBpS2V5EiEuZXZlbnRsaW5lLnYxLlJldm9rZUFwaUtleVJlcXVlc3QaIi5ldmVudGxpbmUudjEuUmV2b2tlQXBpS2V5UmVzcG9uc2UiI4LT5JMCHToBKiIYL3YxL2tleXMve2tleV9pZH06cmV2b2tlYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("ChhldmVudGxpbmUvdjEvYWRtaW4ucHJvdG8SDGV2ZW50bGluZS52MSJaCgZUZW5hbnQSEQoJdGVuYW50X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIo0CCgZBcGlLZXkSDgoGa2V5X2lkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIjCgZzY29wZXMYAyADKA4yEy5ldmVudGxpbmUudjEuU2NvcGUSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZXZlbnRzX3Blcl9zZWNvbmQYByABKA0SDQoFYnVyc3QYCCABKA0iIwoTQ3JlYXRlVGVuYW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIjwKFENyZWF0ZVRlbmFudFJlc3BvbnNlEiQKBnRlbmFudBgBIAEoCzIULmV2ZW50bGluZS52MS5UZW5hbnQiFAoSTGlzdFRlbmFudHNSZXF1ZXN0IjwKE0xpc3RUZW5hbnRzUmVzcG9uc2USJQoHdGVuYW50cxgBIAMoCzIULmV2ZW50bGluZS52MS5UZW5hbnQiqAEKE0NyZWF0ZUFwaUtleVJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEiMKBnNjb3BlcxgCIAMoDjITLmV2ZW50bGluZS52MS5TY29wZRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZXZlbnRzX3Blcl9zZWNvbmQYBCABKA0SDQoFYnVyc3QYBSABKA0iTQoUQ3JlYXRlQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULmV2ZW50bGluZS52MS5BcGlLZXkSDgoGc2VjcmV0GAIgASgJIicKEkxpc3RBcGlLZXlzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkiPQoTTGlzdEFwaUtleXNSZXNwb25zZRImCghhcGlfa2V5cxgBIAMoCzIULmV2ZW50bGluZS52MS5BcGlLZXkiJQoTUmV2b2tlQXBpS2V5UmVxdWVzdBIOCgZrZXlfaWQYASABKAkiPQoUUmV2b2tlQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULmV2ZW50bGluZS52MS5BcGlLZXkikwIKCkF1ZGl0RXZlbnQSEAoIYXVkaXRfaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEg0KBWFjdG9yGAMgASgJEikKBmFjdGlvbhgEIAEoDjIZLmV2ZW50bGluZS52MS5BdWRpdEFjdGlvbhIOCgZ0YXJnZXQYBSABKAkSLgoKZXZlbnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoHZGV0YWlscxgHIAMoCzIlLmV2ZW50bGluZS52MS5BdWRpdEV2ZW50LkRldGFpbHNFbnRyeRouCgxEZXRhaWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJSChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJiChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIuCgxhdWRpdF9ldmVudHMYASADKAsyGC5ldmVudGxpbmUudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqUgoFU2NvcGUSFQoRU0NPUEVfVU5TUEVDSUZJRUQQABIQCgxTQ09QRV9JTkdFU1QQARIPCgtTQ09QRV9RVUVSWRACEg8KC1NDT1BFX0FETUlOEAMqqwEKC0F1ZGl0QWN0aW9uEhwKGEFVRElUX0FDVElPTl9VTlNQRUNJRklFRBAAEh8KG0FVRElUX0FDVElPTl9URU5BTlRfQ1JFQVRFRBABEhwKGEFVRElUX0FDVElPTl9LRVlfQ1JFQVRFRBACEhwKGEFVRElUX0FDVElPTl9LRVlfUkVWT0tFRBADEiEKHUFVRElUX0FDVElPTl9FWFBJUkVEX0tFWV9VU0VEEAQy1gUKDEFkbWluU2VydmljZRJtCgxDcmVhdGVUZW5hbnQSIS5ldmVudGxpbmUudjEuQ3JlYXRlVGVuYW50UmVxdWVzdBoiLmV2ZW50bGluZS52MS5DcmVhdGVUZW5hbnRSZXNwb25zZSIWgtPkkwIQOgEqIgsvdjEvdGVuYW50cxJnCgtMaXN0VGVuYW50cxIgLmV2ZW50bGluZS52MS5MaXN0VGVuYW50c1JlcXVlc3QaIS5ldmVudGxpbmUudjEuTGlzdFRlbmFudHNSZXNwb25zZSITgtPkkwINEgsvdjEvdGVuYW50cxJ+CgxDcmVhdGVBcGlLZXkSIS5ldmVudGxpbmUudjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBoiLmV2ZW50bGluZS52MS5DcmVhdGVBcGlLZXlSZXNwb25zZSIngtPkkwIhOgEqIhwvdjEvdGVuYW50cy97dGVuYW50X2lkfS9rZXlzEngKC0xpc3RBcGlLZXlzEiAuZXZlbnRsaW5lLnYxLkxpc3RBcGlLZXlzUmVxdWVzdBohLmV2ZW50bGluZS52MS5MaXN0QXBpS2V5c1Jlc3BvbnNlIiSC0+STAh4SHC92MS90ZW5hbnRzL3t0ZW5hbnRfaWR9L2tleXMSegoMUmV2b2tlQXBpS2V5EiEuZXZlbnRsaW5lLnYxLlJldm9rZUFwaUtleVJlcXVlc3QaIi5ldmVudGxpbmUudjEuUmV2b2tlQXBpS2V5UmVzcG9uc2UiI4LT5JMCHToBKiIYL3YxL2tleXMve2tleV9pZH06cmV2b2tlEngKD0xpc3RBdWRpdEV2ZW50cxIkLmV2ZW50bGluZS52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0GiUuZXZlbnRsaW5lLnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlIhiC0+STAhISEC92MS9hdWRpdC1ldmVudHNiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * Tenant is an isolated set of events and keys.
@@ -90,6 +90,30 @@ export type ApiKey = Message<"eventline.v1.ApiKey"> & {
    * @generated from field: google.protobuf.Timestamp revoke_time = 5;
    */
   revokeTime?: Timestamp | undefined;
+
+  /**
+   * When the key stops working; unset when it never expires. An expired key is
+   * refused like a revoked one.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 6;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * The key's own ingest rate limit in events per second, per server replica; 0 when
+   * the key uses the server's default (limits.events_per_second_per_key).
+   *
+   * @generated from field: uint32 events_per_second = 7;
+   */
+  eventsPerSecond: number;
+
+  /**
+   * Events the key may send at once above its rate (the token bucket's size); 0 when
+   * it is one second's worth of its rate.
+   *
+   * @generated from field: uint32 burst = 8;
+   */
+  burst: number;
 };
 
 /**
@@ -196,6 +220,33 @@ export type CreateApiKeyRequest = Message<"eventline.v1.CreateApiKeyRequest"> & 
    * @generated from field: repeated eventline.v1.Scope scopes = 2;
    */
   scopes: Scope[];
+
+  /**
+   * When the key stops working; must be in the future. Unset: never.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * Ingest rate limit in events per second, per server replica. 0: the server's
+   * default (limits.events_per_second_per_key; unset there means unlimited). Over it,
+   * a whole request is refused with RESOURCE_EXHAUSTED and a RetryInfo delay (HTTP 429
+   * with Retry-After) before anything of it is stored.
+   *
+   * @generated from field: uint32 events_per_second = 4;
+   */
+  eventsPerSecond: number;
+
+  /**
+   * Token bucket size: events the key may send at once. 0: one second's worth of
+   * events_per_second. A request larger than the bucket is admitted when the bucket is
+   * full and then waits out its debt, so it never fails for its size alone. Needs
+   * events_per_second.
+   *
+   * @generated from field: uint32 burst = 5;
+   */
+  burst: number;
 };
 
 /**
@@ -318,6 +369,133 @@ export const RevokeApiKeyResponseSchema: GenMessage<RevokeApiKeyResponse> = /*@_
   messageDesc(file_eventline_v1_admin, 11);
 
 /**
+ * AuditEvent records one admin action.
+ *
+ * @generated from message eventline.v1.AuditEvent
+ */
+export type AuditEvent = Message<"eventline.v1.AuditEvent"> & {
+  /**
+   * Server-assigned id (a time-ordered UUID).
+   *
+   * @generated from field: string audit_id = 1;
+   */
+  auditId: string;
+
+  /**
+   * The tenant the action concerns.
+   *
+   * @generated from field: string tenant_id = 2;
+   */
+  tenantId: string;
+
+  /**
+   * Who acted: "admin_token", "key:<key_id>" (an admin-scoped key, or the expired key
+   * itself), "cli" (eventline tenant/key on the database) or "bootstrap" (first start).
+   *
+   * @generated from field: string actor = 3;
+   */
+  actor: string;
+
+  /**
+   * What was done.
+   *
+   * @generated from field: eventline.v1.AuditAction action = 4;
+   */
+  action: AuditAction;
+
+  /**
+   * The tenant id or key id acted on.
+   *
+   * @generated from field: string target = 5;
+   */
+  target: string;
+
+  /**
+   * When it was done.
+   *
+   * @generated from field: google.protobuf.Timestamp event_time = 6;
+   */
+  eventTime?: Timestamp | undefined;
+
+  /**
+   * Particulars of the action, such as a new key's scopes and limits.
+   *
+   * @generated from field: map<string, string> details = 7;
+   */
+  details: { [key: string]: string };
+};
+
+/**
+ * Describes the message eventline.v1.AuditEvent.
+ * Use `create(AuditEventSchema)` to create a new message.
+ */
+export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
+  messageDesc(file_eventline_v1_admin, 12);
+
+/**
+ * ListAuditEventsRequest pages through the audit trail.
+ *
+ * @generated from message eventline.v1.ListAuditEventsRequest
+ */
+export type ListAuditEventsRequest = Message<"eventline.v1.ListAuditEventsRequest"> & {
+  /**
+   * Only this tenant's actions; empty means every tenant the caller may see.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Most events per page: default 100, at most 1000.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page; empty for the first.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message eventline.v1.ListAuditEventsRequest.
+ * Use `create(ListAuditEventsRequestSchema)` to create a new message.
+ */
+export const ListAuditEventsRequestSchema: GenMessage<ListAuditEventsRequest> = /*@__PURE__*/
+  messageDesc(file_eventline_v1_admin, 13);
+
+/**
+ * ListAuditEventsResponse is one page of the audit trail.
+ *
+ * @generated from message eventline.v1.ListAuditEventsResponse
+ */
+export type ListAuditEventsResponse = Message<"eventline.v1.ListAuditEventsResponse"> & {
+  /**
+   * Newest first (ties by audit_id).
+   *
+   * @generated from field: repeated eventline.v1.AuditEvent audit_events = 1;
+   */
+  auditEvents: AuditEvent[];
+
+  /**
+   * Pass as page_token for the next page; empty after the last.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message eventline.v1.ListAuditEventsResponse.
+ * Use `create(ListAuditEventsResponseSchema)` to create a new message.
+ */
+export const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse> = /*@__PURE__*/
+  messageDesc(file_eventline_v1_admin, 14);
+
+/**
  * Scope is what an API key may do.
  *
  * @generated from enum eventline.v1.Scope
@@ -357,6 +535,55 @@ export enum Scope {
  */
 export const ScopeSchema: GenEnum<Scope> = /*@__PURE__*/
   enumDesc(file_eventline_v1_admin, 0);
+
+/**
+ * AuditAction is what an audited action did.
+ *
+ * @generated from enum eventline.v1.AuditAction
+ */
+export enum AuditAction {
+  /**
+   * Not set: never stored.
+   *
+   * @generated from enum value: AUDIT_ACTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A tenant was created (target: the tenant id).
+   *
+   * @generated from enum value: AUDIT_ACTION_TENANT_CREATED = 1;
+   */
+  TENANT_CREATED = 1,
+
+  /**
+   * An API key was created (target: the key id; details: scopes, limits, expiry).
+   *
+   * @generated from enum value: AUDIT_ACTION_KEY_CREATED = 2;
+   */
+  KEY_CREATED = 2,
+
+  /**
+   * An API key was revoked (target: the key id).
+   *
+   * @generated from enum value: AUDIT_ACTION_KEY_REVOKED = 3;
+   */
+  KEY_REVOKED = 3,
+
+  /**
+   * An expired API key was presented and refused (target: the key id); recorded at
+   * most once per key per minute on each replica.
+   *
+   * @generated from enum value: AUDIT_ACTION_EXPIRED_KEY_USED = 4;
+   */
+  EXPIRED_KEY_USED = 4,
+}
+
+/**
+ * Describes the enum eventline.v1.AuditAction.
+ */
+export const AuditActionSchema: GenEnum<AuditAction> = /*@__PURE__*/
+  enumDesc(file_eventline_v1_admin, 1);
 
 /**
  * AdminService manages tenants and API keys. It takes the configured admin token as
@@ -417,6 +644,18 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof RevokeApiKeyRequestSchema;
     output: typeof RevokeApiKeyResponseSchema;
+  },
+  /**
+   * ListAuditEvents lists the audit trail, newest first: every tenant created, key
+   * created or revoked, and every use of an expired key, with who did it and when. The
+   * admin token sees every tenant's; an admin-scoped key sees its own tenant's.
+   *
+   * @generated from rpc eventline.v1.AdminService.ListAuditEvents
+   */
+  listAuditEvents: {
+    methodKind: "unary";
+    input: typeof ListAuditEventsRequestSchema;
+    output: typeof ListAuditEventsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_eventline_v1_admin, 0);
