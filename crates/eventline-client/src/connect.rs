@@ -117,7 +117,11 @@ impl ClientBuilder {
 
     /// Presents this PEM certificate and key to a server that asks for client
     /// certificates (mTLS).
-    pub fn identity(mut self, certificate_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+    pub fn identity(
+        mut self,
+        certificate_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
         self.identity = Some((certificate_pem.into(), key_pem.into()));
         self
     }

@@ -318,7 +318,9 @@ impl AuditEvent {
                 "events_per_second".into(),
                 limit.events_per_second.to_string(),
             );
-            event.details.insert("burst".into(), limit.burst.to_string());
+            event
+                .details
+                .insert("burst".into(), limit.burst.to_string());
         }
         event
     }

@@ -3,8 +3,7 @@
 //! change is recorded with its actor in the same transaction (README "Audit trail").
 
 use eventline_core::{
-    AuditQuery, Error, RateLimit, Scope, TenantId, admin::validate_tenant_name,
-    query::EventFilter,
+    AuditQuery, Error, RateLimit, Scope, TenantId, admin::validate_tenant_name, query::EventFilter,
 };
 use eventline_proto::v1::{self, admin_service_server::AdminService};
 use eventline_store::Store;

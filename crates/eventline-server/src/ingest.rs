@@ -13,9 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{
-    auth::Authenticator, budget::MemoryBudget, rate_limit::RateLimiter, writer::Writer,
-};
+use crate::{auth::Authenticator, budget::MemoryBudget, rate_limit::RateLimiter, writer::Writer};
 
 /// Batches of one IngestStream or IngestBidi committing at once; bounds per-stream memory
 /// while letting a client pipeline.

@@ -234,10 +234,10 @@ impl Server {
             limiter,
         ))
         .max_decoding_message_size(max_message)
-                .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .send_compressed(CompressionEncoding::Gzip);
+        .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip);
         let query = QueryServiceServer::new(QueryApi::new(
             auth.clone(),
             Arc::clone(&store),

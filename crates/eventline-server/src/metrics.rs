@@ -74,24 +74,24 @@ pub(crate) fn router(
             }),
         )
         .route(
-        "/metrics",
-        axum::routing::get(move || {
-            let pool = store.pool_status();
-            metrics::gauge!("eventline_store_pool_connections", "state" => "open")
-                .set(f64::from(pool.open));
-            metrics::gauge!("eventline_store_pool_connections", "state" => "idle")
-                .set(f64::from(pool.idle));
-            metrics::gauge!("eventline_writer_queue_events").set(writer.queued_events() as f64);
-            metrics::gauge!("eventline_tail_subscribers").set(bus.subscribers() as f64);
-            metrics::gauge!("eventline_request_memory_bytes").set(budget.in_use() as f64);
-            async {
-                (
-                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    handle().render(),
-                )
-            }
-        }),
-    )
+            "/metrics",
+            axum::routing::get(move || {
+                let pool = store.pool_status();
+                metrics::gauge!("eventline_store_pool_connections", "state" => "open")
+                    .set(f64::from(pool.open));
+                metrics::gauge!("eventline_store_pool_connections", "state" => "idle")
+                    .set(f64::from(pool.idle));
+                metrics::gauge!("eventline_writer_queue_events").set(writer.queued_events() as f64);
+                metrics::gauge!("eventline_tail_subscribers").set(bus.subscribers() as f64);
+                metrics::gauge!("eventline_request_memory_bytes").set(budget.in_use() as f64);
+                async {
+                    (
+                        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        handle().render(),
+                    )
+                }
+            }),
+        )
 }
 
 /// Counts committed events by type, folding types past the cap into `other`.

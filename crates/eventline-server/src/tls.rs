@@ -81,11 +81,9 @@ impl TlsBytes {
             .with_safe_default_protocol_versions()
             .map_err(|error| format!("tls: {error}"))?;
         let builder = match (&self.client_ca, &files.client_ca) {
-            (Some(ca), Some(path)) => builder.with_client_cert_verifier(client_verifier(
-                ca,
-                path,
-                provider,
-            )?),
+            (Some(ca), Some(path)) => {
+                builder.with_client_cert_verifier(client_verifier(ca, path, provider)?)
+            }
             _ => builder.with_no_client_auth(),
         };
         let mut config = builder.with_single_cert(chain, key).map_err(|error| {
@@ -173,8 +171,7 @@ impl Tls {
     ) -> Option<ServerStream> {
         match tokio::time::timeout(timeout, self.acceptor().accept(stream)).await {
             Ok(Ok(stream)) => {
-                metrics::counter!("eventline_tls_handshakes_total", "outcome" => "ok")
-                    .increment(1);
+                metrics::counter!("eventline_tls_handshakes_total", "outcome" => "ok").increment(1);
                 Some(ServerStream::Tls(Box::new(stream)))
             }
             Ok(Err(error)) => {

@@ -205,7 +205,9 @@ fn bootstrap_audit(name: &str, key: &ApiKey) -> [AuditEvent; 2] {
 /// A foreign-key refusal of a new key, in words.
 fn missing_tenant(error: StoreError, tenant_id: TenantId) -> StoreError {
     match error {
-        StoreError::NotFound(_) => StoreError::NotFound(format!("tenant {tenant_id} does not exist")),
+        StoreError::NotFound(_) => {
+            StoreError::NotFound(format!("tenant {tenant_id} does not exist"))
+        }
         other => other,
     }
 }

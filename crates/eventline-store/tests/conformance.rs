@@ -909,12 +909,23 @@ async fn every_admin_change_is_audited_in_its_transaction(store: Arc<dyn Store>)
         .create_api_key(&key, &Actor::Key("admin-key".into()))
         .await
         .unwrap();
-    store.revoke_api_key("k1", &Actor::AdminToken).await.unwrap();
+    store
+        .revoke_api_key("k1", &Actor::AdminToken)
+        .await
+        .unwrap();
     // A refused change leaves no record.
-    assert!(store.create_tenant("acme", &Actor::AdminToken).await.is_err());
     assert!(
         store
-            .create_api_key(&api_key(TenantId::generate(), "k2", &[Scope::Ingest]), &Actor::Cli)
+            .create_tenant("acme", &Actor::AdminToken)
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .create_api_key(
+                &api_key(TenantId::generate(), "k2", &[Scope::Ingest]),
+                &Actor::Cli
+            )
             .await
             .is_err()
     );
@@ -934,9 +945,17 @@ async fn every_admin_change_is_audited_in_its_transaction(store: Arc<dyn Store>)
     assert_eq!(
         trail,
         [
-            ("bootstrap".into(), AuditAction::TenantCreated, boot.tenant_id.to_string()),
+            (
+                "bootstrap".into(),
+                AuditAction::TenantCreated,
+                boot.tenant_id.to_string()
+            ),
             ("bootstrap".into(), AuditAction::KeyCreated, "boot".into()),
-            ("admin_token".into(), AuditAction::TenantCreated, acme.tenant_id.to_string()),
+            (
+                "admin_token".into(),
+                AuditAction::TenantCreated,
+                acme.tenant_id.to_string()
+            ),
             ("key:admin-key".into(), AuditAction::KeyCreated, "k1".into()),
             ("admin_token".into(), AuditAction::KeyRevoked, "k1".into()),
         ]
@@ -997,5 +1016,9 @@ async fn audit_pages_are_newest_first_and_scoped_to_a_tenant(store: Arc<dyn Stor
     assert_eq!(&walked[1..], &expected[..]);
     let everyone = page(None, None).await;
     assert_eq!(everyone.len(), 2);
-    assert!(everyone.iter().all(|event| event.action == AuditAction::TenantCreated));
+    assert!(
+        everyone
+            .iter()
+            .all(|event| event.action == AuditAction::TenantCreated)
+    );
 }

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use eventline_core::{
-    Actor, AuditQuery, RateLimit, Scope, TenantId, admin::validate_tenant_name,
-};
+use eventline_core::{Actor, AuditQuery, RateLimit, Scope, TenantId, admin::validate_tenant_name};
 use eventline_server::{Config, auth::issue_key};
 use eventline_store::Store;
 
@@ -171,10 +169,7 @@ pub(crate) async fn key(command: KeyCommand, config: Config) -> anyhow::Result<(
                     (None, None) => "active".to_owned(),
                 };
                 let limit = match key.rate_limit {
-                    Some(limit) => format!(
-                        "{}/s burst {}",
-                        limit.events_per_second, limit.burst
-                    ),
+                    Some(limit) => format!("{}/s burst {}", limit.events_per_second, limit.burst),
                     None => "default limit".to_owned(),
                 };
                 println!(

@@ -56,8 +56,14 @@ impl TestServer {
 
     /// A server on a fresh SQLite store.
     pub async fn sqlite(directory: &std::path::Path) -> Self {
+        Self::sqlite_with(directory, |_| {}).await
+    }
+
+    /// A server on a fresh SQLite store, with config tweaks.
+    pub async fn sqlite_with(directory: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = base_config();
         config.data.dir = directory.to_path_buf();
+        tweak(&mut config);
         Self::start(config, None).await
     }
 

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventline_core::{
-    Actor, ApiKey, AuditAction, AuditEvent, AuditQuery, Event, IngestOutcome, Scope, Tenant, TenantId,
+    Actor, ApiKey, AuditAction, AuditEvent, AuditQuery, Event, IngestOutcome, Scope, Tenant,
+    TenantId,
     query::{CommittedQuery, CountQuery, CountRow, EventQuery},
 };
 use sqlx::{
@@ -350,7 +351,9 @@ impl Store for PgStore {
     }
 
     async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1")))
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1"
+        )))
         .bind(key_id)
         .fetch_optional(&self.pool)
         .await?;

@@ -260,7 +260,9 @@ impl Store for SqliteStore {
     }
 
     async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?")))
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?"
+        )))
         .bind(key_id)
         .fetch_optional(&self.pool)
         .await?;
@@ -308,7 +310,8 @@ impl Store for SqliteStore {
              FROM audit_events WHERE 1",
         );
         if let Some(tenant_id) = query.tenant_id {
-            sql.push(" AND tenant_id = ").push_bind(tenant_id.to_string());
+            sql.push(" AND tenant_id = ")
+                .push_bind(tenant_id.to_string());
         }
         if let Some((time, audit_id)) = &query.before {
             sql.push(" AND (occurred_us, audit_id) < (")

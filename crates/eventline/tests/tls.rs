@@ -1,0 +1,453 @@
+//! Native TLS on the real binary (issue #17): grpcurl with `-cacert` and curl with
+//! `--cacert` against certificates made by openssl, the CLI over `https://` with
+//! `--ca-cert`, a certificate swapped on disk and served without a restart, and mTLS
+//! refusing clients without a certificate. One server runs on SQLite, the other on
+//! PostgreSQL. Readiness is read from the metrics port, which stays plaintext.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{API_KEY, free_port};
+
+/// Runs a tool the test needs; its absence is a failure that says how to install it.
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("{program} is required for this test: {error}"))
+}
+
+fn openssl(args: &[&str]) {
+    let output = run("openssl", args);
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A certificate authority and, signed by it, certificates for servers and clients.
+struct Authority {
+    directory: PathBuf,
+    name: String,
+}
+
+impl Authority {
+    fn new(directory: &Path, name: &str) -> Self {
+        let authority = Self {
+            directory: directory.to_path_buf(),
+            name: name.to_owned(),
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} test CA"),
+            "-keyout",
+            authority.path("ca.key").to_str().unwrap(),
+            "-out",
+            authority.path("ca.pem").to_str().unwrap(),
+        ]);
+        authority
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.directory.join(format!("{}-{file}", self.name))
+    }
+
+    fn ca(&self) -> String {
+        self.path("ca.pem").to_str().unwrap().to_owned()
+    }
+
+    /// Issues `subject` a certificate: returns (certificate, key) paths.
+    fn issue(&self, subject: &str, extensions: &str) -> (String, String) {
+        let key = self.path(&format!("{subject}.key"));
+        let request = self.path(&format!("{subject}.csr"));
+        let certificate = self.path(&format!("{subject}.pem"));
+        let extensions_file = self.path(&format!("{subject}.ext"));
+        std::fs::write(&extensions_file, extensions).unwrap();
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={subject}"),
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            request.to_str().unwrap(),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            request.to_str().unwrap(),
+            "-CA",
+            &self.ca(),
+            "-CAkey",
+            self.path("ca.key").to_str().unwrap(),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            extensions_file.to_str().unwrap(),
+            "-out",
+            certificate.to_str().unwrap(),
+        ]);
+        (
+            certificate.to_str().unwrap().to_owned(),
+            key.to_str().unwrap().to_owned(),
+        )
+    }
+
+    fn server_certificate(&self) -> (String, String) {
+        self.issue(
+            "localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+    }
+
+    fn client_certificate(&self) -> (String, String) {
+        self.issue("client", "extendedKeyUsage=clientAuth\n")
+    }
+}
+
+/// An `eventline serve` child speaking TLS on its gRPC and HTTP ports.
+struct TlsServer {
+    child: Child,
+    grpc_port: u16,
+    http_port: u16,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn spawn_tls_server(
+    store: &[(&str, String)],
+    certificate: &Path,
+    key: &Path,
+    client_ca: Option<&str>,
+) -> TlsServer {
+    let (grpc_port, http_port, metrics_port) = (free_port(), free_port(), free_port());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eventline"));
+    command
+        .arg("serve")
+        .env("EVENTLINE_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+        .env("EVENTLINE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env(
+            "EVENTLINE_METRICS_ADDR",
+            format!("127.0.0.1:{metrics_port}"),
+        )
+        .env("EVENTLINE_BOOTSTRAP_API_KEY", API_KEY)
+        .env("EVENTLINE_LOG_LEVEL", "warn")
+        .env("EVENTLINE_TLS_CERT_PATH", certificate)
+        .env("EVENTLINE_TLS_KEY_PATH", key)
+        .env("EVENTLINE_TLS_RELOAD_INTERVAL_MS", "200")
+        .envs(store.iter().map(|(name, value)| (name, value)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(client_ca) = client_ca {
+        command.env("EVENTLINE_TLS_CLIENT_CA_PATH", client_ca);
+    }
+    let mut server = TlsServer {
+        child: command.spawn().expect("spawn eventline serve"),
+        grpc_port,
+        http_port,
+    };
+    let readyz = format!("http://127.0.0.1:{metrics_port}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("eventline serve exited early with {status}");
+        }
+        if let Ok(response) = reqwest::get(&readyz).await
+            && response.status() == 200
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("eventline serve did not become ready within 60 s");
+}
+
+fn succeeded(output: &Output) -> bool {
+    output.status.success()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `curl` POSTing one event over HTTPS with `extra` TLS arguments; returns the status.
+fn curl_track(server: &TlsServer, event_id: &str, extra: &[&str]) -> Output {
+    let url = format!("https://localhost:{}/v1/events", server.http_port);
+    let key = format!("x-api-key: {API_KEY}");
+    let mut args = vec![
+        "-sS",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        &url,
+        "-H",
+        &key,
+        "-H",
+        "content-type: application/json",
+        "-d",
+    ];
+    let body = format!(r#"{{"event_type":"tls","event_id":"{event_id}"}}"#);
+    args.push(&body);
+    args.extend_from_slice(extra);
+    run("curl", &args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_curl_and_the_cli_speak_tls_and_a_swapped_certificate_is_served_without_a_restart()
+{
+    let directory = tempfile::tempdir().unwrap();
+    let first = Authority::new(directory.path(), "first");
+    let second = Authority::new(directory.path(), "second");
+    let (first_certificate, first_key) = first.server_certificate();
+    let (second_certificate, second_key) = second.server_certificate();
+    // The server reads these paths; the test later overwrites them, as cert-manager does.
+    let certificate = directory.path().join("tls.crt");
+    let key = directory.path().join("tls.key");
+    std::fs::copy(&first_certificate, &certificate).unwrap();
+    std::fs::copy(&first_key, &key).unwrap();
+    let data_dir = directory.path().join("data");
+    let server = spawn_tls_server(
+        &[("EVENTLINE_DATA_DIR", data_dir.to_str().unwrap().to_owned())],
+        &certificate,
+        &key,
+        None,
+    )
+    .await;
+    let grpc = format!("localhost:{}", server.grpc_port);
+    let key_header = format!("x-api-key: {API_KEY}");
+
+    // grpcurl trusts the CA it is given, and refuses the server without it.
+    let health = run(
+        "grpcurl",
+        &["-cacert", &first.ca(), &grpc, "grpc.health.v1.Health/Check"],
+    );
+    assert!(succeeded(&health), "{}", text(&health));
+    assert!(text(&health).contains("SERVING"), "{}", text(&health));
+    let tracked = run(
+        "grpcurl",
+        &[
+            "-cacert",
+            &first.ca(),
+            "-H",
+            &key_header,
+            "-d",
+            r#"{"event":{"event_type":"tls","event_id":"grpcurl-1"}}"#,
+            &grpc,
+            "eventline.v1.IngestService/Track",
+        ],
+    );
+    assert!(
+        text(&tracked).contains("INGEST_STATUS_ACCEPTED"),
+        "{}",
+        text(&tracked)
+    );
+    let untrusted = run(
+        "grpcurl",
+        &[
+            "-connect-timeout",
+            "3",
+            &grpc,
+            "grpc.health.v1.Health/Check",
+        ],
+    );
+    assert!(!succeeded(&untrusted), "{}", text(&untrusted));
+    let plaintext = run(
+        "grpcurl",
+        &["-plaintext", &grpc, "grpc.health.v1.Health/Check"],
+    );
+    assert!(!succeeded(&plaintext), "plaintext is refused on a TLS port");
+
+    // curl over HTTPS, likewise.
+    let created = curl_track(&server, "curl-1", &["--cacert", &first.ca()]);
+    assert_eq!(text(&created), "201");
+    assert!(!succeeded(&curl_track(&server, "curl-2", &[])));
+
+    // The CLI (the Rust SDK underneath) over https:// with --ca-cert.
+    let sent = Command::new(env!("CARGO_BIN_EXE_eventline"))
+        .args([
+            "send",
+            "--type",
+            "tls",
+            "--id",
+            "cli-1",
+            "--server",
+            &format!("https://localhost:{}", server.grpc_port),
+            "--ca-cert",
+            &first.ca(),
+        ])
+        .env("EVENTLINE_API_KEY", API_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        text(&sent).contains("INGEST_STATUS_ACCEPTED"),
+        "{}",
+        text(&sent)
+    );
+
+    // A new certificate from another CA, written over the old files, is picked up by new
+    // connections within a few reload intervals, without a restart.
+    std::fs::copy(&second_key, &key).unwrap();
+    std::fs::copy(&second_certificate, &certificate).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if text(&curl_track(&server, "curl-3", &["--cacert", &second.ca()])) == "201" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the swapped certificate was not served within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!succeeded(&curl_track(
+        &server,
+        "curl-4",
+        &["--cacert", &first.ca()]
+    )));
+    let after_swap = run(
+        "grpcurl",
+        &[
+            "-cacert",
+            &second.ca(),
+            &grpc,
+            "grpc.health.v1.Health/Check",
+        ],
+    );
+    assert!(succeeded(&after_swap), "{}", text(&after_swap));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_client_ca_clients_without_a_certificate_are_refused_on_both_ports() {
+    let database_url = eventline_store::testing::fresh_postgres_database().await;
+    let directory = tempfile::tempdir().unwrap();
+    let servers = Authority::new(directory.path(), "servers");
+    let clients = Authority::new(directory.path(), "clients");
+    let strangers = Authority::new(directory.path(), "strangers");
+    let (certificate, key) = servers.server_certificate();
+    let (client_certificate, client_key) = clients.client_certificate();
+    let (stranger_certificate, stranger_key) = strangers.client_certificate();
+    let server = spawn_tls_server(
+        &[("EVENTLINE_DATABASE_URL", database_url)],
+        Path::new(&certificate),
+        Path::new(&key),
+        Some(&clients.ca()),
+    )
+    .await;
+    let grpc = format!("localhost:{}", server.grpc_port);
+    let ca = servers.ca();
+
+    let without = run(
+        "grpcurl",
+        &["-cacert", &ca, &grpc, "grpc.health.v1.Health/Check"],
+    );
+    assert!(!succeeded(&without), "{}", text(&without));
+    let stranger = run(
+        "grpcurl",
+        &[
+            "-connect-timeout",
+            "3",
+            "-cacert",
+            &ca,
+            "-cert",
+            &stranger_certificate,
+            "-key",
+            &stranger_key,
+            &grpc,
+            "grpc.health.v1.Health/Check",
+        ],
+    );
+    assert!(
+        !succeeded(&stranger),
+        "a certificate from another CA is refused"
+    );
+    let with = run(
+        "grpcurl",
+        &[
+            "-cacert",
+            &ca,
+            "-cert",
+            &client_certificate,
+            "-key",
+            &client_key,
+            &grpc,
+            "grpc.health.v1.Health/Check",
+        ],
+    );
+    assert!(text(&with).contains("SERVING"), "{}", text(&with));
+
+    assert!(!succeeded(&curl_track(&server, "m-1", &["--cacert", &ca])));
+    let created = curl_track(
+        &server,
+        "m-2",
+        &[
+            "--cacert",
+            &ca,
+            "--cert",
+            &client_certificate,
+            "--key",
+            &client_key,
+        ],
+    );
+    assert_eq!(text(&created), "201");
+
+    let sent = Command::new(env!("CARGO_BIN_EXE_eventline"))
+        .args([
+            "send",
+            "--type",
+            "tls",
+            "--id",
+            "cli-mtls",
+            "--server",
+            &format!("https://localhost:{}", server.grpc_port),
+            "--ca-cert",
+            &ca,
+            "--client-cert",
+            &client_certificate,
+            "--client-key",
+            &client_key,
+        ])
+        .env("EVENTLINE_API_KEY", API_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        text(&sent).contains("INGEST_STATUS_ACCEPTED"),
+        "{}",
+        text(&sent)
+    );
+}
