@@ -75,6 +75,11 @@ pub(crate) struct IngestArgs {
     /// Generator seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Give the bench key a rate limit this high (events/s), so that every request
+    /// passes through its token bucket; compare with a run without it to see the
+    /// bucket's cost.
+    #[arg(long)]
+    key_events_per_second: Option<u32>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -94,6 +99,8 @@ pub(crate) struct IngestReport {
     batch_size: usize,
     concurrency: usize,
     offered_rate: Option<f64>,
+    /// The bench key's rate limit, when it had one.
+    key_events_per_second: Option<u32>,
     acked_events_per_second: f64,
     latency_ms_p50: f64,
     latency_ms_p99: f64,
@@ -165,7 +172,17 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
         None => {
             let url =
                 server::fresh_database(&args.database_url, &format!("{suffix}_ingest")).await?;
-            Some(server::ServerProcess::start(&url).await?)
+            let settings: Vec<(&str, String)> = args
+                .key_events_per_second
+                .map(|rate| {
+                    (
+                        "EVENTLINE_LIMITS_EVENTS_PER_SECOND_PER_KEY",
+                        rate.to_string(),
+                    )
+                })
+                .into_iter()
+                .collect();
+            Some(server::ServerProcess::start_with(&url, &settings).await?)
         }
     };
     let (grpc, http, api_key) = match (&args.target, &server_process) {
@@ -335,6 +352,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
         batch_size: args.batch_size,
         concurrency: args.concurrency,
         offered_rate: args.rate,
+        key_events_per_second: args.key_events_per_second,
         acked_events_per_second: acked_rate,
         latency_ms_p50: quantile(0.5),
         latency_ms_p99: quantile(0.99),
@@ -429,15 +447,17 @@ impl IngestReport {
                 .map(|value| format!("{value:.digits$}"))
                 .unwrap_or_else(|| "-".into())
         };
+        let offered = self
+            .offered_rate
+            .map(|rate| format!(", offered {rate:.0}/s"))
+            .unwrap_or_default();
+        let limited = self
+            .key_events_per_second
+            .map(|rate| format!(", key limited to {rate}/s"))
+            .unwrap_or_default();
         println!(
-            "| ingest ({:?}, {} events, batches of {}, {} connections{}) | value |",
-            self.transport,
-            self.events,
-            self.batch_size,
-            self.concurrency,
-            self.offered_rate
-                .map(|rate| format!(", offered {rate:.0}/s"))
-                .unwrap_or_default()
+            "| ingest ({:?}, {} events, batches of {}, {} connections{offered}{limited}) | value |",
+            self.transport, self.events, self.batch_size, self.concurrency,
         );
         println!("| --- | ---: |");
         println!(

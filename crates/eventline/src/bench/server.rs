@@ -75,9 +75,18 @@ fn free_port() -> anyhow::Result<u16> {
 impl ServerProcess {
     /// Starts this binary's `serve` on `database_url` and waits until it answers.
     pub(crate) async fn start(database_url: &str) -> anyhow::Result<Self> {
+        Self::start_with(database_url, &[]).await
+    }
+
+    /// Starts `serve` with extra `EVENTLINE_*` settings.
+    pub(crate) async fn start_with(
+        database_url: &str,
+        settings: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let (grpc_port, http_port, metrics_port) = (free_port()?, free_port()?, free_port()?);
         let child = Command::new(std::env::current_exe()?)
             .arg("serve")
+            .envs(settings.iter().map(|(name, value)| (name, value)))
             .env("EVENTLINE_DATABASE_URL", database_url)
             .env("EVENTLINE_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
             .env("EVENTLINE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
