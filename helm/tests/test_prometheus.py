@@ -237,7 +237,8 @@ def test_panels_on_counters_created_on_first_increment_fall_back_to_zero():
 # The budget is held only while a request is in flight; refusals and evictions need a
 # server at its limits (their queries return 0 through `or vector(0)` until then).
 MAY_BE_ZERO = {"RPC server-error ratio", "Writer queue depth", "Request memory budget in use",
-               "Budget refusals per second", "Evicted connections per second"}
+               "Budget refusals per second", "Evicted connections per second",
+               "Rate-limited events per second"}
 
 
 @pytest.mark.parametrize(("panel", "expr"), panel_queries(), ids=[title for title, _ in panel_queries()])
