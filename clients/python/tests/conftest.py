@@ -12,7 +12,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional, Sequence
 
 import eventline  # noqa: F401  (first, as applications do: it turns on gRPC's fork support)
 import grpc
@@ -54,9 +54,13 @@ def psql(sql: str) -> None:
     subprocess.run(["psql", DATABASE_URL, "-qAt", "-c", sql], check=True, capture_output=True)
 
 
-def serving(address: str) -> bool:
-    """grpc.health.v1.Health/Check answers SERVING (status 1: bytes 08 01)."""
-    with grpc.insecure_channel(address) as channel:
+def serving(address: str, credentials: Optional[grpc.ChannelCredentials] = None) -> bool:
+    """grpc.health.v1.Health/Check answers SERVING (status 1: bytes 08 01); over TLS
+    with `credentials`."""
+    channel = (
+        grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    )
+    with channel:
         check = channel.unary_unary("/grpc.health.v1.Health/Check")
         try:
             return check(b"", timeout=1) == b"\x08\x01"
@@ -65,9 +69,17 @@ def serving(address: str) -> bool:
 
 
 class Server:
-    """One `eventline serve` process; `kill()` and `start()` keep its ports and database."""
+    """One `eventline serve` process; `kill()` and `start()` keep its ports and database.
+    `args` are added to `serve` (such as --tls-cert); `credentials` are the TLS
+    credentials the health check needs when the server speaks TLS."""
 
-    def __init__(self, database_url: str, env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        env: Optional[Dict[str, str]] = None,
+        args: Sequence[str] = (),
+        credentials: Optional[grpc.ChannelCredentials] = None,
+    ) -> None:
         self.grpc_port = stable_free_port()
         self.metrics_port = stable_free_port()
         self.address = f"127.0.0.1:{self.grpc_port}"
@@ -81,12 +93,14 @@ class Server:
             "EVENTLINE_LOG_LEVEL": "warn",
             **(env or {}),
         }
+        self.args = list(args)
+        self.credentials = credentials
         self.log = tempfile.NamedTemporaryFile(prefix="eventline-server-", suffix=".log", delete=False)
         self.process: Optional[subprocess.Popen] = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [os.environ["EVENTLINE_BIN"], "serve"],
+            [os.environ["EVENTLINE_BIN"], "serve", *self.args],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=self.log,
@@ -95,7 +109,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"eventline serve exited with {self.process.returncode}: {self.logs()}")
-            if serving(self.address):
+            if serving(self.address, self.credentials):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"eventline serve was not SERVING within 60 s: {self.logs()}")
@@ -144,8 +158,12 @@ def make_server(database: str) -> Iterator:
     """Starts servers on the test's database; every one is killed at the end."""
     servers = []
 
-    def make(env: Optional[Dict[str, str]] = None) -> Server:
-        server = Server(database, env)
+    def make(
+        env: Optional[Dict[str, str]] = None,
+        args: Sequence[str] = (),
+        credentials: Optional[grpc.ChannelCredentials] = None,
+    ) -> Server:
+        server = Server(database, env, args, credentials)
         servers.append(server)
         server.start()
         return server

@@ -69,8 +69,8 @@ const healthFile = create(FileDescriptorProtoSchema, {
 });
 const Health = createFileRegistry(healthFile, () => undefined).getService("grpc.health.v1.Health");
 
-async function serving(grpcUrl) {
-  const client = createConnectClient(Health, createGrpcTransport({ baseUrl: grpcUrl }));
+async function serving(grpcUrl, tls) {
+  const client = createConnectClient(Health, createGrpcTransport({ baseUrl: grpcUrl, ...(tls && { nodeOptions: tls }) }));
   try {
     return (await client.check({ service: "" }, { timeoutMs: 1000 })).status === 1;
   } catch {
@@ -80,11 +80,13 @@ async function serving(grpcUrl) {
 
 /**
  * Starts `eventline serve` and waits for SERVING. `ports` pins the ports (a restart
- * reuses them); `env` adds settings such as EVENTLINE_WRITER_QUEUE_EVENTS.
+ * reuses them); `env` adds settings such as EVENTLINE_WRITER_QUEUE_EVENTS; `args` adds
+ * flags to `serve`. With `tls` (Node's `{ ca, cert, key }` for the health check) the
+ * server is expected to speak TLS: its URLs are https://localhost:….
  */
-export async function startServer(databaseUrl, { ports, env = {} } = {}) {
+export async function startServer(databaseUrl, { ports, env = {}, args = [], tls } = {}) {
   const chosen = ports ?? { grpc: await freePort(), http: await freePort(), metrics: await freePort() };
-  const child = spawn(binary(), ["serve"], {
+  const child = spawn(binary(), ["serve", ...args], {
     env: {
       ...process.env,
       EVENTLINE_DATABASE_URL: databaseUrl,
@@ -101,8 +103,8 @@ export async function startServer(databaseUrl, { ports, env = {} } = {}) {
   const exit = new Promise((resolve) => child.once("exit", (code, signal) => resolve((exited = code ?? signal))));
   const server = {
     ports: chosen,
-    grpcUrl: `http://127.0.0.1:${chosen.grpc}`,
-    restUrl: `http://127.0.0.1:${chosen.http}`,
+    grpcUrl: tls ? `https://localhost:${chosen.grpc}` : `http://127.0.0.1:${chosen.grpc}`,
+    restUrl: tls ? `https://localhost:${chosen.http}` : `http://127.0.0.1:${chosen.http}`,
     metricsUrl: `http://127.0.0.1:${chosen.metrics}`,
     /** SIGKILL: no drain, no goodbye. */
     async kill() {
@@ -117,7 +119,7 @@ export async function startServer(databaseUrl, { ports, env = {} } = {}) {
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
     if (exited !== null) throw new Error(`eventline serve exited early with ${exited}`);
-    if (await serving(server.grpcUrl)) return server;
+    if (await serving(server.grpcUrl, tls)) return server;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   await server.kill();

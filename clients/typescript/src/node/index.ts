@@ -34,6 +34,24 @@ export interface ClientOptions extends ProducerOptions {
   exitTimeoutMs?: number;
   /** A Connect transport to use instead of the gRPC one built from baseUrl. */
   transport?: Transport;
+  /**
+   * TLS settings for an https:// baseUrl: a CA to trust instead of Node's bundled roots,
+   * and a client certificate with its key for a server that requires one (mTLS).
+   */
+  tls?: TlsOptions;
+}
+
+/** PEM text, or its bytes as read from a file (a Buffer, or any Uint8Array). */
+export type Pem = string | Uint8Array;
+
+/** TLS settings of the Node client, passed to `http2.connect` (Node's `tls` options). */
+export interface TlsOptions {
+  /** PEM CA certificate(s) to trust instead of Node's bundled roots (a private CA). */
+  ca?: Pem | Pem[];
+  /** PEM client certificate chain, leaf first, presented when the server asks (mTLS); needs `key`. */
+  cert?: Pem | Pem[];
+  /** PEM private key of `cert`. */
+  key?: Pem | Pem[];
 }
 
 /** An eventline client: the producer (`track`, `flush`, `shutdown`, `stats`) and queries. */
@@ -45,7 +63,10 @@ export class EventlineClient extends Queries {
     if (typeof options?.apiKey !== "string" || options.apiKey === "") {
       throw new TypeError("apiKey: must be a non-empty string");
     }
-    const transport = options.transport ?? createGrpcTransport({ baseUrl: checkedUrl(options.baseUrl), interceptors: [apiKeyHeader(options.apiKey)] });
+    if (options.transport !== undefined && options.tls !== undefined) {
+      throw new TypeError("tls: has no effect with transport (configure TLS on that transport)");
+    }
+    const transport = options.transport ?? grpcTransport(checkedUrl(options.baseUrl), options.apiKey, options.tls);
     super(createConnectClient(QueryService, transport));
     const ingest = createConnectClient(IngestService, transport);
     this.producer = new ProducerCore(options, (bytes) => webcrypto.getRandomValues(bytes), bidiSender(ingest));
@@ -93,6 +114,38 @@ function checkedUrl(baseUrl: unknown): string {
     throw new TypeError(`baseUrl: must be an http:// or https:// URL, got ${JSON.stringify(baseUrl)}`);
   }
   return baseUrl;
+}
+
+function grpcTransport(baseUrl: string, apiKey: string, tls: TlsOptions | undefined): Transport {
+  const interceptors = [apiKeyHeader(apiKey)];
+  if (tls === undefined) return createGrpcTransport({ baseUrl, interceptors });
+  return createGrpcTransport({ baseUrl, interceptors, nodeOptions: nodeTlsOptions(baseUrl, tls) });
+}
+
+type NodePem = string | Buffer | (string | Buffer)[];
+
+/** Checks `tls` and turns it into the options of `http2.connect` (Node's tls options). */
+function nodeTlsOptions(baseUrl: string, tls: TlsOptions): { ca?: NodePem; cert?: NodePem; key?: NodePem } {
+  if (tls === null || typeof tls !== "object") throw new TypeError("tls: must be an object { ca?, cert?, key? }");
+  if (!baseUrl.startsWith("https://")) throw new TypeError("tls: needs an https:// baseUrl");
+  const unknown = Object.keys(tls).filter((name) => !["ca", "cert", "key"].includes(name));
+  if (unknown.length > 0) throw new TypeError(`tls.${unknown[0]}: unknown option (ca, cert and key are)`);
+  if ((tls.cert === undefined) !== (tls.key === undefined)) {
+    throw new TypeError(tls.cert === undefined ? "tls.cert: required with tls.key" : "tls.key: required with tls.cert");
+  }
+  const nodeOptions: { ca?: NodePem; cert?: NodePem; key?: NodePem } = {};
+  for (const name of ["ca", "cert", "key"] as const) {
+    const value = tls[name];
+    if (value === undefined) continue;
+    const items = (Array.isArray(value) ? value : [value]).map((item: unknown) => {
+      if (typeof item === "string" || Buffer.isBuffer(item)) return item;
+      if (item instanceof Uint8Array) return Buffer.from(item.buffer, item.byteOffset, item.byteLength);
+      throw new TypeError(`tls.${name}: must be PEM as a string or a Buffer, or an array of them`);
+    });
+    if (items.length === 0) throw new TypeError(`tls.${name}: an empty array`);
+    nodeOptions[name] = Array.isArray(value) ? items : items[0];
+  }
+  return nodeOptions;
 }
 
 function apiKeyHeader(apiKey: string): Interceptor {
