@@ -1,6 +1,6 @@
 //! AdminService: tenants, API keys and the audit trail. The operator (admin token)
 //! manages everything; an admin-scoped key manages only its own tenant's keys. Every
-//! change is recorded with its actor in the same transaction (README "Audit trail").
+//! change is recorded with its actor in the same transaction (README "Security").
 
 use eventline_core::{
     AuditQuery, Error, RateLimit, Scope, TenantId, admin::validate_tenant_name, query::EventFilter,

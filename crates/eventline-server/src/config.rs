@@ -10,6 +10,169 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
+/// One line of help per setting, by dotted key: `eventline serve --help` is built from
+/// this table, the key (flag `--grpc-addr`, env `EVENTLINE_GRPC_ADDR`) and
+/// [`Config::default`], so flags, environment names and defaults cannot drift apart; a
+/// unit test fails when a setting has no line here. The README's configuration table is
+/// checked against the same defaults by `crates/eventline/tests/configuration.rs`.
+pub const SETTINGS_HELP: &[(&str, &str)] = &[
+    ("grpc.addr", "Address to listen on for gRPC and gRPC-Web"),
+    (
+        "grpc.max_concurrent_streams",
+        "Most concurrent HTTP/2 streams per gRPC connection",
+    ),
+    (
+        "grpc.max_connections",
+        "Most open gRPC connections; more wait in the accept backlog",
+    ),
+    (
+        "grpc.first_byte_timeout_ms",
+        "Longest wait from accept to a gRPC connection's first byte (and TLS handshake), in ms",
+    ),
+    (
+        "grpc.idle_timeout_ms",
+        "Longest a gRPC connection stays open with no active call, in ms",
+    ),
+    (
+        "grpc.message_timeout_ms",
+        "Longest a request message may take to arrive once it started, in ms",
+    ),
+    (
+        "grpc.keepalive_interval_ms",
+        "Interval of HTTP/2 keep-alive pings, in ms",
+    ),
+    (
+        "grpc.keepalive_timeout_ms",
+        "Longest wait for a keep-alive ping's answer, in ms",
+    ),
+    ("http.addr", "REST/JSON gateway listen address"),
+    (
+        "http.max_connections",
+        "Most open HTTP connections; more wait in the accept backlog",
+    ),
+    (
+        "http.request_timeout_ms",
+        "Longest unary REST request, in ms (streams are not limited)",
+    ),
+    (
+        "http.header_read_timeout_ms",
+        "Longest wait for a request's headers and a new connection's first byte, in ms",
+    ),
+    (
+        "http.body_read_timeout_ms",
+        "Longest a request body may take to arrive, in ms",
+    ),
+    (
+        "http.idle_timeout_ms",
+        "Longest an HTTP connection stays open with no active request, in ms",
+    ),
+    (
+        "http.cors_origins",
+        "Origins browsers may call from, as [a, b]; * allows any",
+    ),
+    (
+        "metrics.addr",
+        "Prometheus metrics (and /healthz, /readyz) listen address, always plaintext",
+    ),
+    (
+        "database.url",
+        "PostgreSQL URL (postgres://…); unset means embedded SQLite in data.dir",
+    ),
+    (
+        "database.read_url",
+        "PostgreSQL streaming replica for reads",
+    ),
+    (
+        "database.max_connections",
+        "Pool size; 0 picks writer workers + 4",
+    ),
+    ("data.dir", "Directory of the embedded SQLite store"),
+    (
+        "admin.token",
+        "Admin token for AdminService, at least 16 characters",
+    ),
+    (
+        "bootstrap.api_key",
+        "Secret of the first API key on an empty database (at least 20 characters)",
+    ),
+    ("log.format", "Log format: pretty or json"),
+    ("log.level", "Log filter such as info or eventline=debug"),
+    (
+        "writer.queue_events",
+        "Most events waiting for a commit; past it ingest answers RESOURCE_EXHAUSTED",
+    ),
+    (
+        "writer.max_batch_events",
+        "Most events coalesced into one transaction",
+    ),
+    (
+        "writer.workers",
+        "Parallel commit workers; 0 picks 2 on PostgreSQL, 1 on SQLite",
+    ),
+    (
+        "writer.enqueue_timeout_ms",
+        "How long a request waits for queue room before it is refused, in ms",
+    ),
+    (
+        "limits.request_memory_bytes",
+        "Bytes of requests held at once, shared by every connection",
+    ),
+    (
+        "limits.events_per_second_per_key",
+        "Ingest events per second of a key without its own limit, per replica; unset is unlimited",
+    ),
+    (
+        "tls.cert_path",
+        "PEM certificate chain: serve gRPC and HTTP over TLS",
+    ),
+    ("tls.key_path", "PEM private key of tls.cert_path"),
+    (
+        "tls.client_ca_path",
+        "PEM CA bundle: require client certificates it signed (mTLS)",
+    ),
+    (
+        "tls.reload_interval_ms",
+        "How often the TLS files are checked for changes, in ms",
+    ),
+];
+
+/// The environment variable of a dotted key: `grpc.addr` → `EVENTLINE_GRPC_ADDR`.
+pub fn env_name(key: &str) -> String {
+    format!("EVENTLINE_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// The flag of a dotted key: `grpc.addr` → `grpc-addr`.
+pub fn flag_name(key: &str) -> String {
+    key.replace(['.', '_'], "-")
+}
+
+/// Every setting's default by dotted key, as the configuration table shows it: the
+/// literal, or `None` for unset.
+pub fn default_values() -> Vec<(String, Option<String>)> {
+    fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, Option<String>)>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (name, inner) in map {
+                    let key = if prefix.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{prefix}.{name}")
+                    };
+                    flatten(&key, inner, out);
+                }
+            }
+            serde_json::Value::Null => out.push((prefix.to_owned(), None)),
+            serde_json::Value::String(text) => out.push((prefix.to_owned(), Some(text.clone()))),
+            other => out.push((prefix.to_owned(), Some(other.to_string()))),
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(value) = serde_json::to_value(Config::default()) {
+        flatten("", &value, &mut out);
+    }
+    out
+}
+
 /// Every setting of `eventline serve`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -440,6 +603,24 @@ mod tests {
             assert_eq!(config.metrics.addr, "127.0.0.1:9191".parse().unwrap());
             Ok(())
         });
+    }
+
+    #[test]
+    fn every_setting_has_one_help_line_and_nothing_else_has_one() {
+        let keys: Vec<String> = default_values().into_iter().map(|(key, _)| key).collect();
+        let mut documented: Vec<String> = SETTINGS_HELP
+            .iter()
+            .map(|(key, _)| (*key).to_owned())
+            .collect();
+        documented.sort();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(documented, sorted, "SETTINGS_HELP and Config disagree");
+        assert_eq!(env_name("grpc.addr"), "EVENTLINE_GRPC_ADDR");
+        assert_eq!(
+            flag_name("limits.events_per_second_per_key"),
+            "limits-events-per-second-per-key"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! larger than the bucket is admitted when the bucket is full and drives it into debt,
 //! so a batch never fails for its size alone and the long-run rate stays exact.
 //!
-//! Limits are per replica (README "Rate limits"): coordinating buckets through the
+//! Limits are per replica (README "Security"): coordinating buckets through the
 //! database would put a round trip on every request, which the ingest path cannot
 //! afford.
 

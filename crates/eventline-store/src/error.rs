@@ -17,9 +17,9 @@ pub enum StoreError {
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// A request value the database refused to interpret, such as a foreign watermark.
+    /// A watermark this store did not issue (another server's, or garbage).
     #[error("{0}")]
-    Invalid(String),
+    ForeignWatermark(String),
     /// The store is configured wrongly.
     #[error("store configuration: {0}")]
     Config(String),
@@ -119,8 +119,10 @@ impl From<StoreError> for eventline_core::Error {
                 }
             }
             StoreError::Conflict(message) => eventline_core::Error::AlreadyExists(message),
-            StoreError::Invalid(message) => {
-                eventline_core::Error::invalid("min_watermark", message)
+            // The RPC that passed the watermark names its field (query/mod.rs); here
+            // the domain error only says what was wrong.
+            StoreError::ForeignWatermark(message) => {
+                eventline_core::Error::invalid("watermark", message)
             }
             StoreError::NotFound(message) => eventline_core::Error::NotFound(message),
             StoreError::Config(message) | StoreError::Internal(message) => {

@@ -800,7 +800,7 @@ async fn watermarks_are_visible_after_append(store: Arc<dyn Store>) {
     assert!(store.watermark_visible(&appended.watermark).await.unwrap());
     assert!(matches!(
         store.watermark_visible("not a watermark").await,
-        Err(StoreError::Invalid(_))
+        Err(StoreError::ForeignWatermark(_))
     ));
 }
 

@@ -7,6 +7,7 @@ mod bench;
 mod client;
 mod read;
 mod send;
+mod settings;
 
 use std::path::PathBuf;
 
@@ -90,52 +91,8 @@ struct DatabaseArgs {
 struct ServeArgs {
     #[command(flatten)]
     database: DatabaseArgs,
-    /// gRPC listen address [env: EVENTLINE_GRPC_ADDR] [default: 0.0.0.0:50051].
-    #[arg(long)]
-    grpc_addr: Option<String>,
-    /// REST/JSON listen address [env: EVENTLINE_HTTP_ADDR] [default: 0.0.0.0:8080].
-    #[arg(long)]
-    http_addr: Option<String>,
-    /// Prometheus metrics listen address [env: EVENTLINE_METRICS_ADDR] [default: 0.0.0.0:9090].
-    #[arg(long)]
-    metrics_addr: Option<String>,
-    /// Admin token for AdminService, at least 16 characters [env: EVENTLINE_ADMIN_TOKEN].
-    #[arg(long)]
-    admin_token: Option<String>,
-    /// Secret of the first API key on an empty database [env: EVENTLINE_BOOTSTRAP_API_KEY].
-    #[arg(long)]
-    bootstrap_api_key: Option<String>,
-    /// PostgreSQL replica for reads [env: EVENTLINE_DATABASE_READ_URL].
-    #[arg(long)]
-    database_read_url: Option<String>,
-    /// Log format, pretty or json [env: EVENTLINE_LOG_FORMAT] [default: pretty].
-    #[arg(long)]
-    log_format: Option<String>,
-    /// Log filter such as info or eventline=debug [env: EVENTLINE_LOG_LEVEL] [default: info].
-    #[arg(long)]
-    log_level: Option<String>,
-    /// Most events coalesced into one transaction [env: EVENTLINE_WRITER_MAX_BATCH_EVENTS] [default: 5000].
-    #[arg(long)]
-    writer_max_batch_events: Option<u32>,
-    /// Most events waiting for a commit [env: EVENTLINE_WRITER_QUEUE_EVENTS] [default: 100000].
-    #[arg(long)]
-    writer_queue_events: Option<u32>,
-    /// Parallel commit workers; 0 picks 2 on PostgreSQL, 1 on SQLite [env: EVENTLINE_WRITER_WORKERS].
-    #[arg(long)]
-    writer_workers: Option<u32>,
-    /// Ingest events per second of a key without its own limit, per replica; unset is
-    /// unlimited [env: EVENTLINE_LIMITS_EVENTS_PER_SECOND_PER_KEY].
-    #[arg(long)]
-    events_per_second_per_key: Option<u32>,
-    /// PEM certificate chain: serve gRPC and HTTP over TLS [env: EVENTLINE_TLS_CERT_PATH].
-    #[arg(long)]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert [env: EVENTLINE_TLS_KEY_PATH].
-    #[arg(long)]
-    tls_key: Option<PathBuf>,
-    /// PEM CA bundle: require client certificates it signed (mTLS) [env: EVENTLINE_TLS_CLIENT_CA_PATH].
-    #[arg(long)]
-    tls_client_ca: Option<PathBuf>,
+    #[command(flatten)]
+    settings: settings::SettingFlags,
 }
 
 impl DatabaseArgs {
@@ -156,31 +113,7 @@ impl DatabaseArgs {
 
 impl ServeArgs {
     fn config(&self) -> anyhow::Result<Config> {
-        let flags = Figment::new();
-        let flags = with_flag(flags, "grpc.addr", &self.grpc_addr);
-        let flags = with_flag(flags, "http.addr", &self.http_addr);
-        let flags = with_flag(flags, "metrics.addr", &self.metrics_addr);
-        let flags = with_flag(flags, "admin.token", &self.admin_token);
-        let flags = with_flag(flags, "database.read_url", &self.database_read_url);
-        let flags = with_flag(flags, "bootstrap.api_key", &self.bootstrap_api_key);
-        let flags = with_flag(flags, "log.format", &self.log_format);
-        let flags = with_flag(flags, "log.level", &self.log_level);
-        let flags = with_flag(
-            flags,
-            "writer.max_batch_events",
-            &self.writer_max_batch_events,
-        );
-        let flags = with_flag(flags, "writer.queue_events", &self.writer_queue_events);
-        let flags = with_flag(flags, "writer.workers", &self.writer_workers);
-        let flags = with_flag(
-            flags,
-            "limits.events_per_second_per_key",
-            &self.events_per_second_per_key,
-        );
-        let flags = with_flag(flags, "tls.cert_path", &self.tls_cert);
-        let flags = with_flag(flags, "tls.key_path", &self.tls_key);
-        let flags = with_flag(flags, "tls.client_ca_path", &self.tls_client_ca);
-        self.database.load_with(flags)
+        self.database.load_with(self.settings.figment())
     }
 }
 

@@ -162,6 +162,9 @@ async fn spawn_tls_server(
         .env("EVENTLINE_TLS_CERT_PATH", certificate)
         .env("EVENTLINE_TLS_KEY_PATH", key)
         .env("EVENTLINE_TLS_RELOAD_INTERVAL_MS", "200")
+        // The store is only what `store` says: never the test run's own DATABASE_URL.
+        .env_remove("DATABASE_URL")
+        .env_remove("EVENTLINE_DATABASE_URL")
         .envs(store.iter().map(|(name, value)| (name, value)))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());

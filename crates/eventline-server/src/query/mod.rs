@@ -71,7 +71,17 @@ impl QueryApi {
         }
         let deadline = tokio::time::Instant::now() + WATERMARK_WAIT;
         loop {
-            if self.store.watermark_visible(watermark).await? {
+            let visible =
+                self.store
+                    .watermark_visible(watermark)
+                    .await
+                    .map_err(|error| match error {
+                        eventline_store::StoreError::ForeignWatermark(message) => {
+                            Error::invalid("min_watermark", message)
+                        }
+                        other => Error::from(other),
+                    })?;
+            if visible {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {

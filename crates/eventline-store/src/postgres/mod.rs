@@ -246,11 +246,11 @@ impl Store for PgStore {
         }
         // Read after COMMIT: a reader whose WAL position reached it sees this batch. The
         // same round trip wakes the tails of every replica.
-        let watermark: String = sqlx::query_scalar(
-            "SELECT pg_current_wal_lsn()::text FROM pg_notify('eventline_commits', '')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let watermark: String =
+            sqlx::query_scalar("SELECT pg_current_wal_lsn()::text FROM pg_notify($1, '')")
+                .bind(COMMIT_CHANNEL)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(Appended {
             outcomes,
             watermark,
@@ -265,9 +265,9 @@ impl Store for PgStore {
         .fetch_one(&self.read_pool)
         .await
         .map_err(|error| match StoreError::from(error) {
-            StoreError::Internal(_) => {
-                StoreError::Invalid(format!("{watermark:?} is not a watermark of this server"))
-            }
+            StoreError::Internal(_) => StoreError::ForeignWatermark(format!(
+                "{watermark:?} is not a watermark of this server"
+            )),
             other => other,
         })?;
         Ok(visible.unwrap_or(false))

@@ -357,7 +357,7 @@ impl Store for SqliteStore {
 
     async fn watermark_visible(&self, watermark: &str) -> Result<bool, StoreError> {
         let rowid: i64 = watermark.parse().map_err(|_| {
-            StoreError::Invalid(format!("{watermark:?} is not a watermark of this server"))
+            StoreError::ForeignWatermark(format!("{watermark:?} is not a watermark of this server"))
         })?;
         let last: i64 = sqlx::query_scalar("SELECT coalesce(max(rowid), 0) FROM events")
             .fetch_one(&self.pool)

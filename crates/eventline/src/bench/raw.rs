@@ -39,10 +39,14 @@ fn rate(rows: usize, elapsed: Duration) -> f64 {
     rows as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
+/// Empties every table a write touches, so each measured pass inserts rollup rows as the
+/// first did instead of updating rows the previous pass left (issue #16, item 9).
 async fn truncate(store: &PgStore) -> anyhow::Result<()> {
-    sqlx::query("TRUNCATE events, event_rollups_hourly")
-        .execute(store.pool())
-        .await?;
+    sqlx::query(
+        "TRUNCATE events, event_rollups_minutely, event_rollups_hourly, event_rollups_daily",
+    )
+    .execute(store.pool())
+    .await?;
     Ok(())
 }
 
