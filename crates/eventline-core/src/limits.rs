@@ -1,4 +1,4 @@
-//! The API limits of DESIGN §3, in one place so that validation, the server's message
+//! The API limits of README "The API", in one place so that validation, the server's message
 //! size settings and the docs agree.
 
 use std::time::Duration;

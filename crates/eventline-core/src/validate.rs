@@ -1,4 +1,4 @@
-//! Turns an API event into a stored [`Event`]: checks every limit of DESIGN §3 (reject,
+//! Turns an API event into a stored [`Event`]: checks every limit of README "The API" (reject,
 //! never truncate), assigns missing ids and timestamps, applies clock-skew correction and
 //! encodes the properties to JSON exactly once.
 

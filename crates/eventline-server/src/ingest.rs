@@ -71,66 +71,17 @@ impl IngestApi {
     ) -> Result<BatchReport, Error> {
         // Every event of the message counts, valid or not: all of them cost the server.
         self.limiter.admit(key, events.len())?;
-        let tenant_id = key.tenant_id;
-        let mut report = BatchReport {
-            results: Vec::with_capacity(events.len()),
-            ..Default::default()
-        };
-        let mut valid: Vec<Event> = Vec::with_capacity(events.len());
-        let mut valid_positions = Vec::with_capacity(events.len());
-        for (index, event) in events.into_iter().enumerate() {
-            let sent_id = event.event_id.clone();
-            match validate_event(tenant_id, event, &clock) {
-                Ok(event) => {
-                    valid_positions.push(index);
-                    report.results.push(v1::EventResult {
-                        event_id: event.event_id.clone(),
-                        index: index as u64,
-                        ..Default::default()
-                    });
-                    valid.push(event);
-                }
-                Err(violation) => {
-                    report.rejected += 1;
-                    report.results.push(v1::EventResult {
-                        event_id: sent_id,
-                        status: v1::IngestStatus::Rejected as i32,
-                        error: violation.to_string(),
-                        index: index as u64,
-                    });
-                }
-            }
-        }
-        // Event types for the per-type counter, each name copied once per batch.
-        let mut type_names: Vec<String> = Vec::new();
-        let mut type_slot: std::collections::HashMap<String, usize> =
-            std::collections::HashMap::new();
-        let mut slot_of_event = Vec::with_capacity(valid.len());
-        for event in &valid {
-            let slot = match type_slot.get(event.event_type.as_str()) {
-                Some(slot) => *slot,
-                None => {
-                    type_names.push(event.event_type.clone());
-                    type_slot.insert(event.event_type.clone(), type_names.len() - 1);
-                    type_names.len() - 1
-                }
-            };
-            slot_of_event.push(slot);
-        }
+        let (mut report, validated) = validate_batch(key.tenant_id, events, &clock);
+        let types = TypeSlots::of(&validated.events);
         // Held while the batch waits for queue room and commits: under overload, requests
         // past the budget are refused at once instead of piling up decoded in memory.
         let _charge = self
             .budget
-            .try_charge(valid.iter().map(Event::memory_bytes).sum())?;
-        let commit = self.writer.submit(valid).await?;
+            .try_charge(validated.events.iter().map(Event::memory_bytes).sum())?;
+        let commit = self.writer.submit(validated.events).await?;
         report.watermark = commit.watermark;
-        let mut accepted_by_slot = vec![0u64; type_names.len()];
-        for (slot, outcome) in slot_of_event.into_iter().zip(&commit.outcomes) {
-            if *outcome == eventline_core::IngestOutcome::Accepted {
-                accepted_by_slot[slot] += 1;
-            }
-        }
-        for (position, outcome) in valid_positions.into_iter().zip(commit.outcomes) {
+        let accepted_by_type = types.accepted(&commit.outcomes);
+        for (position, outcome) in validated.positions.into_iter().zip(commit.outcomes) {
             report.results[position].status = outcome.to_proto() as i32;
             match outcome {
                 eventline_core::IngestOutcome::Accepted => report.accepted += 1,
@@ -138,12 +89,99 @@ impl IngestApi {
             }
         }
         record_outcomes(
-            type_names.iter().map(String::as_str).zip(accepted_by_slot),
+            accepted_by_type,
             report.accepted,
             report.duplicates,
             report.rejected,
         );
         Ok(report)
+    }
+}
+
+/// The valid events of a batch, and where each stood in it.
+struct Validated {
+    events: Vec<Event>,
+    positions: Vec<usize>,
+}
+
+/// Validates every event of a batch: a report with one result per event (the rejected
+/// ones final, the valid ones waiting for their commit) and the valid events.
+fn validate_batch(
+    tenant_id: eventline_core::TenantId,
+    events: Vec<v1::Event>,
+    clock: &IngestClock,
+) -> (BatchReport, Validated) {
+    let mut report = BatchReport {
+        results: Vec::with_capacity(events.len()),
+        ..Default::default()
+    };
+    let mut validated = Validated {
+        events: Vec::with_capacity(events.len()),
+        positions: Vec::with_capacity(events.len()),
+    };
+    for (index, event) in events.into_iter().enumerate() {
+        let sent_id = event.event_id.clone();
+        match validate_event(tenant_id, event, clock) {
+            Ok(event) => {
+                validated.positions.push(index);
+                report.results.push(v1::EventResult {
+                    event_id: event.event_id.clone(),
+                    index: index as u64,
+                    ..Default::default()
+                });
+                validated.events.push(event);
+            }
+            Err(violation) => {
+                report.rejected += 1;
+                report.results.push(v1::EventResult {
+                    event_id: sent_id,
+                    status: v1::IngestStatus::Rejected as i32,
+                    error: violation.to_string(),
+                    index: index as u64,
+                });
+            }
+        }
+    }
+    (report, validated)
+}
+
+/// The event types of a batch for the per-type counter, each name copied once per batch.
+struct TypeSlots {
+    names: Vec<String>,
+    slot_of_event: Vec<usize>,
+}
+
+impl TypeSlots {
+    fn of(events: &[Event]) -> Self {
+        let mut names: Vec<String> = Vec::new();
+        let mut slots: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let slot_of_event = events
+            .iter()
+            .map(|event| {
+                *slots.entry(event.event_type.as_str()).or_insert_with(|| {
+                    names.push(event.event_type.clone());
+                    names.len() - 1
+                })
+            })
+            .collect();
+        Self {
+            names,
+            slot_of_event,
+        }
+    }
+
+    /// Accepted events per type, given each event's outcome in order.
+    fn accepted<'a>(
+        &'a self,
+        outcomes: &[eventline_core::IngestOutcome],
+    ) -> impl Iterator<Item = (&'a str, u64)> + 'a {
+        let mut accepted = vec![0u64; self.names.len()];
+        for (slot, outcome) in self.slot_of_event.iter().zip(outcomes) {
+            if *outcome == eventline_core::IngestOutcome::Accepted {
+                accepted[*slot] += 1;
+            }
+        }
+        self.names.iter().map(String::as_str).zip(accepted)
     }
 }
 

@@ -121,12 +121,11 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
 async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().clone();
-    let route = gateway
-        .routes
-        .iter()
-        .filter(|route| route.method == method)
-        .find(|route| route.matches(request.uri().path()).is_some())
-        .map(|route| route.template.clone())
+    // The one route match of the request: its label here, its call in `dispatch`.
+    let matched = gateway.match_route(&method, request.uri().path());
+    let route = matched
+        .as_ref()
+        .map(|(route, _)| route.template.clone())
         .unwrap_or_else(|| "unmatched".to_owned());
     let request_id = request
         .headers()
@@ -136,7 +135,8 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
         .to_owned();
     let span =
         tracing::info_span!("http.request", %method, route = %route, request_id = %request_id);
-    let response = tracing::Instrument::instrument(dispatch(&gateway, request), span).await;
+    let response =
+        tracing::Instrument::instrument(dispatch(&gateway, request, matched), span).await;
     let labels = [
         ("method", method.as_str().to_owned()),
         ("route", route),
@@ -148,18 +148,21 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
     response
 }
 
-async fn dispatch(gateway: &Gateway, request: Request) -> Response {
+/// The route and path variables of `method` on `path`, if any.
+type Matched<'a> = Option<(&'a routes::Route, Vec<(String, String)>)>;
+
+impl Gateway {
+    fn match_route(&self, method: &http::Method, path: &str) -> Matched<'_> {
+        self.routes
+            .iter()
+            .filter(|route| route.method == *method)
+            .find_map(|route| route.matches(path).map(|variables| (route, variables)))
+    }
+}
+
+async fn dispatch(gateway: &Gateway, request: Request, matched: Matched<'_>) -> Response {
     let (parts, body) = request.into_parts();
-    let Some((route, variables)) = gateway
-        .routes
-        .iter()
-        .filter(|route| route.method == parts.method)
-        .find_map(|route| {
-            route
-                .matches(parts.uri.path())
-                .map(|variables| (route, variables))
-        })
-    else {
+    let Some((route, variables)) = matched else {
         let allowed: Vec<&str> = gateway
             .routes
             .iter()

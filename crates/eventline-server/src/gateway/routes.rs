@@ -218,7 +218,7 @@ mod tests {
                 let routed = routes
                     .iter()
                     .any(|route| route.rpc.full_name() == rpc.full_name());
-                // Client-streaming RPCs have no REST form (DESIGN §3: gRPC only).
+                // Client-streaming RPCs have no REST form (README "The API": gRPC only).
                 assert_eq!(routed, !rpc.is_client_streaming(), "{}", rpc.full_name());
             }
         }

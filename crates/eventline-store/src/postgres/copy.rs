@@ -1,5 +1,5 @@
 //! Binary COPY of events, the cheapest way into PostgreSQL (≈ 11 µs of server CPU per row
-//! against ≈ 17 µs for the `unnest` insert, DESIGN §5). COPY cannot skip duplicates, so
+//! against ≈ 17 µs for the `unnest` insert, README "Performance"). COPY cannot skip duplicates, so
 //! the writer uses it optimistically and falls back to `INSERT … ON CONFLICT DO NOTHING`
 //! when a unique violation aborts it.
 

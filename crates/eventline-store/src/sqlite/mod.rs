@@ -92,26 +92,7 @@ impl Store for SqliteStore {
             .await?;
         let result: Result<i64, StoreError> = async {
             for event in events {
-                let inserted = sqlx::query(
-                    "INSERT INTO events (tenant_id, event_id, event_type, user_id, session_id,
-                         timestamp_us, client_timestamp_us, received_us, properties)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (tenant_id, event_id) DO NOTHING",
-                )
-                .bind(event.tenant_id.to_string())
-                .bind(&event.event_id)
-                .bind(&event.event_type)
-                .bind(event.user_id.as_deref())
-                .bind(event.session_id.as_deref())
-                .bind(micros(event.timestamp))
-                .bind(event.client_timestamp.map(micros))
-                .bind(micros(event.received_at))
-                .bind(&event.properties_json)
-                .execute(&mut *connection)
-                .await?
-                .rows_affected()
-                    == 1;
-                if inserted {
+                if insert_event(&mut connection, event).await? {
                     let key = (
                         event.tenant_id.to_string(),
                         micros(hour_of(event.timestamp)),
@@ -123,20 +104,7 @@ impl Store for SqliteStore {
                     outcomes.push(IngestOutcome::Duplicate);
                 }
             }
-            for ((tenant_id, hour_us, event_type), count) in &rollup {
-                sqlx::query(
-                    "INSERT INTO event_rollups_hourly (tenant_id, hour_us, event_type, event_count)
-                     VALUES (?, ?, ?, ?)
-                     ON CONFLICT (tenant_id, hour_us, event_type)
-                     DO UPDATE SET event_count = event_count + excluded.event_count",
-                )
-                .bind(tenant_id)
-                .bind(hour_us)
-                .bind(event_type)
-                .bind(count)
-                .execute(&mut *connection)
-                .await?;
-            }
+            add_to_hourly_rollup(&mut connection, &rollup).await?;
             // One writer: the largest rowid once this commits is this batch's watermark.
             let last_rowid: i64 = sqlx::query_scalar("SELECT coalesce(max(rowid), 0) FROM events")
                 .fetch_one(&mut *connection)
@@ -397,6 +365,54 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(u64, Event)>, StoreError> {
         read::list_committed(&self.pool, query).await
     }
+}
+
+/// Inserts one event unless its `(tenant, event_id)` is stored; returns whether it was.
+async fn insert_event(
+    connection: &mut sqlx::SqliteConnection,
+    event: &Event,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO events (tenant_id, event_id, event_type, user_id, session_id,
+             timestamp_us, client_timestamp_us, received_us, properties)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (tenant_id, event_id) DO NOTHING",
+    )
+    .bind(event.tenant_id.to_string())
+    .bind(&event.event_id)
+    .bind(&event.event_type)
+    .bind(event.user_id.as_deref())
+    .bind(event.session_id.as_deref())
+    .bind(micros(event.timestamp))
+    .bind(event.client_timestamp.map(micros))
+    .bind(micros(event.received_at))
+    .bind(&event.properties_json)
+    .execute(connection)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Adds the inserted events' counts, by (tenant, hour, type), to the hourly rollup.
+async fn add_to_hourly_rollup(
+    connection: &mut sqlx::SqliteConnection,
+    counts: &BTreeMap<(String, i64, &str), i64>,
+) -> Result<(), StoreError> {
+    for ((tenant_id, hour_us, event_type), count) in counts {
+        sqlx::query(
+            "INSERT INTO event_rollups_hourly (tenant_id, hour_us, event_type, event_count)
+             VALUES (?, ?, ?, ?)
+             ON CONFLICT (tenant_id, hour_us, event_type)
+             DO UPDATE SET event_count = event_count + excluded.event_count",
+        )
+        .bind(tenant_id)
+        .bind(hour_us)
+        .bind(event_type)
+        .bind(count)
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn insert_key(

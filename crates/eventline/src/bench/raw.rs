@@ -9,7 +9,7 @@ use eventline_core::Event;
 use eventline_store::postgres::{PgStore, copy_events};
 use sqlx::{Connection, PgConnection};
 
-/// Rows per COPY statement and per INSERT statement (DESIGN §5's measured shapes).
+/// Rows per COPY statement and per INSERT statement (the shapes README "Performance" measured).
 const COPY_CHUNK: usize = 10_000;
 const INSERT_CHUNK: usize = 5_000;
 const CONNECTIONS: usize = 2;
