@@ -282,7 +282,8 @@ async fn the_server_default_limit_applies_to_keys_without_their_own(backend: Bac
 async fn an_expired_key_is_refused_on_every_rpc_and_its_use_audited_once(backend: Backend) {
     let (server, _directory) = start(backend, |_| {}).await;
     let tenant_id = create_tenant(&server, "expiring").await;
-    let expires_at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    // Long enough that the first Track lands before it on a loaded machine.
+    let expires_at = chrono::Utc::now() + chrono::Duration::milliseconds(3000);
     let created = create_key(
         &server,
         ADMIN_TOKEN,
