@@ -231,6 +231,20 @@ fn curl_track(server: &TlsServer, event_id: &str, extra: &[&str]) -> Output {
     run("curl", &args)
 }
 
+/// `eventline send` of one event over `https://` with `extra` TLS arguments.
+fn cli_send(server: &TlsServer, event_id: &str, extra: &[&str]) -> Output {
+    let target = format!("https://localhost:{}", server.grpc_port);
+    let mut args = vec![
+        "send", "--type", "tls", "--id", event_id, "--server", &target,
+    ];
+    args.extend_from_slice(extra);
+    Command::new(env!("CARGO_BIN_EXE_eventline"))
+        .args(&args)
+        .env("EVENTLINE_API_KEY", API_KEY)
+        .output()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_curl_and_the_cli_speak_tls_and_a_swapped_certificate_is_served_without_a_restart()
 {
@@ -302,21 +316,7 @@ async fn grpcurl_curl_and_the_cli_speak_tls_and_a_swapped_certificate_is_served_
     assert!(!succeeded(&curl_track(&server, "curl-2", &[])));
 
     // The CLI (the Rust SDK underneath) over https:// with --ca-cert.
-    let sent = Command::new(env!("CARGO_BIN_EXE_eventline"))
-        .args([
-            "send",
-            "--type",
-            "tls",
-            "--id",
-            "cli-1",
-            "--server",
-            &format!("https://localhost:{}", server.grpc_port),
-            "--ca-cert",
-            &first.ca(),
-        ])
-        .env("EVENTLINE_API_KEY", API_KEY)
-        .output()
-        .unwrap();
+    let sent = cli_send(&server, "cli-1", &["--ca-cert", &first.ca()]);
     assert!(
         text(&sent).contains("INGEST_STATUS_ACCEPTED"),
         "{}",
@@ -429,25 +429,18 @@ async fn with_a_client_ca_clients_without_a_certificate_are_refused_on_both_port
     );
     assert_eq!(text(&created), "201");
 
-    let sent = Command::new(env!("CARGO_BIN_EXE_eventline"))
-        .args([
-            "send",
-            "--type",
-            "tls",
-            "--id",
-            "cli-mtls",
-            "--server",
-            &format!("https://localhost:{}", server.grpc_port),
+    let sent = cli_send(
+        &server,
+        "cli-mtls",
+        &[
             "--ca-cert",
             &ca,
             "--client-cert",
             &client_certificate,
             "--client-key",
             &client_key,
-        ])
-        .env("EVENTLINE_API_KEY", API_KEY)
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         text(&sent).contains("INGEST_STATUS_ACCEPTED"),
         "{}",
