@@ -12,7 +12,7 @@ import {
   type ProducerOptions,
   type ProducerStats,
 } from "../core/producer.js";
-import { isRetryable, retryDelayMs, sleep, unrefTimeout } from "../core/retry.js";
+import { isOverload, isRetryable, retryDelayMs, sleep, unrefTimeout } from "../core/retry.js";
 import { decodeIngestBatchResults, encodeIngestBatch } from "./wire.js";
 import { grpcWebUnary } from "./grpc-web.js";
 import { sendWithKeepalive } from "./keepalive.js";
@@ -173,6 +173,7 @@ function batchSender(
           core.giveUp(batch, error);
           return settled();
         }
+        if (isOverload(error)) core.overloaded();
         const delay = retryDelayMs(error, failures);
         core.retrying(error, delay);
         await sleep(delay, core.stopSignal);

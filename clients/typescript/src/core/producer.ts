@@ -51,6 +51,8 @@ export interface ProducerStats extends ProducerCounts {
   inFlight: number;
   /** Failed sends that were retried. */
   retries: number;
+  /** Batches allowed in flight now: maxInFlight, less after RESOURCE_EXHAUSTED. */
+  inFlightWindow: number;
 }
 
 /** One numbered batch; keeps its number and event ids when it is resent. */
@@ -103,6 +105,10 @@ export class ProducerCore {
   private queue: QueuedEvent[] = [];
   private head = 0;
   private readonly inFlight = new Map<number, Batch>();
+  // Batches allowed in flight: maxInFlight, halved on RESOURCE_EXHAUSTED and grown by one
+  // per window of acknowledgements (clients/README.md, "Retries").
+  private window: number;
+  private acksTowardGrowth = 0;
   private nextSequence = 1;
   private nextIndex = 0;
   private flushTarget = 0;
@@ -130,6 +136,7 @@ export class ProducerCore {
     this.maxBatch = positiveInteger("maxBatch", options.maxBatch, 500, 2000);
     this.flushIntervalMs = positiveInteger("flushIntervalMs", options.flushIntervalMs, 1000);
     this.maxInFlight = positiveInteger("maxInFlight", options.maxInFlight, 4);
+    this.window = this.maxInFlight;
     this.maxRetryDurationMs = positiveInteger("maxRetryDurationMs", options.maxRetryDurationMs, 600_000);
     const policy = options.queueFullPolicy;
     if (policy !== undefined && policy !== "drop_newest" && policy !== "drop_oldest") {
@@ -206,15 +213,50 @@ export class ProducerCore {
    * `signal` aborts (call `wakeUp()` after aborting it), or (with `untilIdle`) once
    * nothing is queued or unacknowledged.
    */
-  async nextBatch(signal: AbortSignal | undefined, untilIdle: boolean): Promise<Batch | undefined> {
+  async nextBatch(
+    signal: AbortSignal | undefined,
+    untilIdle: boolean,
+    sent?: Set<number>,
+  ): Promise<Batch | undefined> {
     for (;;) {
       if (this.stopSignal.aborted || signal?.aborted) return undefined;
+      if (sent !== undefined) {
+        const resend = this.nextResend(sent);
+        if (resend !== undefined) return resend;
+      }
       const queued = this.queue.length - this.head;
-      if (queued > 0 && this.inFlight.size < this.maxInFlight && this.batchDue(queued)) return this.takeBatch();
+      if (queued > 0 && this.inFlight.size < this.window && this.batchDue(queued)) {
+        const batch = this.takeBatch();
+        sent?.add(batch.sequence);
+        return batch;
+      }
       if (untilIdle && queued === 0 && this.inFlight.size === 0) return undefined;
       await this.changed;
     }
   }
+
+  /**
+   * The oldest unacknowledged batch a stream has not sent yet, when the window has room
+   * for it among the batches that stream already sent; it is added to `sent`.
+   */
+  private nextResend(sent: Set<number>): Batch | undefined {
+    let waiting = 0;
+    let oldest: Batch | undefined;
+    for (const batch of this.inFlight.values()) {
+      if (sent.has(batch.sequence)) waiting++;
+      else if (oldest === undefined || batch.sequence < oldest.sequence) oldest = batch;
+    }
+    if (oldest === undefined || waiting >= this.window) return undefined;
+    sent.add(oldest.sequence);
+    return oldest;
+  }
+
+  /** The server refused for lack of room: halve the window (down to 1). */
+  overloaded(): void {
+    this.window = Math.max(1, Math.floor(this.window / 2));
+    this.acksTowardGrowth = 0;
+  }
+
 
   /** Wakes every `nextBatch` waiter so it rechecks its signal. */
   wakeUp(): void {
@@ -226,6 +268,10 @@ export class ProducerCore {
     const batch = this.inFlight.get(sequence);
     if (batch === undefined) return;
     this.inFlight.delete(sequence);
+    if (this.window < this.maxInFlight && ++this.acksTowardGrowth >= this.window) {
+      this.window++;
+      this.acksTowardGrowth = 0;
+    }
     batch.events.forEach((event, position) => {
       const outcome = outcomes[position];
       switch (outcome?.status) {
@@ -327,6 +373,7 @@ export class ProducerCore {
       queued: this.queue.length - this.head,
       inFlight,
       retries: this.retries,
+      inFlightWindow: this.window,
     };
   }
 

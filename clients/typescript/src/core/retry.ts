@@ -15,6 +15,11 @@ export function isRetryable(error: unknown): boolean {
   return !PERMANENT.has(ConnectError.from(error).code);
 }
 
+/** True when the server refused for lack of room: send fewer batches at once. */
+export function isOverload(error: unknown): boolean {
+  return ConnectError.from(error).code === Code.ResourceExhausted;
+}
+
 /** Decodes google.protobuf.Duration { int64 seconds = 1; int32 nanos = 2; } to ms. */
 function durationMs(bytes: Uint8Array): number {
   const reader = new BinaryReader(bytes);

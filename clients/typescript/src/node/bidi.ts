@@ -4,7 +4,7 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { IngestBidiRequestSchema, type IngestBidiRequest, type IngestService } from "../gen/eventline/v1/ingest_pb.js";
 import type { Batch, ProducerCore } from "../core/producer.js";
 import { toProtoEvent } from "./proto.js";
-import { isRetryable, retryDelayMs, sleep } from "../core/retry.js";
+import { isOverload, isRetryable, retryDelayMs, sleep } from "../core/retry.js";
 import { Outbox } from "./outbox.js";
 
 interface SessionEnd {
@@ -35,6 +35,7 @@ export function bidiSender(client: Client<typeof IngestService>): (core: Produce
         continue;
       }
       core.giveUpExpired(end.error);
+      if (isOverload(end.error)) core.overloaded();
       const delay = retryDelayMs(end.error, failures);
       core.retrying(end.error, delay);
       await sleep(delay, core.stopSignal);
@@ -56,10 +57,11 @@ async function session(core: ProducerCore, client: Client<typeof IngestService>)
   const stop = () => controller.abort();
   core.stopSignal.addEventListener("abort", stop);
   const outbox = new Outbox<IngestBidiRequest>();
-  for (const batch of core.unacknowledged()) outbox.push(request(batch));
+  // Unacknowledged batches go first (same sequence and ids), as the window allows.
+  const sent = new Set<number>();
   const pump = (async () => {
     for (;;) {
-      const batch = await core.nextBatch(controller.signal, true);
+      const batch = await core.nextBatch(controller.signal, true, sent);
       if (batch === undefined) break;
       outbox.push(request(batch));
     }

@@ -66,8 +66,13 @@ test("RESOURCE_EXHAUSTED from a full writer queue is backed off as RetryInfo ask
     ...quiet,
     onError: (error, retryInMs) => refusals.push({ code: error.code, retryInMs }),
   });
+  let smallestWindow = Infinity;
+  const watch = setInterval(() => (smallestWindow = Math.min(smallestWindow, client.stats().inFlightWindow)), 5);
   for (let index = 0; index < 12_000; index++) client.track("overload", { properties: { index } });
   const counts = await client.shutdown(120_000);
+  clearInterval(watch);
+  // Four 2,000-event batches never fit a 2,000-event queue at once: the window must shrink.
+  assert.ok(smallestWindow < 4, `the in-flight window shrank: ${smallestWindow}`);
   // A refused batch ends the stream, so acknowledgements of batches that committed beside
   // it are lost and their resends come back as duplicates: stored once either way.
   assert.equal(counts.accepted + counts.duplicates, 12_000, JSON.stringify(counts));
