@@ -7,6 +7,7 @@ pub mod error;
 pub mod event;
 pub mod limits;
 pub mod query;
+pub mod request;
 pub mod time;
 pub mod validate;
 

@@ -186,7 +186,7 @@ impl AdminService for AdminApi {
                 Some(tenant_id)
             }
         };
-        let limit = crate::query::page_size(body.page_size)?;
+        let limit = eventline_core::request::page_size(body.page_size)?;
         // The token is bound to the listing it continues: the tenant, or all of them.
         let scope = tenant_id.unwrap_or(TenantId(uuid::Uuid::nil()));
         let digest = cursor::filter_digest(scope, &EventFilter::default());

@@ -96,20 +96,8 @@ impl Store for MeteredStore {
         timed("list_events", self.inner.list_events(query)).await
     }
 
-    async fn count_raw(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        timed("count_raw", self.inner.count_raw(query)).await
-    }
-
-    async fn count_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        timed("count_rollup", self.inner.count_rollup(query)).await
-    }
-
-    async fn count_minute_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        timed("count_minute_rollup", self.inner.count_minute_rollup(query)).await
-    }
-
-    async fn count_daily_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        timed("count_daily_rollup", self.inner.count_daily_rollup(query)).await
+    async fn count(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        timed("count", self.inner.count(query)).await
     }
 
     async fn commit_horizon(&self) -> Result<u64, StoreError> {

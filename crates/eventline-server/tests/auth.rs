@@ -164,19 +164,11 @@ async fn two_tenants_identical_event_ids_are_two_rows() {
         Utc::now() + chrono::Duration::hours(2),
     );
     assert_eq!(
-        server
-            .store
-            .count_events(tenant_a, start, end)
-            .await
-            .unwrap(),
+        eventline_store::testing::stored_events(&*server.store, tenant_a, start, end).await,
         1
     );
     assert_eq!(
-        server
-            .store
-            .count_events(tenant_b, start, end)
-            .await
-            .unwrap(),
+        eventline_store::testing::stored_events(&*server.store, tenant_b, start, end).await,
         1
     );
     server.stop().await;

@@ -55,11 +55,7 @@ async fn bidi(
 
 async fn stored(server: &TestServer, tenant_id: TenantId) -> u64 {
     let (start, end) = all_time();
-    server
-        .store
-        .count_events(tenant_id, start, end)
-        .await
-        .unwrap()
+    eventline_store::testing::stored_events(&*server.store, tenant_id, start, end).await
 }
 
 async fn default_tenant(server: &TestServer) -> TenantId {
@@ -223,11 +219,7 @@ async fn client_stream_of_100k_events_is_stored_and_the_summary_matches_the_data
     assert_eq!(stored(&server, tenant_id).await, summary.accepted);
     let (start, end) = all_time();
     assert_eq!(
-        server
-            .store
-            .rollup_total(tenant_id, start, end)
-            .await
-            .unwrap(),
+        eventline_store::testing::counted_events(&*server.store, tenant_id, start, end).await,
         summary.accepted
     );
     server.stop().await;
@@ -456,7 +448,7 @@ async fn shutdown_commits_every_acknowledged_event_before_returning() {
     server.stop().await;
     let (start, end) = all_time();
     assert_eq!(
-        store.count_events(tenant_id, start, end).await.unwrap(),
+        eventline_store::testing::stored_events(&*store, tenant_id, start, end).await,
         acknowledged
     );
     assert_eq!(acknowledged, 10_000);

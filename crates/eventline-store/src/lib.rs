@@ -2,6 +2,7 @@
 //! (embedded default) implementations, their embedded migrations, and a test harness
 //! that hands out fresh databases. It must not depend on the server or on proto types.
 
+mod counts;
 mod error;
 pub mod postgres;
 pub mod sqlite;
@@ -73,26 +74,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Reads one page of events in time order, per `query`.
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError>;
 
-    /// Counts raw events, grouped per `query.grouping`.
-    async fn count_raw(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError>;
-
-    /// Sums hourly rollups whose hour lies in `[start, end)`, grouped per
-    /// `query.grouping` (never by minute). Exact for hour-aligned windows.
-    async fn count_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError>;
-
-    /// Sums per-minute rollups whose minute lies in `[start, end)`, grouped per
-    /// `query.grouping`. Exact for minute-aligned windows. A store without a minute rollup
-    /// counts raw rows, which gives the same rows.
-    async fn count_minute_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        self.count_raw(query).await
-    }
-
-    /// Sums daily rollups whose UTC day lies in `[start, end)`, grouped per
-    /// `query.grouping` (never by minute or hour). Exact for day-aligned windows. A store
-    /// without a daily rollup sums its hourly one, which gives the same rows.
-    async fn count_daily_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        self.count_rollup(query).await
-    }
+    /// Counts the events of `query`'s window (and type, when set), grouped per
+    /// `query.grouping`: one row per non-empty group, in no particular order. Each store
+    /// answers from its own tables (rollups where they cover the window, raw rows at the
+    /// edges); the rows are always those a count of raw events would give.
+    async fn count(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError>;
 
     /// The commit horizon: every event with a commit sequence below it is committed and
     /// visible, and no event below it can still appear.
@@ -104,34 +90,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Connections of the write pool: open, and idle among them.
     fn pool_status(&self) -> PoolStatus;
-
-    /// Counts a tenant's stored events (raw rows) in `[start, end)`.
-    async fn count_events(
-        &self,
-        tenant_id: TenantId,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        Ok(sum(&self
-            .count_raw(&CountQuery::total(tenant_id, start, end))
-            .await?))
-    }
-
-    /// Sums a tenant's hourly rollups whose hour lies in `[start, end)`.
-    async fn rollup_total(
-        &self,
-        tenant_id: TenantId,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        Ok(sum(&self
-            .count_rollup(&CountQuery::total(tenant_id, start, end))
-            .await?))
-    }
-}
-
-fn sum(rows: &[CountRow]) -> u64 {
-    rows.iter().map(|row| row.count).sum()
 }
 
 /// Connection counts of a pool.

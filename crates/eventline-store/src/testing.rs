@@ -268,6 +268,49 @@ fn run_as_postgres(root: &Path, program: &Path, args: &[&str]) {
     );
 }
 
+/// The events a tenant has stored in `[start, end)`, counted row by row from a listing:
+/// the ground truth the store's own `count` (rollups included) is checked against.
+pub async fn stored_events(
+    store: &dyn crate::Store,
+    tenant_id: eventline_core::TenantId,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> u64 {
+    use eventline_core::query::{EventFilter, EventQuery, Order, Position};
+    let mut query = EventQuery {
+        tenant_id,
+        filter: EventFilter::default(),
+        start,
+        end,
+        order: Order::OldestFirst,
+        after: None,
+        committed_before: None,
+        limit: 10_000,
+    };
+    let mut stored = 0;
+    loop {
+        let page = store.list_events(&query).await.expect("list events");
+        stored += page.len() as u64;
+        match page.last() {
+            Some(last) if page.len() == query.limit => query.after = Some(Position::of(last)),
+            _ => return stored,
+        }
+    }
+}
+
+/// What the store's `count` answers for a tenant's `[start, end)`, all types; on
+/// aligned windows it comes from the rollups.
+pub async fn counted_events(
+    store: &dyn crate::Store,
+    tenant_id: eventline_core::TenantId,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> u64 {
+    let query = eventline_core::query::CountQuery::total(tenant_id, start, end);
+    let rows = store.count(&query).await.expect("count events");
+    rows.iter().map(|row| row.count).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;

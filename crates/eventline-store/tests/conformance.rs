@@ -8,8 +8,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use eventline_core::{
     Actor, ApiKey, AuditAction, AuditQuery, Event, IngestOutcome, RateLimit, Scope, TenantId,
     query::{
-        BucketWidth, CommittedQuery, CountQuery, EventFilter, EventQuery, Grouping, Order,
-        Position, PropertyFilter,
+        BucketWidth, CommittedQuery, CountQuery, CountRow, EventFilter, EventQuery, Grouping,
+        Order, Position, PropertyFilter,
     },
 };
 use eventline_store::{Store, StoreError, testing};
@@ -55,7 +55,7 @@ conformance_suite!(
     keyset_pages_stay_correct_while_new_events_arrive,
     filters_select_by_type_user_and_properties,
     oldest_first_reads_resume_after_a_position,
-    rollup_counts_equal_raw_counts_for_every_grouping,
+    counts_equal_counting_the_events_for_every_window_and_grouping,
     commit_order_reads_deliver_each_event_once_below_the_horizon,
     watermarks_are_visible_after_append,
     reads_never_cross_tenants,
@@ -63,6 +63,7 @@ conformance_suite!(
     api_keys_keep_their_expiry_and_rate_limit,
     every_admin_change_is_audited_in_its_transaction,
     audit_pages_are_newest_first_and_scoped_to_a_tenant,
+    the_write_pool_reports_its_open_and_idle_connections,
 );
 
 fn at(hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
@@ -96,6 +97,8 @@ fn whole_day() -> (DateTime<Utc>, DateTime<Utc>) {
     (at(0, 0, 0), at(0, 0, 0) + Duration::days(1))
 }
 
+use testing::{counted_events as counted, stored_events as stored};
+
 async fn append_reports_accepted_then_duplicate_and_stores_once(store: Arc<dyn Store>) {
     let tenant_id = tenant(&*store, "acme").await;
     let batch = [event(tenant_id, "e1", "signup", at(10, 0, 0))];
@@ -108,7 +111,7 @@ async fn append_reports_accepted_then_duplicate_and_stores_once(store: Arc<dyn S
         [IngestOutcome::Duplicate]
     );
     let (start, end) = whole_day();
-    assert_eq!(store.count_events(tenant_id, start, end).await.unwrap(), 1);
+    assert_eq!(stored(&*store, tenant_id, start, end).await, 1);
 }
 
 async fn duplicates_within_one_batch_are_stored_once(store: Arc<dyn Store>) {
@@ -128,8 +131,8 @@ async fn duplicates_within_one_batch_are_stored_once(store: Arc<dyn Store>) {
         ]
     );
     let (start, end) = whole_day();
-    assert_eq!(store.count_events(tenant_id, start, end).await.unwrap(), 2);
-    assert_eq!(store.rollup_total(tenant_id, start, end).await.unwrap(), 2);
+    assert_eq!(stored(&*store, tenant_id, start, end).await, 2);
+    assert_eq!(counted(&*store, tenant_id, start, end).await, 2);
 }
 
 async fn same_event_id_in_two_tenants_is_two_rows(store: Arc<dyn Store>) {
@@ -163,8 +166,8 @@ async fn same_event_id_in_two_tenants_is_two_rows(store: Arc<dyn Store>) {
         "login"
     );
     let (start, end) = whole_day();
-    assert_eq!(store.count_events(tenant_a, start, end).await.unwrap(), 1);
-    assert_eq!(store.count_events(tenant_b, start, end).await.unwrap(), 1);
+    assert_eq!(stored(&*store, tenant_a, start, end).await, 1);
+    assert_eq!(stored(&*store, tenant_b, start, end).await, 1);
 }
 
 async fn rollup_counts_only_inserted_rows(store: Arc<dyn Store>) {
@@ -186,8 +189,8 @@ async fn rollup_counts_only_inserted_rows(store: Arc<dyn Store>) {
         25
     );
     let (start, end) = whole_day();
-    assert_eq!(store.count_events(tenant_id, start, end).await.unwrap(), 75);
-    assert_eq!(store.rollup_total(tenant_id, start, end).await.unwrap(), 75);
+    assert_eq!(stored(&*store, tenant_id, start, end).await, 75);
+    assert_eq!(counted(&*store, tenant_id, start, end).await, 75);
 }
 
 async fn rollup_buckets_by_utc_hour(store: Arc<dyn Store>) {
@@ -201,17 +204,11 @@ async fn rollup_buckets_by_utc_hour(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .rollup_total(tenant_id, at(10, 0, 0), at(11, 0, 0))
-            .await
-            .unwrap(),
+        counted(&*store, tenant_id, at(10, 0, 0), at(11, 0, 0)).await,
         1
     );
     assert_eq!(
-        store
-            .rollup_total(tenant_id, at(11, 0, 0), at(12, 0, 0))
-            .await
-            .unwrap(),
+        counted(&*store, tenant_id, at(11, 0, 0), at(12, 0, 0)).await,
         2
     );
 }
@@ -299,10 +296,7 @@ async fn a_batch_with_a_retried_event_stores_the_same_fields(store: Arc<dyn Stor
         - Duration::seconds(stored.timestamp().rem_euclid(3600))
         - Duration::nanoseconds(i64::from(stored.timestamp_subsec_nanos()));
     assert_eq!(
-        store
-            .rollup_total(tenant_id, hour, hour + Duration::hours(1))
-            .await
-            .unwrap(),
+        counted(&*store, tenant_id, hour, hour + Duration::hours(1)).await,
         2
     );
 }
@@ -341,14 +335,8 @@ async fn concurrent_overlapping_batches_store_each_event_once(store: Arc<dyn Sto
     }
     let (start, end) = whole_day();
     assert_eq!(accepted, 500, "every distinct id accepted exactly once");
-    assert_eq!(
-        store.count_events(tenant_id, start, end).await.unwrap(),
-        500
-    );
-    assert_eq!(
-        store.rollup_total(tenant_id, start, end).await.unwrap(),
-        500
-    );
+    assert_eq!(stored(&*store, tenant_id, start, end).await, 500);
+    assert_eq!(counted(&*store, tenant_id, start, end).await, 500);
 }
 
 async fn tenant_names_are_unique(store: Arc<dyn Store>) {
@@ -627,7 +615,7 @@ async fn oldest_first_reads_resume_after_a_position(store: Arc<dyn Store>) {
     assert_eq!(ids(&rest), ["x4", "x5", "x6"]);
 }
 
-async fn rollup_counts_equal_raw_counts_for_every_grouping(store: Arc<dyn Store>) {
+async fn counts_equal_counting_the_events_for_every_window_and_grouping(store: Arc<dyn Store>) {
     let tenant_id = tenant(&*store, "acme").await;
     let types = ["view", "click", "buy"];
     let events: Vec<Event> = (0..300u32)
@@ -641,65 +629,72 @@ async fn rollup_counts_equal_raw_counts_for_every_grouping(store: Arc<dyn Store>
         })
         .collect();
     store.append(&events).await.unwrap();
-    // Retries and a late duplicate must not move either side.
+    // Retries and a late duplicate must not move the counts.
     store.append(&events[..50]).await.unwrap();
-    let (start, end) = whole_day();
-    for grouping in [
-        Grouping::Total,
-        Grouping::EventType,
-        Grouping::Bucket(BucketWidth::Hour),
-        Grouping::Bucket(BucketWidth::Day),
-    ] {
-        for event_type in [None, Some("click".to_owned())] {
-            let query = CountQuery {
-                tenant_id,
-                event_type: event_type.clone(),
-                start,
-                end,
-                grouping,
-            };
-            let mut raw = store.count_raw(&query).await.unwrap();
-            let mut rolled = store.count_rollup(&query).await.unwrap();
-            let key = |row: &eventline_core::query::CountRow| (row.bucket, row.event_type.clone());
-            raw.sort_by_key(key);
-            rolled.sort_by_key(key);
-            assert_eq!(raw, rolled, "{grouping:?} {event_type:?}");
-            let mut minutes = store.count_minute_rollup(&query).await.unwrap();
-            minutes.sort_by_key(key);
-            assert_eq!(raw, minutes, "minutes {grouping:?} {event_type:?}");
-            if grouping != Grouping::Bucket(BucketWidth::Hour) {
-                let mut daily = store.count_daily_rollup(&query).await.unwrap();
-                daily.sort_by_key(key);
-                assert_eq!(raw, daily, "daily {grouping:?} {event_type:?}");
+    // The whole day (day or hour rollups), a window with unaligned edges (raw rows, then
+    // minute and hour rollups where a store keeps them) and one inside a single minute.
+    let windows = [
+        whole_day(),
+        (at(3, 17, 25), at(20, 42, 10)),
+        (at(5, 10, 5), at(5, 10, 50)),
+    ];
+    for (start, end) in windows {
+        for grouping in [
+            Grouping::Total,
+            Grouping::EventType,
+            Grouping::Bucket(BucketWidth::Minute),
+            Grouping::Bucket(BucketWidth::Hour),
+            Grouping::Bucket(BucketWidth::Day),
+        ] {
+            for event_type in [None, Some("click".to_owned())] {
+                let query = CountQuery {
+                    tenant_id,
+                    event_type: event_type.clone(),
+                    start,
+                    end,
+                    grouping,
+                };
+                let mut counted = store.count(&query).await.unwrap();
+                let mut expected = expected_counts(&events, &query);
+                let key = |row: &CountRow| (row.bucket, row.event_type.clone());
+                counted.sort_by_key(key);
+                expected.sort_by_key(key);
+                assert_eq!(
+                    counted, expected,
+                    "{start}..{end} {grouping:?} {event_type:?}"
+                );
             }
-            let total: u64 = raw.iter().map(|row| row.count).sum();
-            assert!(total > 0);
         }
     }
-    let minutes = CountQuery {
-        tenant_id,
-        event_type: None,
-        start: at(5, 0, 0),
-        end: at(6, 0, 0),
-        grouping: Grouping::Bucket(BucketWidth::Minute),
-    };
-    let expected = events
-        .iter()
-        .filter(|event| event.timestamp >= at(5, 0, 0) && event.timestamp < at(6, 0, 0))
-        .count();
-    let counted: u64 = store
-        .count_raw(&minutes)
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.count)
-        .sum();
-    assert_eq!(counted, expected as u64);
-    let mut raw_minutes = store.count_raw(&minutes).await.unwrap();
-    let mut rolled_minutes = store.count_minute_rollup(&minutes).await.unwrap();
-    raw_minutes.sort_by_key(|row| row.bucket);
-    rolled_minutes.sort_by_key(|row| row.bucket);
-    assert_eq!(raw_minutes, rolled_minutes);
+}
+
+/// What counting `events` by hand gives for `query`: the rows any store must return.
+fn expected_counts(events: &[Event], query: &CountQuery) -> Vec<CountRow> {
+    let mut groups: std::collections::BTreeMap<(Option<DateTime<Utc>>, Option<String>), u64> =
+        Default::default();
+    for event in events.iter().filter(|event| {
+        event.timestamp >= query.start
+            && event.timestamp < query.end
+            && query
+                .event_type
+                .as_ref()
+                .is_none_or(|event_type| *event_type == event.event_type)
+    }) {
+        let key = match query.grouping {
+            Grouping::Total => (None, None),
+            Grouping::EventType => (None, Some(event.event_type.clone())),
+            Grouping::Bucket(width) => (Some(width.floor(event.timestamp)), None),
+        };
+        *groups.entry(key).or_default() += 1;
+    }
+    groups
+        .into_iter()
+        .map(|((bucket, event_type), count)| CountRow {
+            bucket,
+            event_type,
+            count,
+        })
+        .collect()
 }
 
 /// Polls the horizon until the events committed so far lie below it. On PostgreSQL the
@@ -826,8 +821,7 @@ async fn reads_never_cross_tenants(store: Arc<dyn Store>) {
         end,
         grouping: Grouping::EventType,
     };
-    assert!(store.count_raw(&counts).await.unwrap().is_empty());
-    assert!(store.count_rollup(&counts).await.unwrap().is_empty());
+    assert!(store.count(&counts).await.unwrap().is_empty());
     let live = CommittedQuery {
         tenant_id: tenant_b,
         filter: EventFilter::default(),
@@ -1021,4 +1015,16 @@ async fn audit_pages_are_newest_first_and_scoped_to_a_tenant(store: Arc<dyn Stor
             .iter()
             .all(|event| event.action == AuditAction::TenantCreated)
     );
+}
+
+async fn the_write_pool_reports_its_open_and_idle_connections(store: Arc<dyn Store>) {
+    // An append goes through the write pool, so it holds at least one connection after.
+    let tenant_id = tenant(&*store, "acme").await;
+    store
+        .append(&[event(tenant_id, "p1", "view", at(10, 0, 0))])
+        .await
+        .unwrap();
+    let status = store.pool_status();
+    assert!(status.open >= 1, "{status:?}");
+    assert!(status.idle <= status.open, "{status:?}");
 }

@@ -162,12 +162,12 @@ async fn acknowledged_events_survive_sigkill_and_resent_events_are_stored_once()
         Utc::now() + chrono::Duration::hours(2),
     );
     assert_eq!(
-        store.count_events(tenant_id, start, end).await.unwrap(),
+        eventline_store::testing::stored_events(&store, tenant_id, start, end).await,
         total as u64,
         "every event stored exactly once"
     );
     assert_eq!(
-        store.rollup_total(tenant_id, start, end).await.unwrap(),
+        eventline_store::testing::counted_events(&store, tenant_id, start, end).await,
         total as u64,
         "rollup counted each event once"
     );
@@ -212,7 +212,8 @@ async fn sigterm_drains_in_flight_batches_and_exits_cleanly() {
         Utc.with_ymd_and_hms(1971, 1, 1, 0, 0, 0).unwrap(),
         Utc::now() + chrono::Duration::hours(2),
     );
-    let stored = store.count_events(tenant_id, start, end).await.unwrap() as usize;
+    let stored =
+        eventline_store::testing::stored_events(&store, tenant_id, start, end).await as usize;
     assert!(
         stored >= acknowledged,
         "stored {stored} < acknowledged {acknowledged}"

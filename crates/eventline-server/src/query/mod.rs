@@ -2,21 +2,19 @@
 //! tenant of a query-scoped API key.
 
 pub(crate) mod cursor;
-mod stats;
 mod tail;
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
 use eventline_core::{
     Error, Scope, TenantId,
-    query::{self, BucketWidth, EventFilter, EventQuery, Grouping, Order},
+    query::{self, CountRow, EventQuery, Order},
+    request::{Counting, EventTimeseries, ExportEvents, ListEvents, TailEvents, TopEventTypes},
     time,
 };
 use eventline_proto::v1::{self, query_service_server::QueryService};
 use eventline_store::Store;
 use futures::Stream;
-use pbjson_types::Timestamp;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -24,8 +22,6 @@ use tonic::{Request, Response, Status};
 use crate::{auth::Authenticator, bus::CommitBus};
 use cursor::{Cursor, filter_digest, micros};
 
-/// Default window of listings and statistics.
-const DEFAULT_WINDOW: chrono::Duration = chrono::Duration::days(30);
 /// How long a read waits for `min_watermark` before refusing.
 const WATERMARK_WAIT: Duration = Duration::from_secs(5);
 /// Events read per database round trip by exports and tails.
@@ -60,8 +56,26 @@ impl QueryApi {
         }
     }
 
-    async fn tenant(&self, metadata: &tonic::metadata::MetadataMap) -> Result<TenantId, Status> {
-        Ok(self.auth.tenant_with_scope(metadata, Scope::Query).await?)
+    /// The request's tenant (from its query-scoped key) and its domain query.
+    async fn accept<R, Q>(&self, request: Request<R>) -> Result<(TenantId, Q), Status>
+    where
+        Q: TryFrom<R, Error = Error>,
+    {
+        let tenant_id = self
+            .auth
+            .tenant_with_scope(request.metadata(), Scope::Query)
+            .await?;
+        Ok((tenant_id, Q::try_from(request.into_inner())?))
+    }
+
+    /// Counts for a statistics RPC, once its `min_watermark` is visible.
+    async fn count(
+        &self,
+        tenant_id: TenantId,
+        counting: &Counting,
+    ) -> Result<Vec<CountRow>, Error> {
+        self.wait_for(&counting.min_watermark).await?;
+        Ok(self.store.count(&counting.query(tenant_id)).await?)
     }
 
     /// Waits (bounded) until the writes behind `watermark` are visible.
@@ -95,86 +109,16 @@ impl QueryApi {
     }
 }
 
-fn optional_time(
-    field: &str,
-    timestamp: Option<&Timestamp>,
-) -> Result<Option<DateTime<Utc>>, Error> {
-    timestamp
-        .map(|timestamp| {
-            time::from_proto(timestamp)
-                .ok_or_else(|| Error::invalid(field, "must be a valid timestamp"))
-        })
-        .transpose()
-}
-
-/// Resolves `[start_time, end_time)`: end defaults to now, start to 30 days before end.
-fn window(
-    start_time: Option<&Timestamp>,
-    end_time: Option<&Timestamp>,
-) -> Result<(DateTime<Utc>, DateTime<Utc>), Error> {
-    let end = optional_time("end_time", end_time)?.unwrap_or_else(time::now);
-    let start = optional_time("start_time", start_time)?.unwrap_or(end - DEFAULT_WINDOW);
-    if start >= end {
-        return Err(Error::invalid("start_time", "must be before end_time"));
-    }
-    Ok((start, end))
-}
-
-pub(crate) fn page_size(requested: i32) -> Result<usize, Error> {
-    match requested {
-        0 => Ok(query::DEFAULT_PAGE_SIZE),
-        size if size < 0 => Err(Error::invalid("page_size", "must not be negative")),
-        size if size as usize > query::MAX_PAGE_SIZE => Err(Error::invalid(
-            "page_size",
-            format!("must be at most {}, got {size}", query::MAX_PAGE_SIZE),
-        )),
-        size => Ok(size as usize),
-    }
-}
-
-/// The `event_type` filter of the statistics RPCs, checked like every other filter.
-fn event_type_filter(event_type: &str) -> Result<Option<String>, Error> {
-    Ok(EventFilter::from_request(event_type, "", &[])?.event_type)
-}
-
 #[tonic::async_trait]
 impl QueryService for QueryApi {
     async fn list_events(
         &self,
         request: Request<v1::ListEventsRequest>,
     ) -> Result<Response<v1::ListEventsResponse>, Status> {
-        let tenant_id = self.tenant(request.metadata()).await?;
-        let request = request.into_inner();
-        let filter = EventFilter::from_request(
-            &request.event_type,
-            &request.user_id,
-            &request.property_filters,
-        )?;
-        let limit = page_size(request.page_size)?;
-        self.wait_for(&request.min_watermark).await?;
-        let (mut start, mut end) = window(request.start_time.as_ref(), request.end_time.as_ref())?;
-        let mut after = None;
-        if !request.page_token.is_empty() {
-            let Cursor::Page { t, i, s, e, .. } =
-                Cursor::decode("page_token", &request.page_token, tenant_id, &filter)?
-            else {
-                return Err(Error::invalid("page_token", "is not a ListEvents page token").into());
-            };
-            // The first page's resolved window holds for every later page.
-            start = cursor::time("page_token", s)?;
-            end = cursor::time("page_token", e)?;
-            after = Some(cursor::position("page_token", t, &i)?);
-        }
-        let query = EventQuery {
-            tenant_id,
-            filter: filter.clone(),
-            start,
-            end,
-            order: Order::NewestFirst,
-            after,
-            committed_before: None,
-            limit: limit + 1,
-        };
+        let (tenant_id, listing): (_, ListEvents) = self.accept(request).await?;
+        self.wait_for(&listing.min_watermark).await?;
+        let query = listing_query(tenant_id, listing)?;
+        let limit = query.limit - 1;
         let mut events = self.store.list_events(&query).await.map_err(Error::from)?;
         let next_page_token = if events.len() > limit {
             events.truncate(limit);
@@ -182,9 +126,9 @@ impl QueryService for QueryApi {
             Cursor::Page {
                 t: micros(last.timestamp),
                 i: last.event_id.clone(),
-                s: micros(start),
-                e: micros(end),
-                f: filter_digest(tenant_id, &filter),
+                s: micros(query.start),
+                e: micros(query.end),
+                f: filter_digest(tenant_id, &query.filter),
             }
             .encode()
         } else {
@@ -202,65 +146,10 @@ impl QueryService for QueryApi {
         &self,
         request: Request<v1::ExportEventsRequest>,
     ) -> Result<Response<Self::ExportEventsStream>, Status> {
-        let tenant_id = self.tenant(request.metadata()).await?;
-        let request = request.into_inner();
-        let filter = EventFilter::from_request(
-            &request.event_type,
-            &request.user_id,
-            &request.property_filters,
-        )?;
-        let start = optional_time("start_time", request.start_time.as_ref())?
-            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-        let end = optional_time("end_time", request.end_time.as_ref())?.unwrap_or_else(time::now);
-        let mut after = None;
-        if !request.cursor.is_empty() {
-            let Cursor::Export { t, i, .. } =
-                Cursor::decode("cursor", &request.cursor, tenant_id, &filter)?
-            else {
-                return Err(Error::invalid("cursor", "is not an ExportEvents cursor").into());
-            };
-            after = Some(cursor::position("cursor", t, &i)?);
-        }
-        let mut query = EventQuery {
-            tenant_id,
-            filter: filter.clone(),
-            start,
-            end,
-            order: Order::OldestFirst,
-            after,
-            committed_before: None,
-            limit: STREAM_PAGE,
-        };
+        let (tenant_id, export): (_, ExportEvents) = self.accept(request).await?;
+        let query = export_query(tenant_id, export)?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        let store = Arc::clone(&self.store);
-        let digest = filter_digest(tenant_id, &filter);
-        tokio::spawn(async move {
-            loop {
-                let page = match store.list_events(&query).await {
-                    Ok(page) => page,
-                    Err(error) => {
-                        let _ = sender.send(Err(Status::from(Error::from(error)))).await;
-                        return;
-                    }
-                };
-                let Some(last) = page.last() else { return };
-                query.after = Some(query::Position::of(last));
-                for event in &page {
-                    let cursor = Cursor::Export {
-                        t: micros(event.timestamp),
-                        i: event.event_id.clone(),
-                        f: digest.clone(),
-                    };
-                    let message = v1::ExportEventsResponse {
-                        event: Some(event.to_proto()),
-                        cursor: cursor.encode(),
-                    };
-                    if sender.send(Ok(message)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        tokio::spawn(stream_export(Arc::clone(&self.store), query, sender));
         Ok(Response::new(
             Box::pin(ReceiverStream::new(receiver)) as Self::ExportEventsStream
         ))
@@ -272,20 +161,19 @@ impl QueryService for QueryApi {
         &self,
         request: Request<v1::TailEventsRequest>,
     ) -> Result<Response<Self::TailEventsStream>, Status> {
-        let tenant_id = self.tenant(request.metadata()).await?;
-        let request = request.into_inner();
-        let filter = EventFilter::from_request(
-            &request.event_type,
-            &request.user_id,
-            &request.property_filters,
-        )?;
-        let start = optional_time("start_time", request.start_time.as_ref())?;
-        let resume = match request.cursor.as_str() {
+        let (tenant_id, tail): (_, TailEvents) = self.accept(request).await?;
+        let resume = match tail.cursor.as_str() {
             "" => None,
-            token => Some(Cursor::decode("cursor", token, tenant_id, &filter)?),
+            token => Some(Cursor::decode("cursor", token, tenant_id, &tail.filter)?),
         };
-        let tail =
-            tail::Tail::begin(Arc::clone(&self.store), tenant_id, filter, start, resume).await?;
+        let tail = tail::Tail::begin(
+            Arc::clone(&self.store),
+            tenant_id,
+            tail.filter,
+            tail.start,
+            resume,
+        )
+        .await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         tokio::spawn(tail.run(sender, self.bus.subscribe(), self.shutdown.clone()));
         Ok(Response::new(
@@ -297,21 +185,10 @@ impl QueryService for QueryApi {
         &self,
         request: Request<v1::CountEventsRequest>,
     ) -> Result<Response<v1::CountEventsResponse>, Status> {
-        let tenant_id = self.tenant(request.metadata()).await?;
-        let request = request.into_inner();
-        let (start, end) = window(request.start_time.as_ref(), request.end_time.as_ref())?;
-        self.wait_for(&request.min_watermark).await?;
-        let counts = stats::counts(
-            &*self.store,
-            tenant_id,
-            event_type_filter(&request.event_type)?,
-            start,
-            end,
-            Grouping::Total,
-        )
-        .await?;
+        let (tenant_id, counting): (_, Counting) = self.accept(request).await?;
+        let rows = self.count(tenant_id, &counting).await?;
         Ok(Response::new(v1::CountEventsResponse {
-            count: counts.values().sum(),
+            count: rows.iter().map(|row| row.count).sum(),
         }))
     }
 
@@ -319,34 +196,14 @@ impl QueryService for QueryApi {
         &self,
         request: Request<v1::TopEventTypesRequest>,
     ) -> Result<Response<v1::TopEventTypesResponse>, Status> {
-        let tenant_id = self.tenant(request.metadata()).await?;
-        let request = request.into_inner();
-        let limit = match request.limit {
-            0 => query::DEFAULT_TOP_LIMIT,
-            limit if limit < 0 || limit as usize > query::MAX_TOP_LIMIT => {
-                return Err(Error::invalid(
-                    "limit",
-                    format!("must be 1 to {}, got {limit}", query::MAX_TOP_LIMIT),
-                )
-                .into());
-            }
-            limit => limit as usize,
-        };
-        let (start, end) = window(request.start_time.as_ref(), request.end_time.as_ref())?;
-        self.wait_for(&request.min_watermark).await?;
-        let counts = stats::counts(
-            &*self.store,
-            tenant_id,
-            None,
-            start,
-            end,
-            Grouping::EventType,
-        )
-        .await?;
-        let mut event_types: Vec<v1::EventTypeCount> = counts
+        let (tenant_id, top): (_, TopEventTypes) = self.accept(request).await?;
+        let rows = self.count(tenant_id, &top.counting).await?;
+        let mut event_types: Vec<v1::EventTypeCount> = rows
             .into_iter()
-            .filter_map(|((_, event_type), count)| {
-                event_type.map(|event_type| v1::EventTypeCount { event_type, count })
+            .filter_map(|row| {
+                let count = row.count;
+                row.event_type
+                    .map(|event_type| v1::EventTypeCount { event_type, count })
             })
             .collect();
         event_types.sort_by(|left, right| {
@@ -355,7 +212,7 @@ impl QueryService for QueryApi {
                 .cmp(&left.count)
                 .then_with(|| left.event_type.cmp(&right.event_type))
         });
-        event_types.truncate(limit);
+        event_types.truncate(top.limit);
         Ok(Response::new(v1::TopEventTypesResponse { event_types }))
     }
 
@@ -363,39 +220,111 @@ impl QueryService for QueryApi {
         &self,
         request: Request<v1::EventTimeseriesRequest>,
     ) -> Result<Response<v1::EventTimeseriesResponse>, Status> {
-        let tenant_id = self.tenant(request.metadata()).await?;
-        let request = request.into_inner();
-        let width = match v1::Interval::try_from(request.interval) {
-            Ok(v1::Interval::Minute) => BucketWidth::Minute,
-            Ok(v1::Interval::Hour) => BucketWidth::Hour,
-            Ok(v1::Interval::Day) => BucketWidth::Day,
-            _ => {
-                return Err(Error::invalid(
-                    "interval",
-                    "must be INTERVAL_MINUTE, INTERVAL_HOUR or INTERVAL_DAY",
-                )
-                .into());
-            }
-        };
-        let (start, end) = window(request.start_time.as_ref(), request.end_time.as_ref())?;
-        let starts = stats::bucket_starts(width, start, end, query::MAX_TIMESERIES_BUCKETS)?;
-        self.wait_for(&request.min_watermark).await?;
-        let counts = stats::counts(
-            &*self.store,
-            tenant_id,
-            event_type_filter(&request.event_type)?,
-            start,
-            end,
-            Grouping::Bucket(width),
-        )
-        .await?;
-        let buckets = starts
+        let (tenant_id, series): (_, EventTimeseries) = self.accept(request).await?;
+        let rows = self.count(tenant_id, &series.counting).await?;
+        let counts: HashMap<_, _> = rows
+            .into_iter()
+            .filter_map(|row| Some((row.bucket?, row.count)))
+            .collect();
+        let buckets = series
+            .buckets
             .into_iter()
             .map(|bucket| v1::TimeseriesBucket {
                 start_time: Some(time::to_proto(bucket)),
-                count: counts.get(&(Some(bucket), None)).copied().unwrap_or(0),
+                count: counts.get(&bucket).copied().unwrap_or(0),
             })
             .collect();
         Ok(Response::new(v1::EventTimeseriesResponse { buckets }))
+    }
+}
+
+/// A listing's store query: the window and position of its page token, when it has one
+/// (the first page's resolved window holds for every later page), one row over the page
+/// to tell whether another page follows.
+fn listing_query(tenant_id: TenantId, listing: ListEvents) -> Result<EventQuery, Error> {
+    let (mut start, mut end, mut after) = (listing.start, listing.end, None);
+    if !listing.page_token.is_empty() {
+        let Cursor::Page { t, i, s, e, .. } = Cursor::decode(
+            "page_token",
+            &listing.page_token,
+            tenant_id,
+            &listing.filter,
+        )?
+        else {
+            return Err(Error::invalid(
+                "page_token",
+                "is not a ListEvents page token",
+            ));
+        };
+        start = cursor::time("page_token", s)?;
+        end = cursor::time("page_token", e)?;
+        after = Some(cursor::position("page_token", t, &i)?);
+    }
+    Ok(EventQuery {
+        tenant_id,
+        filter: listing.filter,
+        start,
+        end,
+        order: Order::NewestFirst,
+        after,
+        committed_before: None,
+        limit: listing.page_size + 1,
+    })
+}
+
+/// An export's first store query, resuming after its cursor when it has one.
+fn export_query(tenant_id: TenantId, export: ExportEvents) -> Result<EventQuery, Error> {
+    let mut after = None;
+    if !export.cursor.is_empty() {
+        let Cursor::Export { t, i, .. } =
+            Cursor::decode("cursor", &export.cursor, tenant_id, &export.filter)?
+        else {
+            return Err(Error::invalid("cursor", "is not an ExportEvents cursor"));
+        };
+        after = Some(cursor::position("cursor", t, &i)?);
+    }
+    Ok(EventQuery {
+        tenant_id,
+        filter: export.filter,
+        start: export.start,
+        end: export.end,
+        order: Order::OldestFirst,
+        after,
+        committed_before: None,
+        limit: STREAM_PAGE,
+    })
+}
+
+/// Streams an export page by page until the window is exhausted or the client leaves.
+async fn stream_export(
+    store: Arc<dyn Store>,
+    mut query: EventQuery,
+    sender: mpsc::Sender<Result<v1::ExportEventsResponse, Status>>,
+) {
+    let digest = filter_digest(query.tenant_id, &query.filter);
+    loop {
+        let page = match store.list_events(&query).await {
+            Ok(page) => page,
+            Err(error) => {
+                let _ = sender.send(Err(Status::from(Error::from(error)))).await;
+                return;
+            }
+        };
+        let Some(last) = page.last() else { return };
+        query.after = Some(query::Position::of(last));
+        for event in &page {
+            let cursor = Cursor::Export {
+                t: micros(event.timestamp),
+                i: event.event_id.clone(),
+                f: digest.clone(),
+            };
+            let message = v1::ExportEventsResponse {
+                event: Some(event.to_proto()),
+                cursor: cursor.encode(),
+            };
+            if sender.send(Ok(message)).await.is_err() {
+                return;
+            }
+        }
     }
 }

@@ -447,20 +447,11 @@ impl Store for PgStore {
         read::list_events(&self.read_pool, query).await
     }
 
-    async fn count_raw(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        read::count(&self.read_pool, query, read::CountSource::Events).await
-    }
-
-    async fn count_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        read::count(&self.read_pool, query, read::CountSource::HourlyRollup).await
-    }
-
-    async fn count_minute_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        read::count(&self.read_pool, query, read::CountSource::MinuteRollup).await
-    }
-
-    async fn count_daily_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        read::count(&self.read_pool, query, read::CountSource::DailyRollup).await
+    async fn count(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        crate::counts::tiled(query, read::ROLLUPS, |source, tile| async move {
+            read::count(&self.read_pool, &tile, source).await
+        })
+        .await
     }
 
     fn pool_status(&self) -> crate::PoolStatus {

@@ -10,7 +10,7 @@ use eventline_core::{
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::event_from_row;
-use crate::StoreError;
+use crate::{StoreError, counts::CountSource};
 
 const EVENT_COLUMNS: &str = r#"SELECT tenant_id, event_id, event_type, user_id, session_id, "timestamp",
        client_timestamp, received_at, properties::text"#;
@@ -120,14 +120,9 @@ pub(super) async fn list_committed(
         .collect()
 }
 
-/// Where a count reads from.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum CountSource {
-    Events,
-    MinuteRollup,
-    HourlyRollup,
-    DailyRollup,
-}
+/// The rollups this store keeps, finest first (migrations 0004, 0001 and 0003).
+pub(super) const ROLLUPS: &[BucketWidth] =
+    &[BucketWidth::Minute, BucketWidth::Hour, BucketWidth::Day];
 
 pub(super) async fn count(
     pool: &PgPool,
@@ -136,13 +131,17 @@ pub(super) async fn count(
 ) -> Result<Vec<CountRow>, StoreError> {
     let (time_column, table, total) = match source {
         CountSource::Events => (r#""timestamp""#, "events", "count(*)"),
-        CountSource::MinuteRollup => (
+        CountSource::Rollup(BucketWidth::Minute) => (
             "minute",
             "event_rollups_minutely",
             "sum(event_count)::bigint",
         ),
-        CountSource::HourlyRollup => ("hour", "event_rollups_hourly", "sum(event_count)::bigint"),
-        CountSource::DailyRollup => ("day", "event_rollups_daily", "sum(event_count)::bigint"),
+        CountSource::Rollup(BucketWidth::Hour) => {
+            ("hour", "event_rollups_hourly", "sum(event_count)::bigint")
+        }
+        CountSource::Rollup(BucketWidth::Day) => {
+            ("day", "event_rollups_daily", "sum(event_count)::bigint")
+        }
     };
     let bucket = match query.grouping {
         Grouping::Bucket(width) => {

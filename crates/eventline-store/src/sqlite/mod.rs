@@ -337,12 +337,11 @@ impl Store for SqliteStore {
         read::list_events(&self.pool, query).await
     }
 
-    async fn count_raw(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        read::count(&self.pool, query, read::CountSource::Events).await
-    }
-
-    async fn count_rollup(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        read::count(&self.pool, query, read::CountSource::HourlyRollup).await
+    async fn count(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        crate::counts::tiled(query, read::ROLLUPS, |source, tile| async move {
+            read::count(&self.pool, &tile, source).await
+        })
+        .await
     }
 
     fn pool_status(&self) -> crate::PoolStatus {

@@ -3,12 +3,14 @@
 
 use eventline_core::{
     Event,
-    query::{CommittedQuery, CountQuery, CountRow, EventFilter, EventQuery, Grouping, Order},
+    query::{
+        BucketWidth, CommittedQuery, CountQuery, CountRow, EventFilter, EventQuery, Grouping, Order,
+    },
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{event_from_row, from_micros, micros};
-use crate::StoreError;
+use crate::{StoreError, counts::CountSource};
 
 const EVENT_COLUMNS: &str =
     "SELECT tenant_id, event_id, event_type, user_id, session_id, timestamp_us,
@@ -142,12 +144,8 @@ pub(super) async fn list_committed(
         .collect()
 }
 
-/// Where a count reads from.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum CountSource {
-    Events,
-    HourlyRollup,
-}
+/// The rollups this store keeps, finest first: hours only (migration 0001).
+pub(super) const ROLLUPS: &[BucketWidth] = &[BucketWidth::Hour];
 
 pub(super) async fn count(
     pool: &SqlitePool,
@@ -156,7 +154,14 @@ pub(super) async fn count(
 ) -> Result<Vec<CountRow>, StoreError> {
     let (time_column, table, total) = match source {
         CountSource::Events => ("timestamp_us", "events", "count(*)"),
-        CountSource::HourlyRollup => ("hour_us", "event_rollups_hourly", "sum(event_count)"),
+        CountSource::Rollup(BucketWidth::Hour) => {
+            ("hour_us", "event_rollups_hourly", "sum(event_count)")
+        }
+        CountSource::Rollup(width) => {
+            return Err(StoreError::Internal(format!(
+                "no {width:?} rollup in SQLite"
+            )));
+        }
     };
     let bucket = match query.grouping {
         Grouping::Bucket(width) => {

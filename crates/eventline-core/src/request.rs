@@ -1,0 +1,375 @@
+//! Each read RPC's request as a domain query, in one step: `TryFrom<…Request>` checks
+//! every field and names the one that is wrong, so a handler reads authenticate →
+//! convert → ask the store → convert back. The tenant is not in any request (it comes
+//! from the API key), and page tokens stay opaque strings here: the server binds them to
+//! the tenant and the filter when it decodes them.
+
+use chrono::{DateTime, Utc};
+use eventline_proto::v1;
+use pbjson_types::Timestamp;
+
+use crate::{
+    Error, TenantId,
+    query::{
+        self, BucketWidth, CountQuery, EventFilter, Grouping, MAX_TIMESERIES_BUCKETS, MAX_TOP_LIMIT,
+    },
+    time,
+};
+
+/// The filter of a request with `event_type`, `user_id` and `property_filters` fields.
+macro_rules! filter_of {
+    ($request:expr) => {
+        EventFilter::from_request(
+            &$request.event_type,
+            &$request.user_id,
+            &$request.property_filters,
+        )
+    };
+}
+
+/// Default window of listings and statistics: the 30 days before `end_time`.
+pub const DEFAULT_WINDOW: chrono::Duration = chrono::Duration::days(30);
+
+/// `ListEvents`: one page, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListEvents {
+    pub filter: EventFilter,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub page_size: usize,
+    /// Empty for the first page.
+    pub page_token: String,
+    pub min_watermark: String,
+}
+
+impl TryFrom<v1::ListEventsRequest> for ListEvents {
+    type Error = Error;
+
+    fn try_from(request: v1::ListEventsRequest) -> Result<Self, Error> {
+        let (start, end) = window(request.start_time.as_ref(), request.end_time.as_ref())?;
+        Ok(Self {
+            filter: filter_of!(request)?,
+            start,
+            end,
+            page_size: page_size(request.page_size)?,
+            page_token: request.page_token,
+            min_watermark: request.min_watermark,
+        })
+    }
+}
+
+/// `ExportEvents`: everything in the window, oldest first; by default all of history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportEvents {
+    pub filter: EventFilter,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Empty to start at `start`.
+    pub cursor: String,
+}
+
+impl TryFrom<v1::ExportEventsRequest> for ExportEvents {
+    type Error = Error;
+
+    fn try_from(request: v1::ExportEventsRequest) -> Result<Self, Error> {
+        Ok(Self {
+            filter: filter_of!(request)?,
+            start: optional_time("start_time", request.start_time.as_ref())?
+                .unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+            end: optional_time("end_time", request.end_time.as_ref())?.unwrap_or_else(time::now),
+            cursor: request.cursor,
+        })
+    }
+}
+
+/// `TailEvents`: history from `start` (when set), then every commit as it lands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TailEvents {
+    pub filter: EventFilter,
+    pub start: Option<DateTime<Utc>>,
+    /// Empty for a new tail.
+    pub cursor: String,
+}
+
+impl TryFrom<v1::TailEventsRequest> for TailEvents {
+    type Error = Error;
+
+    fn try_from(request: v1::TailEventsRequest) -> Result<Self, Error> {
+        Ok(Self {
+            filter: filter_of!(request)?,
+            start: optional_time("start_time", request.start_time.as_ref())?,
+            cursor: request.cursor,
+        })
+    }
+}
+
+/// A count in a window, grouped one way: what `CountEvents`, `TopEventTypes` and
+/// `EventTimeseries` each ask the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Counting {
+    pub event_type: Option<String>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub grouping: Grouping,
+    pub min_watermark: String,
+}
+
+impl Counting {
+    fn new(
+        event_type: &str,
+        start_time: Option<&Timestamp>,
+        end_time: Option<&Timestamp>,
+        grouping: Grouping,
+        min_watermark: String,
+    ) -> Result<Self, Error> {
+        let (start, end) = window(start_time, end_time)?;
+        Ok(Self {
+            // Checked like every other filter.
+            event_type: EventFilter::from_request(event_type, "", &[])?.event_type,
+            start,
+            end,
+            grouping,
+            min_watermark,
+        })
+    }
+
+    /// The store's question for `tenant_id`.
+    pub fn query(&self, tenant_id: TenantId) -> CountQuery {
+        CountQuery {
+            tenant_id,
+            event_type: self.event_type.clone(),
+            start: self.start,
+            end: self.end,
+            grouping: self.grouping,
+        }
+    }
+}
+
+impl TryFrom<v1::CountEventsRequest> for Counting {
+    type Error = Error;
+
+    fn try_from(request: v1::CountEventsRequest) -> Result<Self, Error> {
+        Self::new(
+            &request.event_type,
+            request.start_time.as_ref(),
+            request.end_time.as_ref(),
+            Grouping::Total,
+            request.min_watermark,
+        )
+    }
+}
+
+/// `TopEventTypes`: counts per type, the `limit` largest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopEventTypes {
+    pub counting: Counting,
+    pub limit: usize,
+}
+
+impl TryFrom<v1::TopEventTypesRequest> for TopEventTypes {
+    type Error = Error;
+
+    fn try_from(request: v1::TopEventTypesRequest) -> Result<Self, Error> {
+        let limit = match request.limit {
+            0 => query::DEFAULT_TOP_LIMIT,
+            limit if limit < 0 || limit as usize > MAX_TOP_LIMIT => {
+                return Err(Error::invalid(
+                    "limit",
+                    format!("must be 1 to {MAX_TOP_LIMIT}, got {limit}"),
+                ));
+            }
+            limit => limit as usize,
+        };
+        Ok(Self {
+            counting: Counting::new(
+                "",
+                request.start_time.as_ref(),
+                request.end_time.as_ref(),
+                Grouping::EventType,
+                request.min_watermark,
+            )?,
+            limit,
+        })
+    }
+}
+
+/// `EventTimeseries`: counts per bucket, every bucket of the window listed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventTimeseries {
+    pub counting: Counting,
+    /// The start of every bucket, in order, from the bucket holding `start`.
+    pub buckets: Vec<DateTime<Utc>>,
+}
+
+impl TryFrom<v1::EventTimeseriesRequest> for EventTimeseries {
+    type Error = Error;
+
+    fn try_from(request: v1::EventTimeseriesRequest) -> Result<Self, Error> {
+        let width = match v1::Interval::try_from(request.interval) {
+            Ok(v1::Interval::Minute) => BucketWidth::Minute,
+            Ok(v1::Interval::Hour) => BucketWidth::Hour,
+            Ok(v1::Interval::Day) => BucketWidth::Day,
+            _ => {
+                return Err(Error::invalid(
+                    "interval",
+                    "must be INTERVAL_MINUTE, INTERVAL_HOUR or INTERVAL_DAY",
+                ));
+            }
+        };
+        let counting = Counting::new(
+            &request.event_type,
+            request.start_time.as_ref(),
+            request.end_time.as_ref(),
+            Grouping::Bucket(width),
+            request.min_watermark,
+        )?;
+        let buckets = bucket_starts(width, counting.start, counting.end)?;
+        Ok(Self { counting, buckets })
+    }
+}
+
+/// A `page_size` field: 0 is the default, at most [`query::MAX_PAGE_SIZE`].
+pub fn page_size(requested: i32) -> Result<usize, Error> {
+    match requested {
+        0 => Ok(query::DEFAULT_PAGE_SIZE),
+        size if size < 0 => Err(Error::invalid("page_size", "must not be negative")),
+        size if size as usize > query::MAX_PAGE_SIZE => Err(Error::invalid(
+            "page_size",
+            format!("must be at most {}, got {size}", query::MAX_PAGE_SIZE),
+        )),
+        size => Ok(size as usize),
+    }
+}
+
+/// An optional timestamp field, named in the error when it is invalid.
+pub fn optional_time(
+    field: &str,
+    timestamp: Option<&Timestamp>,
+) -> Result<Option<DateTime<Utc>>, Error> {
+    timestamp
+        .map(|timestamp| {
+            time::from_proto(timestamp)
+                .ok_or_else(|| Error::invalid(field, "must be a valid timestamp"))
+        })
+        .transpose()
+}
+
+/// Resolves `[start_time, end_time)`: end defaults to now, start to 30 days before end.
+fn window(
+    start_time: Option<&Timestamp>,
+    end_time: Option<&Timestamp>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), Error> {
+    let end = optional_time("end_time", end_time)?.unwrap_or_else(time::now);
+    let start = optional_time("start_time", start_time)?.unwrap_or(end - DEFAULT_WINDOW);
+    if start >= end {
+        return Err(Error::invalid("start_time", "must be before end_time"));
+    }
+    Ok((start, end))
+}
+
+/// The bucket starts of a series over `[start, end)`, refusing more than
+/// [`MAX_TIMESERIES_BUCKETS`].
+fn bucket_starts(
+    width: BucketWidth,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Vec<DateTime<Utc>>, Error> {
+    let first = width.floor(start);
+    let span = (end - first).num_microseconds().unwrap_or(i64::MAX);
+    let buckets = span / width.micros() + i64::from(span % width.micros() != 0);
+    if buckets > MAX_TIMESERIES_BUCKETS {
+        return Err(Error::invalid(
+            "start_time",
+            format!(
+                "the window holds {buckets} buckets of this interval; at most {MAX_TIMESERIES_BUCKETS} are allowed"
+            ),
+        ));
+    }
+    let step = chrono::Duration::microseconds(width.micros());
+    Ok((0..buckets)
+        .map(|index| first + step * index as i32)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(text: &str) -> Option<Timestamp> {
+        let time = DateTime::parse_from_rfc3339(text).unwrap();
+        Some(time::to_proto(time.with_timezone(&Utc)))
+    }
+
+    #[test]
+    fn a_timeseries_lists_every_bucket_from_the_aligned_start() {
+        let series = EventTimeseries::try_from(v1::EventTimeseriesRequest {
+            interval: v1::Interval::Hour as i32,
+            start_time: stamp("2026-11-20T10:30:00Z"),
+            end_time: stamp("2026-11-20T13:00:00Z"),
+            ..Default::default()
+        })
+        .unwrap();
+        let hours: Vec<String> = series
+            .buckets
+            .iter()
+            .map(|start| start.format("%H:%M").to_string())
+            .collect();
+        assert_eq!(hours, ["10:00", "11:00", "12:00"]);
+        assert_eq!(
+            series.counting.grouping,
+            Grouping::Bucket(BucketWidth::Hour)
+        );
+    }
+
+    #[test]
+    fn too_many_buckets_is_an_error_naming_start_time() {
+        let error = EventTimeseries::try_from(v1::EventTimeseriesRequest {
+            interval: v1::Interval::Minute as i32,
+            start_time: stamp("2026-01-01T00:00:00Z"),
+            end_time: stamp("2026-02-01T00:00:00Z"),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("start_time"), "{error}");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let error = ListEvents::try_from(v1::ListEventsRequest {
+            page_size: -1,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("page_size"), "{error}");
+        let error = TopEventTypes::try_from(v1::TopEventTypesRequest {
+            limit: 1001,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("limit"), "{error}");
+        let error = Counting::try_from(v1::CountEventsRequest {
+            start_time: stamp("2026-11-20T10:00:00Z"),
+            end_time: stamp("2026-11-20T09:00:00Z"),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("start_time"), "{error}");
+        let error = EventTimeseries::try_from(v1::EventTimeseriesRequest::default()).unwrap_err();
+        assert!(error.to_string().contains("interval"), "{error}");
+        let error = ExportEvents::try_from(v1::ExportEventsRequest {
+            property_filters: vec!["no operator".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("property_filters[0]"), "{error}");
+    }
+
+    #[test]
+    fn the_default_window_is_the_last_30_days() {
+        let listing = ListEvents::try_from(v1::ListEventsRequest::default()).unwrap();
+        assert_eq!(listing.end - listing.start, DEFAULT_WINDOW);
+        assert_eq!(listing.page_size, query::DEFAULT_PAGE_SIZE);
+        let export = ExportEvents::try_from(v1::ExportEventsRequest::default()).unwrap();
+        assert_eq!(export.start, DateTime::<Utc>::UNIX_EPOCH);
+    }
+}
