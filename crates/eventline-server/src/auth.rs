@@ -281,46 +281,50 @@ impl Authenticator {
     }
 }
 
-/// Admits a call to `grpc_path` from its headers alone, before anything of its body is
-/// read: the key must meet the path's requirement, and while the store is known to be
-/// down, calls that need it fail at once. The gRPC middleware and the REST gateway both
-/// ask here.
-pub(crate) async fn admit(
-    authenticator: &Authenticator,
-    readiness: &crate::readiness::Readiness,
-    headers: &http::HeaderMap,
-    grpc_path: &str,
-) -> Result<(), Error> {
-    let requirement = Requirement::of_grpc_path(grpc_path);
-    if requirement == Requirement::Nothing {
-        return Ok(());
+/// What a request must pass before its body is read, shared by the gRPC middleware and
+/// the REST gateway: the key checked from its headers, the store's readiness (one source,
+/// also behind `grpc.health.v1` and `/readyz`), and the request memory budget its body is
+/// then read into.
+#[derive(Debug, Clone)]
+pub(crate) struct Admission {
+    pub(crate) authenticator: Authenticator,
+    pub(crate) readiness: crate::readiness::Readiness,
+    pub(crate) budget: crate::budget::MemoryBudget,
+}
+
+impl Admission {
+    /// Admits a call to `grpc_path` from its headers alone: the key must meet the path's
+    /// requirement, and while the store is known to be down, calls that need it fail at
+    /// once.
+    pub(crate) async fn admit(
+        &self,
+        headers: &http::HeaderMap,
+        grpc_path: &str,
+    ) -> Result<(), Error> {
+        let requirement = Requirement::of_grpc_path(grpc_path);
+        if requirement == Requirement::Nothing {
+            return Ok(());
+        }
+        if self.readiness.store_down() {
+            return Err(Error::Unavailable {
+                what: "the database is unavailable".into(),
+                retry_after: std::time::Duration::from_secs(1),
+            });
+        }
+        self.authenticator.check(headers, requirement).await
     }
-    if readiness.store_down() {
-        return Err(Error::Unavailable {
-            what: "the database is unavailable".into(),
-            retry_after: std::time::Duration::from_secs(1),
-        });
-    }
-    authenticator.check(headers, requirement).await
 }
 
 /// Middleware on the gRPC routes: a call is authenticated before any of its messages is
 /// read, so a client without a valid key cannot make the server buffer anything.
 pub(crate) async fn authenticate_before_reading(
-    axum::extract::State((authenticator, readiness)): axum::extract::State<(
-        Authenticator,
-        crate::readiness::Readiness,
-    )>,
+    axum::extract::State(admission): axum::extract::State<Admission>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    match admit(
-        &authenticator,
-        &readiness,
-        request.headers(),
-        request.uri().path(),
-    )
-    .await
+    match admission
+        .admit(request.headers(), request.uri().path())
+        .await
     {
         Ok(()) => next.run(request).await,
         Err(error) => tonic::Status::from(error).into_http(),

@@ -61,6 +61,17 @@ pub(crate) struct Shared {
     pub(crate) stop: watch::Receiver<bool>,
 }
 
+impl Shared {
+    /// The checks both ports run before reading a request's body.
+    fn admission(&self) -> auth::Admission {
+        auth::Admission {
+            authenticator: self.auth.clone(),
+            readiness: self.readiness.clone(),
+            budget: self.budget.clone(),
+        }
+    }
+}
+
 /// Wakes tails on this replica when any replica commits (PostgreSQL only).
 pub(crate) fn spawn_commit_listener(config: &Config, bus: &CommitBus) -> Option<JoinHandle<()>> {
     let url = config
@@ -149,7 +160,7 @@ pub(crate) fn grpc_routes(
                 budget::limit_grpc_body,
             ))
             .layer(axum::middleware::from_fn_with_state(
-                (shared.auth.clone(), shared.readiness.clone()),
+                shared.admission(),
                 auth::authenticate_before_reading,
             ))
             .layer(metrics::RpcMetricsLayer)
@@ -190,14 +201,8 @@ pub(crate) fn spawn_http_listener(
         max_body_bytes: eventline_core::limits::MAX_MESSAGE_BYTES,
         cors_origins: config.http.cors_origins.clone(),
     };
-    let rest = gateway::Gateway::router(
-        grpc_routes.clone(),
-        shared.auth.clone(),
-        shared.readiness.clone(),
-        shared.budget.clone(),
-        &options,
-    )
-    .map_err(ServeError::Config)?;
+    let rest = gateway::Gateway::router(grpc_routes.clone(), shared.admission(), &options)
+        .map_err(ServeError::Config)?;
     let limits = ConnectionLimits {
         max_connections: config.http.max_connections as usize,
         first_byte_timeout: Duration::from_millis(config.http.header_read_timeout_ms),

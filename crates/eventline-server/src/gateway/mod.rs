@@ -26,24 +26,20 @@ use http::{HeaderMap, StatusCode};
 use prost_reflect::{DescriptorPool, DynamicMessage, Value};
 use tonic::{Status, service::Routes};
 
-use crate::{
-    auth::{self, Authenticator},
-    budget::MemoryBudget,
-    readiness::Readiness,
-};
+use crate::auth::Admission;
 pub(crate) use server::{cors, serve};
 
 /// The full name of Track, whose REST form answers 201/200 and reads `Idempotency-Key`.
 const TRACK: &str = "eventline.v1.IngestService.Track";
 
-/// What every gateway request needs.
+/// What every gateway request needs: the route table, the tonic routes every call goes
+/// through, and the admission checks the gRPC port runs too (the key is checked before
+/// a body is read, and the body is read into the shared memory budget).
 #[derive(Debug)]
 pub(crate) struct Gateway {
     routes: Vec<routes::Route>,
     grpc: Routes,
-    authenticator: Authenticator,
-    readiness: Readiness,
-    budget: MemoryBudget,
+    admission: Admission,
     request_timeout: Duration,
     body_read_timeout: Duration,
     max_body_bytes: usize,
@@ -62,9 +58,7 @@ impl Gateway {
     /// A gateway calling `grpc`; fails if the descriptor set's annotations are unusable.
     pub(crate) fn router(
         grpc: Routes,
-        authenticator: Authenticator,
-        readiness: Readiness,
-        budget: MemoryBudget,
+        admission: Admission,
         options: &GatewayOptions,
     ) -> Result<Router, String> {
         let pool = DescriptorPool::decode(eventline_proto::FILE_DESCRIPTOR_SET)
@@ -74,9 +68,7 @@ impl Gateway {
         let gateway = Arc::new(Gateway {
             routes,
             grpc,
-            authenticator,
-            readiness,
-            budget,
+            admission,
             request_timeout: options.request_timeout,
             body_read_timeout: options.body_read_timeout,
             max_body_bytes: options.max_body_bytes,
@@ -113,7 +105,7 @@ impl Gateway {
 
 /// Readiness as the health task last saw it: answers at once, whatever the database does.
 async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
-    gateway.readiness.readyz()
+    gateway.admission.readiness.readyz()
 }
 
 /// Records `eventline_http_requests_total{route, status}` and the time to the response
@@ -163,45 +155,20 @@ impl Gateway {
 async fn dispatch(gateway: &Gateway, request: Request, matched: Matched<'_>) -> Response {
     let (parts, body) = request.into_parts();
     let Some((route, variables)) = matched else {
-        let allowed: Vec<&str> = gateway
-            .routes
-            .iter()
-            .filter(|route| route.matches(parts.uri.path()).is_some())
-            .map(|route| route.method.as_str())
-            .collect();
-        if !allowed.is_empty() {
-            let mut response = response::error_response(&Status::unimplemented(format!(
-                "{} is not allowed on {}",
-                parts.method,
-                parts.uri.path()
-            )));
-            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-            if let Ok(allow) = http::HeaderValue::from_str(&allowed.join(", ")) {
-                response.headers_mut().insert(http::header::ALLOW, allow);
-            }
-            return response;
-        }
-        let status = Status::not_found(format!(
-            "no route for {} {}",
-            parts.method,
-            parts.uri.path()
-        ));
-        return response::error_response(&status);
+        return gateway.unmatched(&parts.method, parts.uri.path());
     };
     // The key is checked from the headers before a byte of the body is read.
-    let admitted = auth::admit(
-        &gateway.authenticator,
-        &gateway.readiness,
-        &parts.headers,
-        &route.grpc_path(),
-    )
-    .await;
+    let admitted = gateway
+        .admission
+        .admit(&parts.headers, &route.grpc_path())
+        .await;
     if let Err(error) = admitted {
         return response::error_response(&Status::from(error));
     }
+    // The body's memory stays charged to the budget until the call has answered.
     let (body, _charge) = match body::read(
         body,
-        &gateway.budget,
+        &gateway.admission.budget,
         gateway.max_body_bytes,
         gateway.body_read_timeout,
     )
@@ -210,41 +177,88 @@ async fn dispatch(gateway: &Gateway, request: Request, matched: Matched<'_>) -> 
         Ok(read) => read,
         Err(refusal) => return refusal,
     };
-    if route.body_required() && body.iter().all(u8::is_ascii_whitespace) {
-        return response::error_response(&Status::from(Error::invalid(
-            "body",
-            "is required: send a JSON object",
-        )));
-    }
-    let (message, undecodable) = match request::build(route, variables, parts.uri.query(), &body) {
-        Ok(built) => built,
-        Err(error) => return response::error_response(&Status::from(error)),
-    };
-    let message = match apply_idempotency_key(route, &parts.headers, message) {
-        Ok(message) => message,
-        Err(error) => return response::error_response(&Status::from(error)),
-    };
-    if route.rpc.is_server_streaming() {
-        return match call::call(&gateway.grpc, &route.grpc_path(), &parts.headers, &message).await {
-            Ok(answer) => response::ndjson_response(call::messages(answer, route.rpc.output())),
-            Err(status) => response::error_response(&status),
-        };
-    }
-    let unary = async {
-        let answer =
-            call::call(&gateway.grpc, &route.grpc_path(), &parts.headers, &message).await?;
-        call::unary(answer, route.rpc.output()).await
-    };
-    match tokio::time::timeout(gateway.request_timeout, unary).await {
-        Ok(Ok(reply)) => {
-            let reply = undecodable.merge_into(reply);
-            let status = success_status(route, &reply);
-            response::json_response(status, &response::to_json(&reply))
+    match message(route, variables, &parts, &body) {
+        Ok((message, undecodable)) => {
+            gateway
+                .call(route, &parts.headers, message, undecodable)
+                .await
         }
-        Ok(Err(status)) => response::error_response(&status),
-        Err(_) => response::error_response(&Status::deadline_exceeded(
-            "the request took longer than the request timeout",
-        )),
+        Err(error) => response::error_response(&Status::from(error)),
+    }
+}
+
+/// The RPC's request message: the body, path variables and query parameters decoded as
+/// proto3 JSON, with `Idempotency-Key` applied.
+fn message(
+    route: &routes::Route,
+    variables: Vec<(String, String)>,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<(DynamicMessage, batch::UndecodableEvents), Error> {
+    if route.body_required() && body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::invalid("body", "is required: send a JSON object"));
+    }
+    let (message, undecodable) = request::build(route, variables, parts.uri.query(), body)?;
+    Ok((
+        apply_idempotency_key(route, &parts.headers, message)?,
+        undecodable,
+    ))
+}
+
+impl Gateway {
+    /// 405 with `Allow` when another method has the path, else 404.
+    fn unmatched(&self, method: &http::Method, path: &str) -> Response {
+        let allowed: Vec<&str> = self
+            .routes
+            .iter()
+            .filter(|route| route.matches(path).is_some())
+            .map(|route| route.method.as_str())
+            .collect();
+        if allowed.is_empty() {
+            return response::error_response(&Status::not_found(format!(
+                "no route for {method} {path}"
+            )));
+        }
+        let mut response = response::error_response(&Status::unimplemented(format!(
+            "{method} is not allowed on {path}"
+        )));
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        if let Ok(allow) = http::HeaderValue::from_str(&allowed.join(", ")) {
+            response.headers_mut().insert(http::header::ALLOW, allow);
+        }
+        response
+    }
+
+    /// Calls the route's RPC through the tonic routes: a stream becomes NDJSON, a unary
+    /// reply JSON within the request timeout.
+    async fn call(
+        &self,
+        route: &routes::Route,
+        headers: &HeaderMap,
+        message: DynamicMessage,
+        undecodable: batch::UndecodableEvents,
+    ) -> Response {
+        if route.rpc.is_server_streaming() {
+            return match call::call(&self.grpc, &route.grpc_path(), headers, &message).await {
+                Ok(answer) => response::ndjson_response(call::messages(answer, route.rpc.output())),
+                Err(status) => response::error_response(&status),
+            };
+        }
+        let unary = async {
+            let answer = call::call(&self.grpc, &route.grpc_path(), headers, &message).await?;
+            call::unary(answer, route.rpc.output()).await
+        };
+        match tokio::time::timeout(self.request_timeout, unary).await {
+            Ok(Ok(reply)) => {
+                let reply = undecodable.merge_into(reply);
+                let status = success_status(route, &reply);
+                response::json_response(status, &response::to_json(&reply))
+            }
+            Ok(Err(status)) => response::error_response(&status),
+            Err(_) => response::error_response(&Status::deadline_exceeded(
+                "the request took longer than the request timeout",
+            )),
+        }
     }
 }
 

@@ -53,86 +53,8 @@ pub(crate) fn document(pool: &DescriptorPool, routes: &[Route]) -> Value {
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     let mut operation_ids: HashMap<String, usize> = HashMap::new();
     for route in routes {
-        let rpc = &route.rpc;
-        let base_id = format!("{}_{}", rpc.parent_service().name(), rpc.name());
-        let seen = operation_ids.entry(base_id.clone()).or_default();
-        *seen += 1;
-        let operation_id = if *seen == 1 {
-            base_id
-        } else {
-            format!("{base_id}{seen}")
-        };
-        let input = rpc.input();
-        let path_fields: Vec<String> = route
-            .segments
-            .iter()
-            .filter_map(|segment| match segment {
-                Segment::Variable { field, .. } => Some(field.clone()),
-                Segment::Literal(_) => None,
-            })
-            .collect();
-        let mut parameters: Vec<Value> = path_fields
-            .iter()
-            .map(|name| {
-                let field = input.get_field_by_name(name);
-                json!({
-                    "name": name,
-                    "in": "path",
-                    "required": true,
-                    "description": field.as_ref().and_then(|field| comments.get(&field.parent_file(), field.path())).unwrap_or_default(),
-                    "schema": {"type": "string"},
-                })
-            })
-            .collect();
-        if route.body == BodyTarget::None {
-            for field in input
-                .fields()
-                .filter(|field| !path_fields.contains(&field.name().to_owned()))
-            {
-                let Some(schema) = query_schema(&field) else {
-                    continue;
-                };
-                parameters.push(json!({
-                    "name": field.name(),
-                    "in": "query",
-                    "description": comments.get(&field.parent_file(), field.path()).unwrap_or_default(),
-                    "schema": schema,
-                    "explode": true,
-                }));
-            }
-        }
-        let mut operation = json!({
-            "operationId": operation_id,
-            "tags": [rpc.parent_service().name()],
-            "summary": rpc.name(),
-            "description": comments.get(&rpc.parent_file(), rpc.path()).unwrap_or_default(),
-            "parameters": parameters,
-            "responses": responses(rpc.output(), rpc.is_server_streaming(), &mut schemas, &comments),
-        });
-        let body_schema = match &route.body {
-            BodyTarget::None => None,
-            BodyTarget::Whole => Some(schema_ref(&input, &mut schemas, &comments)),
-            BodyTarget::Field(name) => input
-                .get_field_by_name(name)
-                .map(|field| field_schema(&field, &mut schemas, &comments)),
-        };
-        if let Some(schema) = body_schema {
-            operation["requestBody"] = json!({"required": route.body_required(), "content": {"application/json": {"schema": schema}}});
-        }
-        if rpc.full_name() == super::TRACK {
-            if let Some(parameters) = operation["parameters"].as_array_mut() {
-                parameters.push(json!({
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "description": "Used as the event_id when the body sets none.",
-                    "schema": {"type": "string"},
-                }));
-            }
-            operation["responses"]["201"] = operation["responses"]["200"].clone();
-            operation["responses"]["201"]["description"] = json!("The event was stored.");
-            operation["responses"]["200"]["description"] =
-                json!("The event was already stored (duplicate).");
-        }
+        let operation_id = operation_id(route, &mut operation_ids);
+        let operation = operation(route, operation_id, &mut schemas, &comments);
         let path = format!("/{}", route.template.trim_start_matches('/'));
         paths
             .entry(path)
@@ -140,6 +62,129 @@ pub(crate) fn document(pool: &DescriptorPool, routes: &[Route]) -> Value {
             .insert(route.method.as_str().to_ascii_lowercase(), operation);
     }
     schemas.insert("Error".to_owned(), error_schema());
+    envelope(paths, schemas)
+}
+
+/// A unique operationId: `Service_Method`, numbered from the RPC's second route on.
+fn operation_id(route: &Route, seen: &mut HashMap<String, usize>) -> String {
+    let rpc = &route.rpc;
+    let base_id = format!("{}_{}", rpc.parent_service().name(), rpc.name());
+    let seen = seen.entry(base_id.clone()).or_default();
+    *seen += 1;
+    if *seen == 1 {
+        base_id
+    } else {
+        format!("{base_id}{seen}")
+    }
+}
+
+/// The operation of `route`: its parameters, request body and responses.
+fn operation(
+    route: &Route,
+    operation_id: String,
+    schemas: &mut BTreeMap<String, Value>,
+    comments: &Comments,
+) -> Value {
+    let rpc = &route.rpc;
+    let input = rpc.input();
+    let parameters = parameters(route, &input, comments);
+    let mut operation = json!({
+        "operationId": operation_id,
+        "tags": [rpc.parent_service().name()],
+        "summary": rpc.name(),
+        "description": comments.get(&rpc.parent_file(), rpc.path()).unwrap_or_default(),
+        "parameters": parameters,
+        "responses": responses(rpc.output(), rpc.is_server_streaming(), schemas, comments),
+    });
+    if let Some(schema) = body_schema(route, &input, schemas, comments) {
+        operation["requestBody"] = json!({"required": route.body_required(), "content": {"application/json": {"schema": schema}}});
+    }
+    if rpc.full_name() == super::TRACK {
+        document_track(&mut operation);
+    }
+    operation
+}
+
+/// The path variables of `route`, then, without a body, the other `input` fields as queries.
+fn parameters(route: &Route, input: &MessageDescriptor, comments: &Comments) -> Vec<Value> {
+    let path_fields: Vec<String> = route
+        .segments
+        .iter()
+        .filter_map(|segment| match segment {
+            Segment::Variable { field, .. } => Some(field.clone()),
+            Segment::Literal(_) => None,
+        })
+        .collect();
+    let mut parameters: Vec<Value> = path_fields
+        .iter()
+        .map(|name| {
+            let field = input.get_field_by_name(name);
+            json!({
+                "name": name,
+                "in": "path",
+                "required": true,
+                "description": field.as_ref().and_then(|field| comments.get(&field.parent_file(), field.path())).unwrap_or_default(),
+                "schema": {"type": "string"},
+            })
+        })
+        .collect();
+    if route.body == BodyTarget::None {
+        for field in input
+            .fields()
+            .filter(|field| !path_fields.contains(&field.name().to_owned()))
+        {
+            let Some(schema) = query_schema(&field) else {
+                continue;
+            };
+            parameters.push(json!({
+                "name": field.name(),
+                "in": "query",
+                "description": comments.get(&field.parent_file(), field.path()).unwrap_or_default(),
+                "schema": schema,
+                "explode": true,
+            }));
+        }
+    }
+    parameters
+}
+
+/// The request body's schema, if `route` takes one: the whole `input` or one of its fields.
+fn body_schema(
+    route: &Route,
+    input: &MessageDescriptor,
+    schemas: &mut BTreeMap<String, Value>,
+    comments: &Comments,
+) -> Option<Value> {
+    match &route.body {
+        BodyTarget::None => None,
+        BodyTarget::Whole => Some(schema_ref(input, schemas, comments)),
+        BodyTarget::Field(name) => input
+            .get_field_by_name(name)
+            .map(|field| field_schema(&field, schemas, comments)),
+    }
+}
+
+/// Track's extras: the Idempotency-Key header, and 201 (stored) beside 200 (duplicate).
+fn document_track(operation: &mut Value) {
+    if let Some(parameters) = operation["parameters"].as_array_mut() {
+        parameters.push(json!({
+            "name": "Idempotency-Key",
+            "in": "header",
+            "description": "Used as the event_id when the body sets none.",
+            "schema": {"type": "string"},
+        }));
+    }
+    operation["responses"]["201"] = operation["responses"]["200"].clone();
+    operation["responses"]["201"]["description"] = json!("The event was stored.");
+    operation["responses"]["200"]["description"] =
+        json!("The event was already stored (duplicate).");
+}
+
+/// The document around `paths` and `schemas`: its info, security and security schemes.
+fn envelope(
+    paths: BTreeMap<String, Map<String, Value>>,
+    schemas: BTreeMap<String, Value>,
+) -> Value {
     json!({
         "openapi": "3.0.3",
         "info": {
