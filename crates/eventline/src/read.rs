@@ -7,7 +7,7 @@ use std::io::Write;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
-use eventline_client::v1;
+use eventline_client::{Client, v1};
 use futures::{StreamExt, TryStreamExt};
 use pbjson_types::Timestamp;
 
@@ -154,78 +154,117 @@ pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
             filter,
             window,
             limit,
-        } => {
-            let mut events = std::pin::pin!(
-                client
-                    .list_events(v1::ListEventsRequest {
-                        event_type: filter.event_type.unwrap_or_default(),
-                        user_id: filter.user_id.unwrap_or_default(),
-                        property_filters: filter.props,
-                        start_time: optional_time("start", &window.start)?,
-                        end_time: optional_time("end", &window.end)?,
-                        page_size: limit.clamp(1, 1000) as i32,
-                        ..Default::default()
-                    })
-                    .take(limit)
-            );
-            while let Some(event) = events.try_next().await? {
-                print_event(&mut out, &event)?;
-            }
-        }
+        } => list(&client, &mut out, filter, &window, limit).await,
         QueryCommand::Count { window, event_type } => {
-            let count = client
-                .count_events(v1::CountEventsRequest {
-                    event_type: event_type.unwrap_or_default(),
-                    start_time: optional_time("start", &window.start)?,
-                    end_time: optional_time("end", &window.end)?,
-                    ..Default::default()
-                })
-                .await?;
-            writeln!(out, "{count}")?;
+            count(&client, &mut out, &window, event_type).await
         }
-        QueryCommand::Top { window, limit } => {
-            let rows = client
-                .top_event_types(v1::TopEventTypesRequest {
-                    start_time: optional_time("start", &window.start)?,
-                    end_time: optional_time("end", &window.end)?,
-                    limit,
-                    ..Default::default()
-                })
-                .await?;
-            for row in rows {
-                writeln!(out, "{}\t{}", row.event_type, row.count)?;
-            }
-        }
+        QueryCommand::Top { window, limit } => top(&client, &mut out, &window, limit).await,
         QueryCommand::Series {
             window,
             event_type,
             interval,
-        } => {
-            let interval = match interval {
-                Interval::Minute => v1::Interval::Minute,
-                Interval::Hour => v1::Interval::Hour,
-                Interval::Day => v1::Interval::Day,
-            };
-            let buckets = client
-                .timeseries(v1::EventTimeseriesRequest {
-                    event_type: event_type.unwrap_or_default(),
-                    start_time: optional_time("start", &window.start)?,
-                    end_time: optional_time("end", &window.end)?,
-                    interval: interval as i32,
-                    ..Default::default()
-                })
-                .await?;
-            for bucket in buckets {
-                let start = bucket
-                    .start_time
-                    .as_ref()
-                    .and_then(eventline_core::time::from_proto);
-                let start = start
-                    .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_default();
-                writeln!(out, "{start}\t{}", bucket.count)?;
-            }
-        }
+        } => series(&client, &mut out, &window, event_type, interval).await,
+    }
+}
+
+/// `query list`: up to `limit` matching events as NDJSON, over as many pages as needed.
+async fn list(
+    client: &Client,
+    out: &mut impl Write,
+    filter: FilterArgs,
+    window: &WindowArgs,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let mut events = std::pin::pin!(
+        client
+            .list_events(v1::ListEventsRequest {
+                event_type: filter.event_type.unwrap_or_default(),
+                user_id: filter.user_id.unwrap_or_default(),
+                property_filters: filter.props,
+                start_time: optional_time("start", &window.start)?,
+                end_time: optional_time("end", &window.end)?,
+                page_size: limit.clamp(1, 1000) as i32,
+                ..Default::default()
+            })
+            .take(limit)
+    );
+    while let Some(event) = events.try_next().await? {
+        print_event(out, &event)?;
+    }
+    Ok(())
+}
+
+/// `query count`: the number of matching events, on one line.
+async fn count(
+    client: &Client,
+    out: &mut impl Write,
+    window: &WindowArgs,
+    event_type: Option<String>,
+) -> anyhow::Result<()> {
+    let count = client
+        .count_events(v1::CountEventsRequest {
+            event_type: event_type.unwrap_or_default(),
+            start_time: optional_time("start", &window.start)?,
+            end_time: optional_time("end", &window.end)?,
+            ..Default::default()
+        })
+        .await?;
+    writeln!(out, "{count}")?;
+    Ok(())
+}
+
+/// `query top`: the most frequent event types, one `type<TAB>count` line each.
+async fn top(
+    client: &Client,
+    out: &mut impl Write,
+    window: &WindowArgs,
+    limit: i32,
+) -> anyhow::Result<()> {
+    let rows = client
+        .top_event_types(v1::TopEventTypesRequest {
+            start_time: optional_time("start", &window.start)?,
+            end_time: optional_time("end", &window.end)?,
+            limit,
+            ..Default::default()
+        })
+        .await?;
+    for row in rows {
+        writeln!(out, "{}\t{}", row.event_type, row.count)?;
+    }
+    Ok(())
+}
+
+/// `query series`: one `start<TAB>count` line per bucket, the start in RFC 3339.
+async fn series(
+    client: &Client,
+    out: &mut impl Write,
+    window: &WindowArgs,
+    event_type: Option<String>,
+    interval: Interval,
+) -> anyhow::Result<()> {
+    let interval = match interval {
+        Interval::Minute => v1::Interval::Minute,
+        Interval::Hour => v1::Interval::Hour,
+        Interval::Day => v1::Interval::Day,
+    };
+    let buckets = client
+        .timeseries(v1::EventTimeseriesRequest {
+            event_type: event_type.unwrap_or_default(),
+            start_time: optional_time("start", &window.start)?,
+            end_time: optional_time("end", &window.end)?,
+            interval: interval as i32,
+            ..Default::default()
+        })
+        .await?;
+    for bucket in buckets {
+        let start = bucket
+            .start_time
+            .as_ref()
+            .and_then(eventline_core::time::from_proto);
+        let start = start
+            .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        writeln!(out, "{start}\t{}", bucket.count)?;
     }
     Ok(())
 }

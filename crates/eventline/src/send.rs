@@ -115,6 +115,21 @@ async fn send_one(client: &mut Client, event: v1::Event) -> anyhow::Result<()> {
 /// Streams NDJSON events from stdin to IngestStream in batches, with a progress bar on
 /// stderr (hidden when stderr is not a terminal).
 async fn stream_stdin(client: &mut Client) -> anyhow::Result<()> {
+    let progress = sent_events_spinner();
+    let (batches, stream) = tokio::sync::mpsc::channel(4);
+    let reader = tokio::spawn(read_stdin_batches(batches, progress.clone()));
+    let summary = client
+        .ingest_stream(ReceiverStream::new(stream))
+        .await
+        .map_err(eventline_client::Error::from);
+    reader.await.context("stdin reader failed")??;
+    progress.finish_and_clear();
+    print_summary(&summary?.into_inner());
+    Ok(())
+}
+
+/// A spinner counting the events sent and their rate.
+fn sent_events_spinner() -> indicatif::ProgressBar {
     let progress = indicatif::ProgressBar::new_spinner();
     progress.set_style(
         indicatif::ProgressStyle::with_template(
@@ -122,55 +137,56 @@ async fn stream_stdin(client: &mut Client) -> anyhow::Result<()> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
-    let (batches, stream) = tokio::sync::mpsc::channel(4);
-    let reader_progress = progress.clone();
-    let reader = tokio::spawn(async move {
-        let mut lines = BufReader::new(tokio::io::stdin()).lines();
-        let mut batch = Vec::with_capacity(STDIN_BATCH_EVENTS);
-        let mut line_number = 0u64;
-        while let Some(line) = lines.next_line().await? {
-            line_number += 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let event: v1::Event = serde_json::from_str(&line)
-                .with_context(|| format!("stdin line {line_number} is not a JSON event"))?;
-            batch.push(event);
-            if batch.len() == STDIN_BATCH_EVENTS {
-                let events = std::mem::replace(&mut batch, Vec::with_capacity(STDIN_BATCH_EVENTS));
-                let sent = events.len() as u64;
-                if batches
-                    .send(v1::IngestStreamRequest {
-                        events,
-                        sent_at: None,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-                reader_progress.inc(sent);
-            }
+    progress
+}
+
+/// Sends stdin's NDJSON events on `batches` in batches of `STDIN_BATCH_EVENTS`, counted.
+async fn read_stdin_batches(
+    batches: tokio::sync::mpsc::Sender<v1::IngestStreamRequest>,
+    progress: indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut batch = Vec::with_capacity(STDIN_BATCH_EVENTS);
+    let mut line_number = 0u64;
+    while let Some(line) = lines.next_line().await? {
+        line_number += 1;
+        if line.trim().is_empty() {
+            continue;
         }
-        if !batch.is_empty() {
-            let sent = batch.len() as u64;
-            let _ = batches
+        let event: v1::Event = serde_json::from_str(&line)
+            .with_context(|| format!("stdin line {line_number} is not a JSON event"))?;
+        batch.push(event);
+        if batch.len() == STDIN_BATCH_EVENTS {
+            let events = std::mem::replace(&mut batch, Vec::with_capacity(STDIN_BATCH_EVENTS));
+            let sent = events.len() as u64;
+            if batches
                 .send(v1::IngestStreamRequest {
-                    events: batch,
+                    events,
                     sent_at: None,
                 })
-                .await;
-            reader_progress.inc(sent);
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+            progress.inc(sent);
         }
-        anyhow::Ok(())
-    });
-    let summary = client
-        .ingest_stream(ReceiverStream::new(stream))
-        .await
-        .map_err(eventline_client::Error::from);
-    reader.await.context("stdin reader failed")??;
-    progress.finish_and_clear();
-    let summary = summary?.into_inner();
+    }
+    if !batch.is_empty() {
+        let sent = batch.len() as u64;
+        let _ = batches
+            .send(v1::IngestStreamRequest {
+                events: batch,
+                sent_at: None,
+            })
+            .await;
+        progress.inc(sent);
+    }
+    Ok(())
+}
+
+/// Prints each event the server reported on (to stderr), then the totals.
+fn print_summary(summary: &v1::IngestStreamResponse) {
     for result in &summary.results {
         let status = v1::IngestStatus::try_from(result.status).unwrap_or_default();
         eprintln!(
@@ -185,5 +201,4 @@ async fn stream_stdin(client: &mut Client) -> anyhow::Result<()> {
         "accepted {}, duplicates {}, rejected {}",
         summary.accepted, summary.duplicates, summary.rejected
     );
-    Ok(())
 }

@@ -133,6 +133,17 @@ struct Run {
 }
 
 impl Run {
+    /// Shared state for sending `batches`, `total` events in all.
+    fn new(batches: Vec<Vec<v1::Event>>, total: u64) -> anyhow::Result<Self> {
+        Ok(Self {
+            batches: Mutex::new(batches.into()),
+            acked: AtomicU64::new(0),
+            latencies: Mutex::new(Histogram::new_with_bounds(1, 120_000_000, 3)?),
+            steady_from: Mutex::new(None),
+            total,
+        })
+    }
+
     fn take(&self) -> Option<Vec<v1::Event>> {
         self.batches
             .lock()
@@ -157,120 +168,243 @@ impl Run {
             }
         }
     }
+
+    /// `acked` events/s over the steady window (from `started` if 10 % was never reached).
+    fn steady_rate(&self, acked: u64, started: Instant, finished: Instant) -> f64 {
+        let (steady_start, steady_acked) = self
+            .steady_from
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or((started, 0));
+        (acked - steady_acked) as f64 / (finished - steady_start).as_secs_f64().max(1e-9)
+    }
 }
 
 pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
-    if args.batch_size == 0 || args.batch_size > eventline_core::limits::MAX_EVENTS_PER_BATCH {
+    check_batch_size(args.batch_size)?;
+    let suffix = format!("{}", std::process::id());
+    let target = Target::prepare(&args, &suffix).await?;
+
+    eprintln!("generating {} events (seed {})", args.events, args.seed);
+    let mut generator = EventGenerator::new(args.seed);
+    let batches = generator.batches(args.events, args.batch_size);
+    let raw_baseline = RawBaseline::prepare(&args, &suffix, &batches).await?;
+    if let Some(baseline) = &raw_baseline {
+        eprintln!(
+            "measuring raw PostgreSQL on {} identical rows",
+            baseline.rows.len()
+        );
+    }
+    let raw_before = measure_raw(raw_baseline.as_ref()).await?;
+
+    let run = Arc::new(Run::new(batches, args.events as u64)?);
+    let ingested = ingest(&args, &target, &run).await?;
+    let figures = ServerFigures::read(target.server.as_ref(), &ingested).await;
+    let acknowledged = Acknowledged::of(&run, args.events, &ingested)?;
+
+    let raw_after = measure_raw(raw_baseline.as_ref()).await?;
+    drop(target);
+    server::drop_databases(&args.database_url, &suffix).await?;
+    Ok(IngestReport::new(
+        &args,
+        acknowledged,
+        figures,
+        raw_before,
+        raw_after,
+    ))
+}
+
+/// Rejects a --batch-size the server would refuse.
+fn check_batch_size(batch_size: usize) -> anyhow::Result<()> {
+    if batch_size == 0 || batch_size > eventline_core::limits::MAX_EVENTS_PER_BATCH {
         bail!(
             "--batch-size must be 1 to {}",
             eventline_core::limits::MAX_EVENTS_PER_BATCH
         );
     }
-    let suffix = format!("{}", std::process::id());
-    let server_process = match &args.target {
-        Some(_) => None,
-        None => {
-            let url =
-                server::fresh_database(&args.database_url, &format!("{suffix}_ingest")).await?;
-            let settings: Vec<(&str, String)> = args
-                .key_events_per_second
-                .map(|rate| {
-                    (
-                        "EVENTLINE_LIMITS_EVENTS_PER_SECOND_PER_KEY",
-                        rate.to_string(),
-                    )
-                })
-                .into_iter()
-                .collect();
-            Some(server::ServerProcess::start_with(&url, &settings).await?)
-        }
-    };
-    let (grpc, http, api_key) = match (&args.target, &server_process) {
-        (Some(target), _) => {
-            let key = args.api_key.clone().context("--target needs --api-key")?;
-            (
-                target.clone(),
-                args.target_http.clone().unwrap_or_default(),
-                key,
-            )
-        }
-        (None, process) => {
-            let process = process.as_ref().context("no server to bench")?;
-            (
-                process.grpc.clone(),
-                process.http.clone(),
-                server::BENCH_API_KEY.to_owned(),
-            )
-        }
-    };
-    let owned_server = server_process;
-    let server_process = owned_server.as_ref();
+    Ok(())
+}
 
-    eprintln!("generating {} events (seed {})", args.events, args.seed);
-    let mut generator = EventGenerator::new(args.seed);
-    let batches = generator.batches(args.events, args.batch_size);
-    let raw_rows = args
-        .raw_rows
-        .unwrap_or(args.events.min(200_000))
-        .min(args.events);
-    let raw_sample: Vec<v1::Event> = batches.iter().flatten().take(raw_rows).cloned().collect();
-    let raw_rows = if raw_rows > 0 {
+/// The server under test: one this run starts on a fresh database, or --target.
+struct Target {
+    /// The server this run started, stopped when dropped.
+    server: Option<server::ServerProcess>,
+    grpc: String,
+    http: String,
+    api_key: String,
+}
+
+impl Target {
+    /// Starts a server unless --target names one, and picks the addresses and key to use.
+    async fn prepare(args: &IngestArgs, suffix: &str) -> anyhow::Result<Self> {
+        let started = match &args.target {
+            Some(_) => None,
+            None => Some(start_server(args, suffix).await?),
+        };
+        let (grpc, http, api_key) = match (&args.target, &started) {
+            (Some(target), _) => {
+                let key = args.api_key.clone().context("--target needs --api-key")?;
+                (
+                    target.clone(),
+                    args.target_http.clone().unwrap_or_default(),
+                    key,
+                )
+            }
+            (None, process) => {
+                let process = process.as_ref().context("no server to bench")?;
+                (
+                    process.grpc.clone(),
+                    process.http.clone(),
+                    server::BENCH_API_KEY.to_owned(),
+                )
+            }
+        };
+        Ok(Self {
+            server: started,
+            grpc,
+            http,
+            api_key,
+        })
+    }
+}
+
+/// Starts `serve` on a fresh database, giving the bench key --key-events-per-second when set.
+async fn start_server(args: &IngestArgs, suffix: &str) -> anyhow::Result<server::ServerProcess> {
+    let url = server::fresh_database(&args.database_url, &format!("{suffix}_ingest")).await?;
+    let settings: Vec<(&str, String)> = args
+        .key_events_per_second
+        .map(|rate| {
+            (
+                "EVENTLINE_LIMITS_EVENTS_PER_SECOND_PER_KEY",
+                rate.to_string(),
+            )
+        })
+        .into_iter()
+        .collect();
+    server::ServerProcess::start_with(&url, &settings).await
+}
+
+/// The raw baseline: a scratch database and the rows written into it.
+struct RawBaseline {
+    url: String,
+    rows: Vec<eventline_core::Event>,
+}
+
+impl RawBaseline {
+    /// The first --raw-rows events of `batches` as rows of a fresh database; none for 0.
+    async fn prepare(
+        args: &IngestArgs,
+        suffix: &str,
+        batches: &[Vec<v1::Event>],
+    ) -> anyhow::Result<Option<Self>> {
+        let raw_rows = args
+            .raw_rows
+            .unwrap_or(args.events.min(200_000))
+            .min(args.events);
+        let raw_sample: Vec<v1::Event> = batches.iter().flatten().take(raw_rows).cloned().collect();
+        if raw_rows == 0 {
+            return Ok(None);
+        }
         let url = server::fresh_database(&args.database_url, &format!("{suffix}_raw")).await?;
         let rows = raw_baseline_rows(&url, raw_sample).await?;
-        Some((url, rows))
-    } else {
-        None
-    };
-    let raw_before = match &raw_rows {
-        Some((url, rows)) => {
-            eprintln!("measuring raw PostgreSQL on {} identical rows", rows.len());
-            Some(raw::measure(url, rows).await?)
-        }
-        None => None,
-    };
+        Ok(Some(Self { url, rows }))
+    }
+}
 
-    let run = Arc::new(Run {
-        batches: Mutex::new(batches.into()),
-        acked: AtomicU64::new(0),
-        latencies: Mutex::new(Histogram::new_with_bounds(1, 120_000_000, 3)?),
-        steady_from: Mutex::new(None),
-        total: args.events as u64,
-    });
-    let progress = indicatif::ProgressBar::new(args.events as u64);
+/// Both raw rates on the baseline's rows, when there is a baseline.
+async fn measure_raw(baseline: Option<&RawBaseline>) -> anyhow::Result<Option<raw::RawRates>> {
+    match baseline {
+        Some(baseline) => Ok(Some(raw::measure(&baseline.url, &baseline.rows).await?)),
+        None => Ok(None),
+    }
+}
+
+/// When the ingest ran, and what was sampled of the server meanwhile.
+struct Ingested {
+    started: Instant,
+    finished: Instant,
+    /// The server's CPU seconds at the start.
+    cpu_before: Option<f64>,
+    /// The server's RSS (MiB) once a second after the first 10 %.
+    rss_samples: Arc<Mutex<Vec<f64>>>,
+}
+
+/// Sends every batch of `run` to `target` through the workers, with progress, until all are done.
+async fn ingest(args: &IngestArgs, target: &Target, run: &Arc<Run>) -> anyhow::Result<Ingested> {
+    let server_process = target.server.as_ref();
+    let progress = acked_progress(args.events);
+    let cpu_before = server_process.map(server::ServerProcess::cpu_seconds);
+    let started = Instant::now();
+    // Server RSS once a second after the first 10 %: flat memory shows as first ≈ last.
+    let rss_samples: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let ticker = spawn_ticker(
+        Arc::clone(run),
+        progress.clone(),
+        server_process.map(server::ServerProcess::pid),
+        Arc::clone(&rss_samples),
+    );
+    for worker in spawn_workers(args, target, run) {
+        worker.await.context("bench worker")??;
+    }
+    let finished = Instant::now();
+    ticker.abort();
+    progress.finish_and_clear();
+    Ok(Ingested {
+        started,
+        finished,
+        cpu_before,
+        rss_samples,
+    })
+}
+
+/// A progress bar of acknowledged events out of `events`.
+fn acked_progress(events: usize) -> indicatif::ProgressBar {
+    let progress = indicatif::ProgressBar::new(events as u64);
     progress.set_style(
         indicatif::ProgressStyle::with_template(
             "{bar:40} {human_pos}/{human_len} acked ({per_sec}) {elapsed}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let cpu_before = server_process.map(server::ServerProcess::cpu_seconds);
-    let started = Instant::now();
-    // Server RSS once a second after the first 10 %: flat memory shows as first ≈ last.
-    let rss_samples: Arc<Mutex<Vec<f64>>> = Arc::default();
-    let ticker = {
-        let (run, progress) = (Arc::clone(&run), progress.clone());
-        let (server_pid, rss_samples) = (
-            server_process.map(server::ServerProcess::pid),
-            Arc::clone(&rss_samples),
-        );
-        tokio::spawn(async move {
-            for tick in 0u64.. {
-                let acked = run.acked.load(Ordering::Relaxed);
-                progress.set_position(acked);
-                if let Some(pid) = server_pid.filter(|_| tick % 5 == 0 && acked >= run.total / 10) {
-                    rss_samples
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .push(server::rss_mib_of(pid));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+    progress
+}
+
+/// Shows the acked count every 200 ms and, after the first 10 %, samples server RSS each second.
+fn spawn_ticker(
+    run: Arc<Run>,
+    progress: indicatif::ProgressBar,
+    server_pid: Option<u32>,
+    rss_samples: Arc<Mutex<Vec<f64>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for tick in 0u64.. {
+            let acked = run.acked.load(Ordering::Relaxed);
+            progress.set_position(acked);
+            if let Some(pid) = server_pid.filter(|_| tick % 5 == 0 && acked >= run.total / 10) {
+                rss_samples
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(server::rss_mib_of(pid));
             }
-        })
-    };
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// One task per connection (--concurrency) sending by --transport, paced to its share of --rate.
+fn spawn_workers(
+    args: &IngestArgs,
+    target: &Target,
+    run: &Arc<Run>,
+) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let mut workers = Vec::new();
     for worker in 0..args.concurrency.max(1) {
-        let run = Arc::clone(&run);
-        let (grpc, http, key) = (grpc.clone(), http.clone(), api_key.clone());
+        let run = Arc::clone(run);
+        let (grpc, http, key) = (
+            target.grpc.clone(),
+            target.http.clone(),
+            target.api_key.clone(),
+        );
         let pacing = args.rate.map(|rate| {
             Duration::from_secs_f64(args.batch_size as f64 * args.concurrency as f64 / rate)
         });
@@ -286,90 +420,130 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
             }
         }));
     }
-    for worker in workers {
-        worker.await.context("bench worker")??;
-    }
-    let finished = Instant::now();
-    ticker.abort();
-    progress.finish_and_clear();
-    let cpu_seconds =
-        server_process.map(|process| process.cpu_seconds() - cpu_before.unwrap_or(0.0));
-    let (writer_mean_group_events, writer_mean_commit_ms) = match server_process {
-        Some(process) => {
-            let (events, groups) = process.histogram("eventline_writer_batch_events", "").await;
-            let (seconds, commits) = process
-                .histogram("eventline_writer_commit_duration_seconds", "outcome=\"ok\"")
-                .await;
-            (
-                Some(events / groups.max(1.0)),
-                Some(seconds * 1000.0 / commits.max(1.0)),
-            )
+    workers
+}
+
+/// What the server's process and metrics showed of the run; all `None` against --target.
+struct ServerFigures {
+    cpu_seconds: Option<f64>,
+    writer_mean_group_events: Option<f64>,
+    writer_mean_commit_ms: Option<f64>,
+    peak_rss: Option<f64>,
+    rss_steady_first: Option<f64>,
+    rss_steady_last: Option<f64>,
+}
+
+impl ServerFigures {
+    /// Reads them once the run is over: CPU used, group commits, peak and steady-window RSS.
+    async fn read(server_process: Option<&server::ServerProcess>, ingested: &Ingested) -> Self {
+        let cpu_seconds = server_process
+            .map(|process| process.cpu_seconds() - ingested.cpu_before.unwrap_or(0.0));
+        let (writer_mean_group_events, writer_mean_commit_ms) = match server_process {
+            Some(process) => {
+                let (events, groups) = process.histogram("eventline_writer_batch_events", "").await;
+                let (seconds, commits) = process
+                    .histogram("eventline_writer_commit_duration_seconds", "outcome=\"ok\"")
+                    .await;
+                (
+                    Some(events / groups.max(1.0)),
+                    Some(seconds * 1000.0 / commits.max(1.0)),
+                )
+            }
+            None => (None, None),
+        };
+        let peak_rss = server_process.map(server::ServerProcess::peak_rss_mib);
+        let (rss_steady_first, rss_steady_last) = {
+            let samples = ingested
+                .rss_samples
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            (samples.first().copied(), samples.last().copied())
+        };
+        Self {
+            cpu_seconds,
+            writer_mean_group_events,
+            writer_mean_commit_ms,
+            peak_rss,
+            rss_steady_first,
+            rss_steady_last,
         }
-        None => (None, None),
-    };
-    let peak_rss = server_process.map(server::ServerProcess::peak_rss_mib);
-    let (rss_steady_first, rss_steady_last) = {
-        let samples = rss_samples
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        (samples.first().copied(), samples.last().copied())
-    };
-
-    let acked = run.acked.load(Ordering::Relaxed);
-    if acked != args.events as u64 {
-        bail!("only {acked} of {} events were acknowledged", args.events);
     }
-    let (steady_start, steady_acked) = run
-        .steady_from
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .unwrap_or((started, 0));
-    let acked_rate =
-        (acked - steady_acked) as f64 / (finished - steady_start).as_secs_f64().max(1e-9);
-    let histogram = run
-        .latencies
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
-    let quantile = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+}
 
-    let raw_after = match &raw_rows {
-        Some((url, rows)) => Some(raw::measure(url, rows).await?),
-        None => None,
-    };
-    let raw = raw_before
-        .zip(raw_after)
-        .map(|(before, after)| raw::RawRates {
-            copy_binary: (before.copy_binary + after.copy_binary) / 2.0,
-            insert_unnest: (before.insert_unnest + after.insert_unnest) / 2.0,
-        });
-    drop(owned_server);
-    server::drop_databases(&args.database_url, &suffix).await?;
-    let ratio = raw.map(|raw| acked_rate / raw.copy_binary.max(raw.insert_unnest));
-    Ok(IngestReport {
-        transport: args.transport,
-        events: args.events,
-        batch_size: args.batch_size,
-        concurrency: args.concurrency,
-        offered_rate: args.rate,
-        key_events_per_second: args.key_events_per_second,
-        acked_events_per_second: acked_rate,
-        latency_ms_p50: quantile(0.5),
-        latency_ms_p99: quantile(0.99),
-        latency_ms_p999: quantile(0.999),
-        server_cpu_seconds: cpu_seconds,
-        server_cpu_microseconds_per_event: cpu_seconds
-            .map(|seconds| seconds * 1e6 / args.events as f64),
-        server_peak_rss_mib: peak_rss,
-        server_rss_mib_steady_first: rss_steady_first,
-        server_rss_mib_steady_last: rss_steady_last,
-        writer_mean_group_events,
-        writer_mean_commit_ms,
-        raw_before,
-        raw_after,
-        raw,
-        ratio_to_best_raw: ratio,
-    })
+/// What the client saw: the acknowledged rate over the steady window, and ack latency.
+struct Acknowledged {
+    events_per_second: f64,
+    latency_ms_p50: f64,
+    latency_ms_p99: f64,
+    latency_ms_p999: f64,
+}
+
+impl Acknowledged {
+    /// Fails unless all `events` were acknowledged; then reads the rate and the quantiles.
+    fn of(run: &Run, events: usize, ingested: &Ingested) -> anyhow::Result<Self> {
+        let acked = run.acked.load(Ordering::Relaxed);
+        if acked != events as u64 {
+            bail!("only {acked} of {events} events were acknowledged");
+        }
+        let events_per_second = run.steady_rate(acked, ingested.started, ingested.finished);
+        let histogram = run
+            .latencies
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let quantile = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+        Ok(Self {
+            events_per_second,
+            latency_ms_p50: quantile(0.5),
+            latency_ms_p99: quantile(0.99),
+            latency_ms_p999: quantile(0.999),
+        })
+    }
+}
+
+impl IngestReport {
+    /// The report, with the mean of the raw rates before and after and the ratio to the best.
+    fn new(
+        args: &IngestArgs,
+        acknowledged: Acknowledged,
+        figures: ServerFigures,
+        raw_before: Option<raw::RawRates>,
+        raw_after: Option<raw::RawRates>,
+    ) -> Self {
+        let raw = raw_before
+            .zip(raw_after)
+            .map(|(before, after)| raw::RawRates {
+                copy_binary: (before.copy_binary + after.copy_binary) / 2.0,
+                insert_unnest: (before.insert_unnest + after.insert_unnest) / 2.0,
+            });
+        let acked_rate = acknowledged.events_per_second;
+        let ratio = raw.map(|raw| acked_rate / raw.copy_binary.max(raw.insert_unnest));
+        Self {
+            transport: args.transport,
+            events: args.events,
+            batch_size: args.batch_size,
+            concurrency: args.concurrency,
+            offered_rate: args.rate,
+            key_events_per_second: args.key_events_per_second,
+            acked_events_per_second: acked_rate,
+            latency_ms_p50: acknowledged.latency_ms_p50,
+            latency_ms_p99: acknowledged.latency_ms_p99,
+            latency_ms_p999: acknowledged.latency_ms_p999,
+            server_cpu_seconds: figures.cpu_seconds,
+            server_cpu_microseconds_per_event: figures
+                .cpu_seconds
+                .map(|seconds| seconds * 1e6 / args.events as f64),
+            server_peak_rss_mib: figures.peak_rss,
+            server_rss_mib_steady_first: figures.rss_steady_first,
+            server_rss_mib_steady_last: figures.rss_steady_last,
+            writer_mean_group_events: figures.writer_mean_group_events,
+            writer_mean_commit_ms: figures.writer_mean_commit_ms,
+            raw_before,
+            raw_after,
+            raw,
+            ratio_to_best_raw: ratio,
+        }
+    }
 }
 
 /// Acknowledged events/s of `batches` sent as fast as acks allow by `concurrency` bidi
@@ -383,13 +557,7 @@ pub(crate) async fn bidi_events_per_second(
     pipeline: usize,
 ) -> anyhow::Result<f64> {
     let total = batches.iter().map(Vec::len).sum::<usize>() as u64;
-    let run = Arc::new(Run {
-        batches: Mutex::new(batches.into()),
-        acked: AtomicU64::new(0),
-        latencies: Mutex::new(Histogram::new_with_bounds(1, 120_000_000, 3)?),
-        steady_from: Mutex::new(None),
-        total,
-    });
+    let run = Arc::new(Run::new(batches, total)?);
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..concurrency.max(1) {
@@ -406,12 +574,7 @@ pub(crate) async fn bidi_events_per_second(
     if acked != total {
         bail!("only {acked} of {total} events were acknowledged");
     }
-    let (steady_start, steady_acked) = run
-        .steady_from
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .unwrap_or((started, 0));
-    Ok((acked - steady_acked) as f64 / (finished - steady_start).as_secs_f64().max(1e-9))
+    Ok(run.steady_rate(acked, started, finished))
 }
 
 /// The raw baseline's rows: `sample` validated as the server would, for a tenant created
@@ -442,11 +605,14 @@ impl IngestReport {
             println!("{}", serde_json::to_string_pretty(self).unwrap_or_default());
             return;
         }
-        let optional = |value: Option<f64>, digits: usize| {
-            value
-                .map(|value| format!("{value:.digits$}"))
-                .unwrap_or_else(|| "-".into())
-        };
+        self.print_heading();
+        self.print_service_rows();
+        self.print_writer_row();
+        self.print_raw_rows();
+    }
+
+    /// Prints the table's heading: transport and load, with the offered rate and key limit.
+    fn print_heading(&self) {
         let offered = self
             .offered_rate
             .map(|rate| format!(", offered {rate:.0}/s"))
@@ -460,6 +626,10 @@ impl IngestReport {
             self.transport, self.events, self.batch_size, self.concurrency,
         );
         println!("| --- | ---: |");
+    }
+
+    /// Prints the service's rows: acknowledged rate, ack latency, server CPU and memory.
+    fn print_service_rows(&self) {
         println!(
             "| acknowledged events/s (steady, after the first 10 %) | {:.0} |",
             self.acked_events_per_second
@@ -479,6 +649,10 @@ impl IngestReport {
             optional(self.server_rss_mib_steady_first, 0),
             optional(self.server_rss_mib_steady_last, 0)
         );
+    }
+
+    /// Prints the writer's group commits, when the server's metrics were read.
+    fn print_writer_row(&self) {
         if let (Some(group), Some(commit)) =
             (self.writer_mean_group_events, self.writer_mean_commit_ms)
         {
@@ -486,6 +660,10 @@ impl IngestReport {
                 "| writer: mean events per commit / mean commit (ms) | {group:.0} / {commit:.1} |"
             );
         }
+    }
+
+    /// Prints the raw PostgreSQL rates before and after the run, and the ratio to the best.
+    fn print_raw_rows(&self) {
         if let (Some(raw), Some(before), Some(after)) = (self.raw, self.raw_before, self.raw_after)
         {
             println!(
@@ -502,6 +680,13 @@ impl IngestReport {
             );
         }
     }
+}
+
+/// `value` with `digits` decimals, or "-" when it was not measured.
+fn optional(value: Option<f64>, digits: usize) -> String {
+    value
+        .map(|value| format!("{value:.digits$}"))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// An ingest client that sends `key` with every call.
@@ -625,57 +810,90 @@ async fn bidi_worker(
     let mut client = ingest_client(grpc, key).await?;
     let (sender, receiver) = tokio::sync::mpsc::channel(pipeline);
     let request = ReceiverStream::new(receiver);
-    let in_flight: Arc<Mutex<HashMap<u64, (Instant, usize)>>> = Arc::default();
-    let slots = Arc::new(tokio::sync::Semaphore::new(pipeline));
-    {
-        let (in_flight, slots, run) =
-            (Arc::clone(&in_flight), Arc::clone(&slots), Arc::clone(&run));
-        let mut next_send = Instant::now();
-        tokio::spawn(async move {
-            let mut index = 0u64;
-            loop {
-                // A free slot first, so batches are taken only as fast as acks return.
-                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                    return;
-                };
-                slot.forget();
-                let Some(events) = run.take() else { return };
-                paced(pacing, &mut next_send).await;
-                index += 1;
-                let sequence = (worker as u64) << 32 | index;
-                in_flight
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .insert(sequence, (Instant::now(), events.len()));
-                if sender
-                    .send(v1::IngestBidiRequest {
-                        sequence,
-                        events,
-                        sent_at: None,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-    }
-    let mut acks = client
+    let in_flight = InFlight {
+        batches: Arc::default(),
+        slots: Arc::new(tokio::sync::Semaphore::new(pipeline)),
+    };
+    let next_send = Instant::now();
+    tokio::spawn(send_bidi_batches(
+        sender,
+        in_flight.clone(),
+        Arc::clone(&run),
+        pacing,
+        next_send,
+        worker,
+    ));
+    let acks = client
         .ingest_bidi(request)
         .await
         .map_err(|status| anyhow::anyhow!("IngestBidi: {status}"))?
         .into_inner();
+    receive_bidi_acks(acks, &in_flight, &run).await
+}
+
+/// A bidi stream's unacknowledged batches (sent at, events) by sequence, at most --pipeline.
+#[derive(Clone)]
+struct InFlight {
+    batches: Arc<Mutex<HashMap<u64, (Instant, usize)>>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Sends `run`'s batches as slots free up, each recorded in flight first, until either runs out.
+async fn send_bidi_batches(
+    sender: tokio::sync::mpsc::Sender<v1::IngestBidiRequest>,
+    in_flight: InFlight,
+    run: Arc<Run>,
+    pacing: Option<Duration>,
+    mut next_send: Instant,
+    worker: usize,
+) {
+    let mut index = 0u64;
+    loop {
+        // A free slot first, so batches are taken only as fast as acks return.
+        let Ok(slot) = Arc::clone(&in_flight.slots).acquire_owned().await else {
+            return;
+        };
+        slot.forget();
+        let Some(events) = run.take() else { return };
+        paced(pacing, &mut next_send).await;
+        index += 1;
+        let sequence = (worker as u64) << 32 | index;
+        in_flight
+            .batches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(sequence, (Instant::now(), events.len()));
+        if sender
+            .send(v1::IngestBidiRequest {
+                sequence,
+                events,
+                sent_at: None,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Acknowledges on `run` each batch that `acks` confirms, freeing its slot.
+async fn receive_bidi_acks(
+    mut acks: tonic::Streaming<v1::IngestBidiResponse>,
+    in_flight: &InFlight,
+    run: &Run,
+) -> anyhow::Result<()> {
     while let Some(ack) = acks.next().await {
         let ack = ack.map_err(|status| anyhow::anyhow!("IngestBidi: {status}"))?;
         let entry = in_flight
+            .batches
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&ack.sequence);
         if let Some((sent, count)) = entry {
             run.acknowledge(count, sent.elapsed());
         }
-        slots.add_permits(1);
+        in_flight.slots.add_permits(1);
     }
     Ok(())
 }

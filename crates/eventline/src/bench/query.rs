@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::Args;
-use eventline_core::{IngestClock, validate_event};
+use eventline_core::{IngestClock, TenantId, validate_event};
 use eventline_proto::v1::{self, query_service_client::QueryServiceClient};
 use eventline_store::{Store, postgres::PgStore};
 use hdrhistogram::Histogram;
@@ -104,22 +104,101 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
         .await?;
     let process = server::ServerProcess::start(&url).await?;
     let store = PgStore::connect(&url, 3).await?;
-    let tenant_id = store
+    let tenant_id = bootstrapped_tenant(&store).await?;
+
+    eprintln!("loading {} events", args.events);
+    let load_started = Instant::now();
+    let mut load = Load::new(tenant_id, args.events, args.seed);
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
+    let secondary_indexes = drop_secondary_indexes(&mut connection).await?;
+    copy_rows(&mut connection, &mut load).await?;
+    rebuild_secondary_indexes(&mut connection, &secondary_indexes).await?;
+    build_rollups(&store).await?;
+    let load_seconds = load_started.elapsed().as_secs_f64();
+
+    let mut client = eventline_client::Client::connect(process.grpc.clone(), server::BENCH_API_KEY)
+        .await?
+        .query_service();
+    let mut latencies = Vec::new();
+    for (name, call) in listing_calls()
+        .into_iter()
+        .chain(statistics_calls(load.now))
+    {
+        latencies.push(measure(&process, &mut client, name, &call, args.iterations).await?);
+    }
+    let server_rss_mib_before_export = process.rss_mib();
+    let export_events_per_second = export_rate(&mut client).await?;
+    let server_peak_rss_mib_after_export = process.peak_rss_mib();
+    drop(process);
+    server::drop_databases(&args.database_url, &std::process::id().to_string()).await?;
+    Ok(QueryReport {
+        events: args.events,
+        load_seconds,
+        latencies,
+        export_events_per_second,
+        server_rss_mib_before_export,
+        server_peak_rss_mib_after_export,
+    })
+}
+
+/// The tenant the server bootstrapped for the bench key.
+async fn bootstrapped_tenant(store: &PgStore) -> anyhow::Result<TenantId> {
+    Ok(store
         .list_tenants()
         .await?
         .first()
         .context("the server bootstrapped no tenant")?
-        .tenant_id;
+        .tenant_id)
+}
 
-    eprintln!("loading {} events", args.events);
-    let load_started = Instant::now();
-    let mut generator = EventGenerator::new(args.seed);
-    let now = Utc::now();
-    let clock = IngestClock::now();
-    let span_micros = 30 * 24 * 3_600_000_000i64;
-    let progress = indicatif::ProgressBar::new(args.events as u64);
-    let mut loaded = 0;
-    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
+/// The bench's load: `events` generated events of one tenant over the 30 days before `now`.
+struct Load {
+    tenant_id: TenantId,
+    events: usize,
+    generator: EventGenerator,
+    now: DateTime<Utc>,
+    clock: IngestClock,
+}
+
+impl Load {
+    /// The load of `events` events of `tenant_id` from generator `seed`, ending now.
+    fn new(tenant_id: TenantId, events: usize, seed: u64) -> Self {
+        let generator = EventGenerator::new(seed);
+        let now = Utc::now();
+        let clock = IngestClock::now();
+        Self {
+            tenant_id,
+            events,
+            generator,
+            now,
+            clock,
+        }
+    }
+
+    /// The next `count` rows, the first `loaded` being done, validated as the server would.
+    fn rows(&mut self, loaded: usize, count: usize) -> anyhow::Result<Vec<eventline_core::Event>> {
+        let span_micros = 30 * 24 * 3_600_000_000i64;
+        let mut rows = Vec::with_capacity(count);
+        for index in 0..count {
+            let mut event = self.generator.next_event();
+            // Spread evenly over 30 days, oldest first, as if ingested over time.
+            let offset = span_micros - span_micros * (loaded + index) as i64 / self.events as i64;
+            event.timestamp = Some(eventline_core::time::to_proto(
+                self.now - chrono::Duration::microseconds(offset),
+            ));
+            rows.push(
+                validate_event(self.tenant_id, event, &self.clock)
+                    .map_err(|violation| anyhow::anyhow!("{violation}"))?,
+            );
+        }
+        Ok(rows)
+    }
+}
+
+/// Drops the secondary indexes of `events`, returning their names and definitions.
+async fn drop_secondary_indexes(
+    connection: &mut sqlx::PgConnection,
+) -> anyhow::Result<Vec<(String, String)>> {
     // Secondary indexes are built once after the load, not maintained row by row: 10M rows
     // load in minutes instead of most of an hour. The definitions come from the migrated
     // schema, so the indexes queried are exactly eventline's.
@@ -127,43 +206,51 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
         "SELECT indexname, indexdef FROM pg_indexes
          WHERE tablename = 'events' AND indexname <> 'events_pkey'",
     )
-    .fetch_all(&mut connection)
+    .fetch_all(&mut *connection)
     .await?;
     for (name, _) in &secondary_indexes {
         // Names come from pg_indexes.
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX \"{name}\"")))
-            .execute(&mut connection)
+            .execute(&mut *connection)
             .await?;
     }
-    while loaded < args.events {
-        let chunk = (args.events - loaded).min(20_000);
-        let mut rows = Vec::with_capacity(chunk);
-        for index in 0..chunk {
-            let mut event = generator.next_event();
-            // Spread evenly over 30 days, oldest first, as if ingested over time.
-            let offset = span_micros - span_micros * (loaded + index) as i64 / args.events as i64;
-            event.timestamp = Some(eventline_core::time::to_proto(
-                now - chrono::Duration::microseconds(offset),
-            ));
-            rows.push(
-                validate_event(tenant_id, event, &clock)
-                    .map_err(|violation| anyhow::anyhow!("{violation}"))?,
-            );
-        }
-        eventline_store::postgres::copy_events(&mut connection, rows.iter()).await?;
+    Ok(secondary_indexes)
+}
+
+/// Writes every row of `load` by binary COPY, 20 000 a statement, with a progress bar.
+async fn copy_rows(connection: &mut sqlx::PgConnection, load: &mut Load) -> anyhow::Result<()> {
+    let progress = indicatif::ProgressBar::new(load.events as u64);
+    let mut loaded = 0;
+    while loaded < load.events {
+        let chunk = (load.events - loaded).min(20_000);
+        let rows = load.rows(loaded, chunk)?;
+        eventline_store::postgres::copy_events(&mut *connection, rows.iter()).await?;
         loaded += chunk;
         progress.set_position(loaded as u64);
     }
     progress.finish_and_clear();
+    Ok(())
+}
+
+/// Builds again the secondary indexes that `drop_secondary_indexes` dropped.
+async fn rebuild_secondary_indexes(
+    connection: &mut sqlx::PgConnection,
+    secondary_indexes: &[(String, String)],
+) -> anyhow::Result<()> {
     eprintln!("building {} secondary indexes", secondary_indexes.len());
     sqlx::query("SET maintenance_work_mem = '1GB'")
-        .execute(&mut connection)
+        .execute(&mut *connection)
         .await?;
-    for (_, definition) in &secondary_indexes {
+    for (_, definition) in secondary_indexes {
         sqlx::query(sqlx::AssertSqlSafe(definition.clone()))
-            .execute(&mut connection)
+            .execute(&mut *connection)
             .await?;
     }
+    Ok(())
+}
+
+/// Fills the minutely, hourly and daily rollups from the loaded events, then analyzes.
+async fn build_rollups(store: &PgStore) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO event_rollups_minutely (tenant_id, minute, event_type, event_count)
          SELECT tenant_id, date_trunc('minute', \"timestamp\", 'UTC'), event_type, count(*)
@@ -186,11 +273,80 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     .execute(store.pool())
     .await?;
     sqlx::query("VACUUM ANALYZE").execute(store.pool()).await?;
-    let load_seconds = load_started.elapsed().as_secs_f64();
+    Ok(())
+}
 
-    let mut client = eventline_client::Client::connect(process.grpc.clone(), server::BENCH_API_KEY)
-        .await?
-        .query_service();
+/// A query RPC the bench measures, with its request.
+enum Call {
+    ListEvents(v1::ListEventsRequest),
+    CountEvents(v1::CountEventsRequest),
+    TopEventTypes(v1::TopEventTypesRequest),
+    EventTimeseries(v1::EventTimeseriesRequest),
+}
+
+impl Call {
+    /// The RPC as the server's metrics name it.
+    fn rpc(&self) -> &'static str {
+        match self {
+            Self::ListEvents(_) => "QueryService/ListEvents",
+            Self::CountEvents(_) => "QueryService/CountEvents",
+            Self::TopEventTypes(_) => "QueryService/TopEventTypes",
+            Self::EventTimeseries(_) => "QueryService/EventTimeseries",
+        }
+    }
+
+    /// Makes the call once, with a fresh copy of the request.
+    async fn send(&self, client: &mut Client) -> Result<(), tonic::Status> {
+        match self {
+            Self::ListEvents(request) => {
+                client.list_events(request.clone()).await?;
+            }
+            Self::CountEvents(request) => {
+                client.count_events(request.clone()).await?;
+            }
+            Self::TopEventTypes(request) => {
+                client.top_event_types(request.clone()).await?;
+            }
+            Self::EventTimeseries(request) => {
+                client.event_timeseries(request.clone()).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ListEvents calls measured, each with its row of the table.
+fn listing_calls() -> [(&'static str, Call); 3] {
+    [
+        (
+            "ListEvents, first page of 100",
+            Call::ListEvents(v1::ListEventsRequest {
+                page_size: 100,
+                ..Default::default()
+            }),
+        ),
+        (
+            "ListEvents, a user's timeline page",
+            Call::ListEvents(v1::ListEventsRequest {
+                user_id: "user_42".into(),
+                page_size: 100,
+                ..Default::default()
+            }),
+        ),
+        (
+            "ListEvents, one type, property filter",
+            Call::ListEvents(v1::ListEventsRequest {
+                event_type: "type_3".into(),
+                property_filters: vec!["plan=pro".into()],
+                page_size: 100,
+                ..Default::default()
+            }),
+        ),
+    ]
+}
+
+/// The statistics calls measured, over the 30 days before `now`, each with its row.
+fn statistics_calls(now: DateTime<Utc>) -> [(&'static str, Call); 4] {
     let window = (
         Some(eventline_core::time::to_proto(
             now - chrono::Duration::days(30),
@@ -199,115 +355,77 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
             now + chrono::Duration::minutes(1),
         )),
     );
-    let mut latencies = Vec::new();
-    macro_rules! measure {
-        ($name:expr, $rpc:expr, $call:expr) => {{
-            // Unmeasured warm-up: the first calls open pool connections and plan statements,
-            // which a running server has done long before.
-            for _ in 0..WARM_UP_CALLS {
-                $call
-                    .await
-                    .map_err(|status| anyhow::anyhow!("{}: {status}", $name))?;
-            }
-            let (sum_before, count_before) = process.server_time($rpc).await;
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-            for _ in 0..args.iterations {
-                let started = Instant::now();
-                $call
-                    .await
-                    .map_err(|status| anyhow::anyhow!("{}: {status}", $name))?;
-                histogram.record(started.elapsed().as_micros().max(1) as u64)?;
-            }
-            let (sum_after, count_after) = process.server_time($rpc).await;
-            latencies.push(RpcLatency {
-                rpc: $name,
-                p50_ms: histogram.value_at_quantile(0.5) as f64 / 1000.0,
-                p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
-                server_mean_ms: (sum_after - sum_before) / (count_after - count_before).max(1.0)
-                    * 1000.0,
-            });
-        }};
+    [
+        (
+            "CountEvents, one type, 30 days",
+            Call::CountEvents(v1::CountEventsRequest {
+                event_type: "type_0".into(),
+                start_time: window.0,
+                end_time: window.1,
+                ..Default::default()
+            }),
+        ),
+        (
+            "TopEventTypes, 30 days",
+            Call::TopEventTypes(v1::TopEventTypesRequest {
+                start_time: window.0,
+                end_time: window.1,
+                limit: 10,
+                ..Default::default()
+            }),
+        ),
+        (
+            "EventTimeseries, hourly, one type, 30 days",
+            Call::EventTimeseries(v1::EventTimeseriesRequest {
+                event_type: "type_0".into(),
+                start_time: window.0,
+                end_time: window.1,
+                interval: v1::Interval::Hour as i32,
+                ..Default::default()
+            }),
+        ),
+        (
+            "EventTimeseries, daily, 30 days",
+            Call::EventTimeseries(v1::EventTimeseriesRequest {
+                start_time: window.0,
+                end_time: window.1,
+                interval: v1::Interval::Day as i32,
+                ..Default::default()
+            }),
+        ),
+    ]
+}
+
+/// p50/p99 of `iterations` calls after the warm-up, and the server's own mean time for them.
+async fn measure(
+    process: &server::ServerProcess,
+    client: &mut Client,
+    name: &'static str,
+    call: &Call,
+    iterations: usize,
+) -> anyhow::Result<RpcLatency> {
+    // Unmeasured warm-up: the first calls open pool connections and plan statements,
+    // which a running server has done long before.
+    for _ in 0..WARM_UP_CALLS {
+        call.send(client)
+            .await
+            .map_err(|status| anyhow::anyhow!("{name}: {status}"))?;
     }
-    measure!(
-        "ListEvents, first page of 100",
-        "QueryService/ListEvents",
-        client.list_events(v1::ListEventsRequest {
-            page_size: 100,
-            ..Default::default()
-        })
-    );
-    measure!(
-        "ListEvents, a user's timeline page",
-        "QueryService/ListEvents",
-        client.list_events(v1::ListEventsRequest {
-            user_id: "user_42".into(),
-            page_size: 100,
-            ..Default::default()
-        })
-    );
-    measure!(
-        "ListEvents, one type, property filter",
-        "QueryService/ListEvents",
-        client.list_events(v1::ListEventsRequest {
-            event_type: "type_3".into(),
-            property_filters: vec!["plan=pro".into()],
-            page_size: 100,
-            ..Default::default()
-        })
-    );
-    measure!(
-        "CountEvents, one type, 30 days",
-        "QueryService/CountEvents",
-        client.count_events(v1::CountEventsRequest {
-            event_type: "type_0".into(),
-            start_time: window.0,
-            end_time: window.1,
-            ..Default::default()
-        })
-    );
-    measure!(
-        "TopEventTypes, 30 days",
-        "QueryService/TopEventTypes",
-        client.top_event_types(v1::TopEventTypesRequest {
-            start_time: window.0,
-            end_time: window.1,
-            limit: 10,
-            ..Default::default()
-        })
-    );
-    measure!(
-        "EventTimeseries, hourly, one type, 30 days",
-        "QueryService/EventTimeseries",
-        client.event_timeseries(v1::EventTimeseriesRequest {
-            event_type: "type_0".into(),
-            start_time: window.0,
-            end_time: window.1,
-            interval: v1::Interval::Hour as i32,
-            ..Default::default()
-        })
-    );
-    measure!(
-        "EventTimeseries, daily, 30 days",
-        "QueryService/EventTimeseries",
-        client.event_timeseries(v1::EventTimeseriesRequest {
-            start_time: window.0,
-            end_time: window.1,
-            interval: v1::Interval::Day as i32,
-            ..Default::default()
-        })
-    );
-    let server_rss_mib_before_export = process.rss_mib();
-    let export_events_per_second = export_rate(&mut client).await?;
-    let server_peak_rss_mib_after_export = process.peak_rss_mib();
-    drop(process);
-    server::drop_databases(&args.database_url, &std::process::id().to_string()).await?;
-    Ok(QueryReport {
-        events: args.events,
-        load_seconds,
-        latencies,
-        export_events_per_second,
-        server_rss_mib_before_export,
-        server_peak_rss_mib_after_export,
+    let (sum_before, count_before) = process.server_time(call.rpc()).await;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    for _ in 0..iterations {
+        let started = Instant::now();
+        call.send(client)
+            .await
+            .map_err(|status| anyhow::anyhow!("{name}: {status}"))?;
+        histogram.record(started.elapsed().as_micros().max(1) as u64)?;
+    }
+    let (sum_after, count_after) = process.server_time(call.rpc()).await;
+    Ok(RpcLatency {
+        rpc: name,
+        p50_ms: histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        server_mean_ms: (sum_after - sum_before) / (count_after - count_before).max(1.0) * 1000.0,
     })
 }
 
