@@ -87,6 +87,29 @@ impl Client {
             .buckets)
     }
 
+    /// The users who reached each step of a funnel, in step order.
+    pub async fn funnel(&self, request: v1::FunnelRequest) -> Result<Vec<v1::FunnelStep>, Error> {
+        Ok(self
+            .query_service()
+            .funnel(request)
+            .await?
+            .into_inner()
+            .steps)
+    }
+
+    /// A retention table: one cohort per interval, oldest first.
+    pub async fn retention(
+        &self,
+        request: v1::RetentionRequest,
+    ) -> Result<Vec<v1::RetentionCohort>, Error> {
+        Ok(self
+            .query_service()
+            .retention(request)
+            .await?
+            .into_inner()
+            .cohorts)
+    }
+
     /// Every matching event, oldest first. A broken connection is resumed from the last
     /// cursor (for up to a minute without progress), so nothing is skipped or repeated;
     /// `request.cursor` resumes an earlier export.

@@ -266,6 +266,69 @@ pub struct CountRow {
     pub count: u64,
 }
 
+/// Steps of a funnel: at least 2, at most this many.
+pub const MAX_FUNNEL_STEPS: usize = 10;
+/// Default and longest conversion window of a funnel.
+pub const DEFAULT_CONVERSION_WINDOW: chrono::Duration = chrono::Duration::days(30);
+pub const MAX_CONVERSION_WINDOW: chrono::Duration = chrono::Duration::days(90);
+/// Most intervals (cohorts) of one retention table.
+pub const MAX_RETENTION_INTERVALS: i64 = 400;
+
+/// A funnel (QueryService.Funnel has the semantics): users entering at their first
+/// `steps[0]` event in `[start, end)`, then each next step in order within
+/// `conversion_window` of entering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunnelQuery {
+    pub tenant_id: TenantId,
+    pub steps: Vec<String>,
+    pub conversion_window: chrono::Duration,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Property filters applied to every step's events (no type or user filter).
+    pub filter: EventFilter,
+}
+
+/// A retention table (QueryService.Retention has the semantics): cohorts of `interval`
+/// width from `start` (a UTC midnight) to `end`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionQuery {
+    pub tenant_id: TenantId,
+    pub start_event_type: String,
+    pub return_event_type: String,
+    pub interval: chrono::Duration,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl RetentionQuery {
+    /// How many intervals the window holds, the last one possibly cut short by `end`.
+    pub fn intervals(&self) -> usize {
+        interval_count(self.start, self.end, self.interval).max(0) as usize
+    }
+
+    /// The interval holding `time` (at or after `start`).
+    pub fn interval_of(&self, time: DateTime<Utc>) -> usize {
+        let offset = (time - self.start).num_microseconds().unwrap_or(0).max(0);
+        (offset / self.interval.num_microseconds().unwrap_or(i64::MAX).max(1)) as usize
+    }
+}
+
+/// How many intervals of `width` from `start` it takes to cover `[start, end)`.
+pub fn interval_count(start: DateTime<Utc>, end: DateTime<Utc>, width: chrono::Duration) -> i64 {
+    let span = (end - start).num_microseconds().unwrap_or(i64::MAX);
+    let width = width.num_microseconds().unwrap_or(i64::MAX).max(1);
+    span / width + i64::from(span % width != 0)
+}
+
+/// One cohort of a retention table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cohort {
+    pub start: DateTime<Utc>,
+    pub users: u64,
+    /// `returned[i]`: users of the cohort who came back `i` intervals after its own.
+    pub returned: Vec<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

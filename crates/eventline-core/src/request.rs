@@ -10,8 +10,11 @@ use pbjson_types::Timestamp;
 
 use crate::{
     Error, TenantId,
+    breakdown::{BreakdownQuery, GroupBy},
     query::{
-        self, BucketWidth, CountQuery, EventFilter, Grouping, MAX_TIMESERIES_BUCKETS, MAX_TOP_LIMIT,
+        self, BucketWidth, CountQuery, DEFAULT_CONVERSION_WINDOW, EventFilter, FunnelQuery,
+        Grouping, MAX_CONVERSION_WINDOW, MAX_FUNNEL_STEPS, MAX_RETENTION_INTERVALS,
+        MAX_TIMESERIES_BUCKETS, MAX_TOP_LIMIT, RetentionQuery,
     },
     time,
 };
@@ -111,6 +114,8 @@ pub struct Counting {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub grouping: Grouping,
+    /// Split by a property's value (`group_by_property`), when asked.
+    pub group_by: Option<GroupBy>,
     pub min_watermark: String,
 }
 
@@ -120,6 +125,7 @@ impl Counting {
         start_time: Option<&Timestamp>,
         end_time: Option<&Timestamp>,
         grouping: Grouping,
+        group_by: Option<GroupBy>,
         min_watermark: String,
     ) -> Result<Self, Error> {
         let (start, end) = window(start_time, end_time)?;
@@ -129,7 +135,17 @@ impl Counting {
             start,
             end,
             grouping,
+            group_by,
             min_watermark,
+        })
+    }
+
+    /// The store's breakdown question for `tenant_id`, when a property was named.
+    pub fn breakdown_query(&self, tenant_id: TenantId) -> Option<BreakdownQuery> {
+        let group_by = self.group_by.as_ref()?;
+        Some(BreakdownQuery {
+            counting: self.query(tenant_id),
+            property: group_by.property.clone(),
         })
     }
 
@@ -154,6 +170,7 @@ impl TryFrom<v1::CountEventsRequest> for Counting {
             request.start_time.as_ref(),
             request.end_time.as_ref(),
             Grouping::Total,
+            GroupBy::from_request(&request.group_by_property, request.group_limit)?,
             request.min_watermark,
         )
     }
@@ -186,6 +203,7 @@ impl TryFrom<v1::TopEventTypesRequest> for TopEventTypes {
                 request.start_time.as_ref(),
                 request.end_time.as_ref(),
                 Grouping::EventType,
+                GroupBy::from_request(&request.group_by_property, request.group_limit)?,
                 request.min_watermark,
             )?,
             limit,
@@ -221,11 +239,148 @@ impl TryFrom<v1::EventTimeseriesRequest> for EventTimeseries {
             request.start_time.as_ref(),
             request.end_time.as_ref(),
             Grouping::Bucket(width),
+            GroupBy::from_request(&request.group_by_property, request.group_limit)?,
             request.min_watermark,
         )?;
         let buckets = bucket_starts(width, counting.start, counting.end)?;
         Ok(Self { counting, buckets })
     }
+}
+
+/// `Funnel`: everything but the tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Funnel {
+    pub steps: Vec<String>,
+    pub conversion_window: chrono::Duration,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub filter: EventFilter,
+    pub min_watermark: String,
+}
+
+impl Funnel {
+    /// The store's question for `tenant_id`.
+    pub fn query(&self, tenant_id: TenantId) -> FunnelQuery {
+        FunnelQuery {
+            tenant_id,
+            steps: self.steps.clone(),
+            conversion_window: self.conversion_window,
+            start: self.start,
+            end: self.end,
+            filter: self.filter.clone(),
+        }
+    }
+}
+
+impl TryFrom<v1::FunnelRequest> for Funnel {
+    type Error = Error;
+
+    fn try_from(request: v1::FunnelRequest) -> Result<Self, Error> {
+        if !(2..=MAX_FUNNEL_STEPS).contains(&request.steps.len()) {
+            return Err(Error::invalid(
+                "steps",
+                format!(
+                    "must hold 2 to {MAX_FUNNEL_STEPS} event types, got {}",
+                    request.steps.len()
+                ),
+            ));
+        }
+        for (index, step) in request.steps.iter().enumerate() {
+            event_type(&format!("steps[{index}]"), step)?;
+        }
+        let conversion_window = match &request.conversion_window {
+            None => DEFAULT_CONVERSION_WINDOW,
+            Some(duration) => {
+                let window = chrono::Duration::seconds(duration.seconds)
+                    + chrono::Duration::nanoseconds(i64::from(duration.nanos));
+                if window <= chrono::Duration::zero() || window > MAX_CONVERSION_WINDOW {
+                    return Err(Error::invalid(
+                        "conversion_window",
+                        "must be more than 0 and at most 90 days",
+                    ));
+                }
+                window
+            }
+        };
+        let (start, end) = window(request.start_time.as_ref(), request.end_time.as_ref())?;
+        Ok(Self {
+            filter: EventFilter::from_request("", "", &request.property_filters)?,
+            steps: request.steps,
+            conversion_window,
+            start,
+            end,
+            min_watermark: request.min_watermark,
+        })
+    }
+}
+
+/// `Retention`: everything but the tenant; `start` is already a UTC midnight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    pub start_event_type: String,
+    pub return_event_type: String,
+    pub interval: chrono::Duration,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub min_watermark: String,
+}
+
+impl Retention {
+    /// The store's question for `tenant_id`.
+    pub fn query(&self, tenant_id: TenantId) -> RetentionQuery {
+        RetentionQuery {
+            tenant_id,
+            start_event_type: self.start_event_type.clone(),
+            return_event_type: self.return_event_type.clone(),
+            interval: self.interval,
+            start: self.start,
+            end: self.end,
+        }
+    }
+}
+
+impl TryFrom<v1::RetentionRequest> for Retention {
+    type Error = Error;
+
+    fn try_from(request: v1::RetentionRequest) -> Result<Self, Error> {
+        event_type("start_event_type", &request.start_event_type)?;
+        event_type("return_event_type", &request.return_event_type)?;
+        let interval = match v1::RetentionInterval::try_from(request.interval) {
+            Ok(v1::RetentionInterval::Day) => chrono::Duration::days(1),
+            Ok(v1::RetentionInterval::Week) => chrono::Duration::days(7),
+            _ => {
+                return Err(Error::invalid(
+                    "interval",
+                    "must be RETENTION_INTERVAL_DAY or RETENTION_INTERVAL_WEEK",
+                ));
+            }
+        };
+        let (start, end) = window(request.start_time.as_ref(), request.end_time.as_ref())?;
+        let retention = Self {
+            start_event_type: request.start_event_type,
+            return_event_type: request.return_event_type,
+            interval,
+            start: BucketWidth::Day.floor(start),
+            end,
+            min_watermark: request.min_watermark,
+        };
+        let intervals = query::interval_count(retention.start, retention.end, interval);
+        if intervals > MAX_RETENTION_INTERVALS {
+            return Err(Error::invalid(
+                "start_time",
+                format!(
+                    "the window holds {intervals} intervals; at most {MAX_RETENTION_INTERVALS} are allowed"
+                ),
+            ));
+        }
+        Ok(retention)
+    }
+}
+
+/// A required event type field, checked as ingest checks `event_type`.
+fn event_type(field: &str, value: &str) -> Result<(), Error> {
+    crate::validate::check_text(field, value, 1, crate::limits::MAX_EVENT_TYPE_CHARS)
+        .map_err(|violation| Error::InvalidArgument { violation })
 }
 
 /// A `page_size` field: 0 is the default, at most [`query::MAX_PAGE_SIZE`].

@@ -6,7 +6,10 @@ use std::{future::Future, sync::Arc, time::Instant};
 use async_trait::async_trait;
 use eventline_core::{
     Actor, ApiKey, AuditEvent, AuditQuery, Event, Tenant, TenantId,
-    query::{CommittedQuery, CountQuery, CountRow, EventQuery},
+    breakdown::{BreakdownQuery, BreakdownRow},
+    query::{
+        Cohort, CommittedQuery, CountQuery, CountRow, EventQuery, FunnelQuery, RetentionQuery,
+    },
 };
 use eventline_store::{Appended, PoolStatus, Store, StoreError};
 
@@ -98,6 +101,18 @@ impl Store for MeteredStore {
 
     async fn count(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
         timed("count", self.inner.count(query)).await
+    }
+
+    async fn breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError> {
+        timed("breakdown", self.inner.breakdown(query)).await
+    }
+
+    async fn funnel(&self, query: &FunnelQuery) -> Result<Vec<u64>, StoreError> {
+        timed("funnel", self.inner.funnel(query)).await
+    }
+
+    async fn retention(&self, query: &RetentionQuery) -> Result<Vec<Cohort>, StoreError> {
+        timed("retention", self.inner.retention(query)).await
     }
 
     async fn commit_horizon(&self) -> Result<u64, StoreError> {

@@ -63,7 +63,7 @@ async fn track_answers_201_then_200_with_the_idempotency_key_and_count_sees_one(
         .json()
         .await
         .unwrap();
-    assert_eq!(count, json!({"count": "1"}));
+    assert_eq!(count, json!({"count": "1", "groups": []}));
     server.stop().await;
 }
 
@@ -490,13 +490,241 @@ async fn swagger_ui_renders_every_operation_in_headless_chromium() {
     );
     let dom = String::from_utf8_lossy(&dom.stdout);
     let operations = dom.matches("class=\"opblock-summary-path\"").count();
-    assert_eq!(operations, 15, "Swagger UI shows every REST operation");
+    assert_eq!(operations, 17, "Swagger UI shows every REST operation");
     for path in [
         "data-path=\"/v1/events:batch\"",
         "data-path=\"/v1/users/{user_id}/events\"",
         "data-path=\"/v1/stats/top-event-types\"",
+        "data-path=\"/v1/analytics/funnel\"",
     ] {
         assert!(dom.contains(path), "{path} not rendered");
     }
     server.stop().await;
+}
+
+/// Funnel and Retention over REST (query parameters, proto3 JSON) and over gRPC give the
+/// same answer, and the answer counts what was sent; on both stores.
+async fn funnel_and_retention_answer_over_rest_and_grpc(server: TestServer) {
+    let day = chrono::Utc::now() - chrono::Duration::days(2);
+    let day = day.date_naive().and_hms_opt(12, 0, 0).unwrap().and_utc();
+    let stamp = |minutes: i64| {
+        (day + chrono::Duration::minutes(minutes))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    // u1 views, signs up, buys; u2 views and signs up; u3 views; u4 buys only. u1 logs in
+    // again the next day.
+    let events = json!({"events": [
+        {"event_type": "view", "user_id": "u1", "timestamp": stamp(0)},
+        {"event_type": "signup", "user_id": "u1", "timestamp": stamp(5)},
+        {"event_type": "buy", "user_id": "u1", "timestamp": stamp(10)},
+        {"event_type": "view", "user_id": "u2", "timestamp": stamp(0)},
+        {"event_type": "signup", "user_id": "u2", "timestamp": stamp(90)},
+        {"event_type": "view", "user_id": "u3", "timestamp": stamp(1)},
+        {"event_type": "buy", "user_id": "u4", "timestamp": stamp(2)},
+        {"event_type": "login", "user_id": "u1", "timestamp": stamp(24 * 60)},
+    ]});
+    let response = post(&server, "/v1/events:batch", &server.api_key, &events).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let window = format!("start_time={}&end_time={}", stamp(-60), stamp(36 * 60));
+    let funnel: Value = get(
+        &server,
+        &format!("/v1/analytics/funnel?steps=view&steps=signup&steps=buy&conversion_window=7200s&{window}"),
+        &server.api_key,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    // u2's signup came 90 minutes after the view: inside the 2 h window.
+    assert_eq!(
+        funnel,
+        json!({"steps": [
+            {"event_type": "view", "users": "3"},
+            {"event_type": "signup", "users": "2"},
+            {"event_type": "buy", "users": "1"},
+        ]})
+    );
+    let response = get(
+        &server,
+        &format!("/v1/analytics/funnel?steps=view&{window}"),
+        &server.api_key,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.unwrap().contains("steps"));
+
+    let retention: Value = get(
+        &server,
+        &format!("/v1/analytics/retention?start_event_type=signup&return_event_type=login&interval=RETENTION_INTERVAL_DAY&{window}"),
+        &server.api_key,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let cohorts = retention["cohorts"].as_array().unwrap();
+    // From 11:00 the first day, rounded down to its midnight, to midnight two days on.
+    assert_eq!(cohorts.len(), 2, "{retention}");
+    assert_eq!(cohorts[0]["users"], "2");
+    assert_eq!(cohorts[0]["returned"], json!(["0", "1"]));
+    assert_eq!(cohorts[1]["users"], "0");
+    assert_eq!(cohorts[1]["returned"], json!(["0"]));
+
+    let mut query = server.query(&server.api_key).await;
+    let request = eventline_proto::v1::FunnelRequest {
+        steps: vec!["view".into(), "signup".into(), "buy".into()],
+        conversion_window: Some(pbjson_types::Duration {
+            seconds: 7200,
+            nanos: 0,
+        }),
+        start_time: Some(eventline_core::time::to_proto(
+            day - chrono::Duration::hours(1),
+        )),
+        end_time: Some(eventline_core::time::to_proto(
+            day + chrono::Duration::hours(36),
+        )),
+        ..Default::default()
+    };
+    let steps = query.funnel(request).await.unwrap().into_inner().steps;
+    let users: Vec<u64> = steps.iter().map(|step| step.users).collect();
+    assert_eq!(users, [3, 2, 1]);
+    let error = query
+        .retention(eventline_proto::v1::RetentionRequest {
+            start_event_type: "signup".into(),
+            return_event_type: "login".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert!(error.message().contains("interval"), "{error:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn funnel_and_retention_answer_over_rest_and_grpc_on_postgres() {
+    funnel_and_retention_answer_over_rest_and_grpc(TestServer::postgres().await).await;
+}
+
+#[tokio::test]
+async fn funnel_and_retention_answer_over_rest_and_grpc_on_sqlite() {
+    let directory = tempfile::tempdir().unwrap();
+    funnel_and_retention_answer_over_rest_and_grpc(TestServer::sqlite(directory.path()).await)
+        .await;
+}
+
+/// Count, top types and series broken down by a property over REST: the largest values
+/// first, then the events without it, then the rest; every bucket lists the same groups.
+async fn breakdowns_by_a_property_answer_over_rest(server: TestServer) {
+    let hour = (chrono::Utc::now() - chrono::Duration::days(1))
+        .date_naive()
+        .and_hms_opt(10, 0, 0)
+        .unwrap()
+        .and_utc();
+    let stamp = |minutes: i64| {
+        (hour + chrono::Duration::minutes(minutes))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    // signup: pro ×3, free ×2, 5 (a number) ×1, none ×1; view: pro ×1.
+    let events = json!({"events": [
+        {"event_type": "signup", "timestamp": stamp(0), "properties": {"plan": "pro"}},
+        {"event_type": "signup", "timestamp": stamp(1), "properties": {"plan": "pro"}},
+        {"event_type": "signup", "timestamp": stamp(61), "properties": {"plan": "pro"}},
+        {"event_type": "signup", "timestamp": stamp(2), "properties": {"plan": "free"}},
+        {"event_type": "signup", "timestamp": stamp(62), "properties": {"plan": "free"}},
+        {"event_type": "signup", "timestamp": stamp(3), "properties": {"plan": 5}},
+        {"event_type": "signup", "timestamp": stamp(4), "properties": {"seats": 2}},
+        {"event_type": "view", "timestamp": stamp(5), "properties": {"plan": "pro"}},
+    ]});
+    let response = post(&server, "/v1/events:batch", &server.api_key, &events).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let window = format!("start_time={}&end_time={}", stamp(0), stamp(120));
+    let count: Value = get(
+        &server,
+        &format!("/v1/stats/count?event_type=signup&group_by_property=plan&group_limit=2&{window}"),
+        &server.api_key,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        count,
+        json!({"count": "7", "groups": [
+            {"kind": "PROPERTY_GROUP_KIND_VALUE", "value": "\"pro\"", "count": "3"},
+            {"kind": "PROPERTY_GROUP_KIND_VALUE", "value": "\"free\"", "count": "2"},
+            {"kind": "PROPERTY_GROUP_KIND_MISSING", "value": "", "count": "1"},
+            {"kind": "PROPERTY_GROUP_KIND_OTHER", "value": "", "count": "1"},
+        ]})
+    );
+    let top: Value = get(
+        &server,
+        &format!("/v1/stats/top-event-types?group_by_property=plan&{window}"),
+        &server.api_key,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(top["event_types"][0]["event_type"], "signup");
+    assert_eq!(top["event_types"][0]["groups"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        top["event_types"][1]["groups"],
+        json!([{"kind": "PROPERTY_GROUP_KIND_VALUE", "value": "\"pro\"", "count": "1"}])
+    );
+    let series: Value = get(
+        &server,
+        &format!("/v1/stats/timeseries?event_type=signup&interval=INTERVAL_HOUR&group_by_property=plan&group_limit=1&{window}"),
+        &server.api_key,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let counts: Vec<Vec<(String, String)>> = series["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|bucket| {
+            bucket["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|group| {
+                    (
+                        group["value"].as_str().unwrap().to_owned(),
+                        group["count"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let pair = |value: &str, count: &str| (value.to_owned(), count.to_owned());
+    assert_eq!(
+        counts,
+        [
+            vec![pair("\"pro\"", "2"), pair("", "1"), pair("", "2")],
+            vec![pair("\"pro\"", "1"), pair("", "0"), pair("", "1")],
+        ]
+    );
+    let response = get(
+        &server,
+        &format!("/v1/stats/count?group_limit=3&{window}"),
+        &server.api_key,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.unwrap().contains("group_limit"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn breakdowns_by_a_property_answer_over_rest_on_postgres() {
+    breakdowns_by_a_property_answer_over_rest(TestServer::postgres().await).await;
+}
+
+#[tokio::test]
+async fn breakdowns_by_a_property_answer_over_rest_on_sqlite() {
+    let directory = tempfile::tempdir().unwrap();
+    breakdowns_by_a_property_answer_over_rest(TestServer::sqlite(directory.path()).await).await;
 }

@@ -2,6 +2,7 @@
 //! (embedded default) implementations, their embedded migrations, and a test harness
 //! that hands out fresh databases. It must not depend on the server or on proto types.
 
+mod analytics;
 mod counts;
 mod error;
 pub mod postgres;
@@ -15,7 +16,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventline_core::{
     Actor, ApiKey, AuditEvent, AuditQuery, Event, IngestOutcome, Tenant, TenantId,
-    query::{CommittedQuery, CountQuery, CountRow, EventQuery},
+    breakdown::{BreakdownQuery, BreakdownRow},
+    query::{
+        Cohort, CommittedQuery, CountQuery, CountRow, EventQuery, FunnelQuery, RetentionQuery,
+    },
 };
 
 pub use error::StoreError;
@@ -79,6 +83,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// answers from its own tables (rollups where they cover the window, raw rows at the
     /// edges); the rows are always those a count of raw events would give.
     async fn count(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError>;
+
+    /// A count in a window split by the value of one top-level property, read from the
+    /// events: one row per (bucket, type, value) as `query.counting.grouping` asks.
+    async fn breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError>;
+
+    /// The users who reached each step of a funnel (QueryService.Funnel's semantics).
+    async fn funnel(&self, query: &FunnelQuery) -> Result<Vec<u64>, StoreError>;
+
+    /// A retention table, one cohort per interval (QueryService.Retention's semantics).
+    async fn retention(&self, query: &RetentionQuery) -> Result<Vec<Cohort>, StoreError>;
 
     /// The commit horizon: every event with a commit sequence below it is committed and
     /// visible, and no event below it can still appear.

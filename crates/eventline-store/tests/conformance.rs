@@ -64,6 +64,9 @@ conformance_suite!(
     every_admin_change_is_audited_in_its_transaction,
     audit_pages_are_newest_first_and_scoped_to_a_tenant,
     the_write_pool_reports_its_open_and_idle_connections,
+    funnels_match_an_independent_walk_of_the_events,
+    retention_matches_an_independent_count_of_the_events,
+    breakdowns_match_an_independent_count_of_the_events,
 );
 
 fn at(hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
@@ -1027,4 +1030,298 @@ async fn the_write_pool_reports_its_open_and_idle_connections(store: Arc<dyn Sto
     let status = store.pool_status();
     assert!(status.open >= 1, "{status:?}");
     assert!(status.idle <= status.open, "{status:?}");
+}
+
+/// Events of 30 users over the 32 hours around 2026-11-20 00:00 UTC: types that funnels
+/// and retention ask about, ties at one timestamp (every time is a whole 20 minutes),
+/// users without a `user_id`, and two plans. Another tenant gets the same events, to be
+/// counted never.
+async fn analytics_events(store: &dyn Store) -> (TenantId, Vec<Event>) {
+    let tenant_id = tenant(store, "acme").await;
+    let other = tenant(store, "other").await;
+    let types = ["view", "signup", "buy", "login"];
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |bound: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % bound
+    };
+    let first = at(0, 0, 0) - Duration::hours(8);
+    let events: Vec<Event> = (0..600)
+        .map(|n| {
+            let user = next(32);
+            let timestamp = first + Duration::minutes(20 * next(96) as i64);
+            let mut event = event(
+                tenant_id,
+                &format!("a{n:04}"),
+                types[next(4) as usize],
+                timestamp,
+            );
+            // Users 30 and 31 stand for events sent without a user id.
+            event.user_id = (user < 30).then(|| format!("user{user:02}"));
+            if next(3) == 0 {
+                event.properties_json = r#"{"plan":"free"}"#.to_owned();
+            }
+            event
+        })
+        .collect();
+    store.append(&events).await.unwrap();
+    let copies: Vec<Event> = events
+        .iter()
+        .map(|event| Event {
+            tenant_id: other,
+            ..event.clone()
+        })
+        .collect();
+    store.append(&copies).await.unwrap();
+    (tenant_id, events)
+}
+
+/// Each user's events with a user id, grouped by user.
+fn by_user(events: &[Event]) -> std::collections::BTreeMap<&str, Vec<&Event>> {
+    let mut users: std::collections::BTreeMap<&str, Vec<&Event>> = Default::default();
+    for event in events {
+        if let Some(user_id) = &event.user_id {
+            users.entry(user_id.as_str()).or_default().push(event);
+        }
+    }
+    users
+}
+
+/// The longest chain of steps a user completes, by exhaustive search: the first step at
+/// the user's first first-step time in the window, each next step another event at or
+/// after the one before, all within the conversion window.
+fn steps_reached(events: &[&Event], query: &eventline_core::query::FunnelQuery) -> usize {
+    let Some(entered) = events
+        .iter()
+        .filter(|event| {
+            event.event_type == query.steps[0]
+                && event.timestamp >= query.start
+                && event.timestamp < query.end
+        })
+        .map(|event| event.timestamp)
+        .min()
+    else {
+        return 0;
+    };
+    fn extend(
+        events: &[&Event],
+        query: &eventline_core::query::FunnelQuery,
+        entered: DateTime<Utc>,
+        chain: &mut Vec<usize>,
+    ) -> usize {
+        let step = chain.len();
+        if step == query.steps.len() {
+            return step;
+        }
+        let mut best = step;
+        for (index, event) in events.iter().enumerate() {
+            let after = chain
+                .last()
+                .is_none_or(|&last| event.timestamp >= events[last].timestamp);
+            let fits = if step == 0 {
+                event.timestamp == entered
+            } else {
+                after && event.timestamp - entered <= query.conversion_window
+            };
+            if fits && event.event_type == query.steps[step] && !chain.contains(&index) {
+                chain.push(index);
+                best = best.max(extend(events, query, entered, chain));
+                chain.pop();
+            }
+        }
+        best
+    }
+    extend(events, query, entered, &mut Vec::new())
+}
+
+async fn funnels_match_an_independent_walk_of_the_events(store: Arc<dyn Store>) {
+    let (tenant_id, events) = analytics_events(&*store).await;
+    let pro = EventFilter {
+        properties: vec![PropertyFilter::parse("property_filters[0]", "plan=pro").unwrap()],
+        ..Default::default()
+    };
+    let cases = [
+        (vec!["view", "signup", "buy"], 3, EventFilter::default()),
+        (vec!["view", "view"], 2, EventFilter::default()),
+        (vec!["signup", "view", "signup"], 6, EventFilter::default()),
+        (vec!["login", "buy"], 4, pro.clone()),
+    ];
+    for (steps, hours, filter) in cases {
+        let query = eventline_core::query::FunnelQuery {
+            tenant_id,
+            steps: steps.iter().map(|step| (*step).to_owned()).collect(),
+            conversion_window: Duration::hours(hours),
+            // Crosses midnight UTC; later steps may fall after the end.
+            start: at(0, 0, 0) - Duration::hours(6),
+            end: at(12, 0, 0),
+            filter: filter.clone(),
+        };
+        let selected: Vec<Event> = events
+            .iter()
+            .filter(|event| filter.properties.is_empty() || !event.properties_json.contains("free"))
+            .cloned()
+            .collect();
+        let mut expected = vec![0u64; steps.len()];
+        for user_events in by_user(&selected).values() {
+            for users in &mut expected[..steps_reached(user_events, &query)] {
+                *users += 1;
+            }
+        }
+        let reached = store.funnel(&query).await.unwrap();
+        assert_eq!(reached, expected, "{steps:?} within {hours} h");
+        assert!(
+            expected[0] > expected[steps.len() - 1],
+            "the case drops users: {expected:?}"
+        );
+    }
+}
+
+async fn retention_matches_an_independent_count_of_the_events(store: Arc<dyn Store>) {
+    let (tenant_id, events) = analytics_events(&*store).await;
+    for (start_type, return_type, interval) in [
+        ("signup", "login", Duration::days(1)),
+        ("view", "view", Duration::hours(6)),
+        ("login", "buy", Duration::hours(4)),
+    ] {
+        let query = eventline_core::query::RetentionQuery {
+            tenant_id,
+            start_event_type: start_type.to_owned(),
+            return_event_type: return_type.to_owned(),
+            interval,
+            start: at(0, 0, 0) - Duration::days(1),
+            end: at(20, 0, 0),
+        };
+        let intervals = query.intervals();
+        let interval_of = |time: DateTime<Utc>| {
+            ((time - query.start).num_seconds() / interval.num_seconds()) as usize
+        };
+        let mut expected: Vec<(u64, Vec<u64>)> = (0..intervals)
+            .map(|index| (0, vec![0; intervals - index]))
+            .collect();
+        for user_events in by_user(&events).values() {
+            let in_window: Vec<&&Event> = user_events
+                .iter()
+                .filter(|event| event.timestamp >= query.start && event.timestamp < query.end)
+                .collect();
+            let Some(first) = in_window
+                .iter()
+                .filter(|event| event.event_type == start_type)
+                .min_by_key(|event| event.timestamp)
+            else {
+                continue;
+            };
+            let cohort = interval_of(first.timestamp);
+            expected[cohort].0 += 1;
+            for later in 0..intervals - cohort {
+                let came_back = in_window.iter().any(|event| {
+                    event.event_type == return_type
+                        && event.event_id != first.event_id
+                        && event.timestamp >= first.timestamp
+                        && interval_of(event.timestamp) == cohort + later
+                });
+                expected[cohort].1[later] += u64::from(came_back);
+            }
+        }
+        let cohorts = store.retention(&query).await.unwrap();
+        let table: Vec<(u64, Vec<u64>)> = cohorts
+            .iter()
+            .map(|cohort| (cohort.users, cohort.returned.clone()))
+            .collect();
+        assert_eq!(
+            table, expected,
+            "{start_type} → {return_type} per {interval}"
+        );
+        assert_eq!(cohorts[1].start, query.start + interval);
+        assert!(
+            expected
+                .iter()
+                .any(|(users, returned)| *users > 0 && returned.iter().sum::<u64>() > 0)
+        );
+    }
+}
+
+async fn breakdowns_match_an_independent_count_of_the_events(store: Arc<dyn Store>) {
+    let (tenant_id, mut events) = analytics_events(&*store).await;
+    // Values of every JSON kind, "5" beside 5, and events without the property.
+    let plans = [
+        r#"{"plan":"pro"}"#,
+        r#"{"plan":5}"#,
+        r#"{"plan":"5"}"#,
+        r#"{"plan":true}"#,
+        r#"{"plan":null}"#,
+        r#"{"plan":{"seats":3,"tier":"a"}}"#,
+        r#"{"plan":[1,"x"]}"#,
+        r#"{"seats":1}"#,
+        "{}",
+    ];
+    let more: Vec<Event> = (0..180)
+        .map(|n| {
+            let mut event = event(
+                tenant_id,
+                &format!("b{n:04}"),
+                ["view", "buy"][n % 2],
+                at(0, 0, 0) - Duration::hours(5) + Duration::minutes(7 * n as i64),
+            );
+            event.properties_json = plans[n % plans.len()].to_owned();
+            event
+        })
+        .collect();
+    store.append(&more).await.unwrap();
+    events.extend(more);
+    let (start, end) = (at(0, 0, 0) - Duration::hours(4), at(12, 30, 0));
+    for (event_type, grouping) in [
+        (None, Grouping::Total),
+        (Some("view"), Grouping::Total),
+        (None, Grouping::EventType),
+        (None, Grouping::Bucket(BucketWidth::Hour)),
+        (Some("buy"), Grouping::Bucket(BucketWidth::Day)),
+    ] {
+        let query = eventline_core::breakdown::BreakdownQuery {
+            counting: CountQuery {
+                tenant_id,
+                event_type: event_type.map(str::to_owned),
+                start,
+                end,
+                grouping,
+            },
+            property: "plan".to_owned(),
+        };
+        let mut expected: std::collections::BTreeMap<_, u64> = Default::default();
+        for event in &events {
+            if event.timestamp < start
+                || event.timestamp >= end
+                || event_type.is_some_and(|wanted| wanted != event.event_type)
+            {
+                continue;
+            }
+            let properties: serde_json::Value =
+                serde_json::from_str(&event.properties_json).unwrap();
+            let value = properties.get("plan").map(serde_json::Value::to_string);
+            let (bucket, grouped_type) = match grouping {
+                Grouping::Total => (None, None),
+                Grouping::EventType => (None, Some(event.event_type.clone())),
+                Grouping::Bucket(width) => (Some(width.floor(event.timestamp)), None),
+            };
+            *expected.entry((bucket, grouped_type, value)).or_default() += 1;
+        }
+        let rows = store.breakdown(&query).await.unwrap();
+        let mut answered: std::collections::BTreeMap<_, u64> = Default::default();
+        for row in &rows {
+            let value = row.value.as_deref().map(|text| {
+                serde_json::from_str::<serde_json::Value>(text)
+                    .unwrap()
+                    .to_string()
+            });
+            *answered
+                .entry((row.bucket, row.event_type.clone(), value))
+                .or_default() += row.count;
+        }
+        assert_eq!(answered, expected, "{event_type:?} by {grouping:?}");
+        assert!(
+            expected.keys().any(|(_, _, value)| value.is_none()) && expected.len() > 8,
+            "the case covers missing values and many groups"
+        );
+    }
 }

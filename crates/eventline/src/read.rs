@@ -77,6 +77,40 @@ pub(crate) enum QueryCommand {
         #[arg(long, value_enum, default_value_t = Interval::Hour)]
         interval: Interval,
     },
+    /// Users through a sequence of steps (QueryService.Funnel), one line per step.
+    Funnel {
+        #[command(flatten)]
+        window: WindowArgs,
+        /// The event type of each step, in order (2 to 10).
+        #[arg(long = "step", required = true)]
+        steps: Vec<String>,
+        /// How long after the first step a user has to finish (30m, 7d; default 30 days).
+        #[arg(long = "within")]
+        conversion_window: Option<String>,
+        /// Only events whose property equals a value: key=value (repeatable).
+        #[arg(long = "prop")]
+        props: Vec<String>,
+    },
+    /// Cohorts by their first start event and when they came back (QueryService.Retention).
+    Retention {
+        #[command(flatten)]
+        window: WindowArgs,
+        /// The event that puts a user in a cohort.
+        #[arg(long = "start-type")]
+        start_event_type: String,
+        /// The event that counts as coming back.
+        #[arg(long = "return-type")]
+        return_event_type: String,
+        /// Cohort width.
+        #[arg(long, value_enum, default_value_t = RetentionInterval::Day)]
+        interval: RetentionInterval,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum RetentionInterval {
+    Day,
+    Week,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -164,7 +198,104 @@ pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
             event_type,
             interval,
         } => series(&client, &mut out, &window, event_type, interval).await,
+        QueryCommand::Funnel {
+            window,
+            steps,
+            conversion_window,
+            props,
+        } => {
+            let request = v1::FunnelRequest {
+                steps,
+                conversion_window: conversion_window
+                    .as_deref()
+                    .map(|text| duration("within", text))
+                    .transpose()?,
+                start_time: optional_time("start", &window.start)?,
+                end_time: optional_time("end", &window.end)?,
+                property_filters: props,
+                ..Default::default()
+            };
+            funnel(&client, &mut out, request).await
+        }
+        QueryCommand::Retention {
+            window,
+            start_event_type,
+            return_event_type,
+            interval,
+        } => {
+            let interval = match interval {
+                RetentionInterval::Day => v1::RetentionInterval::Day,
+                RetentionInterval::Week => v1::RetentionInterval::Week,
+            };
+            let request = v1::RetentionRequest {
+                start_event_type,
+                return_event_type,
+                interval: interval as i32,
+                start_time: optional_time("start", &window.start)?,
+                end_time: optional_time("end", &window.end)?,
+                ..Default::default()
+            };
+            retention(&client, &mut out, request).await
+        }
     }
+}
+
+fn duration(flag: &str, text: &str) -> anyhow::Result<pbjson_types::Duration> {
+    let duration = humantime::parse_duration(text)
+        .with_context(|| format!("--{flag} must be a duration such as 30m or 7d, got {text:?}"))?;
+    Ok(pbjson_types::Duration {
+        seconds: i64::try_from(duration.as_secs()).context("duration too long")?,
+        nanos: duration.subsec_nanos() as i32,
+    })
+}
+
+/// `query funnel`: one `step<TAB>type<TAB>users<TAB>percent of step 1` line per step.
+async fn funnel(
+    client: &Client,
+    out: &mut impl Write,
+    request: v1::FunnelRequest,
+) -> anyhow::Result<()> {
+    let steps = client.funnel(request).await?;
+    let entered = steps.first().map_or(0, |step| step.users);
+    for (index, step) in steps.iter().enumerate() {
+        let percent = if entered == 0 {
+            0.0
+        } else {
+            100.0 * step.users as f64 / entered as f64
+        };
+        writeln!(
+            out,
+            "{}\t{}\t{}\t{percent:.1}%",
+            index + 1,
+            step.event_type,
+            step.users
+        )?;
+    }
+    Ok(())
+}
+
+/// `query retention`: a header, then one `cohort start<TAB>users<TAB>returned…` line per
+/// cohort, the returned counts for its own interval and each one after it.
+async fn retention(
+    client: &Client,
+    out: &mut impl Write,
+    request: v1::RetentionRequest,
+) -> anyhow::Result<()> {
+    let cohorts = client.retention(request).await?;
+    let columns = cohorts.first().map_or(0, |cohort| cohort.returned.len());
+    let header: Vec<String> = (0..columns).map(|index| format!("+{index}")).collect();
+    writeln!(out, "cohort\tusers\t{}", header.join("\t"))?;
+    for cohort in cohorts {
+        let start = cohort
+            .start_time
+            .as_ref()
+            .and_then(eventline_core::time::from_proto)
+            .map(|time| time.format("%Y-%m-%d").to_string())
+            .unwrap_or_default();
+        let returned: Vec<String> = cohort.returned.iter().map(u64::to_string).collect();
+        writeln!(out, "{start}\t{}\t{}", cohort.users, returned.join("\t"))?;
+    }
+    Ok(())
 }
 
 /// `query list`: up to `limit` matching events as NDJSON, over as many pages as needed.

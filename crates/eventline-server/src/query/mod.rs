@@ -1,6 +1,8 @@
-//! QueryService: listings, counts, top types, series, export and tail, each scoped to the
+//! QueryService: listings, counts (optionally broken down by a property), top types,
+//! series, funnels, retention, export and tail, each scoped to the
 //! tenant of a query-scoped API key.
 
+mod breakdown;
 pub(crate) mod cursor;
 mod tail;
 
@@ -8,8 +10,12 @@ use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
 use eventline_core::{
     Error, Scope, TenantId,
+    breakdown::BreakdownRow,
     query::{self, CountRow, EventQuery, Order},
-    request::{Counting, EventTimeseries, ExportEvents, ListEvents, TailEvents, TopEventTypes},
+    request::{
+        Counting, EventTimeseries, ExportEvents, Funnel, ListEvents, Retention, TailEvents,
+        TopEventTypes,
+    },
     time,
 };
 use eventline_proto::v1::{self, query_service_server::QueryService};
@@ -76,6 +82,22 @@ impl QueryApi {
     ) -> Result<Vec<CountRow>, Error> {
         self.wait_for(&counting.min_watermark).await?;
         Ok(self.store.count(&counting.query(tenant_id)).await?)
+    }
+
+    /// The (bucket, type, value) rows of a count with `group_by_property`, and how many
+    /// values get a group of their own; `None` for a count without one.
+    async fn breakdown(
+        &self,
+        tenant_id: TenantId,
+        counting: &Counting,
+    ) -> Result<Option<(Vec<BreakdownRow>, usize)>, Error> {
+        let (Some(query), Some(group_by)) =
+            (counting.breakdown_query(tenant_id), &counting.group_by)
+        else {
+            return Ok(None);
+        };
+        self.wait_for(&counting.min_watermark).await?;
+        Ok(Some((self.store.breakdown(&query).await?, group_by.limit)))
     }
 
     /// Waits (bounded) until the writes behind `watermark` are visible.
@@ -186,9 +208,13 @@ impl QueryService for QueryApi {
         request: Request<v1::CountEventsRequest>,
     ) -> Result<Response<v1::CountEventsResponse>, Status> {
         let (tenant_id, counting): (_, Counting) = self.accept(request).await?;
+        if let Some((rows, limit)) = self.breakdown(tenant_id, &counting).await? {
+            return Ok(Response::new(breakdown::count(&rows, limit)));
+        }
         let rows = self.count(tenant_id, &counting).await?;
         Ok(Response::new(v1::CountEventsResponse {
             count: rows.iter().map(|row| row.count).sum(),
+            groups: Vec::new(),
         }))
     }
 
@@ -197,22 +223,24 @@ impl QueryService for QueryApi {
         request: Request<v1::TopEventTypesRequest>,
     ) -> Result<Response<v1::TopEventTypesResponse>, Status> {
         let (tenant_id, top): (_, TopEventTypes) = self.accept(request).await?;
+        if let Some((rows, limit)) = self.breakdown(tenant_id, &top.counting).await? {
+            return Ok(Response::new(breakdown::top_event_types(
+                &rows, top.limit, limit,
+            )));
+        }
         let rows = self.count(tenant_id, &top.counting).await?;
         let mut event_types: Vec<v1::EventTypeCount> = rows
             .into_iter()
             .filter_map(|row| {
                 let count = row.count;
-                row.event_type
-                    .map(|event_type| v1::EventTypeCount { event_type, count })
+                row.event_type.map(|event_type| v1::EventTypeCount {
+                    event_type,
+                    count,
+                    groups: Vec::new(),
+                })
             })
             .collect();
-        event_types.sort_by(|left, right| {
-            right
-                .count
-                .cmp(&left.count)
-                .then_with(|| left.event_type.cmp(&right.event_type))
-        });
-        event_types.truncate(top.limit);
+        rank_event_types(&mut event_types, top.limit);
         Ok(Response::new(v1::TopEventTypesResponse { event_types }))
     }
 
@@ -221,6 +249,13 @@ impl QueryService for QueryApi {
         request: Request<v1::EventTimeseriesRequest>,
     ) -> Result<Response<v1::EventTimeseriesResponse>, Status> {
         let (tenant_id, series): (_, EventTimeseries) = self.accept(request).await?;
+        if let Some((rows, limit)) = self.breakdown(tenant_id, &series.counting).await? {
+            return Ok(Response::new(breakdown::timeseries(
+                &rows,
+                series.buckets,
+                limit,
+            )));
+        }
         let rows = self.count(tenant_id, &series.counting).await?;
         let counts: HashMap<_, _> = rows
             .into_iter()
@@ -232,10 +267,65 @@ impl QueryService for QueryApi {
             .map(|bucket| v1::TimeseriesBucket {
                 start_time: Some(time::to_proto(bucket)),
                 count: counts.get(&bucket).copied().unwrap_or(0),
+                groups: Vec::new(),
             })
             .collect();
         Ok(Response::new(v1::EventTimeseriesResponse { buckets }))
     }
+
+    async fn funnel(
+        &self,
+        request: Request<v1::FunnelRequest>,
+    ) -> Result<Response<v1::FunnelResponse>, Status> {
+        let (tenant_id, funnel): (_, Funnel) = self.accept(request).await?;
+        self.wait_for(&funnel.min_watermark).await?;
+        let reached = self
+            .store
+            .funnel(&funnel.query(tenant_id))
+            .await
+            .map_err(Error::from)?;
+        let steps = funnel
+            .steps
+            .into_iter()
+            .zip(reached)
+            .map(|(event_type, users)| v1::FunnelStep { event_type, users })
+            .collect();
+        Ok(Response::new(v1::FunnelResponse { steps }))
+    }
+
+    async fn retention(
+        &self,
+        request: Request<v1::RetentionRequest>,
+    ) -> Result<Response<v1::RetentionResponse>, Status> {
+        let (tenant_id, retention): (_, Retention) = self.accept(request).await?;
+        self.wait_for(&retention.min_watermark).await?;
+        let cohorts = self
+            .store
+            .retention(&retention.query(tenant_id))
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(v1::RetentionResponse {
+            cohorts: cohorts
+                .into_iter()
+                .map(|cohort| v1::RetentionCohort {
+                    start_time: Some(time::to_proto(cohort.start)),
+                    users: cohort.users,
+                    returned: cohort.returned,
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// Orders types by descending count, ties by name, and keeps the first `limit`.
+fn rank_event_types(event_types: &mut Vec<v1::EventTypeCount>, limit: usize) {
+    event_types.sort_by(|left, right| {
+        right
+            .count
+            .cmp(&left.count)
+            .then_with(|| left.event_type.cmp(&right.event_type))
+    });
+    event_types.truncate(limit);
 }
 
 /// A listing's store query: the window and position of its page token, when it has one

@@ -3,6 +3,7 @@
 
 use eventline_core::{
     Event,
+    breakdown::{BreakdownQuery, BreakdownRow},
     query::{
         BucketWidth, CommittedQuery, CountQuery, CountRow, EventFilter, EventQuery, Grouping, Order,
     },
@@ -10,7 +11,12 @@ use eventline_core::{
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::event_from_row;
-use crate::{StoreError, counts::CountSource};
+use crate::{
+    StoreError,
+    analytics::{Reading, UserEvent},
+    counts::CountSource,
+};
+use futures::{StreamExt, stream::BoxStream};
 
 const EVENT_COLUMNS: &str = r#"SELECT tenant_id, event_id, event_type, user_id, session_id, "timestamp",
        client_timestamp, received_at, properties::text"#;
@@ -124,6 +130,27 @@ pub(super) async fn list_committed(
 pub(super) const ROLLUPS: &[BucketWidth] =
     &[BucketWidth::Minute, BucketWidth::Hour, BucketWidth::Day];
 
+/// The bucket and type columns of a count grouped by `grouping` (NULL where it does not
+/// group), bucketing `time_column`.
+fn group_columns(grouping: Grouping, time_column: &str) -> (String, &'static str) {
+    let bucket = match grouping {
+        Grouping::Bucket(width) => {
+            let unit = match width {
+                BucketWidth::Minute => "'minute'",
+                BucketWidth::Hour => "'hour'",
+                BucketWidth::Day => "'day'",
+            };
+            format!("date_trunc({unit}, {time_column}, 'UTC')")
+        }
+        Grouping::Total | Grouping::EventType => "NULL::timestamptz".to_owned(),
+    };
+    let event_type = match grouping {
+        Grouping::EventType => "event_type",
+        Grouping::Total | Grouping::Bucket(_) => "NULL::text",
+    };
+    (bucket, event_type)
+}
+
 pub(super) async fn count(
     pool: &PgPool,
     query: &CountQuery,
@@ -143,21 +170,7 @@ pub(super) async fn count(
             ("day", "event_rollups_daily", "sum(event_count)::bigint")
         }
     };
-    let bucket = match query.grouping {
-        Grouping::Bucket(width) => {
-            let unit = match width {
-                BucketWidth::Minute => "'minute'",
-                BucketWidth::Hour => "'hour'",
-                BucketWidth::Day => "'day'",
-            };
-            format!("date_trunc({unit}, {time_column}, 'UTC')")
-        }
-        Grouping::Total | Grouping::EventType => "NULL::timestamptz".to_owned(),
-    };
-    let event_type = match query.grouping {
-        Grouping::EventType => "event_type",
-        _ => "NULL::text",
-    };
+    let (bucket, event_type) = group_columns(query.grouping, time_column);
     // Only fixed fragments above are formatted in; values are bound below.
     let mut builder = QueryBuilder::new(format!(
         "SELECT {bucket}, {event_type}, {total} FROM {table} WHERE tenant_id = "
@@ -189,6 +202,86 @@ pub(super) async fn count(
                     event_type: row.try_get(1)?,
                     count: count as u64,
                 })
+            })
+        })
+        .collect()
+}
+
+/// The events analytics read: of `event_types`, with a user, in `[start, end)`, in
+/// (user, timestamp, event id) order (`COLLATE "C"`, migration 0005, so byte order).
+fn user_events_sql(reading: &Reading) -> QueryBuilder<Postgres> {
+    let mut builder = QueryBuilder::new(
+        r#"SELECT user_id, event_type, "timestamp" FROM events WHERE tenant_id = "#,
+    );
+    builder.push_bind(reading.tenant_id.0);
+    builder.push(" AND user_id IS NOT NULL AND event_type = ANY(");
+    builder.push_bind(reading.event_types.clone());
+    builder
+        .push(r#") AND "timestamp" >= "#)
+        .push_bind(reading.start);
+    builder
+        .push(r#" AND "timestamp" < "#)
+        .push_bind(reading.end);
+    push_filter(&mut builder, &reading.filter);
+    builder.push(r#" ORDER BY user_id, "timestamp", event_id"#);
+    builder
+}
+
+fn user_event(row: sqlx::Result<sqlx::postgres::PgRow>) -> Result<UserEvent, StoreError> {
+    let row = row?;
+    Ok(UserEvent {
+        user_id: row.try_get(0)?,
+        event_type: row.try_get(1)?,
+        timestamp: row.try_get(2)?,
+    })
+}
+
+/// Runs `walk` over the events `reading` selects, streamed from the database.
+pub(super) async fn with_user_events<T>(
+    pool: &PgPool,
+    reading: &Reading,
+    walk: impl for<'s> AsyncFnOnce(
+        BoxStream<'s, Result<UserEvent, StoreError>>,
+    ) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut builder = user_events_sql(reading);
+    walk(builder.build().fetch(pool).map(user_event).boxed()).await
+}
+
+/// A count split by a property's value, read from the events (rollups keep no
+/// properties); `jsonb` prints each value, compared as JSON.
+pub(super) async fn breakdown(
+    pool: &PgPool,
+    query: &BreakdownQuery,
+) -> Result<Vec<BreakdownRow>, StoreError> {
+    let counting = &query.counting;
+    let (bucket, event_type) = group_columns(counting.grouping, r#""timestamp""#);
+    // Only fixed fragments are formatted in; values are bound.
+    let mut builder = QueryBuilder::new(format!("SELECT {bucket}, {event_type}, (properties -> "));
+    builder.push_bind(query.property.clone());
+    builder.push(")::text, count(*) FROM events WHERE tenant_id = ");
+    builder.push_bind(counting.tenant_id.0);
+    builder
+        .push(r#" AND "timestamp" >= "#)
+        .push_bind(counting.start);
+    builder
+        .push(r#" AND "timestamp" < "#)
+        .push_bind(counting.end);
+    if let Some(event_type) = &counting.event_type {
+        builder
+            .push(" AND event_type = ")
+            .push_bind(event_type.clone());
+    }
+    builder.push(" GROUP BY 1, 2, 3");
+    let rows = builder.build().fetch_all(pool).await?;
+    rows.iter()
+        .map(|row| {
+            let count: i64 = row.try_get(3)?;
+            Ok(BreakdownRow {
+                bucket: row.try_get(0)?,
+                event_type: row.try_get(1)?,
+                value: row.try_get(2)?,
+                count: count.max(0) as u64,
             })
         })
         .collect()

@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use eventline_core::{
     Actor, ApiKey, AuditAction, AuditEvent, AuditQuery, Event, IngestOutcome, Scope, Tenant,
     TenantId,
-    query::{CommittedQuery, CountQuery, CountRow, EventQuery},
+    breakdown::{BreakdownQuery, BreakdownRow},
+    query::{
+        Cohort, CommittedQuery, CountQuery, CountRow, EventQuery, FunnelQuery, RetentionQuery,
+    },
 };
 use sqlx::{
     Row, SqlitePool,
@@ -340,6 +343,26 @@ impl Store for SqliteStore {
     async fn count(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
         crate::counts::tiled(query, read::ROLLUPS, |source, tile| async move {
             read::count(&self.pool, &tile, source).await
+        })
+        .await
+    }
+
+    async fn breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError> {
+        read::breakdown(&self.pool, query).await
+    }
+
+    async fn funnel(&self, query: &FunnelQuery) -> Result<Vec<u64>, StoreError> {
+        let reading = crate::analytics::Reading::funnel(query);
+        read::with_user_events(&self.pool, &reading, async |events| {
+            crate::analytics::funnel(events, query).await
+        })
+        .await
+    }
+
+    async fn retention(&self, query: &RetentionQuery) -> Result<Vec<Cohort>, StoreError> {
+        let reading = crate::analytics::Reading::retention(query);
+        read::with_user_events(&self.pool, &reading, async |events| {
+            crate::analytics::retention(events, query).await
         })
         .await
     }

@@ -3,6 +3,7 @@
 
 use eventline_core::{
     Event,
+    breakdown::{BreakdownQuery, BreakdownRow},
     query::{
         BucketWidth, CommittedQuery, CountQuery, CountRow, EventFilter, EventQuery, Grouping, Order,
     },
@@ -10,7 +11,12 @@ use eventline_core::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{event_from_row, from_micros, micros};
-use crate::{StoreError, counts::CountSource};
+use crate::{
+    StoreError,
+    analytics::{Reading, UserEvent},
+    counts::CountSource,
+};
+use futures::{StreamExt, stream::BoxStream};
 
 const EVENT_COLUMNS: &str =
     "SELECT tenant_id, event_id, event_type, user_id, session_id, timestamp_us,
@@ -147,6 +153,22 @@ pub(super) async fn list_committed(
 /// The rollups this store keeps, finest first: hours only (migration 0001).
 pub(super) const ROLLUPS: &[BucketWidth] = &[BucketWidth::Hour];
 
+/// The bucket and type columns of a count grouped by `grouping` (NULL where it does not
+/// group), bucketing `time_column` (microseconds).
+fn group_columns(grouping: Grouping, time_column: &str) -> (String, &'static str) {
+    let bucket = match grouping {
+        Grouping::Bucket(width) => {
+            format!("({time_column} - ({time_column} % {}))", width.micros())
+        }
+        Grouping::Total | Grouping::EventType => "NULL".to_owned(),
+    };
+    let event_type = match grouping {
+        Grouping::EventType => "event_type",
+        Grouping::Total | Grouping::Bucket(_) => "NULL",
+    };
+    (bucket, event_type)
+}
+
 pub(super) async fn count(
     pool: &SqlitePool,
     query: &CountQuery,
@@ -163,16 +185,7 @@ pub(super) async fn count(
             )));
         }
     };
-    let bucket = match query.grouping {
-        Grouping::Bucket(width) => {
-            format!("({time_column} - ({time_column} % {}))", width.micros())
-        }
-        Grouping::Total | Grouping::EventType => "NULL".to_owned(),
-    };
-    let event_type = match query.grouping {
-        Grouping::EventType => "event_type",
-        _ => "NULL",
-    };
+    let (bucket, event_type) = group_columns(query.grouping, time_column);
     // Only fixed fragments above are formatted in; values are bound below.
     let mut builder = QueryBuilder::new(format!(
         "SELECT {bucket}, {event_type}, {total} FROM {table} WHERE tenant_id = "
@@ -206,4 +219,93 @@ pub(super) async fn count(
         });
     }
     Ok(counts)
+}
+
+/// The events analytics read: of `event_types`, with a user, in `[start, end)`, in
+/// (user, timestamp, event id) order.
+fn user_events_sql(reading: &Reading) -> QueryBuilder<Sqlite> {
+    let mut builder = QueryBuilder::new(
+        "SELECT user_id, event_type, timestamp_us FROM events WHERE tenant_id = ",
+    );
+    builder.push_bind(reading.tenant_id.to_string());
+    builder.push(" AND user_id IS NOT NULL AND event_type IN (");
+    let mut types = builder.separated(", ");
+    for event_type in &reading.event_types {
+        types.push_bind(event_type.clone());
+    }
+    builder
+        .push(") AND timestamp_us >= ")
+        .push_bind(micros(reading.start));
+    builder
+        .push(" AND timestamp_us < ")
+        .push_bind(micros(reading.end));
+    push_filter(&mut builder, &reading.filter);
+    builder.push(" ORDER BY user_id, timestamp_us, event_id");
+    builder
+}
+
+fn user_event(row: sqlx::Result<sqlx::sqlite::SqliteRow>) -> Result<UserEvent, StoreError> {
+    let row = row?;
+    Ok(UserEvent {
+        user_id: row.try_get(0)?,
+        event_type: row.try_get(1)?,
+        timestamp: from_micros(row.try_get(2)?)?,
+    })
+}
+
+/// Runs `walk` over the events `reading` selects, streamed from the database.
+pub(super) async fn with_user_events<T>(
+    pool: &SqlitePool,
+    reading: &Reading,
+    walk: impl for<'s> AsyncFnOnce(
+        BoxStream<'s, Result<UserEvent, StoreError>>,
+    ) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut builder = user_events_sql(reading);
+    walk(builder.build().fetch(pool).map(user_event).boxed()).await
+}
+
+/// A count split by a property's value, read from the events (the rollup keeps no
+/// properties); each value printed as compact JSON, compared as JSON.
+pub(super) async fn breakdown(
+    pool: &SqlitePool,
+    query: &BreakdownQuery,
+) -> Result<Vec<BreakdownRow>, StoreError> {
+    let counting = &query.counting;
+    let (bucket, event_type) = group_columns(counting.grouping, "timestamp_us");
+    // json_each gives a scalar's SQL value and its JSON type: print it back as JSON.
+    // Only fixed fragments are formatted in; values are bound.
+    let mut builder = QueryBuilder::new(format!(
+        "SELECT {bucket}, {event_type}, (SELECT CASE p.type WHEN 'null' THEN 'null' \
+         WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'text' THEN json_quote(p.value) \
+         ELSE CAST(p.value AS TEXT) END FROM json_each(events.properties) AS p WHERE p.key = "
+    ));
+    builder.push_bind(query.property.clone());
+    builder.push("), count(*) FROM events WHERE tenant_id = ");
+    builder.push_bind(counting.tenant_id.to_string());
+    builder
+        .push(" AND timestamp_us >= ")
+        .push_bind(micros(counting.start));
+    builder
+        .push(" AND timestamp_us < ")
+        .push_bind(micros(counting.end));
+    if let Some(event_type) = &counting.event_type {
+        builder
+            .push(" AND event_type = ")
+            .push_bind(event_type.clone());
+    }
+    builder.push(" GROUP BY 1, 2, 3");
+    let rows = builder.build().fetch_all(pool).await?;
+    let mut breakdown = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let bucket: Option<i64> = row.try_get(0)?;
+        let count: i64 = row.try_get(3)?;
+        breakdown.push(BreakdownRow {
+            bucket: bucket.map(from_micros).transpose()?,
+            event_type: row.try_get(1)?,
+            value: row.try_get(2)?,
+            count: count.max(0) as u64,
+        });
+    }
+    Ok(breakdown)
 }

@@ -123,6 +123,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     for (name, call) in listing_calls()
         .into_iter()
         .chain(statistics_calls(load.now))
+        .chain(analytics_calls(load.now))
     {
         latencies.push(measure(&process, &mut client, name, &call, args.iterations).await?);
     }
@@ -282,6 +283,8 @@ enum Call {
     CountEvents(v1::CountEventsRequest),
     TopEventTypes(v1::TopEventTypesRequest),
     EventTimeseries(v1::EventTimeseriesRequest),
+    Funnel(v1::FunnelRequest),
+    Retention(v1::RetentionRequest),
 }
 
 impl Call {
@@ -292,6 +295,8 @@ impl Call {
             Self::CountEvents(_) => "QueryService/CountEvents",
             Self::TopEventTypes(_) => "QueryService/TopEventTypes",
             Self::EventTimeseries(_) => "QueryService/EventTimeseries",
+            Self::Funnel(_) => "QueryService/Funnel",
+            Self::Retention(_) => "QueryService/Retention",
         }
     }
 
@@ -309,6 +314,12 @@ impl Call {
             }
             Self::EventTimeseries(request) => {
                 client.event_timeseries(request.clone()).await?;
+            }
+            Self::Funnel(request) => {
+                client.funnel(request.clone()).await?;
+            }
+            Self::Retention(request) => {
+                client.retention(request.clone()).await?;
             }
         }
         Ok(())
@@ -390,6 +401,43 @@ fn statistics_calls(now: DateTime<Utc>) -> [(&'static str, Call); 4] {
                 start_time: window.0,
                 end_time: window.1,
                 interval: v1::Interval::Day as i32,
+                ..Default::default()
+            }),
+        ),
+    ]
+}
+
+/// The analytics calls measured: a funnel and a retention table over the 30 days. Their
+/// types are the second to fourth most frequent (type_0 alone is a quarter of the load).
+fn analytics_calls(now: DateTime<Utc>) -> [(&'static str, Call); 2] {
+    let start_time = Some(eventline_core::time::to_proto(
+        now - chrono::Duration::days(30),
+    ));
+    let end_time = Some(eventline_core::time::to_proto(
+        now + chrono::Duration::minutes(1),
+    ));
+    [
+        (
+            "Funnel, type_1 → type_2 → type_3 within 7 days, 30 days",
+            Call::Funnel(v1::FunnelRequest {
+                steps: vec!["type_1".into(), "type_2".into(), "type_3".into()],
+                conversion_window: Some(pbjson_types::Duration {
+                    seconds: 7 * 86_400,
+                    nanos: 0,
+                }),
+                start_time,
+                end_time,
+                ..Default::default()
+            }),
+        ),
+        (
+            "Retention, type_1 → type_2, daily, 30 days",
+            Call::Retention(v1::RetentionRequest {
+                start_event_type: "type_1".into(),
+                return_event_type: "type_2".into(),
+                interval: v1::RetentionInterval::Day as i32,
+                start_time,
+                end_time,
                 ..Default::default()
             }),
         ),

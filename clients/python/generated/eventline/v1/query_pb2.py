@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from eventline.v1 import event_pb2 as eventline_dot_v1_dot_event__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65ventline/v1/query.proto\x12\x0c\x65ventline.v1\x1a\x18\x65ventline/v1/event.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x02\n\x11ListEventsRequest\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\x12\x39\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1b\n\tpage_size\x18\x05 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x06 \x01(\tR\tpageToken\x12)\n\x10property_filters\x18\x07 \x03(\tR\x0fpropertyFilters\x12#\n\rmin_watermark\x18\x08 \x01(\tR\x0cminWatermark\"i\n\x12ListEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.eventline.v1.EventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x82\x02\n\x13\x45xportEventsRequest\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\x12\x39\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x16\n\x06\x63ursor\x18\x05 \x01(\tR\x06\x63ursor\x12)\n\x10property_filters\x18\x06 \x03(\tR\x0fpropertyFilters\"Y\n\x14\x45xportEventsResponse\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventline.v1.EventR\x05\x65vent\x12\x16\n\x06\x63ursor\x18\x02 \x01(\tR\x06\x63ursor\"\xc9\x01\n\x11TailEventsRequest\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\x12\x39\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x16\n\x06\x63ursor\x18\x04 \x01(\tR\x06\x63ursor\x12)\n\x10property_filters\x18\x05 \x03(\tR\x0fpropertyFilters\"W\n\x12TailEventsResponse\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventline.v1.EventR\x05\x65vent\x12\x16\n\x06\x63ursor\x18\x02 \x01(\tR\x06\x63ursor\"\xca\x01\n\x12\x43ountEventsRequest\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12#\n\rmin_watermark\x18\x04 \x01(\tR\x0cminWatermark\"+\n\x13\x43ountEventsResponse\x12\x14\n\x05\x63ount\x18\x01 \x01(\x04R\x05\x63ount\"\xc3\x01\n\x14TopEventTypesRequest\x12\x39\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x14\n\x05limit\x18\x03 \x01(\x05R\x05limit\x12#\n\rmin_watermark\x18\x04 \x01(\tR\x0cminWatermark\"E\n\x0e\x45ventTypeCount\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x14\n\x05\x63ount\x18\x02 \x01(\x04R\x05\x63ount\"V\n\x15TopEventTypesResponse\x12=\n\x0b\x65vent_types\x18\x01 \x03(\x0b\x32\x1c.eventline.v1.EventTypeCountR\neventTypes\"\x82\x02\n\x16\x45ventTimeseriesRequest\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x32\n\x08interval\x18\x04 \x01(\x0e\x32\x16.eventline.v1.IntervalR\x08interval\x12#\n\rmin_watermark\x18\x05 \x01(\tR\x0cminWatermark\"c\n\x10TimeseriesBucket\x12\x39\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x14\n\x05\x63ount\x18\x02 \x01(\x04R\x05\x63ount\"S\n\x17\x45ventTimeseriesResponse\x12\x38\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x1e.eventline.v1.TimeseriesBucketR\x07\x62uckets*^\n\x08Interval\x12\x18\n\x14INTERVAL_UNSPECIFIED\x10\x00\x12\x13\n\x0fINTERVAL_MINUTE\x10\x01\x12\x11\n\rINTERVAL_HOUR\x10\x02\x12\x10\n\x0cINTERVAL_DAY\x10\x03\x32\xda\x05\n\x0cQueryService\x12\x81\x01\n\nListEvents\x12\x1f.eventline.v1.ListEventsRequest\x1a .eventline.v1.ListEventsResponse\"0\x82\xd3\xe4\x93\x02*\x12\n/v1/eventsZ\x1c\x12\x1a/v1/users/{user_id}/events\x12r\n\x0c\x45xportEvents\x12!.eventline.v1.ExportEventsRequest\x1a\".eventline.v1.ExportEventsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/events:export0\x01\x12j\n\nTailEvents\x12\x1f.eventline.v1.TailEventsRequest\x1a .eventline.v1.TailEventsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/events:tail0\x01\x12k\n\x0b\x43ountEvents\x12 .eventline.v1.CountEventsRequest\x1a!.eventline.v1.CountEventsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/stats/count\x12{\n\rTopEventTypes\x12\".eventline.v1.TopEventTypesRequest\x1a#.eventline.v1.TopEventTypesResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/stats/top-event-types\x12|\n\x0f\x45ventTimeseries\x12$.eventline.v1.EventTimeseriesRequest\x1a%.eventline.v1.EventTimeseriesResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/stats/timeseriesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65ventline/v1/query.proto\x12\x0c\x65ventline.v1\x1a\x18\x65ventline/v1/event.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x02\n\x11ListEventsRequest\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\x12\x39\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1b\n\tpage_size\x18\x05 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x06 \x01(\tR\tpageToken\x12)\n\x10property_filters\x18\x07 \x03(\tR\x0fpropertyFilters\x12#\n\rmin_watermark\x18\x08 \x01(\tR\x0cminWatermark\"i\n\x12ListEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.eventline.v1.EventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x82\x02\n\x13\x45xportEventsRequest\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\x12\x39\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x16\n\x06\x63ursor\x18\x05 \x01(\tR\x06\x63ursor\x12)\n\x10property_filters\x18\x06 \x03(\tR\x0fpropertyFilters\"Y\n\x14\x45xportEventsResponse\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventline.v1.EventR\x05\x65vent\x12\x16\n\x06\x63ursor\x18\x02 \x01(\tR\x06\x63ursor\"\xc9\x01\n\x11TailEventsRequest\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\x12\x39\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x16\n\x06\x63ursor\x18\x04 \x01(\tR\x06\x63ursor\x12)\n\x10property_filters\x18\x05 \x03(\tR\x0fpropertyFilters\"W\n\x12TailEventsResponse\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventline.v1.EventR\x05\x65vent\x12\x16\n\x06\x63ursor\x18\x02 \x01(\tR\x06\x63ursor\"\x97\x02\n\x12\x43ountEventsRequest\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12#\n\rmin_watermark\x18\x04 \x01(\tR\x0cminWatermark\x12*\n\x11group_by_property\x18\x05 \x01(\tR\x0fgroupByProperty\x12\x1f\n\x0bgroup_limit\x18\x06 \x01(\x05R\ngroupLimit\"`\n\x13\x43ountEventsResponse\x12\x14\n\x05\x63ount\x18\x01 \x01(\x04R\x05\x63ount\x12\x33\n\x06groups\x18\x02 \x03(\x0b\x32\x1b.eventline.v1.PropertyGroupR\x06groups\"p\n\rPropertyGroup\x12\x33\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.eventline.v1.PropertyGroupKindR\x04kind\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value\x12\x14\n\x05\x63ount\x18\x03 \x01(\x04R\x05\x63ount\"\x90\x02\n\x14TopEventTypesRequest\x12\x39\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x14\n\x05limit\x18\x03 \x01(\x05R\x05limit\x12#\n\rmin_watermark\x18\x04 \x01(\tR\x0cminWatermark\x12*\n\x11group_by_property\x18\x05 \x01(\tR\x0fgroupByProperty\x12\x1f\n\x0bgroup_limit\x18\x06 \x01(\x05R\ngroupLimit\"z\n\x0e\x45ventTypeCount\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x14\n\x05\x63ount\x18\x02 \x01(\x04R\x05\x63ount\x12\x33\n\x06groups\x18\x03 \x03(\x0b\x32\x1b.eventline.v1.PropertyGroupR\x06groups\"V\n\x15TopEventTypesResponse\x12=\n\x0b\x65vent_types\x18\x01 \x03(\x0b\x32\x1c.eventline.v1.EventTypeCountR\neventTypes\"\xcf\x02\n\x16\x45ventTimeseriesRequest\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x32\n\x08interval\x18\x04 \x01(\x0e\x32\x16.eventline.v1.IntervalR\x08interval\x12#\n\rmin_watermark\x18\x05 \x01(\tR\x0cminWatermark\x12*\n\x11group_by_property\x18\x06 \x01(\tR\x0fgroupByProperty\x12\x1f\n\x0bgroup_limit\x18\x07 \x01(\x05R\ngroupLimit\"\x98\x01\n\x10TimeseriesBucket\x12\x39\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x14\n\x05\x63ount\x18\x02 \x01(\x04R\x05\x63ount\x12\x33\n\x06groups\x18\x03 \x03(\x0b\x32\x1b.eventline.v1.PropertyGroupR\x06groups\"S\n\x17\x45ventTimeseriesResponse\x12\x38\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x1e.eventline.v1.TimeseriesBucketR\x07\x62uckets\"\xaf\x02\n\rFunnelRequest\x12\x14\n\x05steps\x18\x01 \x03(\tR\x05steps\x12\x46\n\x11\x63onversion_window\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x10\x63onversionWindow\x12\x39\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12)\n\x10property_filters\x18\x05 \x03(\tR\x0fpropertyFilters\x12#\n\rmin_watermark\x18\x06 \x01(\tR\x0cminWatermark\"A\n\nFunnelStep\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x14\n\x05users\x18\x02 \x01(\x04R\x05users\"@\n\x0e\x46unnelResponse\x12.\n\x05steps\x18\x01 \x03(\x0b\x32\x18.eventline.v1.FunnelStepR\x05steps\"\xbc\x02\n\x10RetentionRequest\x12(\n\x10start_event_type\x18\x01 \x01(\tR\x0estartEventType\x12*\n\x11return_event_type\x18\x02 \x01(\tR\x0freturnEventType\x12;\n\x08interval\x18\x03 \x01(\x0e\x32\x1f.eventline.v1.RetentionIntervalR\x08interval\x12\x39\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12#\n\rmin_watermark\x18\x06 \x01(\tR\x0cminWatermark\"~\n\x0fRetentionCohort\x12\x39\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x14\n\x05users\x18\x02 \x01(\x04R\x05users\x12\x1a\n\x08returned\x18\x03 \x03(\x04R\x08returned\"L\n\x11RetentionResponse\x12\x37\n\x07\x63ohorts\x18\x01 \x03(\x0b\x32\x1d.eventline.v1.RetentionCohortR\x07\x63ohorts*\x97\x01\n\x11PropertyGroupKind\x12#\n\x1fPROPERTY_GROUP_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19PROPERTY_GROUP_KIND_VALUE\x10\x01\x12\x1f\n\x1bPROPERTY_GROUP_KIND_MISSING\x10\x02\x12\x1d\n\x19PROPERTY_GROUP_KIND_OTHER\x10\x03*^\n\x08Interval\x12\x18\n\x14INTERVAL_UNSPECIFIED\x10\x00\x12\x13\n\x0fINTERVAL_MINUTE\x10\x01\x12\x11\n\rINTERVAL_HOUR\x10\x02\x12\x10\n\x0cINTERVAL_DAY\x10\x03*p\n\x11RetentionInterval\x12\"\n\x1eRETENTION_INTERVAL_UNSPECIFIED\x10\x00\x12\x1a\n\x16RETENTION_INTERVAL_DAY\x10\x01\x12\x1b\n\x17RETENTION_INTERVAL_WEEK\x10\x02\x32\xac\x07\n\x0cQueryService\x12\x81\x01\n\nListEvents\x12\x1f.eventline.v1.ListEventsRequest\x1a .eventline.v1.ListEventsResponse\"0\x82\xd3\xe4\x93\x02*\x12\n/v1/eventsZ\x1c\x12\x1a/v1/users/{user_id}/events\x12r\n\x0c\x45xportEvents\x12!.eventline.v1.ExportEventsRequest\x1a\".eventline.v1.ExportEventsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/events:export0\x01\x12j\n\nTailEvents\x12\x1f.eventline.v1.TailEventsRequest\x1a .eventline.v1.TailEventsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/events:tail0\x01\x12k\n\x0b\x43ountEvents\x12 .eventline.v1.CountEventsRequest\x1a!.eventline.v1.CountEventsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/stats/count\x12{\n\rTopEventTypes\x12\".eventline.v1.TopEventTypesRequest\x1a#.eventline.v1.TopEventTypesResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/stats/top-event-types\x12|\n\x0f\x45ventTimeseries\x12$.eventline.v1.EventTimeseriesRequest\x1a%.eventline.v1.EventTimeseriesResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/stats/timeseries\x12\x61\n\x06\x46unnel\x12\x1b.eventline.v1.FunnelRequest\x1a\x1c.eventline.v1.FunnelResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/analytics/funnel\x12m\n\tRetention\x12\x1e.eventline.v1.RetentionRequest\x1a\x1f.eventline.v1.RetentionResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/analytics/retentionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,36 +47,58 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERYSERVICE'].methods_by_name['TopEventTypes']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/stats/top-event-types'
   _globals['_QUERYSERVICE'].methods_by_name['EventTimeseries']._loaded_options = None
   _globals['_QUERYSERVICE'].methods_by_name['EventTimeseries']._serialized_options = b'\202\323\344\223\002\026\022\024/v1/stats/timeseries'
-  _globals['_INTERVAL']._serialized_start=2269
-  _globals['_INTERVAL']._serialized_end=2363
-  _globals['_LISTEVENTSREQUEST']._serialized_start=132
-  _globals['_LISTEVENTSREQUEST']._serialized_end=461
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=463
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=568
-  _globals['_EXPORTEVENTSREQUEST']._serialized_start=571
-  _globals['_EXPORTEVENTSREQUEST']._serialized_end=829
-  _globals['_EXPORTEVENTSRESPONSE']._serialized_start=831
-  _globals['_EXPORTEVENTSRESPONSE']._serialized_end=920
-  _globals['_TAILEVENTSREQUEST']._serialized_start=923
-  _globals['_TAILEVENTSREQUEST']._serialized_end=1124
-  _globals['_TAILEVENTSRESPONSE']._serialized_start=1126
-  _globals['_TAILEVENTSRESPONSE']._serialized_end=1213
-  _globals['_COUNTEVENTSREQUEST']._serialized_start=1216
-  _globals['_COUNTEVENTSREQUEST']._serialized_end=1418
-  _globals['_COUNTEVENTSRESPONSE']._serialized_start=1420
-  _globals['_COUNTEVENTSRESPONSE']._serialized_end=1463
-  _globals['_TOPEVENTTYPESREQUEST']._serialized_start=1466
-  _globals['_TOPEVENTTYPESREQUEST']._serialized_end=1661
-  _globals['_EVENTTYPECOUNT']._serialized_start=1663
-  _globals['_EVENTTYPECOUNT']._serialized_end=1732
-  _globals['_TOPEVENTTYPESRESPONSE']._serialized_start=1734
-  _globals['_TOPEVENTTYPESRESPONSE']._serialized_end=1820
-  _globals['_EVENTTIMESERIESREQUEST']._serialized_start=1823
-  _globals['_EVENTTIMESERIESREQUEST']._serialized_end=2081
-  _globals['_TIMESERIESBUCKET']._serialized_start=2083
-  _globals['_TIMESERIESBUCKET']._serialized_end=2182
-  _globals['_EVENTTIMESERIESRESPONSE']._serialized_start=2184
-  _globals['_EVENTTIMESERIESRESPONSE']._serialized_end=2267
-  _globals['_QUERYSERVICE']._serialized_start=2366
-  _globals['_QUERYSERVICE']._serialized_end=3096
+  _globals['_QUERYSERVICE'].methods_by_name['Funnel']._loaded_options = None
+  _globals['_QUERYSERVICE'].methods_by_name['Funnel']._serialized_options = b'\202\323\344\223\002\026\022\024/v1/analytics/funnel'
+  _globals['_QUERYSERVICE'].methods_by_name['Retention']._loaded_options = None
+  _globals['_QUERYSERVICE'].methods_by_name['Retention']._serialized_options = b'\202\323\344\223\002\031\022\027/v1/analytics/retention'
+  _globals['_PROPERTYGROUPKIND']._serialized_start=3771
+  _globals['_PROPERTYGROUPKIND']._serialized_end=3922
+  _globals['_INTERVAL']._serialized_start=3924
+  _globals['_INTERVAL']._serialized_end=4018
+  _globals['_RETENTIONINTERVAL']._serialized_start=4020
+  _globals['_RETENTIONINTERVAL']._serialized_end=4132
+  _globals['_LISTEVENTSREQUEST']._serialized_start=164
+  _globals['_LISTEVENTSREQUEST']._serialized_end=493
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=495
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=600
+  _globals['_EXPORTEVENTSREQUEST']._serialized_start=603
+  _globals['_EXPORTEVENTSREQUEST']._serialized_end=861
+  _globals['_EXPORTEVENTSRESPONSE']._serialized_start=863
+  _globals['_EXPORTEVENTSRESPONSE']._serialized_end=952
+  _globals['_TAILEVENTSREQUEST']._serialized_start=955
+  _globals['_TAILEVENTSREQUEST']._serialized_end=1156
+  _globals['_TAILEVENTSRESPONSE']._serialized_start=1158
+  _globals['_TAILEVENTSRESPONSE']._serialized_end=1245
+  _globals['_COUNTEVENTSREQUEST']._serialized_start=1248
+  _globals['_COUNTEVENTSREQUEST']._serialized_end=1527
+  _globals['_COUNTEVENTSRESPONSE']._serialized_start=1529
+  _globals['_COUNTEVENTSRESPONSE']._serialized_end=1625
+  _globals['_PROPERTYGROUP']._serialized_start=1627
+  _globals['_PROPERTYGROUP']._serialized_end=1739
+  _globals['_TOPEVENTTYPESREQUEST']._serialized_start=1742
+  _globals['_TOPEVENTTYPESREQUEST']._serialized_end=2014
+  _globals['_EVENTTYPECOUNT']._serialized_start=2016
+  _globals['_EVENTTYPECOUNT']._serialized_end=2138
+  _globals['_TOPEVENTTYPESRESPONSE']._serialized_start=2140
+  _globals['_TOPEVENTTYPESRESPONSE']._serialized_end=2226
+  _globals['_EVENTTIMESERIESREQUEST']._serialized_start=2229
+  _globals['_EVENTTIMESERIESREQUEST']._serialized_end=2564
+  _globals['_TIMESERIESBUCKET']._serialized_start=2567
+  _globals['_TIMESERIESBUCKET']._serialized_end=2719
+  _globals['_EVENTTIMESERIESRESPONSE']._serialized_start=2721
+  _globals['_EVENTTIMESERIESRESPONSE']._serialized_end=2804
+  _globals['_FUNNELREQUEST']._serialized_start=2807
+  _globals['_FUNNELREQUEST']._serialized_end=3110
+  _globals['_FUNNELSTEP']._serialized_start=3112
+  _globals['_FUNNELSTEP']._serialized_end=3177
+  _globals['_FUNNELRESPONSE']._serialized_start=3179
+  _globals['_FUNNELRESPONSE']._serialized_end=3243
+  _globals['_RETENTIONREQUEST']._serialized_start=3246
+  _globals['_RETENTIONREQUEST']._serialized_end=3562
+  _globals['_RETENTIONCOHORT']._serialized_start=3564
+  _globals['_RETENTIONCOHORT']._serialized_end=3690
+  _globals['_RETENTIONRESPONSE']._serialized_start=3692
+  _globals['_RETENTIONRESPONSE']._serialized_end=3768
+  _globals['_QUERYSERVICE']._serialized_start=4135
+  _globals['_QUERYSERVICE']._serialized_end=5075
 # @@protoc_insertion_point(module_scope)

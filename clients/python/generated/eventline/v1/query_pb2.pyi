@@ -2,6 +2,7 @@ import datetime
 
 from eventline.v1 import event_pb2 as _event_pb2
 from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -12,16 +13,36 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PropertyGroupKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROPERTY_GROUP_KIND_UNSPECIFIED: _ClassVar[PropertyGroupKind]
+    PROPERTY_GROUP_KIND_VALUE: _ClassVar[PropertyGroupKind]
+    PROPERTY_GROUP_KIND_MISSING: _ClassVar[PropertyGroupKind]
+    PROPERTY_GROUP_KIND_OTHER: _ClassVar[PropertyGroupKind]
+
 class Interval(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     INTERVAL_UNSPECIFIED: _ClassVar[Interval]
     INTERVAL_MINUTE: _ClassVar[Interval]
     INTERVAL_HOUR: _ClassVar[Interval]
     INTERVAL_DAY: _ClassVar[Interval]
+
+class RetentionInterval(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RETENTION_INTERVAL_UNSPECIFIED: _ClassVar[RetentionInterval]
+    RETENTION_INTERVAL_DAY: _ClassVar[RetentionInterval]
+    RETENTION_INTERVAL_WEEK: _ClassVar[RetentionInterval]
+PROPERTY_GROUP_KIND_UNSPECIFIED: PropertyGroupKind
+PROPERTY_GROUP_KIND_VALUE: PropertyGroupKind
+PROPERTY_GROUP_KIND_MISSING: PropertyGroupKind
+PROPERTY_GROUP_KIND_OTHER: PropertyGroupKind
 INTERVAL_UNSPECIFIED: Interval
 INTERVAL_MINUTE: Interval
 INTERVAL_HOUR: Interval
 INTERVAL_DAY: Interval
+RETENTION_INTERVAL_UNSPECIFIED: RetentionInterval
+RETENTION_INTERVAL_DAY: RetentionInterval
+RETENTION_INTERVAL_WEEK: RetentionInterval
 
 class ListEventsRequest(_message.Message):
     __slots__ = ("event_type", "user_id", "start_time", "end_time", "page_size", "page_token", "property_filters", "min_watermark")
@@ -98,42 +119,64 @@ class TailEventsResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class CountEventsRequest(_message.Message):
-    __slots__ = ("event_type", "start_time", "end_time", "min_watermark")
+    __slots__ = ("event_type", "start_time", "end_time", "min_watermark", "group_by_property", "group_limit")
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     MIN_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_PROPERTY_FIELD_NUMBER: _ClassVar[int]
+    GROUP_LIMIT_FIELD_NUMBER: _ClassVar[int]
     event_type: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     min_watermark: str
-    def __init__(self, event_type: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_watermark: _Optional[str] = ...) -> None: ...
+    group_by_property: str
+    group_limit: int
+    def __init__(self, event_type: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_watermark: _Optional[str] = ..., group_by_property: _Optional[str] = ..., group_limit: _Optional[int] = ...) -> None: ...
 
 class CountEventsResponse(_message.Message):
-    __slots__ = ("count",)
+    __slots__ = ("count", "groups")
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     count: int
-    def __init__(self, count: _Optional[int] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[PropertyGroup]
+    def __init__(self, count: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[PropertyGroup, _Mapping]]] = ...) -> None: ...
+
+class PropertyGroup(_message.Message):
+    __slots__ = ("kind", "value", "count")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    kind: PropertyGroupKind
+    value: str
+    count: int
+    def __init__(self, kind: _Optional[_Union[PropertyGroupKind, str]] = ..., value: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class TopEventTypesRequest(_message.Message):
-    __slots__ = ("start_time", "end_time", "limit", "min_watermark")
+    __slots__ = ("start_time", "end_time", "limit", "min_watermark", "group_by_property", "group_limit")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     MIN_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_PROPERTY_FIELD_NUMBER: _ClassVar[int]
+    GROUP_LIMIT_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     limit: int
     min_watermark: str
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., min_watermark: _Optional[str] = ...) -> None: ...
+    group_by_property: str
+    group_limit: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., min_watermark: _Optional[str] = ..., group_by_property: _Optional[str] = ..., group_limit: _Optional[int] = ...) -> None: ...
 
 class EventTypeCount(_message.Message):
-    __slots__ = ("event_type", "count")
+    __slots__ = ("event_type", "count", "groups")
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     event_type: str
     count: int
-    def __init__(self, event_type: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[PropertyGroup]
+    def __init__(self, event_type: _Optional[str] = ..., count: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[PropertyGroup, _Mapping]]] = ...) -> None: ...
 
 class TopEventTypesResponse(_message.Message):
     __slots__ = ("event_types",)
@@ -142,29 +185,97 @@ class TopEventTypesResponse(_message.Message):
     def __init__(self, event_types: _Optional[_Iterable[_Union[EventTypeCount, _Mapping]]] = ...) -> None: ...
 
 class EventTimeseriesRequest(_message.Message):
-    __slots__ = ("event_type", "start_time", "end_time", "interval", "min_watermark")
+    __slots__ = ("event_type", "start_time", "end_time", "interval", "min_watermark", "group_by_property", "group_limit")
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
     MIN_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_PROPERTY_FIELD_NUMBER: _ClassVar[int]
+    GROUP_LIMIT_FIELD_NUMBER: _ClassVar[int]
     event_type: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     interval: Interval
     min_watermark: str
-    def __init__(self, event_type: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval: _Optional[_Union[Interval, str]] = ..., min_watermark: _Optional[str] = ...) -> None: ...
+    group_by_property: str
+    group_limit: int
+    def __init__(self, event_type: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval: _Optional[_Union[Interval, str]] = ..., min_watermark: _Optional[str] = ..., group_by_property: _Optional[str] = ..., group_limit: _Optional[int] = ...) -> None: ...
 
 class TimeseriesBucket(_message.Message):
-    __slots__ = ("start_time", "count")
+    __slots__ = ("start_time", "count", "groups")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     count: int
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[PropertyGroup]
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[PropertyGroup, _Mapping]]] = ...) -> None: ...
 
 class EventTimeseriesResponse(_message.Message):
     __slots__ = ("buckets",)
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
     buckets: _containers.RepeatedCompositeFieldContainer[TimeseriesBucket]
     def __init__(self, buckets: _Optional[_Iterable[_Union[TimeseriesBucket, _Mapping]]] = ...) -> None: ...
+
+class FunnelRequest(_message.Message):
+    __slots__ = ("steps", "conversion_window", "start_time", "end_time", "property_filters", "min_watermark")
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    CONVERSION_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    PROPERTY_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    MIN_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    steps: _containers.RepeatedScalarFieldContainer[str]
+    conversion_window: _duration_pb2.Duration
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    property_filters: _containers.RepeatedScalarFieldContainer[str]
+    min_watermark: str
+    def __init__(self, steps: _Optional[_Iterable[str]] = ..., conversion_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., property_filters: _Optional[_Iterable[str]] = ..., min_watermark: _Optional[str] = ...) -> None: ...
+
+class FunnelStep(_message.Message):
+    __slots__ = ("event_type", "users")
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    event_type: str
+    users: int
+    def __init__(self, event_type: _Optional[str] = ..., users: _Optional[int] = ...) -> None: ...
+
+class FunnelResponse(_message.Message):
+    __slots__ = ("steps",)
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    steps: _containers.RepeatedCompositeFieldContainer[FunnelStep]
+    def __init__(self, steps: _Optional[_Iterable[_Union[FunnelStep, _Mapping]]] = ...) -> None: ...
+
+class RetentionRequest(_message.Message):
+    __slots__ = ("start_event_type", "return_event_type", "interval", "start_time", "end_time", "min_watermark")
+    START_EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    MIN_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    start_event_type: str
+    return_event_type: str
+    interval: RetentionInterval
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    min_watermark: str
+    def __init__(self, start_event_type: _Optional[str] = ..., return_event_type: _Optional[str] = ..., interval: _Optional[_Union[RetentionInterval, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_watermark: _Optional[str] = ...) -> None: ...
+
+class RetentionCohort(_message.Message):
+    __slots__ = ("start_time", "users", "returned")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    RETURNED_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    users: int
+    returned: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., users: _Optional[int] = ..., returned: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RetentionResponse(_message.Message):
+    __slots__ = ("cohorts",)
+    COHORTS_FIELD_NUMBER: _ClassVar[int]
+    cohorts: _containers.RepeatedCompositeFieldContainer[RetentionCohort]
+    def __init__(self, cohorts: _Optional[_Iterable[_Union[RetentionCohort, _Mapping]]] = ...) -> None: ...

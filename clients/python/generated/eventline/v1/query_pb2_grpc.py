@@ -69,6 +69,16 @@ class QueryServiceStub:
                 request_serializer=eventline_dot_v1_dot_query__pb2.EventTimeseriesRequest.SerializeToString,
                 response_deserializer=eventline_dot_v1_dot_query__pb2.EventTimeseriesResponse.FromString,
                 _registered_method=True)
+        self.Funnel = channel.unary_unary(
+                '/eventline.v1.QueryService/Funnel',
+                request_serializer=eventline_dot_v1_dot_query__pb2.FunnelRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_query__pb2.FunnelResponse.FromString,
+                _registered_method=True)
+        self.Retention = channel.unary_unary(
+                '/eventline.v1.QueryService/Retention',
+                request_serializer=eventline_dot_v1_dot_query__pb2.RetentionRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_query__pb2.RetentionResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -126,6 +136,35 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Funnel(self, request, context):
+        """Funnel counts the users who went through a sequence of steps, Mixpanel's and
+        Amplitude's default semantics, exactly:
+        - A user enters at their first event of steps[0] in [start_time, end_time).
+        - Each next step is an event of that step's type at or after the event matched for
+        the step before it (the same timestamp counts as in order), other than any event
+        already matched (so a repeated step needs another event), and at most
+        conversion_window after the entering event; it may fall after end_time.
+        - steps[i].users counts the users who reached step i; it never grows along the
+        steps.
+        Events without a user_id are left out: a funnel follows people.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Retention(self, request, context):
+        """Retention groups users into cohorts by the interval (UTC day or 7-day week, counted
+        from start_time rounded down to a UTC day) of their first start_event_type event in
+        [start_time, end_time), and counts, for each interval from the cohort's own to the
+        last one, how many of them did return_event_type in it: in the cohort's own interval
+        at or after their first start event (another event, when both types are the same),
+        in later intervals at any time before end_time. Events without a user_id are left
+        out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +197,16 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.EventTimeseries,
                     request_deserializer=eventline_dot_v1_dot_query__pb2.EventTimeseriesRequest.FromString,
                     response_serializer=eventline_dot_v1_dot_query__pb2.EventTimeseriesResponse.SerializeToString,
+            ),
+            'Funnel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Funnel,
+                    request_deserializer=eventline_dot_v1_dot_query__pb2.FunnelRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_query__pb2.FunnelResponse.SerializeToString,
+            ),
+            'Retention': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retention,
+                    request_deserializer=eventline_dot_v1_dot_query__pb2.RetentionRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_query__pb2.RetentionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -327,6 +376,60 @@ class QueryService:
             '/eventline.v1.QueryService/EventTimeseries',
             eventline_dot_v1_dot_query__pb2.EventTimeseriesRequest.SerializeToString,
             eventline_dot_v1_dot_query__pb2.EventTimeseriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Funnel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.QueryService/Funnel',
+            eventline_dot_v1_dot_query__pb2.FunnelRequest.SerializeToString,
+            eventline_dot_v1_dot_query__pb2.FunnelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.QueryService/Retention',
+            eventline_dot_v1_dot_query__pb2.RetentionRequest.SerializeToString,
+            eventline_dot_v1_dot_query__pb2.RetentionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,15 +7,15 @@ import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf
 import type { Event } from "./event_pb.js";
 import { file_eventline_v1_event } from "./event_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file eventline/v1/query.proto.
  */
 export const file_eventline_v1_query: GenFile = /*@__PURE__*/
-  fileDesc("ChhldmVudGxpbmUvdjEvcXVlcnkucHJvdG8SDGV2ZW50bGluZS52MSLuAQoRTGlzdEV2ZW50c1JlcXVlc3QSEgoKZXZlbnRfdHlwZRgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCRIYChBwcm9wZXJ0eV9maWx0ZXJzGAcgAygJEhUKDW1pbl93YXRlcm1hcmsYCCABKAkiUgoSTGlzdEV2ZW50c1Jlc3BvbnNlEiMKBmV2ZW50cxgBIAMoCzITLmV2ZW50bGluZS52MS5FdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiwgEKE0V4cG9ydEV2ZW50c1JlcXVlc3QSEgoKZXZlbnRfdHlwZRgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjdXJzb3IYBSABKAkSGAoQcHJvcGVydHlfZmlsdGVycxgGIAMoCSJKChRFeHBvcnRFdmVudHNSZXNwb25zZRIiCgVldmVudBgBIAEoCzITLmV2ZW50bGluZS52MS5FdmVudBIOCgZjdXJzb3IYAiABKAkikgEKEVRhaWxFdmVudHNSZXF1ZXN0EhIKCmV2ZW50X3R5cGUYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjdXJzb3IYBCABKAkSGAoQcHJvcGVydHlfZmlsdGVycxgFIAMoCSJIChJUYWlsRXZlbnRzUmVzcG9uc2USIgoFZXZlbnQYASABKAsyEy5ldmVudGxpbmUudjEuRXZlbnQSDgoGY3Vyc29yGAIgASgJIp0BChJDb3VudEV2ZW50c1JlcXVlc3QSEgoKZXZlbnRfdHlwZRgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbWluX3dhdGVybWFyaxgEIAEoCSIkChNDb3VudEV2ZW50c1Jlc3BvbnNlEg0KBWNvdW50GAEgASgEIpoBChRUb3BFdmVudFR5cGVzUmVxdWVzdBIuCgpzdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFbGltaXQYAyABKAUSFQoNbWluX3dhdGVybWFyaxgEIAEoCSIzCg5FdmVudFR5cGVDb3VudBISCgpldmVudF90eXBlGAEgASgJEg0KBWNvdW50GAIgASgEIkoKFVRvcEV2ZW50VHlwZXNSZXNwb25zZRIxCgtldmVudF90eXBlcxgBIAMoCzIcLmV2ZW50bGluZS52MS5FdmVudFR5cGVDb3VudCLLAQoWRXZlbnRUaW1lc2VyaWVzUmVxdWVzdBISCgpldmVudF90eXBlGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIoCghpbnRlcnZhbBgEIAEoDjIWLmV2ZW50bGluZS52MS5JbnRlcnZhbBIVCg1taW5fd2F0ZXJtYXJrGAUgASgJIlEKEFRpbWVzZXJpZXNCdWNrZXQSLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFY291bnQYAiABKAQiSgoXRXZlbnRUaW1lc2VyaWVzUmVzcG9uc2USLwoHYnVja2V0cxgBIAMoCzIeLmV2ZW50bGluZS52MS5UaW1lc2VyaWVzQnVja2V0Kl4KCEludGVydmFsEhgKFElOVEVSVkFMX1VOU1BFQ0lGSUVEEAASEwoPSU5URVJWQUxfTUlOVVRFEAESEQoNSU5URVJWQUxfSE9VUhACEhAKDElOVEVSVkFMX0RBWRADMtoFCgxRdWVyeVNlcnZpY2USgQEKCkxpc3RFdmVudHMSHy5ldmVudGxpbmUudjEuTGlzdEV2ZW50c1JlcXVlc3QaIC5ldmVudGxpbmUudjEuTGlzdEV2ZW50c1Jlc3BvbnNlIjCC0+STAipaHBIaL3YxL3VzZXJzL3t1c2VyX2lkfS9ldmVudHMSCi92MS9ldmVudHMScgoMRXhwb3J0RXZlbnRzEiEuZXZlbnRsaW5lLnYxLkV4cG9ydEV2ZW50c1JlcXVlc3QaIi5ldmVudGxpbmUudjEuRXhwb3J0RXZlbnRzUmVzcG9uc2UiGYLT5JMCExIRL3YxL2V2ZW50czpleHBvcnQwARJqCgpUYWlsRXZlbnRzEh8uZXZlbnRsaW5lLnYxLlRhaWxFdmVudHNSZXF1ZXN0GiAuZXZlbnRsaW5lLnYxLlRhaWxFdmVudHNSZXNwb25zZSIXgtPkkwIREg8vdjEvZXZlbnRzOnRhaWwwARJrCgtDb3VudEV2ZW50cxIgLmV2ZW50bGluZS52MS5Db3VudEV2ZW50c1JlcXVlc3QaIS5ldmVudGxpbmUudjEuQ291bnRFdmVudHNSZXNwb25zZSIXgtPkkwIREg8vdjEvc3RhdHMvY291bnQSewoNVG9wRXZlbnRUeXBlcxIiLmV2ZW50bGluZS52MS5Ub3BFdmVudFR5cGVzUmVxdWVzdBojLmV2ZW50bGluZS52MS5Ub3BFdmVudFR5cGVzUmVzcG9uc2UiIYLT5JMCGxIZL3YxL3N0YXRzL3RvcC1ldmVudC10eXBlcxJ8Cg9FdmVudFRpbWVzZXJpZXMSJC5ldmVudGxpbmUudjEuRXZlbnRUaW1lc2VyaWVzUmVxdWVzdBolLmV2ZW50bGluZS52MS5FdmVudFRpbWVzZXJpZXNSZXNwb25zZSIcgtPkkwIWEhQvdjEvc3RhdHMvdGltZXNlcmllc2IGcHJvdG8z", [file_eventline_v1_event, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("ChhldmVudGxpbmUvdjEvcXVlcnkucHJvdG8SDGV2ZW50bGluZS52MSLuAQoRTGlzdEV2ZW50c1JlcXVlc3QSEgoKZXZlbnRfdHlwZRgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCRIYChBwcm9wZXJ0eV9maWx0ZXJzGAcgAygJEhUKDW1pbl93YXRlcm1hcmsYCCABKAkiUgoSTGlzdEV2ZW50c1Jlc3BvbnNlEiMKBmV2ZW50cxgBIAMoCzITLmV2ZW50bGluZS52MS5FdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiwgEKE0V4cG9ydEV2ZW50c1JlcXVlc3QSEgoKZXZlbnRfdHlwZRgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjdXJzb3IYBSABKAkSGAoQcHJvcGVydHlfZmlsdGVycxgGIAMoCSJKChRFeHBvcnRFdmVudHNSZXNwb25zZRIiCgVldmVudBgBIAEoCzITLmV2ZW50bGluZS52MS5FdmVudBIOCgZjdXJzb3IYAiABKAkikgEKEVRhaWxFdmVudHNSZXF1ZXN0EhIKCmV2ZW50X3R5cGUYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjdXJzb3IYBCABKAkSGAoQcHJvcGVydHlfZmlsdGVycxgFIAMoCSJIChJUYWlsRXZlbnRzUmVzcG9uc2USIgoFZXZlbnQYASABKAsyEy5ldmVudGxpbmUudjEuRXZlbnQSDgoGY3Vyc29yGAIgASgJIs0BChJDb3VudEV2ZW50c1JlcXVlc3QSEgoKZXZlbnRfdHlwZRgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbWluX3dhdGVybWFyaxgEIAEoCRIZChFncm91cF9ieV9wcm9wZXJ0eRgFIAEoCRITCgtncm91cF9saW1pdBgGIAEoBSJRChNDb3VudEV2ZW50c1Jlc3BvbnNlEg0KBWNvdW50GAEgASgEEisKBmdyb3VwcxgCIAMoCzIbLmV2ZW50bGluZS52MS5Qcm9wZXJ0eUdyb3VwIlwKDVByb3BlcnR5R3JvdXASLQoEa2luZBgBIAEoDjIfLmV2ZW50bGluZS52MS5Qcm9wZXJ0eUdyb3VwS2luZBINCgV2YWx1ZRgCIAEoCRINCgVjb3VudBgDIAEoBCLKAQoUVG9wRXZlbnRUeXBlc1JlcXVlc3QSLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWxpbWl0GAMgASgFEhUKDW1pbl93YXRlcm1hcmsYBCABKAkSGQoRZ3JvdXBfYnlfcHJvcGVydHkYBSABKAkSEwoLZ3JvdXBfbGltaXQYBiABKAUiYAoORXZlbnRUeXBlQ291bnQSEgoKZXZlbnRfdHlwZRgBIAEoCRINCgVjb3VudBgCIAEoBBIrCgZncm91cHMYAyADKAsyGy5ldmVudGxpbmUudjEuUHJvcGVydHlHcm91cCJKChVUb3BFdmVudFR5cGVzUmVzcG9uc2USMQoLZXZlbnRfdHlwZXMYASADKAsyHC5ldmVudGxpbmUudjEuRXZlbnRUeXBlQ291bnQi+wEKFkV2ZW50VGltZXNlcmllc1JlcXVlc3QSEgoKZXZlbnRfdHlwZRgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKAoIaW50ZXJ2YWwYBCABKA4yFi5ldmVudGxpbmUudjEuSW50ZXJ2YWwSFQoNbWluX3dhdGVybWFyaxgFIAEoCRIZChFncm91cF9ieV9wcm9wZXJ0eRgGIAEoCRITCgtncm91cF9saW1pdBgHIAEoBSJ+ChBUaW1lc2VyaWVzQnVja2V0Ei4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWNvdW50GAIgASgEEisKBmdyb3VwcxgDIAMoCzIbLmV2ZW50bGluZS52MS5Qcm9wZXJ0eUdyb3VwIkoKF0V2ZW50VGltZXNlcmllc1Jlc3BvbnNlEi8KB2J1Y2tldHMYASADKAsyHi5ldmVudGxpbmUudjEuVGltZXNlcmllc0J1Y2tldCLjAQoNRnVubmVsUmVxdWVzdBINCgVzdGVwcxgBIAMoCRI0ChFjb252ZXJzaW9uX3dpbmRvdxgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQcHJvcGVydHlfZmlsdGVycxgFIAMoCRIVCg1taW5fd2F0ZXJtYXJrGAYgASgJIi8KCkZ1bm5lbFN0ZXASEgoKZXZlbnRfdHlwZRgBIAEoCRINCgV1c2VycxgCIAEoBCI5Cg5GdW5uZWxSZXNwb25zZRInCgVzdGVwcxgBIAMoCzIYLmV2ZW50bGluZS52MS5GdW5uZWxTdGVwIu8BChBSZXRlbnRpb25SZXF1ZXN0EhgKEHN0YXJ0X2V2ZW50X3R5cGUYASABKAkSGQoRcmV0dXJuX2V2ZW50X3R5cGUYAiABKAkSMQoIaW50ZXJ2YWwYAyABKA4yHy5ldmVudGxpbmUudjEuUmV0ZW50aW9uSW50ZXJ2YWwSLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDW1pbl93YXRlcm1hcmsYBiABKAkiYgoPUmV0ZW50aW9uQ29ob3J0Ei4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXVzZXJzGAIgASgEEhAKCHJldHVybmVkGAMgAygEIkMKEVJldGVudGlvblJlc3BvbnNlEi4KB2NvaG9ydHMYASADKAsyHS5ldmVudGxpbmUudjEuUmV0ZW50aW9uQ29ob3J0KpcBChFQcm9wZXJ0eUdyb3VwS2luZBIjCh9QUk9QRVJUWV9HUk9VUF9LSU5EX1VOU1BFQ0lGSUVEEAASHQoZUFJPUEVSVFlfR1JPVVBfS0lORF9WQUxVRRABEh8KG1BST1BFUlRZX0dST1VQX0tJTkRfTUlTU0lORxACEh0KGVBST1BFUlRZX0dST1VQX0tJTkRfT1RIRVIQAypeCghJbnRlcnZhbBIYChRJTlRFUlZBTF9VTlNQRUNJRklFRBAAEhMKD0lOVEVSVkFMX01JTlVURRABEhEKDUlOVEVSVkFMX0hPVVIQAhIQCgxJTlRFUlZBTF9EQVkQAypwChFSZXRlbnRpb25JbnRlcnZhbBIiCh5SRVRFTlRJT05fSU5URVJWQUxfVU5TUEVDSUZJRUQQABIaChZSRVRFTlRJT05fSU5URVJWQUxfREFZEAESGwoXUkVURU5USU9OX0lOVEVSVkFMX1dFRUsQAjKsBwoMUXVlcnlTZXJ2aWNlEoEBCgpMaXN0RXZlbnRzEh8uZXZlbnRsaW5lLnYxLkxpc3RFdmVudHNSZXF1ZXN0GiAuZXZlbnRsaW5lLnYxLkxpc3RFdmVudHNSZXNwb25zZSIwgtPkkwIqWhwSGi92MS91c2Vycy97dXNlcl9pZH0vZXZlbnRzEgovdjEvZXZlbnRzEnIKDEV4cG9ydEV2ZW50cxIhLmV2ZW50bGluZS52MS5FeHBvcnRFdmVudHNSZXF1ZXN0GiIuZXZlbnRsaW5lLnYxLkV4cG9ydEV2ZW50c1Jlc3BvbnNlIhmC0+STAhMSES92MS9ldmVudHM6ZXhwb3J0MAESagoKVGFpbEV2ZW50cxIfLmV2ZW50bGluZS52MS5UYWlsRXZlbnRzUmVxdWVzdBogLmV2ZW50bGluZS52MS5UYWlsRXZlbnRzUmVzcG9uc2UiF4LT5JMCERIPL3YxL2V2ZW50czp0YWlsMAESawoLQ291bnRFdmVudHMSIC5ldmVudGxpbmUudjEuQ291bnRFdmVudHNSZXF1ZXN0GiEuZXZlbnRsaW5lLnYxLkNvdW50RXZlbnRzUmVzcG9uc2UiF4LT5JMCERIPL3YxL3N0YXRzL2NvdW50EnsKDVRvcEV2ZW50VHlwZXMSIi5ldmVudGxpbmUudjEuVG9wRXZlbnRUeXBlc1JlcXVlc3QaIy5ldmVudGxpbmUudjEuVG9wRXZlbnRUeXBlc1Jlc3BvbnNlIiGC0+STAhsSGS92MS9zdGF0cy90b3AtZXZlbnQtdHlwZXMSfAoPRXZlbnRUaW1lc2VyaWVzEiQuZXZlbnRsaW5lLnYxLkV2ZW50VGltZXNlcmllc1JlcXVlc3QaJS5ldmVudGxpbmUudjEuRXZlbnRUaW1lc2VyaWVzUmVzcG9uc2UiHILT5JMCFhIUL3YxL3N0YXRzL3RpbWVzZXJpZXMSYQoGRnVubmVsEhsuZXZlbnRsaW5lLnYxLkZ1bm5lbFJlcXVlc3QaHC5ldmVudGxpbmUudjEuRnVubmVsUmVzcG9uc2UiHILT5JMCFhIUL3YxL2FuYWx5dGljcy9mdW5uZWwSbQoJUmV0ZW50aW9uEh4uZXZlbnRsaW5lLnYxLlJldGVudGlvblJlcXVlc3QaHy5ldmVudGxpbmUudjEuUmV0ZW50aW9uUmVzcG9uc2UiH4LT5JMCGRIXL3YxL2FuYWx5dGljcy9yZXRlbnRpb25iBnByb3RvMw", [file_eventline_v1_event, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * ListEventsRequest filters and pages a listing.
@@ -311,6 +311,22 @@ export type CountEventsRequest = Message<"eventline.v1.CountEventsRequest"> & {
    * @generated from field: string min_watermark = 4;
    */
   minWatermark: string;
+
+  /**
+   * Break the count down by this top-level property; see PropertyGroup. Read from the
+   * events themselves, not the rollups.
+   *
+   * @generated from field: string group_by_property = 5;
+   */
+  groupByProperty: string;
+
+  /**
+   * How many values of group_by_property get a group of their own: default 10, at most
+   * 100.
+   *
+   * @generated from field: int32 group_limit = 6;
+   */
+  groupLimit: number;
 };
 
 /**
@@ -332,6 +348,14 @@ export type CountEventsResponse = Message<"eventline.v1.CountEventsResponse"> & 
    * @generated from field: uint64 count = 1;
    */
   count: bigint;
+
+  /**
+   * With group_by_property: the count per value, the largest first (ties by value),
+   * then the events without the property, then the rest; groups of 0 are left out.
+   *
+   * @generated from field: repeated eventline.v1.PropertyGroup groups = 2;
+   */
+  groups: PropertyGroup[];
 };
 
 /**
@@ -340,6 +364,43 @@ export type CountEventsResponse = Message<"eventline.v1.CountEventsResponse"> & 
  */
 export const CountEventsResponseSchema: GenMessage<CountEventsResponse> = /*@__PURE__*/
   messageDesc(file_eventline_v1_query, 7);
+
+/**
+ * PropertyGroup is the events of one value of the group_by_property. Values compare as
+ * JSON: "5" (a string) and 5 (a number) are two values; 5 and 5.0 are one.
+ *
+ * @generated from message eventline.v1.PropertyGroup
+ */
+export type PropertyGroup = Message<"eventline.v1.PropertyGroup"> & {
+  /**
+   * Which events the group holds.
+   *
+   * @generated from field: eventline.v1.PropertyGroupKind kind = 1;
+   */
+  kind: PropertyGroupKind;
+
+  /**
+   * The value as compact JSON text ("\"pro\"", "5", "true", "null", "{\"a\":1}"), for
+   * PROPERTY_GROUP_KIND_VALUE; empty otherwise.
+   *
+   * @generated from field: string value = 2;
+   */
+  value: string;
+
+  /**
+   * Number of events in the group.
+   *
+   * @generated from field: uint64 count = 3;
+   */
+  count: bigint;
+};
+
+/**
+ * Describes the message eventline.v1.PropertyGroup.
+ * Use `create(PropertyGroupSchema)` to create a new message.
+ */
+export const PropertyGroupSchema: GenMessage<PropertyGroup> = /*@__PURE__*/
+  messageDesc(file_eventline_v1_query, 8);
 
 /**
  * TopEventTypesRequest selects the window.
@@ -374,6 +435,21 @@ export type TopEventTypesRequest = Message<"eventline.v1.TopEventTypesRequest"> 
    * @generated from field: string min_watermark = 4;
    */
   minWatermark: string;
+
+  /**
+   * Break each type's count down by this top-level property; see
+   * CountEventsRequest.group_by_property.
+   *
+   * @generated from field: string group_by_property = 5;
+   */
+  groupByProperty: string;
+
+  /**
+   * Values per type with a group of their own: default 10, at most 100.
+   *
+   * @generated from field: int32 group_limit = 6;
+   */
+  groupLimit: number;
 };
 
 /**
@@ -381,7 +457,7 @@ export type TopEventTypesRequest = Message<"eventline.v1.TopEventTypesRequest"> 
  * Use `create(TopEventTypesRequestSchema)` to create a new message.
  */
 export const TopEventTypesRequestSchema: GenMessage<TopEventTypesRequest> = /*@__PURE__*/
-  messageDesc(file_eventline_v1_query, 8);
+  messageDesc(file_eventline_v1_query, 9);
 
 /**
  * EventTypeCount is one event type and its count.
@@ -402,6 +478,14 @@ export type EventTypeCount = Message<"eventline.v1.EventTypeCount"> & {
    * @generated from field: uint64 count = 2;
    */
   count: bigint;
+
+  /**
+   * With group_by_property: this type's count per value, ordered as
+   * CountEventsResponse.groups.
+   *
+   * @generated from field: repeated eventline.v1.PropertyGroup groups = 3;
+   */
+  groups: PropertyGroup[];
 };
 
 /**
@@ -409,7 +493,7 @@ export type EventTypeCount = Message<"eventline.v1.EventTypeCount"> & {
  * Use `create(EventTypeCountSchema)` to create a new message.
  */
 export const EventTypeCountSchema: GenMessage<EventTypeCount> = /*@__PURE__*/
-  messageDesc(file_eventline_v1_query, 9);
+  messageDesc(file_eventline_v1_query, 10);
 
 /**
  * TopEventTypesResponse lists types by descending count, ties by name.
@@ -430,7 +514,7 @@ export type TopEventTypesResponse = Message<"eventline.v1.TopEventTypesResponse"
  * Use `create(TopEventTypesResponseSchema)` to create a new message.
  */
 export const TopEventTypesResponseSchema: GenMessage<TopEventTypesResponse> = /*@__PURE__*/
-  messageDesc(file_eventline_v1_query, 10);
+  messageDesc(file_eventline_v1_query, 11);
 
 /**
  * EventTimeseriesRequest selects a series.
@@ -473,6 +557,22 @@ export type EventTimeseriesRequest = Message<"eventline.v1.EventTimeseriesReques
    * @generated from field: string min_watermark = 5;
    */
   minWatermark: string;
+
+  /**
+   * Break every bucket down by this top-level property; see
+   * CountEventsRequest.group_by_property. The values with a group of their own are the
+   * most frequent over the whole window, so every bucket lists the same groups.
+   *
+   * @generated from field: string group_by_property = 6;
+   */
+  groupByProperty: string;
+
+  /**
+   * Values with a group of their own: default 10, at most 100.
+   *
+   * @generated from field: int32 group_limit = 7;
+   */
+  groupLimit: number;
 };
 
 /**
@@ -480,7 +580,7 @@ export type EventTimeseriesRequest = Message<"eventline.v1.EventTimeseriesReques
  * Use `create(EventTimeseriesRequestSchema)` to create a new message.
  */
 export const EventTimeseriesRequestSchema: GenMessage<EventTimeseriesRequest> = /*@__PURE__*/
-  messageDesc(file_eventline_v1_query, 11);
+  messageDesc(file_eventline_v1_query, 12);
 
 /**
  * TimeseriesBucket is one bucket of a series.
@@ -501,6 +601,15 @@ export type TimeseriesBucket = Message<"eventline.v1.TimeseriesBucket"> & {
    * @generated from field: uint64 count = 2;
    */
   count: bigint;
+
+  /**
+   * With group_by_property: the bucket's count per group, the same groups in the same
+   * order in every bucket (zeros included): the window's values, largest first, then
+   * the events without the property, then the rest, each when the window has any.
+   *
+   * @generated from field: repeated eventline.v1.PropertyGroup groups = 3;
+   */
+  groups: PropertyGroup[];
 };
 
 /**
@@ -508,7 +617,7 @@ export type TimeseriesBucket = Message<"eventline.v1.TimeseriesBucket"> & {
  * Use `create(TimeseriesBucketSchema)` to create a new message.
  */
 export const TimeseriesBucketSchema: GenMessage<TimeseriesBucket> = /*@__PURE__*/
-  messageDesc(file_eventline_v1_query, 12);
+  messageDesc(file_eventline_v1_query, 13);
 
 /**
  * EventTimeseriesResponse is the series, oldest bucket first.
@@ -529,7 +638,268 @@ export type EventTimeseriesResponse = Message<"eventline.v1.EventTimeseriesRespo
  * Use `create(EventTimeseriesResponseSchema)` to create a new message.
  */
 export const EventTimeseriesResponseSchema: GenMessage<EventTimeseriesResponse> = /*@__PURE__*/
-  messageDesc(file_eventline_v1_query, 13);
+  messageDesc(file_eventline_v1_query, 14);
+
+/**
+ * FunnelRequest selects the steps and the window people enter in.
+ *
+ * @generated from message eventline.v1.FunnelRequest
+ */
+export type FunnelRequest = Message<"eventline.v1.FunnelRequest"> & {
+  /**
+   * The event type of each step, in order: 2 to 10 steps.
+   *
+   * @generated from field: repeated string steps = 1;
+   */
+  steps: string[];
+
+  /**
+   * How long after entering a user has to finish; default 30 days, at most 90 days.
+   *
+   * @generated from field: google.protobuf.Duration conversion_window = 2;
+   */
+  conversionWindow?: Duration | undefined;
+
+  /**
+   * Inclusive start of the window users enter in; defaults to 30 days before end_time.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 3;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Exclusive end of the window users enter in; defaults to now.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 4;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Equality on top-level properties, applied to every step's events; see
+   * ListEventsRequest.property_filters.
+   *
+   * @generated from field: repeated string property_filters = 5;
+   */
+  propertyFilters: string[];
+
+  /**
+   * Wait, bounded, until the writes of this watermark are visible.
+   *
+   * @generated from field: string min_watermark = 6;
+   */
+  minWatermark: string;
+};
+
+/**
+ * Describes the message eventline.v1.FunnelRequest.
+ * Use `create(FunnelRequestSchema)` to create a new message.
+ */
+export const FunnelRequestSchema: GenMessage<FunnelRequest> = /*@__PURE__*/
+  messageDesc(file_eventline_v1_query, 15);
+
+/**
+ * FunnelStep is one step and the users who reached it.
+ *
+ * @generated from message eventline.v1.FunnelStep
+ */
+export type FunnelStep = Message<"eventline.v1.FunnelStep"> & {
+  /**
+   * The step's event type.
+   *
+   * @generated from field: string event_type = 1;
+   */
+  eventType: string;
+
+  /**
+   * Users who reached this step (and every step before it).
+   *
+   * @generated from field: uint64 users = 2;
+   */
+  users: bigint;
+};
+
+/**
+ * Describes the message eventline.v1.FunnelStep.
+ * Use `create(FunnelStepSchema)` to create a new message.
+ */
+export const FunnelStepSchema: GenMessage<FunnelStep> = /*@__PURE__*/
+  messageDesc(file_eventline_v1_query, 16);
+
+/**
+ * FunnelResponse lists the steps in order.
+ *
+ * @generated from message eventline.v1.FunnelResponse
+ */
+export type FunnelResponse = Message<"eventline.v1.FunnelResponse"> & {
+  /**
+   * One entry per requested step.
+   *
+   * @generated from field: repeated eventline.v1.FunnelStep steps = 1;
+   */
+  steps: FunnelStep[];
+};
+
+/**
+ * Describes the message eventline.v1.FunnelResponse.
+ * Use `create(FunnelResponseSchema)` to create a new message.
+ */
+export const FunnelResponseSchema: GenMessage<FunnelResponse> = /*@__PURE__*/
+  messageDesc(file_eventline_v1_query, 17);
+
+/**
+ * RetentionRequest selects the start and return events and the cohorts.
+ *
+ * @generated from message eventline.v1.RetentionRequest
+ */
+export type RetentionRequest = Message<"eventline.v1.RetentionRequest"> & {
+  /**
+   * The event that puts a user in a cohort (signup, say).
+   *
+   * @generated from field: string start_event_type = 1;
+   */
+  startEventType: string;
+
+  /**
+   * The event that counts as coming back; may equal start_event_type.
+   *
+   * @generated from field: string return_event_type = 2;
+   */
+  returnEventType: string;
+
+  /**
+   * Cohort width.
+   *
+   * @generated from field: eventline.v1.RetentionInterval interval = 3;
+   */
+  interval: RetentionInterval;
+
+  /**
+   * Inclusive start of the window; defaults to 30 days before end_time. Rounded down to
+   * a UTC day: the first cohort starts there.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 4;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Exclusive end of the window; defaults to now. At most 400 intervals per window.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 5;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Wait, bounded, until the writes of this watermark are visible.
+   *
+   * @generated from field: string min_watermark = 6;
+   */
+  minWatermark: string;
+};
+
+/**
+ * Describes the message eventline.v1.RetentionRequest.
+ * Use `create(RetentionRequestSchema)` to create a new message.
+ */
+export const RetentionRequestSchema: GenMessage<RetentionRequest> = /*@__PURE__*/
+  messageDesc(file_eventline_v1_query, 18);
+
+/**
+ * RetentionCohort is the users who started in one interval and when they came back.
+ *
+ * @generated from message eventline.v1.RetentionCohort
+ */
+export type RetentionCohort = Message<"eventline.v1.RetentionCohort"> & {
+  /**
+   * Start of the cohort's interval.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 1;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Users whose first start event fell in this interval.
+   *
+   * @generated from field: uint64 users = 2;
+   */
+  users: bigint;
+
+  /**
+   * returned[i]: those of them who did the return event i intervals after the cohort's
+   * own (returned[0] is the cohort's own interval), up to the window's last interval.
+   *
+   * @generated from field: repeated uint64 returned = 3;
+   */
+  returned: bigint[];
+};
+
+/**
+ * Describes the message eventline.v1.RetentionCohort.
+ * Use `create(RetentionCohortSchema)` to create a new message.
+ */
+export const RetentionCohortSchema: GenMessage<RetentionCohort> = /*@__PURE__*/
+  messageDesc(file_eventline_v1_query, 19);
+
+/**
+ * RetentionResponse lists every interval's cohort, oldest first, empty ones included.
+ *
+ * @generated from message eventline.v1.RetentionResponse
+ */
+export type RetentionResponse = Message<"eventline.v1.RetentionResponse"> & {
+  /**
+   * One cohort per interval of the window.
+   *
+   * @generated from field: repeated eventline.v1.RetentionCohort cohorts = 1;
+   */
+  cohorts: RetentionCohort[];
+};
+
+/**
+ * Describes the message eventline.v1.RetentionResponse.
+ * Use `create(RetentionResponseSchema)` to create a new message.
+ */
+export const RetentionResponseSchema: GenMessage<RetentionResponse> = /*@__PURE__*/
+  messageDesc(file_eventline_v1_query, 20);
+
+/**
+ * PropertyGroupKind says which events a PropertyGroup holds.
+ *
+ * @generated from enum eventline.v1.PropertyGroupKind
+ */
+export enum PropertyGroupKind {
+  /**
+   * Not set: never sent.
+   *
+   * @generated from enum value: PROPERTY_GROUP_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The events whose property has the group's value.
+   *
+   * @generated from enum value: PROPERTY_GROUP_KIND_VALUE = 1;
+   */
+  VALUE = 1,
+
+  /**
+   * The events without the property.
+   *
+   * @generated from enum value: PROPERTY_GROUP_KIND_MISSING = 2;
+   */
+  MISSING = 2,
+
+  /**
+   * The events whose value is not among the group_limit most frequent ones.
+   *
+   * @generated from enum value: PROPERTY_GROUP_KIND_OTHER = 3;
+   */
+  OTHER = 3,
+}
+
+/**
+ * Describes the enum eventline.v1.PropertyGroupKind.
+ */
+export const PropertyGroupKindSchema: GenEnum<PropertyGroupKind> = /*@__PURE__*/
+  enumDesc(file_eventline_v1_query, 0);
 
 /**
  * Interval is a time series bucket width.
@@ -570,7 +940,41 @@ export enum Interval {
  * Describes the enum eventline.v1.Interval.
  */
 export const IntervalSchema: GenEnum<Interval> = /*@__PURE__*/
-  enumDesc(file_eventline_v1_query, 0);
+  enumDesc(file_eventline_v1_query, 1);
+
+/**
+ * RetentionInterval is the width of a retention cohort.
+ *
+ * @generated from enum eventline.v1.RetentionInterval
+ */
+export enum RetentionInterval {
+  /**
+   * Not set: rejected.
+   *
+   * @generated from enum value: RETENTION_INTERVAL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * One UTC day.
+   *
+   * @generated from enum value: RETENTION_INTERVAL_DAY = 1;
+   */
+  DAY = 1,
+
+  /**
+   * Seven UTC days, counted from start_time rounded down to a UTC day.
+   *
+   * @generated from enum value: RETENTION_INTERVAL_WEEK = 2;
+   */
+  WEEK = 2,
+}
+
+/**
+ * Describes the enum eventline.v1.RetentionInterval.
+ */
+export const RetentionIntervalSchema: GenEnum<RetentionInterval> = /*@__PURE__*/
+  enumDesc(file_eventline_v1_query, 2);
 
 /**
  * QueryService reads a tenant's events back. Every RPC needs an API key with the query
@@ -646,6 +1050,41 @@ export const QueryService: GenService<{
     methodKind: "unary";
     input: typeof EventTimeseriesRequestSchema;
     output: typeof EventTimeseriesResponseSchema;
+  },
+  /**
+   * Funnel counts the users who went through a sequence of steps, Mixpanel's and
+   * Amplitude's default semantics, exactly:
+   * - A user enters at their first event of steps[0] in [start_time, end_time).
+   * - Each next step is an event of that step's type at or after the event matched for
+   *   the step before it (the same timestamp counts as in order), other than any event
+   *   already matched (so a repeated step needs another event), and at most
+   *   conversion_window after the entering event; it may fall after end_time.
+   * - steps[i].users counts the users who reached step i; it never grows along the
+   *   steps.
+   * Events without a user_id are left out: a funnel follows people.
+   *
+   * @generated from rpc eventline.v1.QueryService.Funnel
+   */
+  funnel: {
+    methodKind: "unary";
+    input: typeof FunnelRequestSchema;
+    output: typeof FunnelResponseSchema;
+  },
+  /**
+   * Retention groups users into cohorts by the interval (UTC day or 7-day week, counted
+   * from start_time rounded down to a UTC day) of their first start_event_type event in
+   * [start_time, end_time), and counts, for each interval from the cohort's own to the
+   * last one, how many of them did return_event_type in it: in the cohort's own interval
+   * at or after their first start event (another event, when both types are the same),
+   * in later intervals at any time before end_time. Events without a user_id are left
+   * out.
+   *
+   * @generated from rpc eventline.v1.QueryService.Retention
+   */
+  retention: {
+    methodKind: "unary";
+    input: typeof RetentionRequestSchema;
+    output: typeof RetentionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_eventline_v1_query, 0);
