@@ -61,6 +61,20 @@ impl Client {
             .count)
     }
 
+    /// A count split by a property (`request.group_by_property` set): the groups, largest
+    /// value first, then the events without the property, then the rest.
+    pub async fn breakdown(
+        &self,
+        request: v1::CountEventsRequest,
+    ) -> Result<Vec<v1::PropertyGroup>, Error> {
+        Ok(self
+            .query_service()
+            .count_events(request)
+            .await?
+            .into_inner()
+            .groups)
+    }
+
     /// The most frequent event types of a window, by descending count.
     pub async fn top_event_types(
         &self,

@@ -227,6 +227,16 @@ impl BucketWidth {
     }
 }
 
+/// What a count counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Measure {
+    /// Events.
+    #[default]
+    Events,
+    /// Distinct `user_id`s among the events; events without one are left out.
+    UniqueUsers,
+}
+
 /// How counts are grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grouping {

@@ -14,7 +14,7 @@ use crate::{
     query::{
         self, BucketWidth, CountQuery, DEFAULT_CONVERSION_WINDOW, EventFilter, FunnelQuery,
         Grouping, MAX_CONVERSION_WINDOW, MAX_FUNNEL_STEPS, MAX_RETENTION_INTERVALS,
-        MAX_TIMESERIES_BUCKETS, MAX_TOP_LIMIT, RetentionQuery,
+        MAX_TIMESERIES_BUCKETS, MAX_TOP_LIMIT, Measure, RetentionQuery,
     },
     time,
 };
@@ -116,6 +116,7 @@ pub struct Counting {
     pub grouping: Grouping,
     /// Split by a property's value (`group_by_property`), when asked.
     pub group_by: Option<GroupBy>,
+    pub measure: Measure,
     pub min_watermark: String,
 }
 
@@ -126,9 +127,16 @@ impl Counting {
         end_time: Option<&Timestamp>,
         grouping: Grouping,
         group_by: Option<GroupBy>,
+        measure: Measure,
         min_watermark: String,
     ) -> Result<Self, Error> {
         let (start, end) = window(start_time, end_time)?;
+        if measure == Measure::UniqueUsers && group_by.is_some() {
+            return Err(Error::invalid(
+                "group_by_property",
+                "cannot be combined with MEASURE_UNIQUE_USERS",
+            ));
+        }
         Ok(Self {
             // Checked like every other filter.
             event_type: EventFilter::from_request(event_type, "", &[])?.event_type,
@@ -136,6 +144,7 @@ impl Counting {
             end,
             grouping,
             group_by,
+            measure,
             min_watermark,
         })
     }
@@ -171,6 +180,7 @@ impl TryFrom<v1::CountEventsRequest> for Counting {
             request.end_time.as_ref(),
             Grouping::Total,
             GroupBy::from_request(&request.group_by_property, request.group_limit)?,
+            measure(request.measure)?,
             request.min_watermark,
         )
     }
@@ -204,6 +214,7 @@ impl TryFrom<v1::TopEventTypesRequest> for TopEventTypes {
                 request.end_time.as_ref(),
                 Grouping::EventType,
                 GroupBy::from_request(&request.group_by_property, request.group_limit)?,
+                Measure::Events,
                 request.min_watermark,
             )?,
             limit,
@@ -240,6 +251,7 @@ impl TryFrom<v1::EventTimeseriesRequest> for EventTimeseries {
             request.end_time.as_ref(),
             Grouping::Bucket(width),
             GroupBy::from_request(&request.group_by_property, request.group_limit)?,
+            measure(request.measure)?,
             request.min_watermark,
         )?;
         let buckets = bucket_starts(width, counting.start, counting.end)?;
@@ -374,6 +386,18 @@ impl TryFrom<v1::RetentionRequest> for Retention {
             ));
         }
         Ok(retention)
+    }
+}
+
+/// A `measure` field: unset means events.
+fn measure(value: i32) -> Result<Measure, Error> {
+    match v1::Measure::try_from(value) {
+        Ok(v1::Measure::Unspecified | v1::Measure::Events) => Ok(Measure::Events),
+        Ok(v1::Measure::UniqueUsers) => Ok(Measure::UniqueUsers),
+        Err(_) => Err(Error::invalid(
+            "measure",
+            format!("must be MEASURE_EVENTS or MEASURE_UNIQUE_USERS, got {value}"),
+        )),
     }
 }
 

@@ -103,6 +103,10 @@ impl Store for MeteredStore {
         timed("count", self.inner.count(query)).await
     }
 
+    async fn count_users(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        timed("count_users", self.inner.count_users(query)).await
+    }
+
     async fn breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError> {
         timed("breakdown", self.inner.breakdown(query)).await
     }

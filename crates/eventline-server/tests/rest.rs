@@ -63,7 +63,7 @@ async fn track_answers_201_then_200_with_the_idempotency_key_and_count_sees_one(
         .json()
         .await
         .unwrap();
-    assert_eq!(count, json!({"count": "1", "groups": []}));
+    assert_eq!(count, json!({"count": "1", "exact": true, "groups": []}));
     server.stop().await;
 }
 
@@ -502,8 +502,8 @@ async fn swagger_ui_renders_every_operation_in_headless_chromium() {
     server.stop().await;
 }
 
-/// Funnel and Retention over REST (query parameters, proto3 JSON) and over gRPC give the
-/// same answer, and the answer counts what was sent; on both stores.
+/// Funnel, Retention and unique users over REST (query parameters, proto3 JSON) and over
+/// gRPC give the same answer, and the answer counts what was sent; on both stores.
 async fn funnel_and_retention_answer_over_rest_and_grpc(server: TestServer) {
     let day = chrono::Utc::now() - chrono::Duration::days(2);
     let day = day.date_naive().and_hms_opt(12, 0, 0).unwrap().and_utc();
@@ -569,6 +569,45 @@ async fn funnel_and_retention_answer_over_rest_and_grpc(server: TestServer) {
     assert_eq!(cohorts[0]["returned"], json!(["0", "1"]));
     assert_eq!(cohorts[1]["users"], "0");
     assert_eq!(cohorts[1]["returned"], json!(["0"]));
+
+    // Unique users: u1 to u4 over the window; per day, u1 alone on the second.
+    let uniques: Value = get(
+        &server,
+        &format!("/v1/stats/count?measure=MEASURE_UNIQUE_USERS&{window}"),
+        &server.api_key,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(uniques["count"], "4", "{uniques}");
+    assert_eq!(uniques["exact"], true, "{uniques}");
+    let daily: Value = get(
+        &server,
+        &format!(
+            "/v1/stats/timeseries?measure=MEASURE_UNIQUE_USERS&interval=INTERVAL_DAY&{window}"
+        ),
+        &server.api_key,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let users: Vec<&str> = daily["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|bucket| bucket["count"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["4", "1"], "{daily}");
+    let response = get(
+        &server,
+        &format!("/v1/stats/count?measure=MEASURE_UNIQUE_USERS&group_by_property=plan&{window}"),
+        &server.api_key,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.unwrap().contains("group_by_property"));
 
     let mut query = server.query(&server.api_key).await;
     let request = eventline_proto::v1::FunnelRequest {
@@ -650,7 +689,7 @@ async fn breakdowns_by_a_property_answer_over_rest(server: TestServer) {
     .unwrap();
     assert_eq!(
         count,
-        json!({"count": "7", "groups": [
+        json!({"count": "7", "exact": true, "groups": [
             {"kind": "PROPERTY_GROUP_KIND_VALUE", "value": "\"pro\"", "count": "3"},
             {"kind": "PROPERTY_GROUP_KIND_VALUE", "value": "\"free\"", "count": "2"},
             {"kind": "PROPERTY_GROUP_KIND_MISSING", "value": "", "count": "1"},

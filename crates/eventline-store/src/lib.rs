@@ -84,6 +84,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// edges); the rows are always those a count of raw events would give.
     async fn count(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError>;
 
+    /// Distinct users (`user_id`) among the events of a window, one row per group of
+    /// `query.grouping` (per bucket: a user counts in every bucket they were active in);
+    /// exact, read from the events. Events without a user are left out.
+    async fn count_users(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError>;
+
     /// A count in a window split by the value of one top-level property, read from the
     /// events: one row per (bucket, type, value) as `query.counting.grouping` asks.
     async fn breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError>;

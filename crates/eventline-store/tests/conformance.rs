@@ -67,6 +67,7 @@ conformance_suite!(
     funnels_match_an_independent_walk_of_the_events,
     retention_matches_an_independent_count_of_the_events,
     breakdowns_match_an_independent_count_of_the_events,
+    unique_users_match_an_independent_count_of_the_events,
 );
 
 fn at(hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
@@ -1323,5 +1324,60 @@ async fn breakdowns_match_an_independent_count_of_the_events(store: Arc<dyn Stor
             expected.keys().any(|(_, _, value)| value.is_none()) && expected.len() > 8,
             "the case covers missing values and many groups"
         );
+    }
+}
+
+async fn unique_users_match_an_independent_count_of_the_events(store: Arc<dyn Store>) {
+    let (tenant_id, events) = analytics_events(&*store).await;
+    // Windows crossing midnight UTC, with and without a type, in total and per bucket.
+    let (start, end) = (at(0, 0, 0) - Duration::hours(7), at(9, 40, 0));
+    for (event_type, grouping) in [
+        (None, Grouping::Total),
+        (Some("login"), Grouping::Total),
+        (None, Grouping::Bucket(BucketWidth::Day)),
+        (Some("view"), Grouping::Bucket(BucketWidth::Hour)),
+        (None, Grouping::Bucket(BucketWidth::Minute)),
+    ] {
+        let query = CountQuery {
+            tenant_id,
+            event_type: event_type.map(str::to_owned),
+            start,
+            end,
+            grouping,
+        };
+        let mut expected: std::collections::BTreeMap<
+            Option<DateTime<Utc>>,
+            std::collections::BTreeSet<&str>,
+        > = Default::default();
+        for event in &events {
+            let Some(user_id) = &event.user_id else {
+                continue;
+            };
+            if event.timestamp < start
+                || event.timestamp >= end
+                || event_type.is_some_and(|wanted| wanted != event.event_type)
+            {
+                continue;
+            }
+            let bucket = match grouping {
+                Grouping::Bucket(width) => Some(width.floor(event.timestamp)),
+                Grouping::Total | Grouping::EventType => None,
+            };
+            expected.entry(bucket).or_default().insert(user_id);
+        }
+        let expected: std::collections::BTreeMap<_, u64> = expected
+            .into_iter()
+            .map(|(bucket, users)| (bucket, users.len() as u64))
+            .collect();
+        let answered: std::collections::BTreeMap<_, u64> = store
+            .count_users(&query)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| (row.bucket, row.count))
+            .collect();
+        assert_eq!(answered, expected, "{event_type:?} by {grouping:?}");
+        // Users 30 and 31 send no user id; the other tenant has the same users.
+        assert!(expected.values().all(|&users| users <= 30), "{expected:?}");
     }
 }

@@ -77,6 +77,35 @@ pub(crate) enum QueryCommand {
         #[arg(long, value_enum, default_value_t = Interval::Hour)]
         interval: Interval,
     },
+    /// Unique users (distinct user_id): one total, or one line per bucket with --interval.
+    Uniques {
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Only users who sent this event type.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Count per minute, hour or day instead of over the whole window.
+        #[arg(long, value_enum)]
+        interval: Option<Interval>,
+    },
+    /// Counts split by a top-level property's value, one `value<TAB>count` line each
+    /// (`(not set)` for events without it, `(other)` for values past --limit).
+    Breakdown {
+        #[command(flatten)]
+        window: WindowArgs,
+        /// The property to split by.
+        #[arg(long = "by")]
+        property: String,
+        /// Only this event type.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Split every minute, hour or day (`start<TAB>value<TAB>count` lines).
+        #[arg(long, value_enum)]
+        interval: Option<Interval>,
+        /// Values with a line of their own.
+        #[arg(long, default_value_t = 10)]
+        limit: i32,
+    },
     /// Users through a sequence of steps (QueryService.Funnel), one line per step.
     Funnel {
         #[command(flatten)]
@@ -198,6 +227,25 @@ pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
             event_type,
             interval,
         } => series(&client, &mut out, &window, event_type, interval).await,
+        QueryCommand::Uniques {
+            window,
+            event_type,
+            interval,
+        } => uniques(&client, &mut out, &window, event_type, interval).await,
+        QueryCommand::Breakdown {
+            window,
+            property,
+            event_type,
+            interval,
+            limit,
+        } => {
+            let split = Split {
+                property,
+                event_type,
+                limit,
+            };
+            breakdown(&client, &mut out, &window, split, interval).await
+        }
         QueryCommand::Funnel {
             window,
             steps,
@@ -373,11 +421,7 @@ async fn series(
     event_type: Option<String>,
     interval: Interval,
 ) -> anyhow::Result<()> {
-    let interval = match interval {
-        Interval::Minute => v1::Interval::Minute,
-        Interval::Hour => v1::Interval::Hour,
-        Interval::Day => v1::Interval::Day,
-    };
+    let interval = interval_to_proto(interval);
     let buckets = client
         .timeseries(v1::EventTimeseriesRequest {
             event_type: event_type.unwrap_or_default(),
@@ -388,16 +432,128 @@ async fn series(
         })
         .await?;
     for bucket in buckets {
-        let start = bucket
-            .start_time
-            .as_ref()
-            .and_then(eventline_core::time::from_proto);
-        let start = start
-            .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .unwrap_or_default();
-        writeln!(out, "{start}\t{}", bucket.count)?;
+        writeln!(out, "{}\t{}", bucket_start(&bucket), bucket.count)?;
     }
     Ok(())
+}
+
+/// `query uniques`: the distinct users of the window, or one `start<TAB>users` line per
+/// bucket.
+async fn uniques(
+    client: &Client,
+    out: &mut impl Write,
+    window: &WindowArgs,
+    event_type: Option<String>,
+    interval: Option<Interval>,
+) -> anyhow::Result<()> {
+    let measure = v1::Measure::UniqueUsers as i32;
+    let Some(interval) = interval else {
+        let users = client
+            .count_events(v1::CountEventsRequest {
+                event_type: event_type.unwrap_or_default(),
+                start_time: optional_time("start", &window.start)?,
+                end_time: optional_time("end", &window.end)?,
+                measure,
+                ..Default::default()
+            })
+            .await?;
+        writeln!(out, "{users}")?;
+        return Ok(());
+    };
+    let buckets = client
+        .timeseries(v1::EventTimeseriesRequest {
+            event_type: event_type.unwrap_or_default(),
+            start_time: optional_time("start", &window.start)?,
+            end_time: optional_time("end", &window.end)?,
+            interval: interval_to_proto(interval) as i32,
+            measure,
+            ..Default::default()
+        })
+        .await?;
+    for bucket in buckets {
+        writeln!(out, "{}\t{}", bucket_start(&bucket), bucket.count)?;
+    }
+    Ok(())
+}
+
+/// What `query breakdown` splits.
+#[derive(Debug)]
+struct Split {
+    property: String,
+    event_type: Option<String>,
+    limit: i32,
+}
+
+/// `query breakdown`: `value<TAB>count` lines for the window, or
+/// `start<TAB>value<TAB>count` lines per bucket.
+async fn breakdown(
+    client: &Client,
+    out: &mut impl Write,
+    window: &WindowArgs,
+    split: Split,
+    interval: Option<Interval>,
+) -> anyhow::Result<()> {
+    let Some(interval) = interval else {
+        let groups = client
+            .breakdown(v1::CountEventsRequest {
+                event_type: split.event_type.unwrap_or_default(),
+                start_time: optional_time("start", &window.start)?,
+                end_time: optional_time("end", &window.end)?,
+                group_by_property: split.property,
+                group_limit: split.limit,
+                ..Default::default()
+            })
+            .await?;
+        for group in groups {
+            writeln!(out, "{}\t{}", group_label(&group), group.count)?;
+        }
+        return Ok(());
+    };
+    let buckets = client
+        .timeseries(v1::EventTimeseriesRequest {
+            event_type: split.event_type.unwrap_or_default(),
+            start_time: optional_time("start", &window.start)?,
+            end_time: optional_time("end", &window.end)?,
+            interval: interval_to_proto(interval) as i32,
+            group_by_property: split.property,
+            group_limit: split.limit,
+            ..Default::default()
+        })
+        .await?;
+    for bucket in buckets {
+        let start = bucket_start(&bucket);
+        for group in &bucket.groups {
+            writeln!(out, "{start}\t{}\t{}", group_label(group), group.count)?;
+        }
+    }
+    Ok(())
+}
+
+/// A group's value as JSON, or what stands for the events without one.
+fn group_label(group: &v1::PropertyGroup) -> &str {
+    match v1::PropertyGroupKind::try_from(group.kind) {
+        Ok(v1::PropertyGroupKind::Missing) => "(not set)",
+        Ok(v1::PropertyGroupKind::Other) => "(other)",
+        _ => &group.value,
+    }
+}
+
+fn interval_to_proto(interval: Interval) -> v1::Interval {
+    match interval {
+        Interval::Minute => v1::Interval::Minute,
+        Interval::Hour => v1::Interval::Hour,
+        Interval::Day => v1::Interval::Day,
+    }
+}
+
+/// A bucket's start in RFC 3339, whole seconds.
+fn bucket_start(bucket: &v1::TimeseriesBucket) -> String {
+    bucket
+        .start_time
+        .as_ref()
+        .and_then(eventline_core::time::from_proto)
+        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }
 
 pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {

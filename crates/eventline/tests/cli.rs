@@ -111,3 +111,88 @@ async fn export_piped_into_import_replays_history_on_another_server() {
     .unwrap();
     assert_eq!(count.trim(), "300");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_commands_print_funnels_retention_uniques_and_breakdowns() {
+    let server = spawn_server(
+        &eventline_store::testing::fresh_postgres_database().await,
+        free_port(),
+    )
+    .await;
+    // Ten users view, six of them sign up, three of them buy; plans alternate; one
+    // event has no user.
+    let now = chrono::Utc::now();
+    let line = |id: String, event_type: &str, user: usize, minutes_ago: i64| {
+        let timestamp = (now - chrono::Duration::minutes(minutes_ago))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let plan = if user % 2 == 0 { "pro" } else { "free" };
+        format!(
+            "{{\"event_id\":\"{id}\",\"event_type\":\"{event_type}\",\"user_id\":\"u{user}\",\"timestamp\":\"{timestamp}\",\"properties\":{{\"plan\":\"{plan}\"}}}}\n"
+        )
+    };
+    let mut ndjson = String::new();
+    for user in 0..10 {
+        ndjson += &line(format!("v{user}"), "view", user, 120);
+    }
+    for user in 0..6 {
+        ndjson += &line(format!("s{user}"), "signup", user, 60);
+    }
+    for user in 0..3 {
+        ndjson += &line(format!("b{user}"), "buy", user, 30);
+    }
+    ndjson += "{\"event_id\":\"anonymous\",\"event_type\":\"view\"}\n";
+    let imported = eventline(&server.addr, &["import"], Some(ndjson.as_bytes()));
+    assert_eq!(
+        String::from_utf8(imported).unwrap().trim(),
+        "accepted 20, duplicates 0, rejected 0"
+    );
+    let run = |args: &[&str]| String::from_utf8(eventline(&server.addr, args, None)).unwrap();
+
+    let funnel = run(&[
+        "query", "funnel", "--step", "view", "--step", "signup", "--step", "buy", "--start", "1d",
+    ]);
+    assert_eq!(
+        funnel,
+        "1\tview\t10\t100.0%\n2\tsignup\t6\t60.0%\n3\tbuy\t3\t30.0%\n"
+    );
+    assert_eq!(run(&["query", "uniques", "--start", "1d"]).trim(), "10");
+    assert_eq!(
+        run(&[
+            "query",
+            "breakdown",
+            "--by",
+            "plan",
+            "--type",
+            "view",
+            "--start",
+            "1d"
+        ]),
+        "\"free\"\t5\n\"pro\"\t5\n(not set)\t1\n"
+    );
+    let retention = run(&[
+        "query",
+        "retention",
+        "--start-type",
+        "view",
+        "--return-type",
+        "buy",
+        "--start",
+        "1d",
+    ]);
+    let mut lines = retention.lines();
+    assert!(
+        lines.next().unwrap().starts_with("cohort\tusers\t+0"),
+        "{retention}"
+    );
+    let (mut users, mut returned) = (0, 0);
+    for line in lines {
+        let columns: Vec<u64> = line
+            .split('\t')
+            .skip(1)
+            .map(|column| column.parse().unwrap())
+            .collect();
+        users += columns[0];
+        returned += columns[1..].iter().sum::<u64>();
+    }
+    assert_eq!((users, returned), (10, 3), "{retention}");
+}

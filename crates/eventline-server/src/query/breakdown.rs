@@ -33,6 +33,7 @@ pub(super) fn count(rows: &[BreakdownRow], limit: usize) -> v1::CountEventsRespo
     v1::CountEventsResponse {
         count: rows.iter().map(|row| row.count).sum(),
         groups: groups_to_proto(breakdown::top_groups(rows, limit)),
+        exact: true,
     }
 }
 
@@ -85,5 +86,8 @@ pub(super) fn timeseries(
             }
         })
         .collect();
-    v1::EventTimeseriesResponse { buckets }
+    v1::EventTimeseriesResponse {
+        buckets,
+        exact: true,
+    }
 }

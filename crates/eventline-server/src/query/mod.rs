@@ -11,7 +11,7 @@ use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 use eventline_core::{
     Error, Scope, TenantId,
     breakdown::BreakdownRow,
-    query::{self, CountRow, EventQuery, Order},
+    query::{self, CountRow, EventQuery, Measure, Order},
     request::{
         Counting, EventTimeseries, ExportEvents, Funnel, ListEvents, Retention, TailEvents,
         TopEventTypes,
@@ -81,7 +81,11 @@ impl QueryApi {
         counting: &Counting,
     ) -> Result<Vec<CountRow>, Error> {
         self.wait_for(&counting.min_watermark).await?;
-        Ok(self.store.count(&counting.query(tenant_id)).await?)
+        let query = counting.query(tenant_id);
+        Ok(match counting.measure {
+            Measure::Events => self.store.count(&query).await?,
+            Measure::UniqueUsers => self.store.count_users(&query).await?,
+        })
     }
 
     /// The (bucket, type, value) rows of a count with `group_by_property`, and how many
@@ -215,6 +219,7 @@ impl QueryService for QueryApi {
         Ok(Response::new(v1::CountEventsResponse {
             count: rows.iter().map(|row| row.count).sum(),
             groups: Vec::new(),
+            exact: true,
         }))
     }
 
@@ -270,7 +275,10 @@ impl QueryService for QueryApi {
                 groups: Vec::new(),
             })
             .collect();
-        Ok(Response::new(v1::EventTimeseriesResponse { buckets }))
+        Ok(Response::new(v1::EventTimeseriesResponse {
+            buckets,
+            exact: true,
+        }))
     }
 
     async fn funnel(

@@ -457,6 +457,10 @@ impl Store for PgStore {
         .await
     }
 
+    async fn count_users(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        read::count_users(&self.read_pool, query).await
+    }
+
     async fn breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError> {
         read::breakdown(&self.read_pool, query).await
     }

@@ -286,3 +286,38 @@ pub(super) async fn breakdown(
         })
         .collect()
 }
+
+/// Distinct users per group, from the events (a rollup cannot merge them).
+pub(super) async fn count_users(
+    pool: &PgPool,
+    query: &CountQuery,
+) -> Result<Vec<CountRow>, StoreError> {
+    let (bucket, event_type) = group_columns(query.grouping, r#""timestamp""#);
+    // Only fixed fragments are formatted in; values are bound.
+    let mut builder = QueryBuilder::new(format!(
+        "SELECT {bucket}, {event_type}, count(DISTINCT user_id) FROM events \
+         WHERE user_id IS NOT NULL AND tenant_id = "
+    ));
+    builder.push_bind(query.tenant_id.0);
+    builder
+        .push(r#" AND "timestamp" >= "#)
+        .push_bind(query.start);
+    builder.push(r#" AND "timestamp" < "#).push_bind(query.end);
+    if let Some(event_type) = &query.event_type {
+        builder
+            .push(" AND event_type = ")
+            .push_bind(event_type.clone());
+    }
+    builder.push(" GROUP BY 1, 2");
+    let rows = builder.build().fetch_all(pool).await?;
+    rows.iter()
+        .map(|row| {
+            let users: i64 = row.try_get(2)?;
+            Ok(CountRow {
+                bucket: row.try_get(0)?,
+                event_type: row.try_get(1)?,
+                count: users.max(0) as u64,
+            })
+        })
+        .collect()
+}

@@ -347,6 +347,10 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn count_users(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        read::count_users(&self.pool, query).await
+    }
+
     async fn breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError> {
         read::breakdown(&self.pool, query).await
     }

@@ -309,3 +309,41 @@ pub(super) async fn breakdown(
     }
     Ok(breakdown)
 }
+
+/// Distinct users per group, from the events (the rollup cannot merge them).
+pub(super) async fn count_users(
+    pool: &SqlitePool,
+    query: &CountQuery,
+) -> Result<Vec<CountRow>, StoreError> {
+    let (bucket, event_type) = group_columns(query.grouping, "timestamp_us");
+    // Only fixed fragments are formatted in; values are bound.
+    let mut builder = QueryBuilder::new(format!(
+        "SELECT {bucket}, {event_type}, count(DISTINCT user_id) FROM events \
+         WHERE user_id IS NOT NULL AND tenant_id = "
+    ));
+    builder.push_bind(query.tenant_id.to_string());
+    builder
+        .push(" AND timestamp_us >= ")
+        .push_bind(micros(query.start));
+    builder
+        .push(" AND timestamp_us < ")
+        .push_bind(micros(query.end));
+    if let Some(event_type) = &query.event_type {
+        builder
+            .push(" AND event_type = ")
+            .push_bind(event_type.clone());
+    }
+    builder.push(" GROUP BY 1, 2");
+    let rows = builder.build().fetch_all(pool).await?;
+    let mut counts = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let bucket: Option<i64> = row.try_get(0)?;
+        let users: i64 = row.try_get(2)?;
+        counts.push(CountRow {
+            bucket: bucket.map(from_micros).transpose()?,
+            event_type: row.try_get(1)?,
+            count: users.max(0) as u64,
+        });
+    }
+    Ok(counts)
+}

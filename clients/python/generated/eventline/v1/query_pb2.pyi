@@ -13,6 +13,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Measure(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MEASURE_UNSPECIFIED: _ClassVar[Measure]
+    MEASURE_EVENTS: _ClassVar[Measure]
+    MEASURE_UNIQUE_USERS: _ClassVar[Measure]
+
 class PropertyGroupKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PROPERTY_GROUP_KIND_UNSPECIFIED: _ClassVar[PropertyGroupKind]
@@ -32,6 +38,9 @@ class RetentionInterval(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RETENTION_INTERVAL_UNSPECIFIED: _ClassVar[RetentionInterval]
     RETENTION_INTERVAL_DAY: _ClassVar[RetentionInterval]
     RETENTION_INTERVAL_WEEK: _ClassVar[RetentionInterval]
+MEASURE_UNSPECIFIED: Measure
+MEASURE_EVENTS: Measure
+MEASURE_UNIQUE_USERS: Measure
 PROPERTY_GROUP_KIND_UNSPECIFIED: PropertyGroupKind
 PROPERTY_GROUP_KIND_VALUE: PropertyGroupKind
 PROPERTY_GROUP_KIND_MISSING: PropertyGroupKind
@@ -119,28 +128,32 @@ class TailEventsResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class CountEventsRequest(_message.Message):
-    __slots__ = ("event_type", "start_time", "end_time", "min_watermark", "group_by_property", "group_limit")
+    __slots__ = ("event_type", "start_time", "end_time", "min_watermark", "group_by_property", "group_limit", "measure")
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     MIN_WATERMARK_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_PROPERTY_FIELD_NUMBER: _ClassVar[int]
     GROUP_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MEASURE_FIELD_NUMBER: _ClassVar[int]
     event_type: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     min_watermark: str
     group_by_property: str
     group_limit: int
-    def __init__(self, event_type: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_watermark: _Optional[str] = ..., group_by_property: _Optional[str] = ..., group_limit: _Optional[int] = ...) -> None: ...
+    measure: Measure
+    def __init__(self, event_type: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_watermark: _Optional[str] = ..., group_by_property: _Optional[str] = ..., group_limit: _Optional[int] = ..., measure: _Optional[_Union[Measure, str]] = ...) -> None: ...
 
 class CountEventsResponse(_message.Message):
-    __slots__ = ("count", "groups")
+    __slots__ = ("count", "exact", "groups")
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     count: int
+    exact: bool
     groups: _containers.RepeatedCompositeFieldContainer[PropertyGroup]
-    def __init__(self, count: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[PropertyGroup, _Mapping]]] = ...) -> None: ...
+    def __init__(self, count: _Optional[int] = ..., exact: _Optional[bool] = ..., groups: _Optional[_Iterable[_Union[PropertyGroup, _Mapping]]] = ...) -> None: ...
 
 class PropertyGroup(_message.Message):
     __slots__ = ("kind", "value", "count")
@@ -185,7 +198,7 @@ class TopEventTypesResponse(_message.Message):
     def __init__(self, event_types: _Optional[_Iterable[_Union[EventTypeCount, _Mapping]]] = ...) -> None: ...
 
 class EventTimeseriesRequest(_message.Message):
-    __slots__ = ("event_type", "start_time", "end_time", "interval", "min_watermark", "group_by_property", "group_limit")
+    __slots__ = ("event_type", "start_time", "end_time", "interval", "min_watermark", "group_by_property", "group_limit", "measure")
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +206,7 @@ class EventTimeseriesRequest(_message.Message):
     MIN_WATERMARK_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_PROPERTY_FIELD_NUMBER: _ClassVar[int]
     GROUP_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MEASURE_FIELD_NUMBER: _ClassVar[int]
     event_type: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
@@ -200,7 +214,8 @@ class EventTimeseriesRequest(_message.Message):
     min_watermark: str
     group_by_property: str
     group_limit: int
-    def __init__(self, event_type: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval: _Optional[_Union[Interval, str]] = ..., min_watermark: _Optional[str] = ..., group_by_property: _Optional[str] = ..., group_limit: _Optional[int] = ...) -> None: ...
+    measure: Measure
+    def __init__(self, event_type: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval: _Optional[_Union[Interval, str]] = ..., min_watermark: _Optional[str] = ..., group_by_property: _Optional[str] = ..., group_limit: _Optional[int] = ..., measure: _Optional[_Union[Measure, str]] = ...) -> None: ...
 
 class TimeseriesBucket(_message.Message):
     __slots__ = ("start_time", "count", "groups")
@@ -213,10 +228,12 @@ class TimeseriesBucket(_message.Message):
     def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[PropertyGroup, _Mapping]]] = ...) -> None: ...
 
 class EventTimeseriesResponse(_message.Message):
-    __slots__ = ("buckets",)
+    __slots__ = ("buckets", "exact")
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
     buckets: _containers.RepeatedCompositeFieldContainer[TimeseriesBucket]
-    def __init__(self, buckets: _Optional[_Iterable[_Union[TimeseriesBucket, _Mapping]]] = ...) -> None: ...
+    exact: bool
+    def __init__(self, buckets: _Optional[_Iterable[_Union[TimeseriesBucket, _Mapping]]] = ..., exact: _Optional[bool] = ...) -> None: ...
 
 class FunnelRequest(_message.Message):
     __slots__ = ("steps", "conversion_window", "start_time", "end_time", "property_filters", "min_watermark")
