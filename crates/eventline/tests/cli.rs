@@ -125,7 +125,11 @@ async fn analytics_commands_print_funnels_retention_uniques_and_breakdowns() {
     let line = |id: String, event_type: &str, user: usize, minutes_ago: i64| {
         let timestamp = (now - chrono::Duration::minutes(minutes_ago))
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let plan = if user.is_multiple_of(2) { "pro" } else { "free" };
+        let plan = if user.is_multiple_of(2) {
+            "pro"
+        } else {
+            "free"
+        };
         format!(
             "{{\"event_id\":\"{id}\",\"event_type\":\"{event_type}\",\"user_id\":\"u{user}\",\"timestamp\":\"{timestamp}\",\"properties\":{{\"plan\":\"{plan}\"}}}}\n"
         )

@@ -151,6 +151,26 @@ fn group_columns(grouping: Grouping, time_column: &str) -> (String, &'static str
     (bucket, event_type)
 }
 
+/// `AND time_column >= start AND time_column < end`, and the type when the count has
+/// one.
+fn push_window_and_type(
+    builder: &mut QueryBuilder<Postgres>,
+    time_column: &str,
+    query: &CountQuery,
+) {
+    builder
+        .push(format!(" AND {time_column} >= "))
+        .push_bind(query.start);
+    builder
+        .push(format!(" AND {time_column} < "))
+        .push_bind(query.end);
+    if let Some(event_type) = &query.event_type {
+        builder
+            .push(" AND event_type = ")
+            .push_bind(event_type.clone());
+    }
+}
+
 pub(super) async fn count(
     pool: &PgPool,
     query: &CountQuery,
@@ -176,17 +196,7 @@ pub(super) async fn count(
         "SELECT {bucket}, {event_type}, {total} FROM {table} WHERE tenant_id = "
     ));
     builder.push_bind(query.tenant_id.0);
-    builder
-        .push(format!(" AND {time_column} >= "))
-        .push_bind(query.start);
-    builder
-        .push(format!(" AND {time_column} < "))
-        .push_bind(query.end);
-    if let Some(event_type) = &query.event_type {
-        builder
-            .push(" AND event_type = ")
-            .push_bind(event_type.clone());
-    }
+    push_window_and_type(&mut builder, time_column, query);
     builder.push(" GROUP BY 1, 2");
     let rows = builder.build().fetch_all(pool).await?;
     rows.iter()
@@ -261,17 +271,7 @@ pub(super) async fn breakdown(
     builder.push_bind(query.property.clone());
     builder.push(")::text, count(*) FROM events WHERE tenant_id = ");
     builder.push_bind(counting.tenant_id.0);
-    builder
-        .push(r#" AND "timestamp" >= "#)
-        .push_bind(counting.start);
-    builder
-        .push(r#" AND "timestamp" < "#)
-        .push_bind(counting.end);
-    if let Some(event_type) = &counting.event_type {
-        builder
-            .push(" AND event_type = ")
-            .push_bind(event_type.clone());
-    }
+    push_window_and_type(&mut builder, r#""timestamp""#, counting);
     builder.push(" GROUP BY 1, 2, 3");
     let rows = builder.build().fetch_all(pool).await?;
     rows.iter()
@@ -299,15 +299,7 @@ pub(super) async fn count_users(
          WHERE user_id IS NOT NULL AND tenant_id = "
     ));
     builder.push_bind(query.tenant_id.0);
-    builder
-        .push(r#" AND "timestamp" >= "#)
-        .push_bind(query.start);
-    builder.push(r#" AND "timestamp" < "#).push_bind(query.end);
-    if let Some(event_type) = &query.event_type {
-        builder
-            .push(" AND event_type = ")
-            .push_bind(event_type.clone());
-    }
+    push_window_and_type(&mut builder, r#""timestamp""#, query);
     builder.push(" GROUP BY 1, 2");
     let rows = builder.build().fetch_all(pool).await?;
     rows.iter()

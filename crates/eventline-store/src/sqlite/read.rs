@@ -169,6 +169,22 @@ fn group_columns(grouping: Grouping, time_column: &str) -> (String, &'static str
     (bucket, event_type)
 }
 
+/// `AND time_column >= start AND time_column < end`, and the type when the count has
+/// one.
+fn push_window_and_type(builder: &mut QueryBuilder<Sqlite>, time_column: &str, query: &CountQuery) {
+    builder
+        .push(format!(" AND {time_column} >= "))
+        .push_bind(micros(query.start));
+    builder
+        .push(format!(" AND {time_column} < "))
+        .push_bind(micros(query.end));
+    if let Some(event_type) = &query.event_type {
+        builder
+            .push(" AND event_type = ")
+            .push_bind(event_type.clone());
+    }
+}
+
 pub(super) async fn count(
     pool: &SqlitePool,
     query: &CountQuery,
@@ -191,17 +207,7 @@ pub(super) async fn count(
         "SELECT {bucket}, {event_type}, {total} FROM {table} WHERE tenant_id = "
     ));
     builder.push_bind(query.tenant_id.to_string());
-    builder
-        .push(format!(" AND {time_column} >= "))
-        .push_bind(micros(query.start));
-    builder
-        .push(format!(" AND {time_column} < "))
-        .push_bind(micros(query.end));
-    if let Some(event_type) = &query.event_type {
-        builder
-            .push(" AND event_type = ")
-            .push_bind(event_type.clone());
-    }
+    push_window_and_type(&mut builder, time_column, query);
     builder.push(" GROUP BY 1, 2");
     let rows = builder.build().fetch_all(pool).await?;
     let mut counts = Vec::with_capacity(rows.len());
@@ -283,17 +289,7 @@ pub(super) async fn breakdown(
     builder.push_bind(query.property.clone());
     builder.push("), count(*) FROM events WHERE tenant_id = ");
     builder.push_bind(counting.tenant_id.to_string());
-    builder
-        .push(" AND timestamp_us >= ")
-        .push_bind(micros(counting.start));
-    builder
-        .push(" AND timestamp_us < ")
-        .push_bind(micros(counting.end));
-    if let Some(event_type) = &counting.event_type {
-        builder
-            .push(" AND event_type = ")
-            .push_bind(event_type.clone());
-    }
+    push_window_and_type(&mut builder, "timestamp_us", counting);
     builder.push(" GROUP BY 1, 2, 3");
     let rows = builder.build().fetch_all(pool).await?;
     let mut breakdown = Vec::with_capacity(rows.len());
@@ -322,17 +318,7 @@ pub(super) async fn count_users(
          WHERE user_id IS NOT NULL AND tenant_id = "
     ));
     builder.push_bind(query.tenant_id.to_string());
-    builder
-        .push(" AND timestamp_us >= ")
-        .push_bind(micros(query.start));
-    builder
-        .push(" AND timestamp_us < ")
-        .push_bind(micros(query.end));
-    if let Some(event_type) = &query.event_type {
-        builder
-            .push(" AND event_type = ")
-            .push_bind(event_type.clone());
-    }
+    push_window_and_type(&mut builder, "timestamp_us", query);
     builder.push(" GROUP BY 1, 2");
     let rows = builder.build().fetch_all(pool).await?;
     let mut counts = Vec::with_capacity(rows.len());

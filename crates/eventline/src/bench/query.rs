@@ -407,9 +407,10 @@ fn statistics_calls(now: DateTime<Utc>) -> [(&'static str, Call); 4] {
     ]
 }
 
-/// The analytics calls measured: a funnel and a retention table over the 30 days. Their
-/// types are the second to fourth most frequent (type_0 alone is a quarter of the load).
-fn analytics_calls(now: DateTime<Utc>) -> [(&'static str, Call); 2] {
+/// The analytics calls measured over the 30 days: daily unique users, a breakdown of one
+/// type by a property, a funnel and a retention table. Their types are the second to
+/// fourth most frequent (type_0 alone is a quarter of the load).
+fn analytics_calls(now: DateTime<Utc>) -> [(&'static str, Call); 4] {
     let start_time = Some(eventline_core::time::to_proto(
         now - chrono::Duration::days(30),
     ));
@@ -417,6 +418,26 @@ fn analytics_calls(now: DateTime<Utc>) -> [(&'static str, Call); 2] {
         now + chrono::Duration::minutes(1),
     ));
     [
+        (
+            "Unique users per day, 30 days",
+            Call::EventTimeseries(v1::EventTimeseriesRequest {
+                interval: v1::Interval::Day as i32,
+                measure: v1::Measure::UniqueUsers as i32,
+                start_time,
+                end_time,
+                ..Default::default()
+            }),
+        ),
+        (
+            "Breakdown of type_1 by plan, 30 days",
+            Call::CountEvents(v1::CountEventsRequest {
+                event_type: "type_1".into(),
+                group_by_property: "plan".into(),
+                start_time,
+                end_time,
+                ..Default::default()
+            }),
+        ),
         (
             "Funnel, type_1 → type_2 → type_3 within 7 days, 30 days",
             Call::Funnel(v1::FunnelRequest {
