@@ -9,6 +9,7 @@ pub mod event;
 pub mod limits;
 pub mod query;
 pub mod request;
+pub mod sketch;
 pub mod time;
 pub mod validate;
 

@@ -276,6 +276,17 @@ pub struct CountRow {
     pub count: u64,
 }
 
+/// Unique users of a window with at most this many events are counted exactly from the
+/// events; larger windows are estimated from HyperLogLog sketches (`crate::sketch`).
+pub const EXACT_USERS_UP_TO_EVENTS: u64 = 100_000;
+
+/// Distinct users per group of a count, and whether they are exact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCounts {
+    pub rows: Vec<CountRow>,
+    pub exact: bool,
+}
+
 /// Steps of a funnel: at least 2, at most this many.
 pub const MAX_FUNNEL_STEPS: usize = 10;
 /// Default and longest conversion window of a funnel.

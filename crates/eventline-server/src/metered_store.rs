@@ -9,6 +9,7 @@ use eventline_core::{
     breakdown::{BreakdownQuery, BreakdownRow},
     query::{
         Cohort, CommittedQuery, CountQuery, CountRow, EventQuery, FunnelQuery, RetentionQuery,
+        UserCounts,
     },
 };
 use eventline_store::{Appended, PoolStatus, Store, StoreError};
@@ -103,8 +104,16 @@ impl Store for MeteredStore {
         timed("count", self.inner.count(query)).await
     }
 
-    async fn count_users(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        timed("count_users", self.inner.count_users(query)).await
+    async fn count_users(
+        &self,
+        query: &CountQuery,
+        exact_up_to_events: u64,
+    ) -> Result<UserCounts, StoreError> {
+        timed(
+            "count_users",
+            self.inner.count_users(query, exact_up_to_events),
+        )
+        .await
     }
 
     async fn breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError> {

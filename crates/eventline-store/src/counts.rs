@@ -48,7 +48,7 @@ where
 /// Tiles `[start, end)`: each rollup width takes the aligned middle of what is left and
 /// leaves the unaligned edges to the finer source before it. A rollup is never used for
 /// buckets finer than its width (hourly buckets never read the daily rollup).
-fn tile(
+pub(crate) fn tile(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     grouping: Grouping,

@@ -9,6 +9,7 @@ pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod uniques;
 
 use std::{path::Path, sync::Arc};
 
@@ -19,6 +20,7 @@ use eventline_core::{
     breakdown::{BreakdownQuery, BreakdownRow},
     query::{
         Cohort, CommittedQuery, CountQuery, CountRow, EventQuery, FunnelQuery, RetentionQuery,
+        UserCounts,
     },
 };
 
@@ -85,9 +87,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn count(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError>;
 
     /// Distinct users (`user_id`) among the events of a window, one row per group of
-    /// `query.grouping` (per bucket: a user counts in every bucket they were active in);
-    /// exact, read from the events. Events without a user are left out.
-    async fn count_users(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError>;
+    /// `query.grouping` (per bucket: a user counts in every bucket they were active in).
+    /// Events without a user are left out. Exact when the window holds at most
+    /// `exact_up_to_events` events or is grouped by minute, else estimated from sketches
+    /// of whole hours and days (`uniques`).
+    async fn count_users(
+        &self,
+        query: &CountQuery,
+        exact_up_to_events: u64,
+    ) -> Result<UserCounts, StoreError>;
 
     /// A count in a window split by the value of one top-level property, read from the
     /// events: one row per (bucket, type, value) as `query.counting.grouping` asks.

@@ -68,6 +68,7 @@ conformance_suite!(
     retention_matches_an_independent_count_of_the_events,
     breakdowns_match_an_independent_count_of_the_events,
     unique_users_match_an_independent_count_of_the_events,
+    unique_users_from_sketches_stay_within_two_percent_and_see_late_events,
 );
 
 fn at(hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
@@ -1369,10 +1370,10 @@ async fn unique_users_match_an_independent_count_of_the_events(store: Arc<dyn St
             .into_iter()
             .map(|(bucket, users)| (bucket, users.len() as u64))
             .collect();
-        let answered: std::collections::BTreeMap<_, u64> = store
-            .count_users(&query)
-            .await
-            .unwrap()
+        let counted = store.count_users(&query, u64::MAX).await.unwrap();
+        assert!(counted.exact);
+        let answered: std::collections::BTreeMap<_, u64> = counted
+            .rows
             .into_iter()
             .map(|row| (row.bucket, row.count))
             .collect();
@@ -1380,4 +1381,111 @@ async fn unique_users_match_an_independent_count_of_the_events(store: Arc<dyn St
         // Users 30 and 31 send no user id; the other tenant has the same users.
         assert!(expected.values().all(|&users| users <= 30), "{expected:?}");
     }
+}
+
+async fn unique_users_from_sketches_stay_within_two_percent_and_see_late_events(
+    store: Arc<dyn Store>,
+) {
+    let tenant_id = tenant(&*store, "acme").await;
+    let other = tenant(&*store, "other").await;
+    let first = at(0, 0, 0) - Duration::days(2);
+    // 100,000 users over three days, one event each, plus a second event for every
+    // tenth user (repeats must not count) and the same users in another tenant.
+    let spread = |n: i64| first + Duration::milliseconds(n * 2_592);
+    let mut events: Vec<Event> = (0..100_000)
+        .map(|n| {
+            let mut event = event(tenant_id, &format!("e{n}"), "view", spread(n));
+            event.user_id = Some(format!("user{n}"));
+            event
+        })
+        .collect();
+    events.extend((0..100_000).step_by(10).map(|n| {
+        let mut event = event(tenant_id, &format!("r{n}"), "view", spread(99_999 - n));
+        event.user_id = Some(format!("user{n}"));
+        event
+    }));
+    for chunk in events.chunks(10_000) {
+        store.append(chunk).await.unwrap();
+        let copies: Vec<Event> = chunk
+            .iter()
+            .map(|event| Event {
+                tenant_id: other,
+                ..event.clone()
+            })
+            .collect();
+        store.append(&copies).await.unwrap();
+    }
+    // Unaligned edges: raw rows, whole hours and whole days all take part.
+    let (start, end) = (
+        first + Duration::minutes(30) + Duration::seconds(17),
+        first + Duration::days(3) - Duration::minutes(10),
+    );
+    let truth = |events: &[Event], from: DateTime<Utc>, to: DateTime<Utc>| {
+        events
+            .iter()
+            .filter(|event| event.timestamp >= from && event.timestamp < to)
+            .filter_map(|event| event.user_id.as_deref())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as f64
+    };
+    let total = CountQuery {
+        tenant_id,
+        event_type: None,
+        start,
+        end,
+        grouping: Grouping::Total,
+    };
+    let within_two_percent =
+        |estimate: u64, expected: f64| ((estimate as f64 - expected) / expected).abs() <= 0.02;
+    for round in 0..2 {
+        // The second round reads the sketches the first one stored.
+        let counted = store.count_users(&total, 0).await.unwrap();
+        assert!(!counted.exact);
+        let expected = truth(&events, start, end);
+        assert!(
+            within_two_percent(counted.rows[0].count, expected),
+            "round {round}: {} against {expected}",
+            counted.rows[0].count
+        );
+    }
+    let daily = CountQuery {
+        grouping: Grouping::Bucket(BucketWidth::Day),
+        ..total.clone()
+    };
+    let counted = store.count_users(&daily, 0).await.unwrap();
+    assert_eq!(counted.rows.len(), 3);
+    for row in &counted.rows {
+        let day = row.bucket.unwrap();
+        let expected = truth(&events, day.max(start), (day + Duration::days(1)).min(end));
+        assert!(
+            within_two_percent(row.count, expected),
+            "{day}: {} against {expected}",
+            row.count
+        );
+    }
+    // 10,000 new users arrive late for the middle day: its stored sketch is stale now.
+    let late: Vec<Event> = (0..10_000)
+        .map(|n| {
+            let mut event = event(
+                tenant_id,
+                &format!("late{n}"),
+                "view",
+                first + Duration::days(1) + Duration::seconds(n),
+            );
+            event.user_id = Some(format!("late-user{n}"));
+            event
+        })
+        .collect();
+    store.append(&late).await.unwrap();
+    events.extend(late);
+    let counted = store.count_users(&total, 0).await.unwrap();
+    let expected = truth(&events, start, end);
+    assert!(
+        within_two_percent(counted.rows[0].count, expected),
+        "after late events: {} against {expected}",
+        counted.rows[0].count
+    );
+    let exact = store.count_users(&total, u64::MAX).await.unwrap();
+    assert!(exact.exact);
+    assert_eq!(exact.rows[0].count, expected as u64);
 }

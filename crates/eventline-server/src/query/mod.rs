@@ -11,7 +11,7 @@ use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 use eventline_core::{
     Error, Scope, TenantId,
     breakdown::BreakdownRow,
-    query::{self, CountRow, EventQuery, Measure, Order},
+    query::{self, EventQuery, Measure, Order, UserCounts},
     request::{
         Counting, EventTimeseries, ExportEvents, Funnel, ListEvents, Retention, TailEvents,
         TopEventTypes,
@@ -74,17 +74,21 @@ impl QueryApi {
         Ok((tenant_id, Q::try_from(request.into_inner())?))
     }
 
-    /// Counts for a statistics RPC, once its `min_watermark` is visible.
-    async fn count(
-        &self,
-        tenant_id: TenantId,
-        counting: &Counting,
-    ) -> Result<Vec<CountRow>, Error> {
+    /// Counts (of events, or of users as `counting.measure` says) for a statistics RPC,
+    /// once its `min_watermark` is visible, and whether they are exact.
+    async fn count(&self, tenant_id: TenantId, counting: &Counting) -> Result<UserCounts, Error> {
         self.wait_for(&counting.min_watermark).await?;
         let query = counting.query(tenant_id);
         Ok(match counting.measure {
-            Measure::Events => self.store.count(&query).await?,
-            Measure::UniqueUsers => self.store.count_users(&query).await?,
+            Measure::Events => UserCounts {
+                rows: self.store.count(&query).await?,
+                exact: true,
+            },
+            Measure::UniqueUsers => {
+                self.store
+                    .count_users(&query, query::EXACT_USERS_UP_TO_EVENTS)
+                    .await?
+            }
         })
     }
 
@@ -215,11 +219,11 @@ impl QueryService for QueryApi {
         if let Some((rows, limit)) = self.breakdown(tenant_id, &counting).await? {
             return Ok(Response::new(breakdown::count(&rows, limit)));
         }
-        let rows = self.count(tenant_id, &counting).await?;
+        let counts = self.count(tenant_id, &counting).await?;
         Ok(Response::new(v1::CountEventsResponse {
-            count: rows.iter().map(|row| row.count).sum(),
+            count: counts.rows.iter().map(|row| row.count).sum(),
             groups: Vec::new(),
-            exact: true,
+            exact: counts.exact,
         }))
     }
 
@@ -233,7 +237,7 @@ impl QueryService for QueryApi {
                 &rows, top.limit, limit,
             )));
         }
-        let rows = self.count(tenant_id, &top.counting).await?;
+        let rows = self.count(tenant_id, &top.counting).await?.rows;
         let mut event_types: Vec<v1::EventTypeCount> = rows
             .into_iter()
             .filter_map(|row| {
@@ -261,8 +265,9 @@ impl QueryService for QueryApi {
                 limit,
             )));
         }
-        let rows = self.count(tenant_id, &series.counting).await?;
-        let counts: HashMap<_, _> = rows
+        let counted = self.count(tenant_id, &series.counting).await?;
+        let counts: HashMap<_, _> = counted
+            .rows
             .into_iter()
             .filter_map(|row| Some((row.bucket?, row.count)))
             .collect();
@@ -277,7 +282,7 @@ impl QueryService for QueryApi {
             .collect();
         Ok(Response::new(v1::EventTimeseriesResponse {
             buckets,
-            exact: true,
+            exact: counted.exact,
         }))
     }
 

@@ -13,6 +13,7 @@ use eventline_core::{
     breakdown::{BreakdownQuery, BreakdownRow},
     query::{
         Cohort, CommittedQuery, CountQuery, CountRow, EventQuery, FunnelQuery, RetentionQuery,
+        UserCounts,
     },
 };
 use sqlx::{
@@ -25,6 +26,7 @@ use crate::{Appended, Store, StoreError};
 
 mod copy;
 mod read;
+mod sketches;
 
 pub use copy::copy_events;
 
@@ -457,8 +459,13 @@ impl Store for PgStore {
         .await
     }
 
-    async fn count_users(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        read::count_users(&self.read_pool, query).await
+    async fn count_users(
+        &self,
+        query: &CountQuery,
+        exact_up_to_events: u64,
+    ) -> Result<UserCounts, StoreError> {
+        let (rows, exact) = crate::uniques::count_users(self, query, exact_up_to_events).await?;
+        Ok(UserCounts { rows, exact })
     }
 
     async fn breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError> {

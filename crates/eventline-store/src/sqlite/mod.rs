@@ -11,6 +11,7 @@ use eventline_core::{
     breakdown::{BreakdownQuery, BreakdownRow},
     query::{
         Cohort, CommittedQuery, CountQuery, CountRow, EventQuery, FunnelQuery, RetentionQuery,
+        UserCounts,
     },
 };
 use sqlx::{
@@ -24,6 +25,7 @@ use uuid::Uuid;
 use crate::{Appended, Store, StoreError, hour_of};
 
 mod read;
+mod sketches;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -347,8 +349,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn count_users(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        read::count_users(&self.pool, query).await
+    async fn count_users(
+        &self,
+        query: &CountQuery,
+        exact_up_to_events: u64,
+    ) -> Result<UserCounts, StoreError> {
+        let (rows, exact) = crate::uniques::count_users(self, query, exact_up_to_events).await?;
+        Ok(UserCounts { rows, exact })
     }
 
     async fn breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError> {

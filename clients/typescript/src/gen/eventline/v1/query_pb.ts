@@ -330,8 +330,11 @@ export type CountEventsRequest = Message<"eventline.v1.CountEventsRequest"> & {
 
   /**
    * What to count: events (the default) or unique users. Unique users are the distinct
-   * user_id values of the matching events; events without a user_id are left out. Not
-   * combined with group_by_property.
+   * user_id values of the matching events; events without a user_id are left out. A
+   * window of at most 100,000 events is counted exactly; a larger one is estimated from
+   * HyperLogLog sketches of its whole hours and days (standard error 0.81 %, tested to
+   * stay within 2 % at 100,000 users), and the response says exact: false. Not combined
+   * with group_by_property.
    *
    * @generated from field: eventline.v1.Measure measure = 7;
    */
@@ -359,8 +362,8 @@ export type CountEventsResponse = Message<"eventline.v1.CountEventsResponse"> & 
   count: bigint;
 
   /**
-   * Whether count is exact. Every answer today is: unique users are counted from the
-   * events themselves. A future answer estimated from sketches would say false.
+   * Whether count is exact: false when unique users were estimated from sketches (see
+   * CountEventsRequest.measure); event counts are always exact.
    *
    * @generated from field: bool exact = 3;
    */
@@ -593,7 +596,8 @@ export type EventTimeseriesRequest = Message<"eventline.v1.EventTimeseriesReques
 
   /**
    * What each bucket counts; see CountEventsRequest.measure. Unique users are counted
-   * per bucket: a user active in two buckets counts in both.
+   * per bucket: a user active in two buckets counts in both. Minute buckets are always
+   * exact.
    *
    * @generated from field: eventline.v1.Measure measure = 8;
    */
