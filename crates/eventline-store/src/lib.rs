@@ -3,10 +3,12 @@
 //! that hands out fresh databases. It must not depend on the server or on proto types.
 
 mod analytics;
+mod breakdowns;
 mod counts;
 mod error;
 pub mod postgres;
 pub mod sqlite;
+mod summaries;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod uniques;

@@ -1326,6 +1326,33 @@ async fn breakdowns_match_an_independent_count_of_the_events(store: Arc<dyn Stor
             "the case covers missing values and many groups"
         );
     }
+    // Whole hours were answered from stored summaries; a late event for one of them
+    // changes its count, so its summary is rebuilt and the event counted.
+    let mut late = event(tenant_id, "late", "view", at(2, 30, 0));
+    late.properties_json = r#"{"plan":"late"}"#.to_owned();
+    store.append(&[late]).await.unwrap();
+    let total = eventline_core::breakdown::BreakdownQuery {
+        counting: CountQuery {
+            tenant_id,
+            event_type: None,
+            start,
+            end,
+            grouping: Grouping::Total,
+        },
+        property: "plan".to_owned(),
+    };
+    let rows = store.breakdown(&total).await.unwrap();
+    let late_rows: u64 = rows
+        .iter()
+        .filter(|row| row.value.as_deref() == Some(r#""late""#))
+        .map(|row| row.count)
+        .sum();
+    assert_eq!(late_rows, 1);
+    let in_window = events
+        .iter()
+        .filter(|event| event.timestamp >= start && event.timestamp < end)
+        .count() as u64;
+    assert_eq!(rows.iter().map(|row| row.count).sum::<u64>(), in_window + 1);
 }
 
 async fn unique_users_match_an_independent_count_of_the_events(store: Arc<dyn Store>) {

@@ -24,9 +24,9 @@ use uuid::Uuid;
 
 use crate::{Appended, Store, StoreError};
 
+mod cached;
 mod copy;
 mod read;
-mod sketches;
 
 pub use copy::copy_events;
 
@@ -469,7 +469,7 @@ impl Store for PgStore {
     }
 
     async fn breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError> {
-        read::breakdown(&self.read_pool, query).await
+        crate::breakdowns::breakdown(self, query).await
     }
 
     async fn funnel(&self, query: &FunnelQuery) -> Result<Vec<u64>, StoreError> {

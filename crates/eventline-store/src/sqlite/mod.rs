@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use crate::{Appended, Store, StoreError, hour_of};
 
+mod cached;
 mod read;
-mod sketches;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -359,7 +359,7 @@ impl Store for SqliteStore {
     }
 
     async fn breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError> {
-        read::breakdown(&self.pool, query).await
+        crate::breakdowns::breakdown(self, query).await
     }
 
     async fn funnel(&self, query: &FunnelQuery) -> Result<Vec<u64>, StoreError> {

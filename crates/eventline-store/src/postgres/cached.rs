@@ -1,16 +1,21 @@
-//! PostgreSQL's part of unique users (`crate::uniques`): exact distinct counts, the
-//! events' users, and the stored sketches (migration 0007).
+//! PostgreSQL's part of the summaries built on read (`crate::summaries`, migration
+//! 0007): stored summaries, and the event reads unique users and breakdowns build from.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use eventline_core::query::{CountQuery, CountRow};
+use eventline_core::{
+    breakdown::{BreakdownQuery, BreakdownRow},
+    query::{CountQuery, CountRow},
+};
 use futures::{StreamExt, stream::BoxStream};
 use sqlx::Row;
 
 use super::{PgStore, read};
 use crate::{
     Store, StoreError,
-    uniques::{SketchKey, StoredSketch, UserReads},
+    breakdowns::BreakdownReads,
+    summaries::{BucketReads, StoredSummary, SummaryKey},
+    uniques::UserReads,
 };
 
 const USERS: &str = r#"SELECT "timestamp", user_id FROM events
@@ -20,29 +25,26 @@ const USERS_OF_TYPE: &str = r#"SELECT "timestamp", user_id FROM events
       AND event_type = $4"#;
 
 #[async_trait]
-impl UserReads for PgStore {
-    async fn distinct_users(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        read::count_users(&self.read_pool, query).await
-    }
-
+impl BucketReads for PgStore {
     async fn event_counts(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
         self.count(query).await
     }
 
-    async fn stored_sketches(
+    async fn stored_summaries(
         &self,
-        key: SketchKey<'_>,
+        key: SummaryKey<'_>,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> Result<Vec<StoredSketch>, StoreError> {
+    ) -> Result<Vec<StoredSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT bucket, event_count, registers FROM user_sketches
-             WHERE tenant_id = $1 AND event_type = $2 AND width_seconds = $3
-               AND bucket >= $4 AND bucket < $5",
+            "SELECT bucket, event_count, body FROM bucket_summaries
+             WHERE tenant_id = $1 AND event_type = $2 AND summary = $3 AND width_seconds = $4
+               AND bucket >= $5 AND bucket < $6",
         )
         .bind(key.tenant_id.0)
         .bind(key.event_type)
-        .bind(width_seconds(key))
+        .bind(key.summary)
+        .bind(key.width_seconds())
         .bind(start)
         .bind(end)
         .fetch_all(&self.read_pool)
@@ -50,36 +52,44 @@ impl UserReads for PgStore {
         rows.iter()
             .map(|row| {
                 let event_count: i64 = row.try_get(1)?;
-                Ok(StoredSketch {
+                Ok(StoredSummary {
                     bucket: row.try_get(0)?,
                     event_count: event_count.max(0) as u64,
-                    registers: row.try_get(2)?,
+                    body: row.try_get(2)?,
                 })
             })
             .collect()
     }
 
-    async fn store_sketch(
+    async fn store_summary(
         &self,
-        key: SketchKey<'_>,
-        sketch: StoredSketch,
+        key: SummaryKey<'_>,
+        summary: StoredSummary,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO user_sketches
-                 (tenant_id, event_type, width_seconds, bucket, event_count, registers)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (tenant_id, event_type, width_seconds, bucket) DO UPDATE
-             SET event_count = excluded.event_count, registers = excluded.registers",
+            "INSERT INTO bucket_summaries
+                 (tenant_id, event_type, summary, width_seconds, bucket, event_count, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (tenant_id, event_type, summary, width_seconds, bucket) DO UPDATE
+             SET event_count = excluded.event_count, body = excluded.body",
         )
         .bind(key.tenant_id.0)
         .bind(key.event_type)
-        .bind(width_seconds(key))
-        .bind(sketch.bucket)
-        .bind(sketch.event_count as i64)
-        .bind(sketch.registers)
+        .bind(key.summary)
+        .bind(key.width_seconds())
+        .bind(summary.bucket)
+        .bind(summary.event_count as i64)
+        .bind(summary.body)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl UserReads for PgStore {
+    async fn distinct_users(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
+        read::count_users(&self.read_pool, query).await
     }
 
     fn users<'a>(
@@ -107,6 +117,9 @@ impl UserReads for PgStore {
     }
 }
 
-fn width_seconds(key: SketchKey<'_>) -> i32 {
-    (key.width.micros() / 1_000_000) as i32
+#[async_trait]
+impl BreakdownReads for PgStore {
+    async fn raw_breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError> {
+        read::breakdown(&self.read_pool, query).await
+    }
 }
