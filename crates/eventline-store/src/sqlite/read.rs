@@ -246,14 +246,15 @@ fn user_events_sql(reading: &Reading) -> QueryBuilder<Sqlite> {
         .push(" AND timestamp_us < ")
         .push_bind(micros(reading.end));
     push_filter(&mut builder, &reading.filter);
-    builder.push(" ORDER BY user_id, timestamp_us, event_id");
+    builder.push(" ORDER BY user_id, timestamp_us");
     builder
 }
 
 fn user_event(row: sqlx::Result<sqlx::sqlite::SqliteRow>) -> Result<UserEvent, StoreError> {
     let row = row?;
+    let user_id: String = row.try_get(0)?;
     Ok(UserEvent {
-        user_id: row.try_get(0)?,
+        user: crate::analytics::user_key(&user_id),
         event_type: row.try_get(1)?,
         timestamp: from_micros(row.try_get(2)?)?,
     })
