@@ -36,6 +36,10 @@ pub(crate) struct QueryArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Keep the loaded database (its name goes to stderr) to profile queries on it;
+    /// drop it by hand afterwards.
+    #[arg(long)]
+    keep_database: bool,
 }
 
 impl QueryArgs {
@@ -131,7 +135,14 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     let export_events_per_second = export_rate(&mut client).await?;
     let server_peak_rss_mib_after_export = process.peak_rss_mib();
     drop(process);
-    server::drop_databases(&args.database_url, &std::process::id().to_string()).await?;
+    if args.keep_database {
+        eprintln!(
+            "kept the databases eventline_bench_{}_*",
+            std::process::id()
+        );
+    } else {
+        server::drop_databases(&args.database_url, &std::process::id().to_string()).await?;
+    }
     Ok(QueryReport {
         events: args.events,
         load_seconds,
