@@ -88,7 +88,7 @@ pub struct Group {
 
 /// A value as compact JSON, so that every store prints equal values alike (PostgreSQL's
 /// `{"a": 1}` and SQLite's `{"a":1}`, `1.50` and `1.5`).
-fn canonical(value: &str) -> String {
+pub fn canonical_json(value: &str) -> String {
     serde_json::from_str::<serde_json::Value>(value)
         .map(|parsed| parsed.to_string())
         .unwrap_or_else(|_| value.to_owned())
@@ -102,7 +102,7 @@ pub fn counts_by_key<'r>(
     let mut counts: HashMap<GroupKey, u64> = HashMap::new();
     for row in rows {
         let key = match &row.value {
-            Some(value) => GroupKey::Value(canonical(value)),
+            Some(value) => GroupKey::Value(canonical_json(value)),
             None => GroupKey::Missing,
         };
         *counts.entry(key).or_default() += row.count;

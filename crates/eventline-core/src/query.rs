@@ -307,6 +307,16 @@ pub struct FunnelQuery {
     pub end: DateTime<Utc>,
     /// Property filters applied to every step's events (no type or user filter).
     pub filter: EventFilter,
+    /// Split by this top-level property of each user's entering event, when set.
+    pub group_by_property: Option<String>,
+}
+
+/// A funnel's answer: users per step, and with a property, per value of it (the value
+/// of each user's entering event as JSON text, `None` when it had none).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FunnelCounts {
+    pub reached: Vec<u64>,
+    pub by_value: Vec<(Option<String>, Vec<u64>)>,
 }
 
 /// A retention table (QueryService.Retention has the semantics): cohorts of `interval`

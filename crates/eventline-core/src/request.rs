@@ -267,6 +267,7 @@ pub struct Funnel {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub filter: EventFilter,
+    pub group_by: Option<GroupBy>,
     pub min_watermark: String,
 }
 
@@ -280,6 +281,10 @@ impl Funnel {
             start: self.start,
             end: self.end,
             filter: self.filter.clone(),
+            group_by_property: self
+                .group_by
+                .as_ref()
+                .map(|group_by| group_by.property.clone()),
         }
     }
 }
@@ -317,6 +322,7 @@ impl TryFrom<v1::FunnelRequest> for Funnel {
         let (start, end) = window(request.start_time.as_ref(), request.end_time.as_ref())?;
         Ok(Self {
             filter: EventFilter::from_request("", "", &request.property_filters)?,
+            group_by: GroupBy::from_request(&request.group_by_property, request.group_limit)?,
             steps: request.steps,
             conversion_window,
             start,

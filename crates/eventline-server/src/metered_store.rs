@@ -8,8 +8,8 @@ use eventline_core::{
     Actor, ApiKey, AuditEvent, AuditQuery, Event, Tenant, TenantId,
     breakdown::{BreakdownQuery, BreakdownRow},
     query::{
-        Cohort, CommittedQuery, CountQuery, CountRow, EventQuery, FunnelQuery, RetentionQuery,
-        UserCounts,
+        Cohort, CommittedQuery, CountQuery, CountRow, EventQuery, FunnelCounts, FunnelQuery,
+        RetentionQuery, UserCounts,
     },
 };
 use eventline_store::{Appended, PoolStatus, Store, StoreError};
@@ -120,7 +120,7 @@ impl Store for MeteredStore {
         timed("breakdown", self.inner.breakdown(query)).await
     }
 
-    async fn funnel(&self, query: &FunnelQuery) -> Result<Vec<u64>, StoreError> {
+    async fn funnel(&self, query: &FunnelQuery) -> Result<FunnelCounts, StoreError> {
         timed("funnel", self.inner.funnel(query)).await
     }
 

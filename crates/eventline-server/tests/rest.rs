@@ -33,6 +33,15 @@ async fn get(server: &TestServer, path: &str, key: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// A GET with the server's key, its body read as JSON.
+async fn get_json(server: &TestServer, path: &str) -> Value {
+    get(server, path, &server.api_key)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn track_answers_201_then_200_with_the_idempotency_key_and_count_sees_one() {
     let server = TestServer::postgres().await;
@@ -268,15 +277,11 @@ async fn proto3_json_round_trips_through_track_and_the_user_timeline() {
             .status(),
         StatusCode::CREATED
     );
-    let page: Value = get(
+    let page: Value = get_json(
         &server,
         "/v1/users/u%201/events?start_time=2026-11-20T00:00:00Z&end_time=2026-11-21T00:00:00Z",
-        &server.api_key,
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     let stored = &page["events"][0];
     for field in [
         "event_id",
@@ -533,36 +538,53 @@ async fn funnel_and_retention_answer_over_rest_and_grpc(server: TestServer) {
     // u1 views, signs up, buys; u2 views and signs up; u3 views; u4 buys only. u1 logs in
     // again the next day.
     let events = json!({"events": [
-        {"event_type": "view", "user_id": "u1", "timestamp": stamp(0)},
+        {"event_type": "view", "user_id": "u1", "timestamp": stamp(0), "properties": {"plan": "pro"}},
         {"event_type": "signup", "user_id": "u1", "timestamp": stamp(5)},
         {"event_type": "buy", "user_id": "u1", "timestamp": stamp(10)},
-        {"event_type": "view", "user_id": "u2", "timestamp": stamp(0)},
+        {"event_type": "view", "user_id": "u2", "timestamp": stamp(0), "properties": {"plan": "free"}},
         {"event_type": "signup", "user_id": "u2", "timestamp": stamp(90)},
-        {"event_type": "view", "user_id": "u3", "timestamp": stamp(1)},
+        {"event_type": "view", "user_id": "u3", "timestamp": stamp(1), "properties": {"plan": "pro"}},
         {"event_type": "buy", "user_id": "u4", "timestamp": stamp(2)},
         {"event_type": "login", "user_id": "u1", "timestamp": stamp(24 * 60)},
     ]});
     let response = post(&server, "/v1/events:batch", &server.api_key, &events).await;
     assert_eq!(response.status(), StatusCode::OK);
     let window = format!("start_time={}&end_time={}", stamp(-60), stamp(36 * 60));
-    let funnel: Value = get(
+    let funnel: Value = get_json(
         &server,
-        &format!("/v1/analytics/funnel?steps=view&steps=signup&steps=buy&conversion_window=7200s&{window}"),
-        &server.api_key,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+        &format!(
+            "/v1/analytics/funnel?steps=view&steps=signup&steps=buy&conversion_window=7200s&{window}"
+        ),
+    ).await;
     // u2's signup came 90 minutes after the view: inside the 2 h window.
     assert_eq!(
         funnel,
-        json!({"steps": [
+        json!({"groups": [], "steps": [
             {"event_type": "view", "users": "3"},
             {"event_type": "signup", "users": "2"},
             {"event_type": "buy", "users": "1"},
         ]})
     );
+    // By the plan of each user's entering view: pro (u1, u3) first, then free (u2).
+    let by_plan = get_json(
+        &server,
+        &format!("/v1/analytics/funnel?steps=view&steps=signup&steps=buy&conversion_window=7200s&group_by_property=plan&{window}"),
+    )
+    .await;
+    let users = |group: &Value| -> Vec<String> {
+        group["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|step| step["users"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let groups = by_plan["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{by_plan}");
+    assert_eq!(groups[0]["value"], "\"pro\"");
+    assert_eq!(users(&groups[0]), ["2", "1", "1"]);
+    assert_eq!(groups[1]["value"], "\"free\"");
+    assert_eq!(users(&groups[1]), ["1", "1", "0"]);
     let response = get(
         &server,
         &format!("/v1/analytics/funnel?steps=view&{window}"),
@@ -572,15 +594,12 @@ async fn funnel_and_retention_answer_over_rest_and_grpc(server: TestServer) {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert!(response.text().await.unwrap().contains("steps"));
 
-    let retention: Value = get(
+    let retention: Value = get_json(
         &server,
-        &format!("/v1/analytics/retention?start_event_type=signup&return_event_type=login&interval=RETENTION_INTERVAL_DAY&{window}"),
-        &server.api_key,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+        &format!(
+            "/v1/analytics/retention?start_event_type=signup&return_event_type=login&interval=RETENTION_INTERVAL_DAY&{window}"
+        ),
+    ).await;
     let cohorts = retention["cohorts"].as_array().unwrap();
     // From 11:00 the first day, rounded down to its midnight, to midnight two days on.
     assert_eq!(cohorts.len(), 2, "{retention}");
@@ -590,15 +609,11 @@ async fn funnel_and_retention_answer_over_rest_and_grpc(server: TestServer) {
     assert_eq!(cohorts[1]["returned"], json!(["0"]));
 
     // Unique users: u1 to u4 over the window; per day, u1 alone on the second.
-    let uniques: Value = get(
+    let uniques: Value = get_json(
         &server,
         &format!("/v1/stats/count?measure=MEASURE_UNIQUE_USERS&{window}"),
-        &server.api_key,
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(uniques["count"], "4", "{uniques}");
     assert_eq!(uniques["exact"], true, "{uniques}");
     let daily: Value = get(
@@ -697,15 +712,11 @@ async fn breakdowns_by_a_property_answer_over_rest(server: TestServer) {
     let response = post(&server, "/v1/events:batch", &server.api_key, &events).await;
     assert_eq!(response.status(), StatusCode::OK);
     let window = format!("start_time={}&end_time={}", stamp(0), stamp(120));
-    let count: Value = get(
+    let count: Value = get_json(
         &server,
         &format!("/v1/stats/count?event_type=signup&group_by_property=plan&group_limit=2&{window}"),
-        &server.api_key,
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         count,
         json!({"count": "7", "exact": true, "groups": [
@@ -715,30 +726,23 @@ async fn breakdowns_by_a_property_answer_over_rest(server: TestServer) {
             {"kind": "PROPERTY_GROUP_KIND_OTHER", "value": "", "count": "1"},
         ]})
     );
-    let top: Value = get(
+    let top: Value = get_json(
         &server,
         &format!("/v1/stats/top-event-types?group_by_property=plan&{window}"),
-        &server.api_key,
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(top["event_types"][0]["event_type"], "signup");
     assert_eq!(top["event_types"][0]["groups"].as_array().unwrap().len(), 4);
     assert_eq!(
         top["event_types"][1]["groups"],
         json!([{"kind": "PROPERTY_GROUP_KIND_VALUE", "value": "\"pro\"", "count": "1"}])
     );
-    let series: Value = get(
+    let series: Value = get_json(
         &server,
-        &format!("/v1/stats/timeseries?event_type=signup&interval=INTERVAL_HOUR&group_by_property=plan&group_limit=1&{window}"),
-        &server.api_key,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+        &format!(
+            "/v1/stats/timeseries?event_type=signup&interval=INTERVAL_HOUR&group_by_property=plan&group_limit=1&{window}"
+        ),
+    ).await;
     let counts: Vec<Vec<(String, String)>> = series["buckets"]
         .as_array()
         .unwrap()

@@ -7,10 +7,13 @@
 //! events of one user at one timestamp), so memory does not grow with the events read.
 //! The semantics are QueryService.Funnel's and QueryService.Retention's proto comments.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use eventline_core::{
     TenantId,
-    query::{Cohort, EventFilter, FunnelQuery, RetentionQuery},
+    breakdown::canonical_json,
+    query::{Cohort, EventFilter, FunnelCounts, FunnelQuery, RetentionQuery},
 };
 use futures::{Stream, StreamExt};
 
@@ -24,6 +27,8 @@ pub(crate) struct UserEvent {
     pub(crate) user: i64,
     pub(crate) event_type: String,
     pub(crate) timestamp: DateTime<Utc>,
+    /// The value of the reading's `property` as JSON text, when it asks for one.
+    pub(crate) value: Option<String>,
 }
 
 /// The user key of a store that reads user ids (SQLite; tests): XXH3-64 of the id.
@@ -40,6 +45,9 @@ pub(crate) struct Reading {
     pub(crate) start: DateTime<Utc>,
     pub(crate) end: DateTime<Utc>,
     pub(crate) filter: EventFilter,
+    /// Read this top-level property's value too, and order one user's events of one
+    /// timestamp by event id (a funnel by property: the entering event decides).
+    pub(crate) property: Option<String>,
 }
 
 impl Reading {
@@ -58,6 +66,7 @@ impl Reading {
                 .checked_add_signed(query.conversion_window + chrono::Duration::microseconds(1))
                 .unwrap_or(DateTime::<Utc>::MAX_UTC),
             filter: query.filter.clone(),
+            property: query.group_by_property.clone(),
         }
     }
 
@@ -74,19 +83,25 @@ impl Reading {
             start: query.start,
             end: query.end,
             filter: EventFilter::default(),
+            property: None,
         }
     }
 }
 
-/// Users who reached each step of `query`, from `events` in (user, timestamp, id) order
-/// covering `[query.start, query.end + conversion_window]` and the steps' types.
+/// Users who reached each step of `query` (and per value of its property), from
+/// `events` in user, then timestamp order covering `[query.start, query.end +
+/// conversion_window]` and the steps' types.
 pub(crate) async fn funnel(
     events: impl Stream<Item = Result<UserEvent, StoreError>>,
     query: &FunnelQuery,
-) -> Result<Vec<u64>, StoreError> {
-    let mut reached = vec![0u64; query.steps.len()];
+) -> Result<FunnelCounts, StoreError> {
+    let mut tally = FunnelTally {
+        reached: vec![0u64; query.steps.len()],
+        by_value: HashMap::new(),
+        grouped: query.group_by_property.is_some(),
+    };
     let mut user = FunnelUser::default();
-    let mut group: Vec<(String, bool)> = Vec::new();
+    let mut group: Vec<GroupedEvent> = Vec::new();
     let mut current: Option<(i64, DateTime<Utc>)> = None;
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await.transpose()? {
@@ -104,17 +119,40 @@ pub(crate) async fn funnel(
             group.clear();
         }
         if !same_user {
-            user.count_into(&mut reached);
+            user.count_into(&mut tally);
             user = FunnelUser::default();
         }
         current = Some((event.user, event.timestamp));
-        group.push((event.event_type, false));
+        group.push(GroupedEvent {
+            event_type: event.event_type,
+            value: event.value,
+            used: false,
+        });
     }
     if let Some((_, at)) = &current {
         user.take_group(query, *at, &mut group);
     }
-    user.count_into(&mut reached);
-    Ok(reached)
+    user.count_into(&mut tally);
+    Ok(FunnelCounts {
+        reached: tally.reached,
+        by_value: tally.by_value.into_iter().collect(),
+    })
+}
+
+/// One event of a user's events at one timestamp, flagged once a step used it.
+#[derive(Debug)]
+struct GroupedEvent {
+    event_type: String,
+    value: Option<String>,
+    used: bool,
+}
+
+/// Users per step, overall and per value of the entering event's property.
+#[derive(Debug)]
+struct FunnelTally {
+    reached: Vec<u64>,
+    by_value: HashMap<Option<String>, Vec<u64>>,
+    grouped: bool,
 }
 
 /// One user's progress through a funnel.
@@ -122,6 +160,8 @@ pub(crate) async fn funnel(
 struct FunnelUser {
     /// When the user entered (their first first-step event in the window).
     entered: Option<DateTime<Utc>>,
+    /// The property's value on the entering event (JSON text), when grouping.
+    entered_value: Option<String>,
     /// Steps matched so far.
     steps: usize,
 }
@@ -130,7 +170,7 @@ impl FunnelUser {
     /// Matches what it can among the events of one timestamp (`group`, flagged once
     /// used): every one is at or after the event matched last, so it may take the next
     /// step, and then the one after, each with another event.
-    fn take_group(&mut self, query: &FunnelQuery, at: DateTime<Utc>, group: &mut [(String, bool)]) {
+    fn take_group(&mut self, query: &FunnelQuery, at: DateTime<Utc>, group: &mut [GroupedEvent]) {
         match self.entered {
             None if at < query.start || at >= query.end => return,
             None => {}
@@ -141,21 +181,35 @@ impl FunnelUser {
             let step = &query.steps[self.steps];
             let Some(slot) = group
                 .iter_mut()
-                .find(|(event_type, used)| !used && event_type == step)
+                .find(|event| !event.used && event.event_type == *step)
             else {
                 return;
             };
-            slot.1 = true;
+            slot.used = true;
             if self.steps == 0 {
                 self.entered = Some(at);
+                self.entered_value = slot.value.clone();
             }
             self.steps += 1;
         }
     }
 
-    fn count_into(&self, reached: &mut [u64]) {
-        for users in &mut reached[..self.steps] {
+    fn count_into(&self, tally: &mut FunnelTally) {
+        if self.steps == 0 {
+            return;
+        }
+        for users in &mut tally.reached[..self.steps] {
             *users += 1;
+        }
+        if tally.grouped {
+            let value = self.entered_value.as_deref().map(canonical_json);
+            let by_value = tally
+                .by_value
+                .entry(value)
+                .or_insert_with(|| vec![0; tally.reached.len()]);
+            for users in &mut by_value[..self.steps] {
+                *users += 1;
+            }
         }
     }
 }
@@ -272,6 +326,7 @@ mod tests {
     ) -> Result<UserEvent, StoreError> {
         Ok(UserEvent {
             user: user_key(user_id),
+            value: None,
             event_type: event_type.to_owned(),
             timestamp,
         })
@@ -285,6 +340,7 @@ mod tests {
             start: at(10, 0),
             end: at(12, 0),
             filter: EventFilter::default(),
+            group_by_property: None,
         }
     }
 
@@ -303,7 +359,8 @@ mod tests {
         ]);
         let reached = funnel(events, &funnel_query(&["view", "view"]))
             .await
-            .unwrap();
+            .unwrap()
+            .reached;
         assert_eq!(reached, [3, 1]);
         let events = futures::stream::iter([
             event("a", "signup", at(10, 0)),
@@ -311,7 +368,8 @@ mod tests {
         ]);
         let reached = funnel(events, &funnel_query(&["view", "signup"]))
             .await
-            .unwrap();
+            .unwrap()
+            .reached;
         assert_eq!(reached, [1, 1], "a tie is in order either way");
     }
 
@@ -325,7 +383,8 @@ mod tests {
         ]);
         let reached = funnel(events, &funnel_query(&["view", "buy"]))
             .await
-            .unwrap();
+            .unwrap()
+            .reached;
         assert_eq!(reached, [0, 0]);
     }
 

@@ -37,7 +37,16 @@ impl Summary for TypeValueCounts {
             .map(TypeValueCounts)
             .map_err(|error| StoreError::Internal(format!("a stored breakdown: {error}")))
     }
+
+    /// A property with more distinct values than this in one bucket (an id, a URL) is
+    /// not kept: its summary would be as large as the events it sums up.
+    fn worth_keeping(&self) -> bool {
+        self.0.len() <= MAX_KEPT_VALUES
+    }
 }
+
+/// The most (type, value) pairs a kept breakdown summary may hold.
+const MAX_KEPT_VALUES: usize = 1_000;
 
 /// Counts per (group of `query.counting`, value of `query.property`).
 pub(crate) async fn breakdown(

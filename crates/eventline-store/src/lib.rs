@@ -21,8 +21,8 @@ use eventline_core::{
     Actor, ApiKey, AuditEvent, AuditQuery, Event, IngestOutcome, Tenant, TenantId,
     breakdown::{BreakdownQuery, BreakdownRow},
     query::{
-        Cohort, CommittedQuery, CountQuery, CountRow, EventQuery, FunnelQuery, RetentionQuery,
-        UserCounts,
+        Cohort, CommittedQuery, CountQuery, CountRow, EventQuery, FunnelCounts, FunnelQuery,
+        RetentionQuery, UserCounts,
     },
 };
 
@@ -104,7 +104,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError>;
 
     /// The users who reached each step of a funnel (QueryService.Funnel's semantics).
-    async fn funnel(&self, query: &FunnelQuery) -> Result<Vec<u64>, StoreError>;
+    async fn funnel(&self, query: &FunnelQuery) -> Result<FunnelCounts, StoreError>;
 
     /// A retention table, one cohort per interval (QueryService.Retention's semantics).
     async fn retention(&self, query: &RetentionQuery) -> Result<Vec<Cohort>, StoreError>;

@@ -53,6 +53,11 @@ pub(crate) struct StoredSummary {
 pub(crate) trait Summary: Sized {
     fn encode(&self) -> Vec<u8>;
     fn decode(body: &[u8]) -> Result<Self, StoreError>;
+
+    /// Whether storing it is worth its size; one that is not is rebuilt on every read.
+    fn worth_keeping(&self) -> bool {
+        true
+    }
 }
 
 /// What a backend provides for bucket summaries.
@@ -127,17 +132,15 @@ pub(crate) async fn for_each_summary<'b, S: Summary>(
                         ..tile.clone()
                     };
                     let built = build(window).await?;
-                    let body = built.encode();
-                    reads
-                        .store_summary(
-                            key,
-                            StoredSummary {
-                                bucket,
-                                event_count,
-                                body,
-                            },
-                        )
-                        .await?;
+                    if built.worth_keeping() {
+                        let body = built.encode();
+                        let summary = StoredSummary {
+                            bucket,
+                            event_count,
+                            body,
+                        };
+                        reads.store_summary(key, summary).await?;
+                    }
                     built
                 }
             };

@@ -1159,6 +1159,9 @@ async fn funnels_match_an_independent_walk_of_the_events(store: Arc<dyn Store>) 
             start: at(0, 0, 0) - Duration::hours(6),
             end: at(12, 0, 0),
             filter: filter.clone(),
+            // Split by the entering event's plan ("free", "pro", or none for users 30
+            // and 31, who have no user id and so never count).
+            group_by_property: Some("plan".to_owned()),
         };
         let selected: Vec<Event> = events
             .iter()
@@ -1166,13 +1169,40 @@ async fn funnels_match_an_independent_walk_of_the_events(store: Arc<dyn Store>) 
             .cloned()
             .collect();
         let mut expected = vec![0u64; steps.len()];
+        let mut expected_by_value: std::collections::BTreeMap<Option<String>, Vec<u64>> =
+            Default::default();
         for user_events in by_user(&selected).values() {
-            for users in &mut expected[..steps_reached(user_events, &query)] {
+            let reached = steps_reached(user_events, &query);
+            for users in &mut expected[..reached] {
+                *users += 1;
+            }
+            // The entering event: the first step-1 event in the window, by (time, id).
+            let Some(entering) = user_events
+                .iter()
+                .filter(|event| {
+                    event.event_type == query.steps[0]
+                        && event.timestamp >= query.start
+                        && event.timestamp < query.end
+                })
+                .min_by_key(|event| (event.timestamp, event.event_id.clone()))
+            else {
+                continue;
+            };
+            let properties: serde_json::Value =
+                serde_json::from_str(&entering.properties_json).unwrap();
+            let value = properties.get("plan").map(serde_json::Value::to_string);
+            let by_value = expected_by_value
+                .entry(value)
+                .or_insert_with(|| vec![0; steps.len()]);
+            for users in &mut by_value[..reached] {
                 *users += 1;
             }
         }
-        let reached = store.funnel(&query).await.unwrap();
-        assert_eq!(reached, expected, "{steps:?} within {hours} h");
+        let counts = store.funnel(&query).await.unwrap();
+        assert_eq!(counts.reached, expected, "{steps:?} within {hours} h");
+        let by_value: std::collections::BTreeMap<Option<String>, Vec<u64>> =
+            counts.by_value.into_iter().collect();
+        assert_eq!(by_value, expected_by_value, "{steps:?} by plan");
         assert!(
             expected[0] > expected[steps.len() - 1],
             "the case drops users: {expected:?}"

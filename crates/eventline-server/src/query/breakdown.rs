@@ -91,3 +91,55 @@ pub(super) fn timeseries(
         exact: true,
     }
 }
+
+/// Funnel: one funnel per chosen value of the entering event's property (the most
+/// entering users first), then the users without it, then the rest summed.
+pub(super) fn funnel_groups(
+    by_value: Vec<(Option<String>, Vec<u64>)>,
+    steps: &[String],
+    limit: usize,
+) -> Vec<v1::FunnelGroup> {
+    let keyed: Vec<(GroupKey, Vec<u64>)> = by_value
+        .into_iter()
+        .map(|(value, reached)| {
+            let key = value.map_or(GroupKey::Missing, GroupKey::Value);
+            (key, reached)
+        })
+        .collect();
+    let entering: std::collections::HashMap<GroupKey, u64> = keyed
+        .iter()
+        .map(|(key, reached)| (key.clone(), reached.first().copied().unwrap_or(0)))
+        .collect();
+    let keys = breakdown::choose_groups(&entering, limit);
+    let mut groups: Vec<(GroupKey, Vec<u64>)> = keys
+        .iter()
+        .map(|key| (key.clone(), vec![0; steps.len()]))
+        .collect();
+    let other = keys.iter().position(|key| *key == GroupKey::Other);
+    for (key, reached) in keyed {
+        let Some(at) = keys.iter().position(|chosen| *chosen == key).or(other) else {
+            continue;
+        };
+        for (sum, users) in groups[at].1.iter_mut().zip(reached) {
+            *sum += users;
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(key, reached)| {
+            let group = group_to_proto(Group { key, count: 0 });
+            v1::FunnelGroup {
+                kind: group.kind,
+                value: group.value,
+                steps: steps
+                    .iter()
+                    .zip(reached)
+                    .map(|(event_type, users)| v1::FunnelStep {
+                        event_type: event_type.clone(),
+                        users,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}

@@ -292,18 +292,24 @@ impl QueryService for QueryApi {
     ) -> Result<Response<v1::FunnelResponse>, Status> {
         let (tenant_id, funnel): (_, Funnel) = self.accept(request).await?;
         self.wait_for(&funnel.min_watermark).await?;
-        let reached = self
+        let counts = self
             .store
             .funnel(&funnel.query(tenant_id))
             .await
             .map_err(Error::from)?;
+        let groups = match &funnel.group_by {
+            Some(group_by) => {
+                breakdown::funnel_groups(counts.by_value, &funnel.steps, group_by.limit)
+            }
+            None => Vec::new(),
+        };
         let steps = funnel
             .steps
             .into_iter()
-            .zip(reached)
+            .zip(counts.reached)
             .map(|(event_type, users)| v1::FunnelStep { event_type, users })
             .collect();
-        Ok(Response::new(v1::FunnelResponse { steps }))
+        Ok(Response::new(v1::FunnelResponse { steps, groups }))
     }
 
     async fn retention(

@@ -12,8 +12,8 @@ use eventline_core::{
     TenantId,
     breakdown::{BreakdownQuery, BreakdownRow},
     query::{
-        Cohort, CommittedQuery, CountQuery, CountRow, EventQuery, FunnelQuery, RetentionQuery,
-        UserCounts,
+        Cohort, CommittedQuery, CountQuery, CountRow, EventQuery, FunnelCounts, FunnelQuery,
+        RetentionQuery, UserCounts,
     },
 };
 use sqlx::{
@@ -472,7 +472,7 @@ impl Store for PgStore {
         crate::breakdowns::breakdown(self, query).await
     }
 
-    async fn funnel(&self, query: &FunnelQuery) -> Result<Vec<u64>, StoreError> {
+    async fn funnel(&self, query: &FunnelQuery) -> Result<FunnelCounts, StoreError> {
         let reading = crate::analytics::Reading::funnel(query);
         read::with_user_events(&self.read_pool, &reading, async |events| {
             crate::analytics::funnel(events, query).await

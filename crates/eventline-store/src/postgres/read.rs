@@ -221,9 +221,16 @@ pub(super) async fn count(
 /// user's together (by `hashtextextended`, a 64-bit key: a bigint sorts faster than
 /// text) in timestamp order.
 fn user_events_sql(reading: &Reading) -> QueryBuilder<Postgres> {
-    let mut builder = QueryBuilder::new(
-        r#"SELECT hashtextextended(user_id, 0), event_type, "timestamp" FROM events WHERE tenant_id = "#,
-    );
+    let mut builder =
+        QueryBuilder::new(r#"SELECT hashtextextended(user_id, 0), event_type, "timestamp", "#);
+    match &reading.property {
+        Some(property) => builder
+            .push("(properties -> ")
+            .push_bind(property.clone())
+            .push(")::text"),
+        None => builder.push("NULL::text"),
+    };
+    builder.push(" FROM events WHERE tenant_id = ");
     builder.push_bind(reading.tenant_id.0);
     builder.push(" AND user_id IS NOT NULL AND event_type = ANY(");
     builder.push_bind(reading.event_types.clone());
@@ -234,7 +241,10 @@ fn user_events_sql(reading: &Reading) -> QueryBuilder<Postgres> {
         .push(r#" AND "timestamp" < "#)
         .push_bind(reading.end);
     push_filter(&mut builder, &reading.filter);
-    builder.push(r#" ORDER BY 1, "timestamp""#);
+    builder.push(match reading.property {
+        Some(_) => r#" ORDER BY 1, "timestamp", event_id"#,
+        None => r#" ORDER BY 1, "timestamp""#,
+    });
     builder
 }
 
@@ -244,6 +254,7 @@ fn user_event(row: sqlx::Result<sqlx::postgres::PgRow>) -> Result<UserEvent, Sto
         user: row.try_get(0)?,
         event_type: row.try_get(1)?,
         timestamp: row.try_get(2)?,
+        value: row.try_get(3)?,
     })
 }
 

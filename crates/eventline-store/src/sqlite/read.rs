@@ -230,9 +230,14 @@ pub(super) async fn count(
 /// The events analytics read: of `event_types`, with a user, in `[start, end)`, in
 /// (user, timestamp, event id) order.
 fn user_events_sql(reading: &Reading) -> QueryBuilder<Sqlite> {
-    let mut builder = QueryBuilder::new(
-        "SELECT user_id, event_type, timestamp_us FROM events WHERE tenant_id = ",
-    );
+    let mut builder = QueryBuilder::new("SELECT user_id, event_type, timestamp_us, ");
+    match &reading.property {
+        Some(property) => push_property_value(&mut builder, property),
+        None => {
+            builder.push("NULL");
+        }
+    }
+    builder.push(" FROM events WHERE tenant_id = ");
     builder.push_bind(reading.tenant_id.to_string());
     builder.push(" AND user_id IS NOT NULL AND event_type IN (");
     let mut types = builder.separated(", ");
@@ -246,8 +251,23 @@ fn user_events_sql(reading: &Reading) -> QueryBuilder<Sqlite> {
         .push(" AND timestamp_us < ")
         .push_bind(micros(reading.end));
     push_filter(&mut builder, &reading.filter);
-    builder.push(" ORDER BY user_id, timestamp_us");
+    builder.push(match reading.property {
+        Some(_) => " ORDER BY user_id, timestamp_us, event_id",
+        None => " ORDER BY user_id, timestamp_us",
+    });
     builder
+}
+
+/// The value of top-level `property` of `events.properties` as JSON text (NULL when
+/// absent): json_each gives a scalar's SQL value and its JSON type, printed back as JSON.
+fn push_property_value(builder: &mut QueryBuilder<Sqlite>, property: &str) {
+    builder.push(
+        "(SELECT CASE p.type WHEN 'null' THEN 'null' WHEN 'true' THEN 'true' \
+         WHEN 'false' THEN 'false' WHEN 'text' THEN json_quote(p.value) \
+         ELSE CAST(p.value AS TEXT) END FROM json_each(events.properties) AS p WHERE p.key = ",
+    );
+    builder.push_bind(property.to_owned());
+    builder.push(")");
 }
 
 fn user_event(row: sqlx::Result<sqlx::sqlite::SqliteRow>) -> Result<UserEvent, StoreError> {
@@ -257,6 +277,7 @@ fn user_event(row: sqlx::Result<sqlx::sqlite::SqliteRow>) -> Result<UserEvent, S
         user: crate::analytics::user_key(&user_id),
         event_type: row.try_get(1)?,
         timestamp: from_micros(row.try_get(2)?)?,
+        value: row.try_get(3)?,
     })
 }
 
@@ -280,15 +301,10 @@ pub(super) async fn breakdown(
 ) -> Result<Vec<BreakdownRow>, StoreError> {
     let counting = &query.counting;
     let (bucket, event_type) = group_columns(counting.grouping, "timestamp_us");
-    // json_each gives a scalar's SQL value and its JSON type: print it back as JSON.
     // Only fixed fragments are formatted in; values are bound.
-    let mut builder = QueryBuilder::new(format!(
-        "SELECT {bucket}, {event_type}, (SELECT CASE p.type WHEN 'null' THEN 'null' \
-         WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'text' THEN json_quote(p.value) \
-         ELSE CAST(p.value AS TEXT) END FROM json_each(events.properties) AS p WHERE p.key = "
-    ));
-    builder.push_bind(query.property.clone());
-    builder.push("), count(*) FROM events WHERE tenant_id = ");
+    let mut builder = QueryBuilder::new(format!("SELECT {bucket}, {event_type}, "));
+    push_property_value(&mut builder, &query.property);
+    builder.push(", count(*) FROM events WHERE tenant_id = ");
     builder.push_bind(counting.tenant_id.to_string());
     push_window_and_type(&mut builder, "timestamp_us", counting);
     builder.push(" GROUP BY 1, 2, 3");

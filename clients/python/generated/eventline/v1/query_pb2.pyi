@@ -236,20 +236,24 @@ class EventTimeseriesResponse(_message.Message):
     def __init__(self, buckets: _Optional[_Iterable[_Union[TimeseriesBucket, _Mapping]]] = ..., exact: _Optional[bool] = ...) -> None: ...
 
 class FunnelRequest(_message.Message):
-    __slots__ = ("steps", "conversion_window", "start_time", "end_time", "property_filters", "min_watermark")
+    __slots__ = ("steps", "conversion_window", "start_time", "end_time", "property_filters", "min_watermark", "group_by_property", "group_limit")
     STEPS_FIELD_NUMBER: _ClassVar[int]
     CONVERSION_WINDOW_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     PROPERTY_FILTERS_FIELD_NUMBER: _ClassVar[int]
     MIN_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_PROPERTY_FIELD_NUMBER: _ClassVar[int]
+    GROUP_LIMIT_FIELD_NUMBER: _ClassVar[int]
     steps: _containers.RepeatedScalarFieldContainer[str]
     conversion_window: _duration_pb2.Duration
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     property_filters: _containers.RepeatedScalarFieldContainer[str]
     min_watermark: str
-    def __init__(self, steps: _Optional[_Iterable[str]] = ..., conversion_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., property_filters: _Optional[_Iterable[str]] = ..., min_watermark: _Optional[str] = ...) -> None: ...
+    group_by_property: str
+    group_limit: int
+    def __init__(self, steps: _Optional[_Iterable[str]] = ..., conversion_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., property_filters: _Optional[_Iterable[str]] = ..., min_watermark: _Optional[str] = ..., group_by_property: _Optional[str] = ..., group_limit: _Optional[int] = ...) -> None: ...
 
 class FunnelStep(_message.Message):
     __slots__ = ("event_type", "users")
@@ -259,11 +263,23 @@ class FunnelStep(_message.Message):
     users: int
     def __init__(self, event_type: _Optional[str] = ..., users: _Optional[int] = ...) -> None: ...
 
-class FunnelResponse(_message.Message):
-    __slots__ = ("steps",)
+class FunnelGroup(_message.Message):
+    __slots__ = ("kind", "value", "steps")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
+    kind: PropertyGroupKind
+    value: str
     steps: _containers.RepeatedCompositeFieldContainer[FunnelStep]
-    def __init__(self, steps: _Optional[_Iterable[_Union[FunnelStep, _Mapping]]] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[PropertyGroupKind, str]] = ..., value: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[FunnelStep, _Mapping]]] = ...) -> None: ...
+
+class FunnelResponse(_message.Message):
+    __slots__ = ("steps", "groups")
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    steps: _containers.RepeatedCompositeFieldContainer[FunnelStep]
+    groups: _containers.RepeatedCompositeFieldContainer[FunnelGroup]
+    def __init__(self, steps: _Optional[_Iterable[_Union[FunnelStep, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[FunnelGroup, _Mapping]]] = ...) -> None: ...
 
 class RetentionRequest(_message.Message):
     __slots__ = ("start_event_type", "return_event_type", "interval", "start_time", "end_time", "min_watermark")
