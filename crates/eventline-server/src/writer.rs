@@ -50,6 +50,8 @@ pub struct Commit {
 
 struct Job {
     events: Vec<Event>,
+    /// When it was queued: its wait until a worker takes it is the ack's queueing time.
+    queued_at: Instant,
     reply: oneshot::Sender<Result<Commit, Error>>,
     _room: OwnedSemaphorePermit,
 }
@@ -165,6 +167,7 @@ impl Writer {
         self.sender
             .send(Job {
                 events,
+                queued_at: Instant::now(),
                 reply,
                 _room: room,
             })
@@ -238,6 +241,10 @@ impl Worker {
             "committing group"
         );
         let started = Instant::now();
+        for job in &jobs {
+            metrics::histogram!("eventline_writer_queue_wait_seconds")
+                .record((started - job.queued_at).as_secs_f64());
+        }
         let result = self.append_with_retries(&events).await;
         metrics::histogram!("eventline_writer_batch_events").record(events.len() as f64);
         let outcome = if result.is_ok() { "ok" } else { "error" };

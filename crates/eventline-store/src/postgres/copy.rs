@@ -16,27 +16,67 @@ use crate::StoreError;
 const COPY_EVENTS: &str = "COPY events (tenant_id, event_id, event_type, user_id, session_id, \
      \"timestamp\", client_timestamp, received_at, properties) FROM STDIN (FORMAT binary)";
 
-/// Adds per-minute counts to the minute, hourly and daily rollups. Keys are upserted in
-/// key order, finest table first, so concurrent writers lock them in one order.
-const UPSERT_ROLLUPS: &str = "WITH counts AS ( \
+/// One rollup table: counts per (tenant, bucket, event type, writer slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollupGrain {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl RollupGrain {
+    /// Every rollup the writer maintains, finest first (the order rows are locked in).
+    pub const ALL: [RollupGrain; 3] = [RollupGrain::Minute, RollupGrain::Hour, RollupGrain::Day];
+
+    /// The table's name.
+    pub fn table(self) -> &'static str {
+        match self {
+            RollupGrain::Minute => "event_rollups_minutely",
+            RollupGrain::Hour => "event_rollups_hourly",
+            RollupGrain::Day => "event_rollups_daily",
+        }
+    }
+
+    /// Its bucket column, which is also the `date_trunc` unit.
+    fn unit(self) -> &'static str {
+        match self {
+            RollupGrain::Minute => "minute",
+            RollupGrain::Hour => "hour",
+            RollupGrain::Day => "day",
+        }
+    }
+}
+
+/// The statement adding per-minute counts ($1–$4) to `grains`, each row in slot $5. Keys
+/// are upserted in key order, finest table first, so writers sharing a slot (replicas of
+/// one database) lock them in one order.
+fn upsert_rollups_sql(grains: &[RollupGrain]) -> String {
+    let upsert = |grain: RollupGrain| {
+        let (table, unit) = (grain.table(), grain.unit());
+        format!(
+            "INSERT INTO {table} (tenant_id, {unit}, event_type, slot, event_count) \
+             SELECT tenant_id, date_trunc('{unit}', minute, 'UTC'), event_type, $5, sum(event_count) \
+             FROM counts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 \
+             ON CONFLICT (tenant_id, {unit}, event_type, slot) \
+             DO UPDATE SET event_count = {table}.event_count + EXCLUDED.event_count"
+        )
+    };
+    let mut sql = String::from(
+        "WITH counts AS ( \
          SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::bigint[]) \
-             AS c (tenant_id, minute, event_type, event_count)), \
-     minutely AS ( \
-         INSERT INTO event_rollups_minutely (tenant_id, minute, event_type, event_count) \
-         SELECT * FROM counts ORDER BY 1, 2, 3 \
-         ON CONFLICT (tenant_id, minute, event_type) \
-         DO UPDATE SET event_count = event_rollups_minutely.event_count + EXCLUDED.event_count), \
-     hourly AS ( \
-         INSERT INTO event_rollups_hourly (tenant_id, hour, event_type, event_count) \
-         SELECT tenant_id, date_trunc('hour', minute, 'UTC'), event_type, sum(event_count) \
-         FROM counts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 \
-         ON CONFLICT (tenant_id, hour, event_type) \
-         DO UPDATE SET event_count = event_rollups_hourly.event_count + EXCLUDED.event_count) \
-     INSERT INTO event_rollups_daily (tenant_id, day, event_type, event_count) \
-     SELECT tenant_id, date_trunc('day', minute, 'UTC'), event_type, sum(event_count) \
-     FROM counts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 \
-     ON CONFLICT (tenant_id, day, event_type) \
-     DO UPDATE SET event_count = event_rollups_daily.event_count + EXCLUDED.event_count";
+             AS c (tenant_id, minute, event_type, event_count))",
+    );
+    // Callers pass at least one grain; none would leave an empty statement.
+    let Some((last, earlier)) = grains.split_last() else {
+        return sql;
+    };
+    for (index, grain) in earlier.iter().enumerate() {
+        sql.push_str(&format!(", g{index} AS ({})", upsert(*grain)));
+    }
+    sql.push(' ');
+    sql.push_str(&upsert(*last));
+    sql
+}
 
 /// PostgreSQL's epoch, 2000-01-01 UTC, in seconds from the Unix epoch.
 const POSTGRES_EPOCH_SECONDS: i64 = 946_684_800;
@@ -57,11 +97,36 @@ pub async fn copy_events<'a>(
     Ok(())
 }
 
-/// Adds one to the minute, hourly and daily rollups of every row, in the caller's
-/// transaction.
+/// Adds one per row to the minute, hourly and daily rollups, in the caller's
+/// transaction, in rows of `slot` (migration 0008: no other transaction in flight uses it).
 pub(crate) async fn upsert_rollups<'a>(
     connection: &mut PgConnection,
     rows: impl Iterator<Item = &'a Event>,
+    slot: i16,
+) -> Result<(), StoreError> {
+    static ALL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = ALL.get_or_init(|| upsert_rollups_sql(&RollupGrain::ALL));
+    upsert_rollups_with(connection, rows, sql, slot).await
+}
+
+/// Like the writer's rollup upsert, into `grains` only: `eventline bench write-costs`
+/// adds the rollups one at a time to measure what each costs per row.
+pub async fn upsert_rollups_into<'a>(
+    connection: &mut PgConnection,
+    rows: impl Iterator<Item = &'a Event>,
+    grains: &[RollupGrain],
+) -> Result<(), StoreError> {
+    if grains.is_empty() {
+        return Ok(());
+    }
+    upsert_rollups_with(connection, rows, &upsert_rollups_sql(grains), 0).await
+}
+
+async fn upsert_rollups_with<'a>(
+    connection: &mut PgConnection,
+    rows: impl Iterator<Item = &'a Event>,
+    sql: &str,
+    slot: i16,
 ) -> Result<(), StoreError> {
     let mut counts: HashMap<(Uuid, DateTime<Utc>, &str), i64> = HashMap::new();
     for row in rows {
@@ -84,11 +149,13 @@ pub(crate) async fn upsert_rollups<'a>(
         event_types.push(event_type);
         event_counts.push(count);
     }
-    sqlx::query(UPSERT_ROLLUPS)
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant_ids)
         .bind(minutes)
         .bind(event_types)
         .bind(event_counts)
+        .bind(slot)
+        .persistent(true)
         .execute(connection)
         .await?;
     Ok(())

@@ -26,9 +26,11 @@ use crate::{Appended, Store, StoreError};
 
 mod cached;
 mod copy;
+mod nodelay;
 mod read;
 
-pub use copy::copy_events;
+pub use copy::{RollupGrain, copy_events, upsert_rollups_into};
+pub use nodelay::disable_nagle;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -67,19 +69,60 @@ pub fn listen_for_commits(
 pub struct PgStore {
     pool: PgPool,
     read_pool: PgPool,
+    slots: std::sync::Arc<RollupSlots>,
+}
+
+/// The rollup slots of this process's write transactions in flight: each takes one no
+/// other holds (migration 0008), so concurrent commits never wait on each other's rollup
+/// rows. At most as many slots as appends ever ran at once (the writer's workers).
+#[derive(Debug, Default)]
+struct RollupSlots {
+    free: std::sync::Mutex<Vec<i16>>,
+    issued: std::sync::atomic::AtomicI16,
+}
+
+impl RollupSlots {
+    /// The lowest free slot, held until the returned guard drops.
+    fn take(&self) -> RollupSlot<'_> {
+        let reused = self
+            .free
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let slot = reused.unwrap_or_else(|| {
+            self.issued
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        });
+        RollupSlot { slots: self, slot }
+    }
+}
+
+struct RollupSlot<'a> {
+    slots: &'a RollupSlots,
+    slot: i16,
+}
+
+impl Drop for RollupSlot<'_> {
+    fn drop(&mut self) {
+        let mut free = self
+            .slots
+            .free
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        free.push(self.slot);
+        // Lowest last, so `take` hands out the fewest distinct slots.
+        free.sort_unstable_by(|a, b| b.cmp(a));
+    }
 }
 
 impl PgStore {
     /// Connects a pool of at most `max_connections` to `url`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect(url)
-            .await?;
+        let pool = pool_options(max_connections).connect(url).await?;
         Ok(Self {
             read_pool: pool.clone(),
             pool,
+            slots: std::sync::Arc::default(),
         })
     }
 
@@ -89,11 +132,7 @@ impl PgStore {
         read_url: &str,
         max_connections: u32,
     ) -> Result<Self, StoreError> {
-        self.read_pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect(read_url)
-            .await?;
+        self.read_pool = pool_options(max_connections).connect(read_url).await?;
         Ok(self)
     }
 
@@ -111,10 +150,11 @@ impl PgStore {
     /// The fast path: one binary COPY and the rollup upsert in one transaction. Fails with
     /// [`StoreError::Conflict`], having changed nothing, when any key exists already.
     async fn append_by_copy(&self, events: &[Event], order: &[usize]) -> Result<(), StoreError> {
+        let slot = self.slots.take();
         let mut transaction = self.pool.begin().await?;
         let rows = || order.iter().map(|&index| &events[index]);
         copy::copy_events(&mut transaction, rows()).await?;
-        copy::upsert_rollups(&mut transaction, rows()).await?;
+        copy::upsert_rollups(&mut transaction, rows(), slot.slot).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -137,6 +177,7 @@ impl PgStore {
         order: &[usize],
     ) -> Result<Vec<usize>, StoreError> {
         let columns = Columns::from_sorted(events, order);
+        let slot = self.slots.take();
         let mut transaction = self.pool.begin().await?;
         let inserted_keys: Vec<PgRow> = sqlx::query(include_str!("append.sql"))
             .bind(&columns.tenant_ids)
@@ -168,11 +209,20 @@ impl PgStore {
         copy::upsert_rollups(
             &mut transaction,
             inserted.iter().map(|&index| &events[index]),
+            slot.slot,
         )
         .await?;
         transaction.commit().await?;
         Ok(inserted)
     }
+}
+
+/// A pool of at most `max_connections`, each with Nagle's algorithm off (see `nodelay`).
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .after_connect(|connection, _| Box::pin(disable_nagle(connection)))
 }
 
 /// Indices of `events` in `(tenant_id, event_id)` order, the first of each repeated key

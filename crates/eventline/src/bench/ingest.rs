@@ -14,12 +14,13 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use eventline_client::Authorized;
-use eventline_core::{IngestClock, TenantId, validate_event};
+use eventline_core::TenantId;
 use eventline_proto::v1::{self, ingest_service_client::IngestServiceClient};
 use hdrhistogram::Histogram;
+use sqlx::Connection;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 
-use super::{generator::EventGenerator, raw, server};
+use super::{generator::EventGenerator, pgstat, raw, server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -32,6 +33,16 @@ pub(crate) enum Transport {
     Batch,
     /// POST /v1/events:batch through the REST gateway.
     Rest,
+}
+
+/// The store the bench's server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StoreKind {
+    /// A fresh database on --database-url.
+    Postgres,
+    /// The embedded store, in a fresh file under the temporary directory.
+    Sqlite,
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +65,9 @@ pub(crate) struct IngestArgs {
     api_key: Option<String>,
     #[arg(long, value_enum, default_value_t = Transport::Bidi)]
     transport: Transport,
+    /// The server's store; the raw baseline writes into the same kind.
+    #[arg(long, value_enum, default_value_t = StoreKind::Postgres)]
+    store: StoreKind,
     /// Events to send.
     #[arg(long, default_value_t = 500_000)]
     events: usize,
@@ -69,7 +83,7 @@ pub(crate) struct IngestArgs {
     /// Offered load in events/s (open loop); unset sends as fast as acks allow.
     #[arg(long)]
     rate: Option<f64>,
-    /// Rows for the raw PostgreSQL baseline (0 skips it); defaults to min(events, 200000).
+    /// Rows for the raw baseline (0 skips it); defaults to min(events, 200000).
     #[arg(long)]
     raw_rows: Option<usize>,
     /// Generator seed.
@@ -95,6 +109,9 @@ impl IngestArgs {
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct IngestReport {
     transport: Transport,
+    store: StoreKind,
+    /// The PostgreSQL settings the run met (README "Performance" says which matter).
+    postgres_settings: Option<Vec<(String, String)>>,
     events: usize,
     batch_size: usize,
     concurrency: usize,
@@ -114,6 +131,13 @@ pub(crate) struct IngestReport {
     /// Mean events per group commit and mean commit time, from the server's metrics.
     writer_mean_group_events: Option<f64>,
     writer_mean_commit_ms: Option<f64>,
+    /// Where an acknowledgement's time went: waiting in the writer's queue for a worker,
+    /// then the commit, of which each WAL fsync (cluster-wide `pg_stat_wal`).
+    queue_wait_ms_mean: Option<f64>,
+    wal_syncs_per_commit: Option<f64>,
+    wal_sync_ms_mean: Option<f64>,
+    /// Wait events of the server's sessions, sampled every 50 ms during the run.
+    waits: Option<pgstat::WaitProfile>,
     /// The raw rates measured just before and just after the ingest run; `raw` is their
     /// mean, so drift in the machine's speed during the run cancels out of the ratio.
     raw_before: Option<raw::RawRates>,
@@ -191,27 +215,83 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
     let raw_baseline = RawBaseline::prepare(&args, &suffix, &batches).await?;
     if let Some(baseline) = &raw_baseline {
         eprintln!(
-            "measuring raw PostgreSQL on {} identical rows",
+            "measuring raw {:?} on {} identical rows",
+            args.store,
             baseline.rows.len()
         );
     }
     let raw_before = measure_raw(raw_baseline.as_ref()).await?;
 
+    let postgres = PostgresProbe::start(&args, &target).await?;
     let run = Arc::new(Run::new(batches, args.events as u64)?);
     let ingested = ingest(&args, &target, &run).await?;
+    let probed = match postgres {
+        Some(probe) => Some(probe.finish(&args.database_url).await?),
+        None => None,
+    };
     let figures = ServerFigures::read(target.server.as_ref(), &ingested).await;
     let acknowledged = Acknowledged::of(&run, args.events, &ingested)?;
 
-    let raw_after = measure_raw(raw_baseline.as_ref()).await?;
+    // The server stopped and its database gone, so that neither its autovacuum nor its
+    // pages compete with the second raw run.
     drop(target);
-    server::drop_databases(&args.database_url, &suffix).await?;
+    if args.store == StoreKind::Postgres && args.target.is_none() {
+        server::drop_database(&args.database_url, &format!("{suffix}_ingest")).await?;
+    }
+    let raw_after = measure_raw(raw_baseline.as_ref()).await?;
+    match args.store {
+        StoreKind::Postgres => server::drop_databases(&args.database_url, &suffix).await?,
+        StoreKind::Sqlite => {
+            let _ = std::fs::remove_dir_all(sqlite_dir(&suffix)?);
+        }
+    }
     Ok(IngestReport::new(
         &args,
         acknowledged,
         figures,
-        raw_before,
-        raw_after,
+        probed,
+        (raw_before, raw_after),
     ))
+}
+
+/// What the bench watches of PostgreSQL while the server it started ingests.
+struct PostgresProbe {
+    settings: Vec<(String, String)>,
+    waits: pgstat::WaitSampler,
+    syncs_before: pgstat::WalSyncs,
+}
+
+/// What it saw.
+struct Probed {
+    settings: Vec<(String, String)>,
+    waits: pgstat::WaitProfile,
+    syncs: pgstat::WalSyncs,
+}
+
+impl PostgresProbe {
+    /// Starts watching, when the server under test is one this run started on PostgreSQL.
+    async fn start(args: &IngestArgs, target: &Target) -> anyhow::Result<Option<Self>> {
+        let Some(database) = target.database.as_deref() else {
+            return Ok(None);
+        };
+        // Like each raw run, the ingest starts with nothing dirty to write back.
+        let mut admin = sqlx::PgConnection::connect(&args.database_url).await?;
+        sqlx::query("CHECKPOINT").execute(&mut admin).await?;
+        Ok(Some(Self {
+            settings: pgstat::settings(&args.database_url).await?,
+            waits: pgstat::WaitSampler::start(&args.database_url, database).await?,
+            syncs_before: pgstat::WalSyncs::read(&args.database_url).await?,
+        }))
+    }
+
+    async fn finish(self, url: &str) -> anyhow::Result<Probed> {
+        let syncs = self.syncs_before.until(pgstat::WalSyncs::read(url).await?);
+        Ok(Probed {
+            settings: self.settings,
+            waits: self.waits.finish(),
+            syncs,
+        })
+    }
 }
 
 /// Rejects a --batch-size the server would refuse.
@@ -229,6 +309,8 @@ fn check_batch_size(batch_size: usize) -> anyhow::Result<()> {
 struct Target {
     /// The server this run started, stopped when dropped.
     server: Option<server::ServerProcess>,
+    /// The PostgreSQL database of the server this run started.
+    database: Option<String>,
     grpc: String,
     http: String,
     api_key: String,
@@ -237,40 +319,39 @@ struct Target {
 impl Target {
     /// Starts a server unless --target names one, and picks the addresses and key to use.
     async fn prepare(args: &IngestArgs, suffix: &str) -> anyhow::Result<Self> {
-        let started = match &args.target {
-            Some(_) => None,
-            None => Some(start_server(args, suffix).await?),
-        };
-        let (grpc, http, api_key) = match (&args.target, &started) {
-            (Some(target), _) => {
-                let key = args.api_key.clone().context("--target needs --api-key")?;
-                (
-                    target.clone(),
-                    args.target_http.clone().unwrap_or_default(),
-                    key,
-                )
-            }
-            (None, process) => {
-                let process = process.as_ref().context("no server to bench")?;
-                (
-                    process.grpc.clone(),
-                    process.http.clone(),
-                    server::BENCH_API_KEY.to_owned(),
-                )
-            }
-        };
+        if let Some(target) = &args.target {
+            return Ok(Self {
+                server: None,
+                database: None,
+                grpc: target.clone(),
+                http: args.target_http.clone().unwrap_or_default(),
+                api_key: args.api_key.clone().context("--target needs --api-key")?,
+            });
+        }
+        let (process, database) = start_server(args, suffix).await?;
         Ok(Self {
-            server: started,
-            grpc,
-            http,
-            api_key,
+            grpc: process.grpc.clone(),
+            http: process.http.clone(),
+            api_key: server::BENCH_API_KEY.to_owned(),
+            server: Some(process),
+            database,
         })
     }
 }
 
-/// Starts `serve` on a fresh database, giving the bench key --key-events-per-second when set.
-async fn start_server(args: &IngestArgs, suffix: &str) -> anyhow::Result<server::ServerProcess> {
-    let url = server::fresh_database(&args.database_url, &format!("{suffix}_ingest")).await?;
+/// A fresh scratch directory for this run's SQLite files.
+fn sqlite_dir(suffix: &str) -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("eventline-bench-{suffix}"));
+    std::fs::create_dir_all(&dir).context("create the SQLite scratch directory")?;
+    Ok(dir)
+}
+
+/// Starts `serve` on a fresh store, giving the bench key --key-events-per-second when
+/// set; returns it and its PostgreSQL database, if on PostgreSQL.
+async fn start_server(
+    args: &IngestArgs,
+    suffix: &str,
+) -> anyhow::Result<(server::ServerProcess, Option<String>)> {
     let settings: Vec<(&str, String)> = args
         .key_events_per_second
         .map(|rate| {
@@ -281,17 +362,51 @@ async fn start_server(args: &IngestArgs, suffix: &str) -> anyhow::Result<server:
         })
         .into_iter()
         .collect();
-    server::ServerProcess::start_with(&url, &settings).await
+    match args.store {
+        StoreKind::Postgres => {
+            let database = format!("eventline_bench_{suffix}_ingest");
+            let url =
+                server::fresh_database(&args.database_url, &format!("{suffix}_ingest")).await?;
+            // Times every WAL fsync in pg_stat_wal, for the latency breakdown.
+            let mut admin = sqlx::PgConnection::connect(&args.database_url).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER DATABASE {database} SET track_wal_io_timing = on"
+            )))
+            .execute(&mut admin)
+            .await?;
+            let process = server::ServerProcess::start_with(&url, &settings).await?;
+            Ok((process, Some(database)))
+        }
+        StoreKind::Sqlite => {
+            let path = sqlite_dir(suffix)?.join("served.sqlite3");
+            for file in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{file}", path.display()));
+            }
+            let url = format!("sqlite:{}", path.display());
+            Ok((
+                server::ServerProcess::start_with(&url, &settings).await?,
+                None,
+            ))
+        }
+    }
 }
 
-/// The raw baseline: a scratch database and the rows written into it.
+/// The raw baseline: where identical rows are written, and the rows.
 struct RawBaseline {
-    url: String,
+    place: RawPlace,
     rows: Vec<eventline_core::Event>,
 }
 
+enum RawPlace {
+    /// A scratch PostgreSQL database.
+    Postgres(String),
+    /// A scratch SQLite file.
+    Sqlite(std::path::PathBuf),
+}
+
 impl RawBaseline {
-    /// The first --raw-rows events of `batches` as rows of a fresh database; none for 0.
+    /// The first --raw-rows events of `batches` as rows of a fresh store of --store's
+    /// kind; none for 0.
     async fn prepare(
         args: &IngestArgs,
         suffix: &str,
@@ -305,18 +420,33 @@ impl RawBaseline {
         if raw_rows == 0 {
             return Ok(None);
         }
-        let url = server::fresh_database(&args.database_url, &format!("{suffix}_raw")).await?;
-        let rows = raw_baseline_rows(&url, raw_sample).await?;
-        Ok(Some(Self { url, rows }))
+        Ok(Some(match args.store {
+            StoreKind::Postgres => {
+                let url =
+                    server::fresh_database(&args.database_url, &format!("{suffix}_raw")).await?;
+                let rows = raw::rows_for_new_tenant(&url, raw_sample).await?;
+                Self {
+                    place: RawPlace::Postgres(url),
+                    rows,
+                }
+            }
+            StoreKind::Sqlite => Self {
+                place: RawPlace::Sqlite(sqlite_dir(suffix)?.join("raw.sqlite3")),
+                rows: raw::validated(TenantId::generate(), raw_sample)?,
+            },
+        }))
     }
 }
 
-/// Both raw rates on the baseline's rows, when there is a baseline.
+/// The raw rates on the baseline's rows, when there is a baseline.
 async fn measure_raw(baseline: Option<&RawBaseline>) -> anyhow::Result<Option<raw::RawRates>> {
-    match baseline {
-        Some(baseline) => Ok(Some(raw::measure(&baseline.url, &baseline.rows).await?)),
-        None => Ok(None),
-    }
+    let Some(baseline) = baseline else {
+        return Ok(None);
+    };
+    Ok(Some(match &baseline.place {
+        RawPlace::Postgres(url) => raw::measure(url, &baseline.rows).await?,
+        RawPlace::Sqlite(path) => raw::measure_sqlite(path, &baseline.rows).await?,
+    }))
 }
 
 /// When the ingest ran, and what was sampled of the server meanwhile.
@@ -428,6 +558,7 @@ struct ServerFigures {
     cpu_seconds: Option<f64>,
     writer_mean_group_events: Option<f64>,
     writer_mean_commit_ms: Option<f64>,
+    queue_wait_ms_mean: Option<f64>,
     peak_rss: Option<f64>,
     rss_steady_first: Option<f64>,
     rss_steady_last: Option<f64>,
@@ -438,19 +569,25 @@ impl ServerFigures {
     async fn read(server_process: Option<&server::ServerProcess>, ingested: &Ingested) -> Self {
         let cpu_seconds = server_process
             .map(|process| process.cpu_seconds() - ingested.cpu_before.unwrap_or(0.0));
-        let (writer_mean_group_events, writer_mean_commit_ms) = match server_process {
-            Some(process) => {
-                let (events, groups) = process.histogram("eventline_writer_batch_events", "").await;
-                let (seconds, commits) = process
-                    .histogram("eventline_writer_commit_duration_seconds", "outcome=\"ok\"")
-                    .await;
-                (
-                    Some(events / groups.max(1.0)),
-                    Some(seconds * 1000.0 / commits.max(1.0)),
-                )
-            }
-            None => (None, None),
-        };
+        let (writer_mean_group_events, writer_mean_commit_ms, queue_wait_ms_mean) =
+            match server_process {
+                Some(process) => {
+                    let (events, groups) =
+                        process.histogram("eventline_writer_batch_events", "").await;
+                    let (seconds, commits) = process
+                        .histogram("eventline_writer_commit_duration_seconds", "outcome=\"ok\"")
+                        .await;
+                    let (waited, jobs) = process
+                        .histogram("eventline_writer_queue_wait_seconds", "")
+                        .await;
+                    (
+                        Some(events / groups.max(1.0)),
+                        Some(seconds * 1000.0 / commits.max(1.0)),
+                        Some(waited * 1000.0 / jobs.max(1.0)),
+                    )
+                }
+                None => (None, None, None),
+            };
         let peak_rss = server_process.map(server::ServerProcess::peak_rss_mib);
         let (rss_steady_first, rss_steady_last) = {
             let samples = ingested
@@ -463,6 +600,7 @@ impl ServerFigures {
             cpu_seconds,
             writer_mean_group_events,
             writer_mean_commit_ms,
+            queue_wait_ms_mean,
             peak_rss,
             rss_steady_first,
             rss_steady_last,
@@ -507,19 +645,31 @@ impl IngestReport {
         args: &IngestArgs,
         acknowledged: Acknowledged,
         figures: ServerFigures,
-        raw_before: Option<raw::RawRates>,
-        raw_after: Option<raw::RawRates>,
+        probed: Option<Probed>,
+        (raw_before, raw_after): (Option<raw::RawRates>, Option<raw::RawRates>),
     ) -> Self {
         let raw = raw_before
-            .zip(raw_after)
-            .map(|(before, after)| raw::RawRates {
-                copy_binary: (before.copy_binary + after.copy_binary) / 2.0,
-                insert_unnest: (before.insert_unnest + after.insert_unnest) / 2.0,
-            });
+            .as_ref()
+            .zip(raw_after.as_ref())
+            .map(|(before, after)| before.mean(after));
         let acked_rate = acknowledged.events_per_second;
-        let ratio = raw.map(|raw| acked_rate / raw.copy_binary.max(raw.insert_unnest));
+        let ratio = raw.as_ref().map(|raw| acked_rate / raw.best().max(1e-9));
+        let commits = figures
+            .writer_mean_group_events
+            .map(|group| args.events as f64 / group.max(1.0));
+        let (postgres_settings, waits, wal_syncs_per_commit, wal_sync_ms_mean) = match probed {
+            Some(probed) => (
+                Some(probed.settings),
+                Some(probed.waits),
+                commits.map(|commits| probed.syncs.syncs / commits.max(1.0)),
+                Some(probed.syncs.sync_ms / probed.syncs.syncs.max(1.0)),
+            ),
+            None => (None, None, None, None),
+        };
         Self {
             transport: args.transport,
+            store: args.store,
+            postgres_settings,
             events: args.events,
             batch_size: args.batch_size,
             concurrency: args.concurrency,
@@ -538,6 +688,10 @@ impl IngestReport {
             server_rss_mib_steady_last: figures.rss_steady_last,
             writer_mean_group_events: figures.writer_mean_group_events,
             writer_mean_commit_ms: figures.writer_mean_commit_ms,
+            queue_wait_ms_mean: figures.queue_wait_ms_mean,
+            wal_syncs_per_commit,
+            wal_sync_ms_mean,
+            waits,
             raw_before,
             raw_after,
             raw,
@@ -577,37 +731,18 @@ pub(crate) async fn bidi_events_per_second(
     Ok(run.steady_rate(acked, started, finished))
 }
 
-/// The raw baseline's rows: `sample` validated as the server would, for a tenant created
-/// in the fresh, migrated database at `url`.
-async fn raw_baseline_rows(
-    url: &str,
-    sample: Vec<v1::Event>,
-) -> anyhow::Result<Vec<eventline_core::Event>> {
-    let tenant_id = TenantId::generate();
-    let clock = IngestClock::now();
-    let rows: Vec<eventline_core::Event> = sample
-        .into_iter()
-        .map(|event| validate_event(tenant_id, event, &clock))
-        .collect::<Result<_, _>>()
-        .map_err(|violation| anyhow::anyhow!("generated an invalid event: {violation}"))?;
-    let store = eventline_store::postgres::PgStore::connect(url, 1).await?;
-    store.migrate().await?;
-    sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, 'bench')")
-        .bind(tenant_id.0)
-        .execute(store.pool())
-        .await?;
-    Ok(rows)
-}
-
 impl IngestReport {
     pub(crate) fn print(&self, json: bool) {
         if json {
             println!("{}", serde_json::to_string_pretty(self).unwrap_or_default());
             return;
         }
+        if let Some(settings) = &self.postgres_settings {
+            println!("PostgreSQL: {}\n", pgstat::settings_line(settings));
+        }
         self.print_heading();
         self.print_service_rows();
-        self.print_writer_row();
+        self.print_writer_rows();
         self.print_raw_rows();
     }
 
@@ -622,8 +757,8 @@ impl IngestReport {
             .map(|rate| format!(", key limited to {rate}/s"))
             .unwrap_or_default();
         println!(
-            "| ingest ({:?}, {} events, batches of {}, {} connections{offered}{limited}) | value |",
-            self.transport, self.events, self.batch_size, self.concurrency,
+            "| ingest ({:?} on {:?}, {} events, batches of {}, {} connections{offered}{limited}) | value |",
+            self.transport, self.store, self.events, self.batch_size, self.concurrency,
         );
         println!("| --- | ---: |");
     }
@@ -651,8 +786,9 @@ impl IngestReport {
         );
     }
 
-    /// Prints the writer's group commits, when the server's metrics were read.
-    fn print_writer_row(&self) {
+    /// Prints the writer's group commits and where an ack's time went, when the server's
+    /// metrics were read, and the wait events sampled on PostgreSQL.
+    fn print_writer_rows(&self) {
         if let (Some(group), Some(commit)) =
             (self.writer_mean_group_events, self.writer_mean_commit_ms)
         {
@@ -660,25 +796,47 @@ impl IngestReport {
                 "| writer: mean events per commit / mean commit (ms) | {group:.0} / {commit:.1} |"
             );
         }
-    }
-
-    /// Prints the raw PostgreSQL rates before and after the run, and the ratio to the best.
-    fn print_raw_rows(&self) {
-        if let (Some(raw), Some(before), Some(after)) = (self.raw, self.raw_before, self.raw_after)
-        {
+        if let Some(queued) = self.queue_wait_ms_mean {
             println!(
-                "| raw PostgreSQL: binary COPY, 2 × 10k-row statements (rows/s; before / after) | {:.0} ({:.0} / {:.0}) |",
-                raw.copy_binary, before.copy_binary, after.copy_binary
-            );
-            println!(
-                "| raw PostgreSQL: writer's INSERT … unnest, 2 × 5k rows (rows/s; before / after) | {:.0} ({:.0} / {:.0}) |",
-                raw.insert_unnest, before.insert_unnest, after.insert_unnest
-            );
-            println!(
-                "| **ratio to the best raw method** | **{:.2}** |",
-                self.ratio_to_best_raw.unwrap_or(0.0)
+                "| ack time: mean queue wait / mean commit / mean WAL fsync (ms); fsyncs per commit | {queued:.1} / {} / {}; {} |",
+                optional(self.writer_mean_commit_ms, 1),
+                optional(self.wal_sync_ms_mean, 1),
+                optional(self.wal_syncs_per_commit, 1),
             );
         }
+        if let Some(waits) = &self.waits {
+            println!(
+                "| PostgreSQL sessions, sampled every 50 ms ({} samples): waiting on another's lock | {:.1} % |",
+                waits.samples,
+                waits.lock_share() * 100.0
+            );
+            println!("| … by wait event | {} |", waits.line());
+        }
+    }
+
+    /// Prints the raw rates before and after the run, and the ratio to the best.
+    fn print_raw_rows(&self) {
+        let (Some(raw), Some(before), Some(after)) = (&self.raw, &self.raw_before, &self.raw_after)
+        else {
+            return;
+        };
+        for (method, rate) in &raw.0 {
+            let shape = match *method {
+                "copy_binary" => "raw PostgreSQL: binary COPY",
+                "insert_unnest" => "raw PostgreSQL: the writer's INSERT … unnest",
+                _ => "raw SQLite: one prepared INSERT per row",
+            };
+            println!(
+                "| {shape}, key-sorted groups of {} (rows/s; before / after) | {rate:.0} ({:.0} / {:.0}) |",
+                raw::GROUP_ROWS,
+                before.0.get(method).copied().unwrap_or(0.0),
+                after.0.get(method).copied().unwrap_or(0.0),
+            );
+        }
+        println!(
+            "| **ratio to the best raw method** | **{:.2}** |",
+            self.ratio_to_best_raw.unwrap_or(0.0)
+        );
     }
 }
 

@@ -3,10 +3,12 @@
 
 mod generator;
 mod ingest;
+mod pgstat;
 mod producer;
 mod query;
 mod raw;
 mod server;
+mod write_costs;
 
 use clap::{Args, Subcommand};
 
@@ -25,6 +27,9 @@ enum BenchCommand {
     /// The Rust SDK producer's acknowledged rate against the raw bidi load, and the cost
     /// of track().
     Producer(producer::ProducerArgs),
+    /// PostgreSQL's CPU, WAL and rate per row for the bare events table, then with each
+    /// index and rollup added in turn.
+    WriteCosts(write_costs::WriteCostArgs),
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -36,6 +41,10 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Producer(args) => {
             let json = args.json();
             producer::run(args).await?.print(json);
+        }
+        BenchCommand::WriteCosts(args) => {
+            let json = args.json();
+            write_costs::run(args).await?.print(json);
         }
         BenchCommand::Query(args) => {
             let json = args.json();

@@ -28,9 +28,25 @@ pub(crate) async fn fresh_database(admin_url: &str, suffix: &str) -> anyhow::Res
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await?;
-    let base = admin_url.split('?').next().unwrap_or(admin_url);
+    // The database name replaced, parameters (`?host=/run/postgresql`, `sslmode`) kept.
+    let (base, parameters) = match admin_url.split_once('?') {
+        Some((base, parameters)) => (base, format!("?{parameters}")),
+        None => (admin_url, String::new()),
+    };
     let base = base.rsplit_once('/').map(|(base, _)| base).unwrap_or(base);
-    Ok(format!("{base}/{name}"))
+    Ok(format!("{base}/{name}{parameters}"))
+}
+
+/// Drops the database `eventline_bench_<suffix>`.
+pub(crate) async fn drop_database(admin_url: &str, suffix: &str) -> anyhow::Result<()> {
+    let mut admin = PgConnection::connect(admin_url).await?;
+    // The name is built here from a fixed prefix and a suffix the bench chooses.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS eventline_bench_{suffix} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
+    Ok(())
 }
 
 /// Drops the databases `eventline_bench_<suffix>_*` a finished run created.
@@ -153,24 +169,7 @@ impl ServerProcess {
 
     /// CPU seconds (user + system) the server has used.
     pub(crate) fn cpu_seconds(&self) -> f64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else {
-            return 0.0;
-        };
-        // Fields after the parenthesised command name; utime and stime are 14 and 15.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
-        let ticks = |index: usize| {
-            fields
-                .get(index)
-                .and_then(|field| field.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // /proc reports in USER_HZ, which Linux fixes at 100.
-        (ticks(11) + ticks(12)) / 100.0
+        super::pgstat::process_cpu_seconds(self.child.id())
     }
 
     /// Peak resident set size in MiB (VmHWM).
