@@ -808,7 +808,7 @@ impl IngestReport {
             println!(
                 "| PostgreSQL sessions, sampled every 50 ms ({} samples): waiting on another's lock | {:.1} % |",
                 waits.samples,
-                waits.lock_share() * 100.0
+                (waits.lock_share() * 100.0).max(0.0)
             );
             println!("| … by wait event | {} |", waits.line());
         }
@@ -822,12 +822,12 @@ impl IngestReport {
         };
         for (method, rate) in &raw.0 {
             let shape = match *method {
-                "copy_binary" => "raw PostgreSQL: binary COPY",
-                "insert_unnest" => "raw PostgreSQL: the writer's INSERT … unnest",
-                _ => "raw SQLite: one prepared INSERT per row",
+                "copy_binary" => "raw PostgreSQL: binary COPY, key-sorted",
+                "insert_unnest" => "raw PostgreSQL: the writer's INSERT … unnest, key-sorted",
+                _ => "raw SQLite: one prepared INSERT per row, in arrival order",
             };
             println!(
-                "| {shape}, key-sorted groups of {} (rows/s; before / after) | {rate:.0} ({:.0} / {:.0}) |",
+                "| {shape}, groups of {} (rows/s; before / after) | {rate:.0} ({:.0} / {:.0}) |",
                 raw::GROUP_ROWS,
                 before.0.get(method).copied().unwrap_or(0.0),
                 after.0.get(method).copied().unwrap_or(0.0),

@@ -166,12 +166,13 @@ pub(crate) async fn measure_sqlite(
     path: &std::path::Path,
     rows: &[Event],
 ) -> anyhow::Result<RawRates> {
-    let _ = std::fs::remove_file(path);
+    for file in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{file}", path.display()));
+    }
     let url = format!("sqlite:{}", path.display());
-    eventline_store::sqlite::SqliteStore::connect_url(&url)
-        .await?
-        .migrate()
-        .await?;
+    let store = eventline_store::sqlite::SqliteStore::connect_url(&url).await?;
+    store.migrate().await?;
+    store.close().await;
     let (path, rows) = (path.to_owned(), rows.to_vec());
     let rate = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
         let mut connection = rusqlite::Connection::open(&path)?;
