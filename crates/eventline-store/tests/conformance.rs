@@ -40,6 +40,7 @@ macro_rules! conformance_suite {
 conformance_suite!(
     append_reports_accepted_then_duplicate_and_stores_once,
     duplicates_within_one_batch_are_stored_once,
+    large_batches_report_stored_and_repeated_keys_as_duplicates,
     same_event_id_in_two_tenants_is_two_rows,
     rollup_counts_only_inserted_rows,
     rollup_buckets_by_utc_hour,
@@ -138,6 +139,38 @@ async fn duplicates_within_one_batch_are_stored_once(store: Arc<dyn Store>) {
     let (start, end) = whole_day();
     assert_eq!(stored(&*store, tenant_id, start, end).await, 2);
     assert_eq!(counted(&*store, tenant_id, start, end).await, 2);
+}
+
+/// Larger than one insert statement of either store (SQLite writes 500 rows a statement,
+/// PostgreSQL falls back from COPY to its exact path): stored keys spread over every
+/// statement, and repeats at the end.
+async fn large_batches_report_stored_and_repeated_keys_as_duplicates(store: Arc<dyn Store>) {
+    let tenant_id = tenant(&*store, "acme").await;
+    let id = |n: usize| format!("e{n:05}");
+    let stored_before: Vec<Event> = (0..1_200)
+        .step_by(4)
+        .map(|n| event(tenant_id, &id(n), "view", at(9, 0, 0)))
+        .collect();
+    store.append(&stored_before).await.unwrap();
+    let mut batch: Vec<Event> = (0..1_200)
+        .map(|n| event(tenant_id, &id(n), "view", at(10, (n % 60) as u32, 0)))
+        .collect();
+    batch.extend((1..=10).map(|n| event(tenant_id, &id(n), "view", at(11, 0, 0))));
+    let outcomes = store.append(&batch).await.unwrap().outcomes;
+    let expected: Vec<IngestOutcome> = (0..1_200)
+        .map(|n| match n % 4 {
+            0 => IngestOutcome::Duplicate,
+            _ => IngestOutcome::Accepted,
+        })
+        .chain(std::iter::repeat_n(IngestOutcome::Duplicate, 10))
+        .collect();
+    assert_eq!(outcomes, expected);
+    let (start, end) = whole_day();
+    assert_eq!(stored(&*store, tenant_id, start, end).await, 1_200);
+    assert_eq!(counted(&*store, tenant_id, start, end).await, 1_200);
+    // The stored copy of a key stored before is the first one, at 09:00.
+    let kept = store.event(tenant_id, &id(4)).await.unwrap().unwrap();
+    assert_eq!(kept.timestamp, at(9, 0, 0));
 }
 
 async fn same_event_id_in_two_tenants_is_two_rows(store: Arc<dyn Store>) {
@@ -427,6 +460,25 @@ async fn bootstrap_creates_the_first_tenant_only_once(store: Arc<dyn Store>) {
 
 async fn ready_after_migrations(store: Arc<dyn Store>) {
     store.ready().await.expect("ready after migrate");
+}
+
+/// sqlx leaves Nagle's algorithm on; with it, each COPY's closing message waited for the
+/// server's delayed acknowledgement (README "Performance").
+#[tokio::test]
+async fn postgres_tcp_connections_run_with_nagle_off() {
+    use sqlx::Connection;
+    let url = testing::fresh_postgres_database().await;
+    assert!(
+        url.contains("127.0.0.1") || url.contains("localhost"),
+        "this test needs a TCP URL, got {url}"
+    );
+    let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
+    assert!(
+        eventline_store::postgres::disable_nagle(&mut connection)
+            .await
+            .unwrap(),
+        "found and set this connection's socket"
+    );
 }
 
 #[tokio::test]

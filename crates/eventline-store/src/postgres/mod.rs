@@ -222,7 +222,9 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections.max(1))
         .acquire_timeout(std::time::Duration::from_secs(5))
-        .after_connect(|connection, _| Box::pin(disable_nagle(connection)))
+        .after_connect(|connection, _| {
+            Box::pin(async move { disable_nagle(connection).await.map(drop) })
+        })
 }
 
 /// Indices of `events` in `(tenant_id, event_id)` order, the first of each repeated key
@@ -653,4 +655,26 @@ pub(crate) fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
         received_at: row.try_get(7)?,
         properties_json: row.try_get(8)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RollupSlots;
+
+    #[test]
+    fn writers_in_flight_hold_distinct_slots_and_free_ones_are_reused_lowest_first() {
+        let slots = RollupSlots::default();
+        let first = slots.take();
+        let second = slots.take();
+        let third = slots.take();
+        assert_eq!((first.slot, second.slot, third.slot), (0, 1, 2));
+        drop(second);
+        drop(first);
+        let again = slots.take();
+        assert_eq!(again.slot, 0, "the lowest free slot comes back first");
+        let next = slots.take();
+        assert_eq!(next.slot, 1);
+        assert_eq!(slots.take().slot, 3, "a slot in use is never handed out");
+        drop((again, next, third));
+    }
 }

@@ -11,23 +11,26 @@
 use sqlx::PgConnection;
 
 /// Turns Nagle's algorithm off for `connection` when it is TCP; a Unix socket (or a
-/// connection through a proxy, whose ports do not match) is left as it is.
-pub async fn disable_nagle(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+/// connection through a proxy, whose ports do not match) is left as it is. Returns
+/// whether it did.
+pub async fn disable_nagle(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
     // NULL over a Unix socket.
     let (client_port, server_port): (Option<i32>, Option<i32>) =
         sqlx::query_as("SELECT inet_client_port(), inet_server_port()")
             .fetch_one(&mut *connection)
             .await?;
-    if let (Some(client), Some(server)) = (client_port, server_port) {
-        let ports = (
-            u16::try_from(client).unwrap_or_default(),
-            u16::try_from(server).unwrap_or_default(),
-        );
-        if !set_nodelay_on(ports) {
-            tracing::debug!(?ports, "no socket of this process matches the connection");
-        }
+    let (Some(client), Some(server)) = (client_port, server_port) else {
+        return Ok(false);
+    };
+    let ports = (
+        u16::try_from(client).unwrap_or_default(),
+        u16::try_from(server).unwrap_or_default(),
+    );
+    let done = set_nodelay_on(ports);
+    if !done {
+        tracing::debug!(?ports, "no socket of this process matches the connection");
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Sets TCP_NODELAY on this process's TCP socket from local port `local` to remote port
