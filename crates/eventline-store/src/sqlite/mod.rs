@@ -38,6 +38,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqli
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection that every append uses. A connection throws its page cache away
+    /// when another one wrote since its last transaction; with appends spread over the
+    /// pool, each began cold and re-read its index pages from the file (README
+    /// "Performance").
+    write_pool: SqlitePool,
     /// Set by the background checkpoints when the WAL should start over; the next
     /// append does that before it begins (see `checkpoint_in_background`).
     wal_restart_due: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -70,20 +75,24 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
-            // The writer lands on any pooled connection and each has its own page cache:
-            // 2 MB (the default) left the indexes' pages cold on every switch. 32 MB a
-            // connection, filled only as used (README "Performance").
+            // 32 MB of page cache a connection (2 MB by default), filled only as used: the
+            // indexes' hot pages stay in the writer's (README "Performance").
             .pragma("cache_size", "-32768")
             // Commits never checkpoint; `checkpoint_in_background` does (see there).
             .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .connect_with(options.clone())
+            .await?;
+        let write_pool = SqlitePoolOptions::new()
+            .max_connections(1)
             .connect_with(options)
             .await?;
         let wal_restart_due = std::sync::Arc::default();
         checkpoint_in_background(pool.clone(), std::sync::Arc::clone(&wal_restart_due));
         Ok(Self {
             pool,
+            write_pool,
             wal_restart_due,
         })
     }
@@ -97,6 +106,7 @@ impl SqliteStore {
     /// Closes every connection (checkpointing the WAL into the file) and stops the
     /// background checkpoints.
     pub async fn close(&self) {
+        self.write_pool.close().await;
         self.pool.close().await;
     }
 }
@@ -154,7 +164,7 @@ impl Store for SqliteStore {
         let mut outcomes = Vec::with_capacity(events.len());
         let mut rollup: BTreeMap<(String, i64, &str), i64> = BTreeMap::new();
         // BEGIN IMMEDIATE takes the write lock up front instead of failing on upgrade.
-        let mut connection = self.pool.acquire().await?;
+        let mut connection = self.write_pool.acquire().await?;
         if self
             .wal_restart_due
             .swap(false, std::sync::atomic::Ordering::Relaxed)
@@ -258,7 +268,7 @@ impl Store for SqliteStore {
     }
 
     async fn bootstrap(&self, name: &str, key: &ApiKey) -> Result<bool, StoreError> {
-        let mut connection = self.pool.acquire().await?;
+        let mut connection = self.write_pool.acquire().await?;
         if self
             .wal_restart_due
             .swap(false, std::sync::atomic::Ordering::Relaxed)

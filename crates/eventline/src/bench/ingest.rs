@@ -738,7 +738,11 @@ impl IngestReport {
             return;
         }
         if let Some(settings) = &self.postgres_settings {
-            println!("PostgreSQL: {}\n", pgstat::settings_line(settings));
+            println!("PostgreSQL: {}", pgstat::settings_line(settings));
+            if let Some(note) = pgstat::advice(settings) {
+                println!("{note}");
+            }
+            println!();
         }
         self.print_heading();
         self.print_service_rows();

@@ -262,25 +262,28 @@ async fn rebuild_secondary_indexes(
 }
 
 /// Fills the minutely, hourly and daily rollups from the loaded events, then analyzes.
+/// Each bucket's count is split over two slots, as the writer's two workers leave them
+/// (migration 0008), so that reads sum what they would sum in production.
 async fn build_rollups(store: &PgStore) -> anyhow::Result<()> {
     sqlx::query(
-        "INSERT INTO event_rollups_minutely (tenant_id, minute, event_type, event_count)
-         SELECT tenant_id, date_trunc('minute', \"timestamp\", 'UTC'), event_type, count(*)
-         FROM events GROUP BY 1, 2, 3",
+        "INSERT INTO event_rollups_minutely (tenant_id, minute, event_type, slot, event_count)
+         SELECT tenant_id, date_trunc('minute', \"timestamp\", 'UTC'), event_type,
+                (hashtext(event_id) & 1)::smallint, count(*)
+         FROM events GROUP BY 1, 2, 3, 4",
     )
     .execute(store.pool())
     .await?;
     sqlx::query(
-        "INSERT INTO event_rollups_hourly (tenant_id, hour, event_type, event_count)
-         SELECT tenant_id, date_trunc('hour', minute, 'UTC'), event_type, sum(event_count)
-         FROM event_rollups_minutely GROUP BY 1, 2, 3",
+        "INSERT INTO event_rollups_hourly (tenant_id, hour, event_type, slot, event_count)
+         SELECT tenant_id, date_trunc('hour', minute, 'UTC'), event_type, slot, sum(event_count)
+         FROM event_rollups_minutely GROUP BY 1, 2, 3, 4",
     )
     .execute(store.pool())
     .await?;
     sqlx::query(
-        "INSERT INTO event_rollups_daily (tenant_id, day, event_type, event_count)
-         SELECT tenant_id, date_trunc('day', hour, 'UTC'), event_type, sum(event_count)
-         FROM event_rollups_hourly GROUP BY 1, 2, 3",
+        "INSERT INTO event_rollups_daily (tenant_id, day, event_type, slot, event_count)
+         SELECT tenant_id, date_trunc('day', hour, 'UTC'), event_type, slot, sum(event_count)
+         FROM event_rollups_hourly GROUP BY 1, 2, 3, 4",
     )
     .execute(store.pool())
     .await?;
