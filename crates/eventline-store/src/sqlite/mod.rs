@@ -20,7 +20,8 @@ use eventline_core::{
     },
 };
 use sqlx::{
-    Row, SqlitePool,
+    Row, Sqlite, SqlitePool,
+    pool::PoolConnection,
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
     },
@@ -103,6 +104,26 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The writers' connection, after restarting the WAL if the background checkpoints
+    /// asked for it (see `checkpoint_in_background`).
+    async fn write_connection(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
+        let mut connection = self.write_pool.acquire().await?;
+        if self
+            .wal_restart_due
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+                .fetch_one(&mut *connection)
+                .await?;
+            if busy != 0 {
+                // A reader still used the WAL; the next write tries again.
+                self.wal_restart_due
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Ok(connection)
+    }
+
     /// Closes every connection (checkpointing the WAL into the file) and stops the
     /// background checkpoints.
     pub async fn close(&self) {
@@ -164,20 +185,7 @@ impl Store for SqliteStore {
         let mut outcomes = Vec::with_capacity(events.len());
         let mut rollup: BTreeMap<(String, i64, &str), i64> = BTreeMap::new();
         // BEGIN IMMEDIATE takes the write lock up front instead of failing on upgrade.
-        let mut connection = self.write_pool.acquire().await?;
-        if self
-            .wal_restart_due
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
-            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
-                .fetch_one(&mut *connection)
-                .await?;
-            if busy != 0 {
-                // A reader held the WAL; the next append tries again.
-                self.wal_restart_due
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
+        let mut connection = self.write_connection().await?;
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *connection)
             .await?;
@@ -268,20 +276,7 @@ impl Store for SqliteStore {
     }
 
     async fn bootstrap(&self, name: &str, key: &ApiKey) -> Result<bool, StoreError> {
-        let mut connection = self.write_pool.acquire().await?;
-        if self
-            .wal_restart_due
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
-            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
-                .fetch_one(&mut *connection)
-                .await?;
-            if busy != 0 {
-                // A reader held the WAL; the next append tries again.
-                self.wal_restart_due
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
+        let mut connection = self.write_connection().await?;
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *connection)
             .await?;
@@ -500,7 +495,6 @@ impl Store for SqliteStore {
     }
 }
 
-/// Inserts one event unless its `(tenant, event_id)` is stored; returns whether it was.
 /// Rows per INSERT statement: 9 bound values each, far below SQLite's limit of 32,766.
 /// One statement per event cost a round trip to sqlx's SQLite thread per row, which
 /// was most of the store's time (README "Performance").
