@@ -597,4 +597,4 @@ def test_bundled_postgresql_runs_with_the_write_settings_readme_recommends():
     assert flags["port"] == "5432"
     raised = server_flags({"postgresql": {"settings": {"shared_buffers": "4GB", "work_mem": "64MB"}}})
     assert raised["shared_buffers"] == "4GB" and raised["work_mem"] == "64MB"
-    assert "settings" in helm_error({"postgresql": {"settings": {"bad name": "1"}}})
+    assert "invalid propertyName 'bad name'" in helm_error({"postgresql": {"settings": {"bad name": "1"}}})
