@@ -141,23 +141,23 @@ async fn duplicates_within_one_batch_are_stored_once(store: Arc<dyn Store>) {
     assert_eq!(counted(&*store, tenant_id, start, end).await, 2);
 }
 
-/// Larger than one insert statement of either store (SQLite writes 500 rows a statement,
+/// Larger than one insert statement of either store (SQLite writes 2,000 rows a statement,
 /// PostgreSQL falls back from COPY to its exact path): stored keys spread over every
 /// statement, and repeats at the end.
 async fn large_batches_report_stored_and_repeated_keys_as_duplicates(store: Arc<dyn Store>) {
     let tenant_id = tenant(&*store, "acme").await;
     let id = |n: usize| format!("e{n:05}");
-    let stored_before: Vec<Event> = (0..1_200)
+    let stored_before: Vec<Event> = (0..5_000)
         .step_by(4)
         .map(|n| event(tenant_id, &id(n), "view", at(9, 0, 0)))
         .collect();
     store.append(&stored_before).await.unwrap();
-    let mut batch: Vec<Event> = (0..1_200)
+    let mut batch: Vec<Event> = (0..5_000)
         .map(|n| event(tenant_id, &id(n), "view", at(10, (n % 60) as u32, 0)))
         .collect();
     batch.extend((1..=10).map(|n| event(tenant_id, &id(n), "view", at(11, 0, 0))));
     let outcomes = store.append(&batch).await.unwrap().outcomes;
-    let expected: Vec<IngestOutcome> = (0..1_200)
+    let expected: Vec<IngestOutcome> = (0..5_000)
         .map(|n| match n % 4 {
             0 => IngestOutcome::Duplicate,
             _ => IngestOutcome::Accepted,
@@ -166,8 +166,8 @@ async fn large_batches_report_stored_and_repeated_keys_as_duplicates(store: Arc<
         .collect();
     assert_eq!(outcomes, expected);
     let (start, end) = whole_day();
-    assert_eq!(stored(&*store, tenant_id, start, end).await, 1_200);
-    assert_eq!(counted(&*store, tenant_id, start, end).await, 1_200);
+    assert_eq!(stored(&*store, tenant_id, start, end).await, 5_000);
+    assert_eq!(counted(&*store, tenant_id, start, end).await, 5_000);
     // The stored copy of a key stored before is the first one, at 09:00.
     let kept = store.event(tenant_id, &id(4)).await.unwrap().unwrap();
     assert_eq!(kept.timestamp, at(9, 0, 0));
