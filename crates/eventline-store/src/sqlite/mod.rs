@@ -571,19 +571,27 @@ async fn add_to_hourly_rollup(
     connection: &mut sqlx::SqliteConnection,
     counts: &BTreeMap<(String, i64, &str), i64>,
 ) -> Result<(), StoreError> {
-    for ((tenant_id, hour_us, event_type), count) in counts {
-        sqlx::query(
-            "INSERT INTO event_rollups_hourly (tenant_id, hour_us, event_type, event_count)
-             VALUES (?, ?, ?, ?)
-             ON CONFLICT (tenant_id, hour_us, event_type)
+    // One statement for up to 1,000 keys (4,000 bound values) rather than one per key:
+    // each statement is a round trip to sqlx's SQLite thread.
+    let keys: Vec<_> = counts.iter().collect();
+    for chunk in keys.chunks(1_000) {
+        let mut builder = sqlx::QueryBuilder::new(
+            "INSERT INTO event_rollups_hourly (tenant_id, hour_us, event_type, event_count) ",
+        );
+        builder.push_values(
+            chunk,
+            |mut row, ((tenant_id, hour_us, event_type), count)| {
+                row.push_bind(tenant_id.as_str())
+                    .push_bind(*hour_us)
+                    .push_bind(*event_type)
+                    .push_bind(**count);
+            },
+        );
+        builder.push(
+            " ON CONFLICT (tenant_id, hour_us, event_type)
              DO UPDATE SET event_count = event_count + excluded.event_count",
-        )
-        .bind(tenant_id)
-        .bind(hour_us)
-        .bind(event_type)
-        .bind(count)
-        .execute(&mut *connection)
-        .await?;
+        );
+        builder.build().execute(&mut *connection).await?;
     }
     Ok(())
 }
