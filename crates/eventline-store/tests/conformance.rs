@@ -1120,7 +1120,14 @@ async fn analytics_events(store: &dyn Store) -> (TenantId, Vec<Event>) {
             event
         })
         .collect();
-    store.append(&events).await.unwrap();
+    append_with_copies_for(store, &events, other).await;
+    (tenant_id, events)
+}
+
+/// Appends `events`, then the same events as `other`'s: identical users and ids in a
+/// second tenant, which no answer about the first may count.
+async fn append_with_copies_for(store: &dyn Store, events: &[Event], other: TenantId) {
+    store.append(events).await.unwrap();
     let copies: Vec<Event> = events
         .iter()
         .map(|event| Event {
@@ -1129,7 +1136,6 @@ async fn analytics_events(store: &dyn Store) -> (TenantId, Vec<Event>) {
         })
         .collect();
     store.append(&copies).await.unwrap();
-    (tenant_id, events)
 }
 
 /// Each user's events with a user id, grouped by user.
@@ -1514,15 +1520,7 @@ async fn unique_users_from_sketches_stay_within_two_percent_and_see_late_events(
         event
     }));
     for chunk in events.chunks(10_000) {
-        store.append(chunk).await.unwrap();
-        let copies: Vec<Event> = chunk
-            .iter()
-            .map(|event| Event {
-                tenant_id: other,
-                ..event.clone()
-            })
-            .collect();
-        store.append(&copies).await.unwrap();
+        append_with_copies_for(&*store, chunk, other).await;
     }
     // Unaligned edges: raw rows, whole hours and whole days all take part.
     let (start, end) = (

@@ -190,7 +190,7 @@ impl Store for SqliteStore {
             .execute(&mut *connection)
             .await?;
         let result: Result<i64, StoreError> = async {
-            let inserted = insert_events(&mut connection, events).await?;
+            let (inserted, last_rowid) = insert_events(&mut connection, events).await?;
             for (event, inserted) in events.iter().zip(inserted) {
                 if inserted {
                     let key = (
@@ -206,9 +206,6 @@ impl Store for SqliteStore {
             }
             add_to_hourly_rollup(&mut connection, &rollup).await?;
             // One writer: the largest rowid once this commits is this batch's watermark.
-            let last_rowid: i64 = sqlx::query_scalar("SELECT coalesce(max(rowid), 0) FROM events")
-                .fetch_one(&mut *connection)
-                .await?;
             Ok(last_rowid)
         }
         .await;
@@ -502,11 +499,12 @@ impl Store for SqliteStore {
 const ROWS_PER_INSERT: usize = 2000;
 
 /// Inserts `events` in the caller's transaction, in order, skipping keys stored before
-/// and repeats within the batch; returns, per event, whether it was inserted.
+/// and repeats within the batch; returns, per event, whether it was inserted, and the
+/// table's largest rowid afterwards.
 async fn insert_events(
     connection: &mut sqlx::SqliteConnection,
     events: &[Event],
-) -> Result<Vec<bool>, StoreError> {
+) -> Result<(Vec<bool>, i64), StoreError> {
     // The first of each repeated key is the one that may be new.
     let mut first_of: HashMap<(Uuid, &str), usize> = HashMap::with_capacity(events.len());
     let mut candidates = Vec::with_capacity(events.len());
@@ -563,7 +561,7 @@ async fn insert_events(
             last_rowid = done.last_insert_rowid();
         }
     }
-    Ok(inserted)
+    Ok((inserted, last_rowid))
 }
 
 /// Adds the inserted events' counts, by (tenant, hour, type), to the hourly rollup.

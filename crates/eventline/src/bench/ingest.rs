@@ -47,13 +47,8 @@ pub(crate) enum StoreKind {
 
 #[derive(Debug, Args)]
 pub(crate) struct IngestArgs {
-    /// PostgreSQL server on which the bench creates its databases.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    postgres: super::PostgresServer,
     /// Bench a running server (gRPC URL) instead of starting one; needs --api-key.
     #[arg(long)]
     target: Option<String>,
@@ -226,7 +221,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
     let run = Arc::new(Run::new(batches, args.events as u64)?);
     let ingested = ingest(&args, &target, &run).await?;
     let probed = match postgres {
-        Some(probe) => Some(probe.finish(&args.database_url).await?),
+        Some(probe) => Some(probe.finish(&args.postgres.database_url).await?),
         None => None,
     };
     let figures = ServerFigures::read(target.server.as_ref(), &ingested).await;
@@ -236,11 +231,11 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
     // pages compete with the second raw run.
     drop(target);
     if args.store == StoreKind::Postgres && args.target.is_none() {
-        server::drop_database(&args.database_url, &format!("{suffix}_ingest")).await?;
+        server::drop_database(&args.postgres.database_url, &format!("{suffix}_ingest")).await?;
     }
     let raw_after = measure_raw(raw_baseline.as_ref()).await?;
     match args.store {
-        StoreKind::Postgres => server::drop_databases(&args.database_url, &suffix).await?,
+        StoreKind::Postgres => server::drop_databases(&args.postgres.database_url, &suffix).await?,
         StoreKind::Sqlite => {
             let _ = std::fs::remove_dir_all(sqlite_dir(&suffix)?);
         }
@@ -275,12 +270,12 @@ impl PostgresProbe {
             return Ok(None);
         };
         // Like each raw run, the ingest starts with nothing dirty to write back.
-        let mut admin = sqlx::PgConnection::connect(&args.database_url).await?;
+        let mut admin = sqlx::PgConnection::connect(&args.postgres.database_url).await?;
         sqlx::query("CHECKPOINT").execute(&mut admin).await?;
         Ok(Some(Self {
-            settings: pgstat::settings(&args.database_url).await?,
-            waits: pgstat::WaitSampler::start(&args.database_url, database).await?,
-            syncs_before: pgstat::WalSyncs::read(&args.database_url).await?,
+            settings: pgstat::settings(&args.postgres.database_url).await?,
+            waits: pgstat::WaitSampler::start(&args.postgres.database_url, database).await?,
+            syncs_before: pgstat::WalSyncs::read(&args.postgres.database_url).await?,
         }))
     }
 
@@ -366,9 +361,10 @@ async fn start_server(
         StoreKind::Postgres => {
             let database = format!("eventline_bench_{suffix}_ingest");
             let url =
-                server::fresh_database(&args.database_url, &format!("{suffix}_ingest")).await?;
+                server::fresh_database(&args.postgres.database_url, &format!("{suffix}_ingest"))
+                    .await?;
             // Times every WAL fsync in pg_stat_wal, for the latency breakdown.
-            let mut admin = sqlx::PgConnection::connect(&args.database_url).await?;
+            let mut admin = sqlx::PgConnection::connect(&args.postgres.database_url).await?;
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "ALTER DATABASE {database} SET track_wal_io_timing = on"
             )))
@@ -423,7 +419,8 @@ impl RawBaseline {
         Ok(Some(match args.store {
             StoreKind::Postgres => {
                 let url =
-                    server::fresh_database(&args.database_url, &format!("{suffix}_raw")).await?;
+                    server::fresh_database(&args.postgres.database_url, &format!("{suffix}_raw"))
+                        .await?;
                 let rows = raw::rows_for_new_tenant(&url, raw_sample).await?;
                 Self {
                     place: RawPlace::Postgres(url),

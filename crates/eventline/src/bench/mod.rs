@@ -12,6 +12,19 @@ mod write_costs;
 
 use clap::{Args, Subcommand};
 
+/// The PostgreSQL server on which a bench creates its scratch databases (and drops them
+/// when it is done); shared by every bench command.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct PostgresServer {
+    /// PostgreSQL server on which the bench creates its databases.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub(crate) database_url: String,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     #[command(subcommand)]

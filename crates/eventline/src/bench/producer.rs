@@ -24,13 +24,8 @@ const TRACK_POOL: usize = 10_000;
 
 #[derive(Debug, Args)]
 pub(crate) struct ProducerArgs {
-    /// PostgreSQL server on which the bench creates its database.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    postgres: super::PostgresServer,
     /// Bench a running server (gRPC URL) instead of starting one; needs --api-key.
     #[arg(long)]
     target: Option<String>,
@@ -87,7 +82,8 @@ pub(crate) async fn run(args: ProducerArgs) -> anyhow::Result<ProducerReport> {
     let process = match &args.target {
         Some(_) => None,
         None => {
-            let url = server::fresh_database(&args.database_url, &format!("{suffix}_db")).await?;
+            let url = server::fresh_database(&args.postgres.database_url, &format!("{suffix}_db"))
+                .await?;
             Some(server::ServerProcess::start(&url).await?)
         }
     };
@@ -121,7 +117,7 @@ pub(crate) async fn run(args: ProducerArgs) -> anyhow::Result<ProducerReport> {
             .await?;
     drop(process);
     if args.target.is_none() {
-        server::drop_databases(&args.database_url, &suffix).await?;
+        server::drop_databases(&args.postgres.database_url, &suffix).await?;
     }
     let bidi = (bidi_before + bidi_after) / 2.0;
     Ok(ProducerReport {

@@ -17,13 +17,8 @@ use super::{generator::EventGenerator, server};
 
 #[derive(Debug, Args)]
 pub(crate) struct QueryArgs {
-    /// PostgreSQL server on which the bench creates its database.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    postgres: super::PostgresServer,
     /// Events to load (one tenant, spread over the last 30 days).
     #[arg(long, default_value_t = 1_000_000)]
     events: usize,
@@ -104,8 +99,11 @@ type Client = QueryServiceClient<eventline_client::Authorized>;
 const WARM_UP_CALLS: usize = 3;
 
 pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
-    let url = server::fresh_database(&args.database_url, &format!("{}_query", std::process::id()))
-        .await?;
+    let url = server::fresh_database(
+        &args.postgres.database_url,
+        &format!("{}_query", std::process::id()),
+    )
+    .await?;
     let process = server::ServerProcess::start(&url).await?;
     let store = PgStore::connect(&url, 3).await?;
     let tenant_id = bootstrapped_tenant(&store).await?;
@@ -141,7 +139,8 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
             std::process::id()
         );
     } else {
-        server::drop_databases(&args.database_url, &std::process::id().to_string()).await?;
+        server::drop_databases(&args.postgres.database_url, &std::process::id().to_string())
+            .await?;
     }
     Ok(QueryReport {
         events: args.events,

@@ -19,13 +19,8 @@ use super::{generator::EventGenerator, pgstat, raw, server};
 
 #[derive(Debug, Args)]
 pub(crate) struct WriteCostArgs {
-    /// PostgreSQL server on which the bench creates its scratch database.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    postgres: super::PostgresServer,
     /// Rows written at every step.
     #[arg(long, default_value_t = 200_000)]
     rows: usize,
@@ -71,7 +66,8 @@ pub(crate) struct WriteCostReport {
 
 pub(crate) async fn run(args: WriteCostArgs) -> anyhow::Result<WriteCostReport> {
     let suffix = format!("{}", std::process::id());
-    let url = server::fresh_database(&args.database_url, &format!("{suffix}_costs")).await?;
+    let url =
+        server::fresh_database(&args.postgres.database_url, &format!("{suffix}_costs")).await?;
     let settings = pgstat::settings(&url).await?;
     let mut generator = EventGenerator::new(args.seed);
     let sample = generator
@@ -105,7 +101,7 @@ pub(crate) async fn run(args: WriteCostArgs) -> anyhow::Result<WriteCostReport> 
         steps.push(median(&url, &store, &rows, grains, &added, repeat).await?);
     }
     drop(store);
-    server::drop_databases(&args.database_url, &suffix).await?;
+    server::drop_databases(&args.postgres.database_url, &suffix).await?;
     Ok(WriteCostReport {
         rows: rows.len(),
         repeat: args.repeat.max(1),
