@@ -44,8 +44,16 @@ impl Store for MeteredStore {
         timed("append", self.inner.append(events)).await
     }
 
-    async fn watermark_visible(&self, watermark: &str) -> Result<bool, StoreError> {
-        timed("watermark_visible", self.inner.watermark_visible(watermark)).await
+    async fn watermark_visible(
+        &self,
+        tenant_id: TenantId,
+        watermark: &str,
+    ) -> Result<bool, StoreError> {
+        timed(
+            "watermark_visible",
+            self.inner.watermark_visible(tenant_id, watermark),
+        )
+        .await
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
@@ -128,8 +136,8 @@ impl Store for MeteredStore {
         timed("retention", self.inner.retention(query)).await
     }
 
-    async fn commit_horizon(&self) -> Result<u64, StoreError> {
-        timed("commit_horizon", self.inner.commit_horizon()).await
+    async fn commit_horizon(&self, tenant_id: TenantId) -> Result<u64, StoreError> {
+        timed("commit_horizon", self.inner.commit_horizon(tenant_id)).await
     }
 
     async fn list_committed(

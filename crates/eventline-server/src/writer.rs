@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use eventline_core::{Error, Event, IngestOutcome};
+use eventline_core::{Error, Event, IngestOutcome, TenantId};
 use eventline_store::{Appended, Store, StoreError};
 use tokio::{
     sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
@@ -231,6 +231,11 @@ impl Worker {
 
     async fn commit(&self, mut jobs: Vec<Job>) {
         let lengths: Vec<usize> = jobs.iter().map(|job| job.events.len()).collect();
+        // One request holds one tenant's events (its key's).
+        let tenants: Vec<Option<TenantId>> = jobs
+            .iter()
+            .map(|job| job.events.first().map(|event| event.tenant_id))
+            .collect();
         let events: Vec<Event> = jobs
             .iter_mut()
             .flat_map(|job| std::mem::take(&mut job.events))
@@ -254,14 +259,16 @@ impl Worker {
             Ok(appended) => {
                 self.health.record(true);
                 self.bus.notify();
-                let watermark = appended.watermark;
                 let mut remaining = appended.outcomes.into_iter();
-                for (job, length) in jobs.into_iter().zip(lengths) {
+                for ((job, length), tenant_id) in jobs.into_iter().zip(lengths).zip(tenants) {
                     let outcomes: Vec<IngestOutcome> = remaining.by_ref().take(length).collect();
+                    let watermark = tenant_id
+                        .map(|tenant_id| appended.watermarks.of(tenant_id).to_owned())
+                        .unwrap_or_default();
                     // The requester may have gone away; its events are committed anyway.
                     let _ = job.reply.send(Ok(Commit {
                         outcomes,
-                        watermark: watermark.clone(),
+                        watermark,
                     }));
                 }
             }

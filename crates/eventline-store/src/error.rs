@@ -83,6 +83,11 @@ fn classify_sqlstate(code: &str, message: &str) -> StoreError {
     match code {
         // unique_violation; SQLite: SQLITE_CONSTRAINT_UNIQUE / _PRIMARYKEY
         "23505" | "2067" | "1555" => StoreError::Conflict(message.to_owned()),
+        // Citus relays a worker's unique violation during COPY as internal_error with the
+        // worker's message: the same conflict, so the append takes its exact path.
+        "XX000" if message.starts_with("duplicate key value violates unique constraint") => {
+            StoreError::Conflict(message.to_owned())
+        }
         // foreign_key_violation; SQLite: SQLITE_CONSTRAINT_FOREIGNKEY
         "23503" | "787" => StoreError::NotFound(message.to_owned()),
         // serialization_failure, deadlock_detected

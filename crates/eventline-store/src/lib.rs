@@ -38,8 +38,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// the same transaction from the inserted rows only. Returns only after COMMIT.
     async fn append(&self, events: &[Event]) -> Result<Appended, StoreError>;
 
-    /// Whether the writes behind `watermark` (from [`Appended`]) are visible to reads.
-    async fn watermark_visible(&self, watermark: &str) -> Result<bool, StoreError>;
+    /// Whether the writes behind `watermark` (the tenant's, from [`Appended`]) are visible
+    /// to the tenant's reads.
+    async fn watermark_visible(
+        &self,
+        tenant_id: TenantId,
+        watermark: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Succeeds when the database answers and every embedded migration is applied.
     async fn ready(&self) -> Result<(), StoreError>;
@@ -109,9 +114,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A retention table, one cohort per interval (QueryService.Retention's semantics).
     async fn retention(&self, query: &RetentionQuery) -> Result<Vec<Cohort>, StoreError>;
 
-    /// The commit horizon: every event with a commit sequence below it is committed and
-    /// visible, and no event below it can still appear.
-    async fn commit_horizon(&self) -> Result<u64, StoreError>;
+    /// The tenant's commit horizon: every event of the tenant with a commit sequence below
+    /// it is committed and visible, and no event below it can still appear. Sequences
+    /// compare only within one tenant (on Citus they come from the tenant's worker).
+    async fn commit_horizon(&self, tenant_id: TenantId) -> Result<u64, StoreError>;
 
     /// Reads events in commit order below `query.horizon`, with their commit sequence.
     async fn list_committed(&self, query: &CommittedQuery)
@@ -128,11 +134,35 @@ pub struct PoolStatus {
     pub idle: u32,
 }
 
-/// What one append did: an outcome per event, and a watermark that reads can wait for.
+/// What one append did: an outcome per event, and the watermarks reads can wait for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     pub outcomes: Vec<IngestOutcome>,
-    pub watermark: String,
+    pub watermarks: Watermarks,
+}
+
+/// The watermark of an append for each tenant in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watermarks {
+    /// One position for every tenant: the store commits on one node.
+    Shared(String),
+    /// A position per tenant: on Citus each tenant's events commit on its worker, and
+    /// only that worker's WAL position says what a replica of it has replayed.
+    PerTenant(Vec<(TenantId, String)>),
+}
+
+impl Watermarks {
+    /// The watermark a read of `tenant_id` waits for; empty when the append held none of
+    /// its events.
+    pub fn of(&self, tenant_id: TenantId) -> &str {
+        match self {
+            Watermarks::Shared(watermark) => watermark,
+            Watermarks::PerTenant(watermarks) => watermarks
+                .iter()
+                .find(|(tenant, _)| *tenant == tenant_id)
+                .map_or("", |(_, watermark)| watermark),
+        }
+    }
 }
 
 /// Opens the store a server is configured for: PostgreSQL when `database_url` is set,

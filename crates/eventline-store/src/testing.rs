@@ -2,6 +2,10 @@
 //! when it is set, else from a throwaway cluster started from the local PostgreSQL
 //! binaries and shared by every test process of the run. Neither available is a panic
 //! with the reason, never a skip.
+//!
+//! With `EVENTLINE_TEST_CITUS=1` (`scripts/test-citus`), every PostgreSQL test runs on a
+//! three-node Citus cluster instead (a coordinator and two workers, started once per run
+//! from the installed extension); Citus missing is a panic, never a fallback.
 
 use std::{
     path::{Path, PathBuf},
@@ -33,7 +37,9 @@ pub async fn fresh_sqlite_store() -> (SqliteStore, tempfile::TempDir) {
     (store, directory)
 }
 
-/// Creates an empty database named `eventline_test_<uuid>` and returns its URL.
+/// Creates an empty database named `eventline_test_<uuid>` and returns its URL. On the
+/// Citus test cluster the database exists on every node, with the extension and the
+/// workers registered, as `README "Scale out"` asks of an operator.
 pub async fn fresh_postgres_database() -> String {
     use sqlx::Connection;
     let admin_url = postgres_admin_url();
@@ -49,16 +55,146 @@ pub async fn fresh_postgres_database() -> String {
         .await
         .expect("create test database");
     let _ = connection.close().await;
-    with_database(admin_url, &name)
+    let url = with_database(admin_url, &name);
+    if citus_requested() {
+        add_citus_nodes(&name, &url).await;
+    }
+    url
 }
 
-/// The URL of a PostgreSQL server tests may create databases on.
+/// The URL of a PostgreSQL server tests may create databases on: the Citus test
+/// cluster's coordinator when `EVENTLINE_TEST_CITUS=1`.
 pub fn postgres_admin_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => start_throwaway_cluster(),
+    URL.get_or_init(|| {
+        if citus_requested() {
+            return start_citus_cluster();
+        }
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => start_throwaway_cluster(),
+        }
     })
+}
+
+/// Whether this run's PostgreSQL tests run on the three-node Citus cluster.
+pub fn citus_requested() -> bool {
+    std::env::var("EVENTLINE_TEST_CITUS").is_ok_and(|value| value == "1")
+}
+
+/// The ports of the Citus test cluster: coordinator first. Outside the kernel's
+/// ephemeral range, and clear of 61500–61502, where README "Scale out" starts one.
+pub const CITUS_PORTS: [u16; 3] = [61_510, 61_511, 61_512];
+
+/// Starts (once per machine and run) a coordinator and two workers with Citus preloaded
+/// and returns the coordinator's URL. Panics, with the fix, when Citus is not installed.
+fn start_citus_cluster() -> String {
+    let bin_dir = find_postgres_bin_dir()
+        .expect("initdb and pg_ctl are required: install PostgreSQL's server binaries");
+    let library_dir = Command::new(bin_dir.join("pg_config"))
+        .arg("--pkglibdir")
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+        .unwrap_or_else(|| bin_dir.join("../lib"));
+    assert!(
+        library_dir.join("citus.so").exists(),
+        "EVENTLINE_TEST_CITUS=1 but Citus is not installed ({} has no citus.so): install the \
+         citus extension for this PostgreSQL (README \"Scale out\")",
+        library_dir.display()
+    );
+    let root = std::env::temp_dir().join("eventline-test-citus");
+    std::fs::create_dir_all(&root).expect("create Citus cluster dir");
+    let lock_file = std::fs::File::create(root.join("lock")).expect("create cluster lock");
+    lock_file.lock().expect("lock Citus cluster dir");
+    for port in CITUS_PORTS {
+        let data_dir = root.join(format!("node-{port}"));
+        if !data_dir.join("PG_VERSION").exists() {
+            run_as_postgres(
+                &root,
+                &bin_dir.join("initdb"),
+                &["-D", path_str(&data_dir), "-U", "postgres", "-A", "trust"],
+            );
+        }
+        let running = as_postgres_command(
+            &root,
+            &bin_dir.join("pg_ctl"),
+            &["-D", path_str(&data_dir), "status"],
+        )
+        .status()
+        .is_ok_and(|status| status.success());
+        if running {
+            continue;
+        }
+        // Two-phase commit across workers needs prepared transactions; four shards per
+        // table keep a test database's creation quick and still spread tenants.
+        let options = format!(
+            "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c max_connections=300 -c max_prepared_transactions=300 \
+             -c shared_preload_libraries=citus -c citus.shard_count=4",
+            root.display()
+        );
+        run_as_postgres(
+            &root,
+            &bin_dir.join("pg_ctl"),
+            &[
+                "-D",
+                path_str(&data_dir),
+                "-w",
+                "-l",
+                path_str(&root.join(format!("node-{port}.log"))),
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+    }
+    format!("postgres://postgres@127.0.0.1:{}/postgres", CITUS_PORTS[0])
+}
+
+/// Creates `database` on the workers and the citus extension in it on every node, and
+/// registers the workers with the coordinator (node metadata is per database).
+async fn add_citus_nodes(database: &str, coordinator_url: &str) {
+    use sqlx::Connection;
+    for port in &CITUS_PORTS[1..] {
+        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let mut node = sqlx::PgConnection::connect(&url)
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to Citus worker {url}: {error}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+            .execute(&mut node)
+            .await
+            .expect("create the test database on a worker");
+        let _ = node.close().await;
+    }
+    for port in CITUS_PORTS {
+        let url = format!("postgres://postgres@127.0.0.1:{port}/{database}");
+        let mut node = sqlx::PgConnection::connect(&url)
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to Citus node {url}: {error}"));
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS citus")
+            .execute(&mut node)
+            .await
+            .unwrap_or_else(|error| panic!("CREATE EXTENSION citus on {url}: {error}"));
+        let _ = node.close().await;
+    }
+    let mut coordinator = sqlx::PgConnection::connect(coordinator_url)
+        .await
+        .expect("connect to the Citus coordinator");
+    sqlx::query("SELECT citus_set_coordinator_host('127.0.0.1', $1)")
+        .bind(i32::from(CITUS_PORTS[0]))
+        .execute(&mut coordinator)
+        .await
+        .expect("set the Citus coordinator host");
+    for port in &CITUS_PORTS[1..] {
+        sqlx::query("SELECT citus_add_node('127.0.0.1', $1)")
+            .bind(i32::from(*port))
+            .execute(&mut coordinator)
+            .await
+            .expect("add a Citus worker");
+    }
+    let _ = coordinator.close().await;
 }
 
 fn with_database(url: &str, database: &str) -> String {

@@ -763,7 +763,7 @@ async fn horizon_covering(
     expected: usize,
 ) -> (u64, Vec<(u64, Event)>) {
     for _ in 0..500 {
-        let horizon = store.commit_horizon().await.unwrap();
+        let horizon = store.commit_horizon(query.tenant_id).await.unwrap();
         let page = store
             .list_committed(&CommittedQuery {
                 horizon,
@@ -848,10 +848,11 @@ async fn watermarks_are_visible_after_append(store: Arc<dyn Store>) {
         .append(&[event(tenant_id, "w", "view", at(10, 0, 0))])
         .await
         .unwrap();
-    assert!(!appended.watermark.is_empty());
-    assert!(store.watermark_visible(&appended.watermark).await.unwrap());
+    let watermark = appended.watermarks.of(tenant_id);
+    assert!(!watermark.is_empty());
+    assert!(store.watermark_visible(tenant_id, watermark).await.unwrap());
     assert!(matches!(
-        store.watermark_visible("not a watermark").await,
+        store.watermark_visible(tenant_id, "not a watermark").await,
         Err(StoreError::ForeignWatermark(_))
     ));
 }
@@ -884,7 +885,7 @@ async fn reads_never_cross_tenants(store: Arc<dyn Store>) {
         filter: EventFilter::default(),
         min_timestamp: None,
         after: (0, String::new()),
-        horizon: store.commit_horizon().await.unwrap(),
+        horizon: store.commit_horizon(tenant_b).await.unwrap(),
         limit: 100,
     };
     assert!(store.list_committed(&live).await.unwrap().is_empty());

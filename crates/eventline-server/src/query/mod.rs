@@ -77,7 +77,7 @@ impl QueryApi {
     /// Counts (of events, or of users as `counting.measure` says) for a statistics RPC,
     /// once its `min_watermark` is visible, and whether they are exact.
     async fn count(&self, tenant_id: TenantId, counting: &Counting) -> Result<UserCounts, Error> {
-        self.wait_for(&counting.min_watermark).await?;
+        self.wait_for(tenant_id, &counting.min_watermark).await?;
         let query = counting.query(tenant_id);
         Ok(match counting.measure {
             Measure::Events => UserCounts {
@@ -104,27 +104,27 @@ impl QueryApi {
         else {
             return Ok(None);
         };
-        self.wait_for(&counting.min_watermark).await?;
+        self.wait_for(tenant_id, &counting.min_watermark).await?;
         Ok(Some((self.store.breakdown(&query).await?, group_by.limit)))
     }
 
     /// Waits (bounded) until the writes behind `watermark` are visible.
-    async fn wait_for(&self, watermark: &str) -> Result<(), Error> {
+    async fn wait_for(&self, tenant_id: TenantId, watermark: &str) -> Result<(), Error> {
         if watermark.is_empty() {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + WATERMARK_WAIT;
         loop {
-            let visible =
-                self.store
-                    .watermark_visible(watermark)
-                    .await
-                    .map_err(|error| match error {
-                        eventline_store::StoreError::ForeignWatermark(message) => {
-                            Error::invalid("min_watermark", message)
-                        }
-                        other => Error::from(other),
-                    })?;
+            let visible = self
+                .store
+                .watermark_visible(tenant_id, watermark)
+                .await
+                .map_err(|error| match error {
+                    eventline_store::StoreError::ForeignWatermark(message) => {
+                        Error::invalid("min_watermark", message)
+                    }
+                    other => Error::from(other),
+                })?;
             if visible {
                 return Ok(());
             }
@@ -146,7 +146,7 @@ impl QueryService for QueryApi {
         request: Request<v1::ListEventsRequest>,
     ) -> Result<Response<v1::ListEventsResponse>, Status> {
         let (tenant_id, listing): (_, ListEvents) = self.accept(request).await?;
-        self.wait_for(&listing.min_watermark).await?;
+        self.wait_for(tenant_id, &listing.min_watermark).await?;
         let query = listing_query(tenant_id, listing)?;
         let limit = query.limit - 1;
         let mut events = self.store.list_events(&query).await.map_err(Error::from)?;
@@ -291,7 +291,7 @@ impl QueryService for QueryApi {
         request: Request<v1::FunnelRequest>,
     ) -> Result<Response<v1::FunnelResponse>, Status> {
         let (tenant_id, funnel): (_, Funnel) = self.accept(request).await?;
-        self.wait_for(&funnel.min_watermark).await?;
+        self.wait_for(tenant_id, &funnel.min_watermark).await?;
         let counts = self
             .store
             .funnel(&funnel.query(tenant_id))
@@ -317,7 +317,7 @@ impl QueryService for QueryApi {
         request: Request<v1::RetentionRequest>,
     ) -> Result<Response<v1::RetentionResponse>, Status> {
         let (tenant_id, retention): (_, Retention) = self.accept(request).await?;
-        self.wait_for(&retention.min_watermark).await?;
+        self.wait_for(tenant_id, &retention.min_watermark).await?;
         let cohorts = self
             .store
             .retention(&retention.query(tenant_id))

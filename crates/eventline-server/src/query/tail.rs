@@ -85,7 +85,7 @@ impl Tail {
             ),
             Some(_) => return Err(Error::invalid("cursor", "is not a TailEvents cursor")),
             None => {
-                let horizon = store.commit_horizon().await?;
+                let horizon = store.commit_horizon(tenant_id).await?;
                 match start {
                     Some(start) => (
                         Phase::History {
@@ -187,7 +187,7 @@ impl Tail {
                 Ok(Step::Delivered)
             }
             Phase::Live { after } => {
-                let horizon = self.store.commit_horizon().await?;
+                let horizon = self.store.commit_horizon(self.tenant_id).await?;
                 let query = CommittedQuery {
                     tenant_id: self.tenant_id,
                     filter: self.filter.clone(),

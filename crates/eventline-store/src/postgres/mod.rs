@@ -22,7 +22,7 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use crate::{Appended, Store, StoreError};
+use crate::{Appended, Store, StoreError, Watermarks};
 
 mod cached;
 mod copy;
@@ -70,6 +70,9 @@ pub struct PgStore {
     pool: PgPool,
     read_pool: PgPool,
     slots: std::sync::Arc<RollupSlots>,
+    /// Whether the database has Citus (README "Scale out"): then commit sequences,
+    /// horizons and watermarks come from each tenant's worker, not the coordinator.
+    citus: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The rollup slots of this process's write transactions in flight: each takes one no
@@ -119,11 +122,22 @@ impl PgStore {
     /// Connects a pool of at most `max_connections` to `url`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let pool = pool_options(max_connections).connect(url).await?;
+        let citus: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
+        )
+        .fetch_one(&pool)
+        .await?;
         Ok(Self {
             read_pool: pool.clone(),
             pool,
             slots: std::sync::Arc::default(),
+            citus: std::sync::Arc::new(citus.into()),
         })
+    }
+
+    /// Whether the events are distributed over Citus workers.
+    pub fn is_distributed(&self) -> bool {
+        self.citus.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends reads to the replica at `read_url`.
@@ -136,9 +150,22 @@ impl PgStore {
         Ok(self)
     }
 
-    /// Applies pending migrations (sqlx holds an advisory lock, so replicas may race).
+    /// Applies pending migrations (sqlx holds an advisory lock, so replicas may race),
+    /// then distributes the tables when the database has Citus: idempotent, so it also
+    /// converts a database first migrated on one PostgreSQL (migration 0009).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
+        let mut transaction = self.pool.begin().await?;
+        // The same lock as the migrator's, against replicas distributing at once.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('eventline_distribute'))")
+            .execute(&mut *transaction)
+            .await?;
+        let distributed: bool = sqlx::query_scalar("SELECT eventline_distribute()")
+            .fetch_one(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        self.citus
+            .store(distributed, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -217,6 +244,30 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// On Citus: the WAL position of each tenant's worker after COMMIT, asked of
+    /// the workers at once (each call is delegated by tenant_id), and the commit notice
+    /// that wakes the tails of every server.
+    async fn tenant_watermarks(&self, events: &[Event]) -> Result<Watermarks, StoreError> {
+        // Every tenant of the batch, duplicates too: their first copy may be a moment old.
+        let mut tenants: Vec<TenantId> = events.iter().map(|event| event.tenant_id).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let notify = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(COMMIT_CHANNEL)
+            .execute(&self.pool);
+        let positions = futures::future::try_join_all(tenants.iter().map(|tenant_id| {
+            sqlx::query_scalar::<_, String>("SELECT eventline_wal_position($1)")
+                .bind(tenant_id.0)
+                .fetch_one(&self.pool)
+        }));
+        let (_, positions) = futures::future::try_join(notify, positions).await?;
+        Ok(Watermarks::PerTenant(
+            tenants.into_iter().zip(positions).collect(),
+        ))
+    }
+}
+
 /// A pool of at most `max_connections`, each with Nagle's algorithm off (see `nodelay`).
 fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
@@ -286,7 +337,7 @@ impl Store for PgStore {
         if events.is_empty() {
             return Ok(Appended {
                 outcomes: Vec::new(),
-                watermark: String::new(),
+                watermarks: Watermarks::Shared(String::new()),
             });
         }
         let order = key_order(events);
@@ -301,32 +352,47 @@ impl Store for PgStore {
         for index in inserted {
             outcomes[index] = IngestOutcome::Accepted;
         }
-        // Read after COMMIT: a reader whose WAL position reached it sees this batch. The
-        // same round trip wakes the tails of every replica.
-        let watermark: String =
-            sqlx::query_scalar("SELECT pg_current_wal_lsn()::text FROM pg_notify($1, '')")
-                .bind(COMMIT_CHANNEL)
-                .fetch_one(&self.pool)
-                .await?;
+        let watermarks = if self.is_distributed() {
+            self.tenant_watermarks(events).await?
+        } else {
+            // Read after COMMIT: a reader whose WAL position reached it sees this batch.
+            // The same round trip wakes the tails of every replica.
+            Watermarks::Shared(
+                sqlx::query_scalar("SELECT pg_current_wal_lsn()::text FROM pg_notify($1, '')")
+                    .bind(COMMIT_CHANNEL)
+                    .fetch_one(&self.pool)
+                    .await?,
+            )
+        };
         Ok(Appended {
             outcomes,
-            watermark,
+            watermarks,
         })
     }
 
-    async fn watermark_visible(&self, watermark: &str) -> Result<bool, StoreError> {
-        let visible: Option<bool> = sqlx::query_scalar(
-            "SELECT coalesce(pg_last_wal_replay_lsn(), pg_current_wal_lsn()) >= $1::pg_lsn",
-        )
-        .bind(watermark)
-        .fetch_one(&self.read_pool)
-        .await
-        .map_err(|error| match StoreError::from(error) {
-            StoreError::Internal(_) => StoreError::ForeignWatermark(format!(
-                "{watermark:?} is not a watermark of this server"
-            )),
-            other => other,
-        })?;
+    async fn watermark_visible(
+        &self,
+        tenant_id: TenantId,
+        watermark: &str,
+    ) -> Result<bool, StoreError> {
+        let query = if self.is_distributed() {
+            // Delegated to the tenant's worker (or, on a secondary cluster, its replica).
+            sqlx::query_scalar("SELECT eventline_wal_visible($1, $2::pg_lsn)").bind(tenant_id.0)
+        } else {
+            sqlx::query_scalar(
+                "SELECT coalesce(pg_last_wal_replay_lsn(), pg_current_wal_lsn()) >= $1::pg_lsn",
+            )
+        };
+        let visible: Option<bool> = query
+            .bind(watermark)
+            .fetch_one(&self.read_pool)
+            .await
+            .map_err(|error| match StoreError::from(error) {
+                StoreError::Internal(_) => StoreError::ForeignWatermark(format!(
+                    "{watermark:?} is not a watermark of this server"
+                )),
+                other => other,
+            })?;
         Ok(visible.unwrap_or(false))
     }
 
@@ -430,10 +496,12 @@ impl Store for PgStore {
     async fn revoke_api_key(&self, key_id: &str, actor: &Actor) -> Result<ApiKey, StoreError> {
         let mut transaction = self.pool.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2) WHERE key_id = $1
              RETURNING {KEY_COLUMNS}"
         )))
         .bind(key_id)
+        // Bound rather than now(): Citus refuses a volatile function inside coalesce.
+        .bind(Utc::now())
         .fetch_optional(&mut *transaction)
         .await?;
         let key = key_from_row(&row.ok_or_else(|| crate::missing_key(key_id))?)?;
@@ -547,11 +615,18 @@ impl Store for PgStore {
         }
     }
 
-    async fn commit_horizon(&self) -> Result<u64, StoreError> {
-        let horizon: i64 =
+    async fn commit_horizon(&self, tenant_id: TenantId) -> Result<u64, StoreError> {
+        let horizon: i64 = if self.is_distributed() {
+            // Delegated to the worker that stamped the tenant's commit sequences.
+            sqlx::query_scalar("SELECT eventline_commit_horizon($1)")
+                .bind(tenant_id.0)
+                .fetch_one(&self.read_pool)
+                .await?
+        } else {
             sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
                 .fetch_one(&self.read_pool)
-                .await?;
+                .await?
+        };
         Ok(horizon.max(0) as u64)
     }
 

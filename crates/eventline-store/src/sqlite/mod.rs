@@ -214,7 +214,7 @@ impl Store for SqliteStore {
                 sqlx::query("COMMIT").execute(&mut *connection).await?;
                 Ok(Appended {
                     outcomes,
-                    watermark: last_rowid.to_string(),
+                    watermarks: crate::Watermarks::Shared(last_rowid.to_string()),
                 })
             }
             Err(error) => {
@@ -420,7 +420,11 @@ impl Store for SqliteStore {
         row.as_ref().map(event_from_row).transpose()
     }
 
-    async fn watermark_visible(&self, watermark: &str) -> Result<bool, StoreError> {
+    async fn watermark_visible(
+        &self,
+        _tenant_id: TenantId,
+        watermark: &str,
+    ) -> Result<bool, StoreError> {
         let rowid: i64 = watermark.parse().map_err(|_| {
             StoreError::ForeignWatermark(format!("{watermark:?} is not a watermark of this server"))
         })?;
@@ -477,7 +481,7 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn commit_horizon(&self) -> Result<u64, StoreError> {
+    async fn commit_horizon(&self, _tenant_id: TenantId) -> Result<u64, StoreError> {
         let horizon: i64 = sqlx::query_scalar("SELECT coalesce(max(rowid), 0) + 1 FROM events")
             .fetch_one(&self.pool)
             .await?;
