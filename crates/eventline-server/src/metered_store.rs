@@ -12,7 +12,7 @@ use eventline_core::{
         RetentionQuery, UserCounts,
     },
 };
-use eventline_store::{Appended, PoolStatus, Store, StoreError};
+use eventline_store::{Appended, PoolStatus, ReplicaLag, Store, StoreError};
 
 /// A store that times every operation of the store it wraps.
 #[derive(Debug)]
@@ -149,5 +149,9 @@ impl Store for MeteredStore {
 
     fn pool_status(&self) -> PoolStatus {
         self.inner.pool_status()
+    }
+
+    async fn replica_lag(&self) -> Result<Option<ReplicaLag>, StoreError> {
+        timed("replica_lag", self.inner.replica_lag()).await
     }
 }

@@ -8,7 +8,7 @@ use std::{
     pin::Pin,
     sync::{Mutex, OnceLock},
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use std::sync::Arc;
@@ -84,7 +84,9 @@ pub(crate) fn router(
                 metrics::gauge!("eventline_writer_queue_events").set(writer.queued_events() as f64);
                 metrics::gauge!("eventline_tail_subscribers").set(bus.subscribers() as f64);
                 metrics::gauge!("eventline_request_memory_bytes").set(budget.in_use() as f64);
-                async {
+                let store = store.clone();
+                async move {
+                    record_replica_lag(&*store).await;
                     (
                         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                         handle().render(),
@@ -92,6 +94,21 @@ pub(crate) fn router(
                 }
             }),
         )
+}
+
+/// Sets the replica lag gauges when reads go to a replica. Bounded, so a replica that
+/// does not answer delays a scrape by at most a second; it then keeps its last value and
+/// the error is logged.
+async fn record_replica_lag(store: &dyn Store) {
+    match tokio::time::timeout(Duration::from_secs(1), store.replica_lag()).await {
+        Ok(Ok(Some(lag))) => {
+            metrics::gauge!("eventline_replica_lag_bytes").set(lag.bytes as f64);
+            metrics::gauge!("eventline_replica_lag_seconds").set(lag.seconds);
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(error)) => tracing::warn!(error = %error, "cannot read the replica lag"),
+        Err(_) => tracing::warn!("the replica lag did not answer within 1 s"),
+    }
 }
 
 /// Counts committed events by type, folding types past the cap into `other`.

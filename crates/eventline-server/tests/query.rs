@@ -15,6 +15,7 @@ use eventline_core::time;
 use eventline_proto::v1::{self, Scope};
 use tokio_stream::StreamExt;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 const TYPES: [&str; 5] = ["view", "click", "signup", "buy", "share"];
 
@@ -659,6 +660,116 @@ async fn queries_read_from_the_configured_read_database() {
     );
     assert!(!watermark.is_empty());
     server.stop().await;
+}
+
+/// The replica's gauges as the metrics port shows them.
+async fn replica_lag_bytes(server: &TestServer) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", server.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("eventline_replica_lag_seconds "), "{text}");
+    text.lines()
+        .find_map(|line| line.strip_prefix("eventline_replica_lag_bytes "))
+        .unwrap_or_else(|| panic!("no eventline_replica_lag_bytes in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn read_your_writes_against_a_streaming_replica_and_unavailable_while_it_lags() {
+    // A real hot standby: pg_basebackup from a throwaway primary, streaming from it.
+    let primary = eventline_store::testing::OwnCluster::start(61_530);
+    let replica = primary.start_replica(61_531);
+    let admin = sqlx::PgPool::connect(&primary.url()).await.unwrap();
+    sqlx::query("CREATE DATABASE eventline")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let replica_url = replica.database_url("eventline");
+    let server = TestServer::postgres_at(primary.database_url("eventline"), |config| {
+        config.database.read_url = Some(replica_url.clone());
+    })
+    .await;
+    let replica_admin = sqlx::PgPool::connect(&replica.url()).await.unwrap();
+    let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&replica_admin)
+        .await
+        .unwrap();
+    assert!(in_recovery, "the read database is a standby");
+
+    let now = Utc::now();
+    let events = sample(now);
+    let watermark = ingest(&server, &server.api_key, events[..200].to_vec()).await;
+    let mut query = server.query(&server.api_key).await;
+    let read = |watermark: String| v1::ListEventsRequest {
+        min_watermark: watermark,
+        page_size: 1000,
+        ..Default::default()
+    };
+    let listed = query
+        .list_events(read(watermark))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.events.len(),
+        200,
+        "min_watermark reads its own writes"
+    );
+
+    // Replay paused: the replica falls behind the writes of the next watermark.
+    sqlx::query("SELECT pg_wal_replay_pause()")
+        .execute(&replica_admin)
+        .await
+        .unwrap();
+    let lagging = ingest(&server, &server.api_key, events[200..300].to_vec()).await;
+    let status = query
+        .list_events(read(lagging.clone()))
+        .await
+        .expect_err("a replica behind min_watermark cannot answer");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("min_watermark"), "{status:?}");
+    let delay = status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("UNAVAILABLE carries RetryInfo");
+    assert!(delay > std::time::Duration::ZERO, "{delay:?}");
+    assert!(
+        replica_lag_bytes(&server).await > 0.0,
+        "the lag shows while replay is paused"
+    );
+    let without = query
+        .list_events(read(String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        without.events.len(),
+        200,
+        "the replica still has the old state"
+    );
+
+    sqlx::query("SELECT pg_wal_replay_resume()")
+        .execute(&replica_admin)
+        .await
+        .unwrap();
+    let listed = query.list_events(read(lagging)).await.unwrap().into_inner();
+    assert_eq!(listed.events.len(), 300, "caught up, it answers");
+    let mut caught_up = false;
+    for _ in 0..100 {
+        if replica_lag_bytes(&server).await == 0.0 {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(caught_up, "the lag returns to zero once replay catches up");
+    server.stop().await;
+    replica_admin.close().await;
+    admin.close().await;
 }
 
 #[tokio::test]

@@ -125,6 +125,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Connections of the write pool: open, and idle among them.
     fn pool_status(&self) -> PoolStatus;
+
+    /// How far the read replica (`database.read_url`) is behind the primary; `None` when
+    /// reads go to the primary itself.
+    async fn replica_lag(&self) -> Result<Option<ReplicaLag>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// A read replica's distance behind its primary.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ReplicaLag {
+    /// WAL the primary has written that the replica has not replayed.
+    pub bytes: u64,
+    /// Age of the newest transaction the replica replayed while it has WAL left to
+    /// replay; zero once it has replayed everything the primary wrote.
+    pub seconds: f64,
 }
 
 /// Connection counts of a pool.

@@ -187,6 +187,16 @@ async fn add_citus_nodes(database: &str, coordinator_url: &str) {
         .execute(&mut coordinator)
         .await
         .expect("set the Citus coordinator host");
+    // The router-query check: Citus fails any statement planned over more than one
+    // shard, so every test on this cluster proves the store's statements are router
+    // queries. The store opts its named cross-tenant admin listings out (README
+    // "Scale out").
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {database} SET citus.multi_task_query_log_level = 'error'"
+    )))
+    .execute(&mut coordinator)
+    .await
+    .expect("make multi-shard statements fail");
     for port in &CITUS_PORTS[1..] {
         sqlx::query("SELECT citus_add_node('127.0.0.1', $1)")
             .bind(i32::from(*port))
@@ -297,7 +307,50 @@ impl OwnCluster {
 
     /// The URL of the cluster's `postgres` database.
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        self.database_url("postgres")
+    }
+
+    /// The URL of `database` on this cluster.
+    pub fn database_url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// A streaming replica of this cluster on `port`, as an operator makes one:
+    /// `pg_basebackup -R` (a base backup with `standby.signal` and the primary's
+    /// conninfo), then started as a hot standby; stopped and deleted when dropped.
+    pub fn start_replica(&self, port: u16) -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("eventline-own-replica-")
+            .tempdir()
+            .expect("create replica dir");
+        let replica = Self {
+            root,
+            bin_dir: self.bin_dir.clone(),
+            port,
+        };
+        let data_dir = replica.data_dir();
+        let primary_port = self.port.to_string();
+        run_as_postgres(
+            replica.root.path(),
+            &self.bin_dir.join("pg_basebackup"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary_port,
+                "-U",
+                "postgres",
+                "-D",
+                path_str(&data_dir),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        );
+        replica.pg_ctl(&["start"]);
+        replica
     }
 
     /// Crashes the cluster (no checkpoint, as a power cut would) and starts it again.

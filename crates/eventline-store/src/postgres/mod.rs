@@ -73,6 +73,8 @@ pub struct PgStore {
     /// Whether the database has Citus (README "Scale out"): then commit sequences,
     /// horizons and watermarks come from each tenant's worker, not the coordinator.
     citus: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Whether `read_pool` is a replica's rather than the primary's own.
+    replica: bool,
 }
 
 /// The rollup slots of this process's write transactions in flight: each takes one no
@@ -132,6 +134,7 @@ impl PgStore {
             pool,
             slots: std::sync::Arc::default(),
             citus: std::sync::Arc::new(citus.into()),
+            replica: false,
         })
     }
 
@@ -147,6 +150,7 @@ impl PgStore {
         max_connections: u32,
     ) -> Result<Self, StoreError> {
         self.read_pool = pool_options(max_connections).connect(read_url).await?;
+        self.replica = true;
         Ok(self)
     }
 
@@ -535,7 +539,12 @@ impl Store for PgStore {
         }
         sql.push(" ORDER BY occurred_at DESC, audit_id DESC LIMIT ")
             .push_bind(query.limit as i64);
-        let rows = sql.build().fetch_all(&self.pool).await?;
+        let mut transaction = self.pool.begin().await?;
+        if query.tenant_id.is_none() && self.is_distributed() {
+            allow_cross_tenant(&mut transaction).await?;
+        }
+        let rows = sql.build().fetch_all(&mut *transaction).await?;
+        transaction.commit().await?;
         rows.iter()
             .map(|row| {
                 crate::audit_from_parts(crate::AuditParts {
@@ -615,6 +624,31 @@ impl Store for PgStore {
         }
     }
 
+    async fn replica_lag(&self) -> Result<Option<crate::ReplicaLag>, StoreError> {
+        if !self.replica {
+            return Ok(None);
+        }
+        // The primary's position first: the replica can only be closer by the time it is
+        // asked, so the lag is never overstated.
+        let primary: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+            .fetch_one(&self.pool)
+            .await?;
+        let (bytes, seconds): (f64, f64) = sqlx::query_as(
+            "SELECT coalesce(pg_wal_lsn_diff($1::pg_lsn, pg_last_wal_replay_lsn()), 0)::float8,
+                    CASE WHEN pg_last_wal_replay_lsn() IS NULL
+                              OR pg_last_wal_replay_lsn() >= $1::pg_lsn THEN 0
+                         ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
+                    END::float8",
+        )
+        .bind(primary)
+        .fetch_one(&self.read_pool)
+        .await?;
+        Ok(Some(crate::ReplicaLag {
+            bytes: bytes.max(0.0) as u64,
+            seconds: seconds.max(0.0),
+        }))
+    }
+
     async fn commit_horizon(&self, tenant_id: TenantId) -> Result<u64, StoreError> {
         let horizon: i64 = if self.is_distributed() {
             // Delegated to the worker that stamped the tenant's commit sequences.
@@ -636,6 +670,20 @@ impl Store for PgStore {
     ) -> Result<Vec<(u64, Event)>, StoreError> {
         read::list_committed(&self.read_pool, query).await
     }
+}
+
+/// Lets the rest of `transaction` run statements over every shard. On Citus every
+/// statement of eventline is a router query (one tenant, one shard, one worker), and an
+/// operator may enforce that with `citus.multi_task_query_log_level = 'error'`; the only
+/// statement that may fan out is the operator's audit listing across tenants
+/// (`AdminService.ListAuditEvents` without a tenant). README "Scale out" names it.
+async fn allow_cross_tenant(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+) -> Result<(), StoreError> {
+    sqlx::query("SET LOCAL citus.multi_task_query_log_level = 'off'")
+        .execute(&mut **transaction)
+        .await?;
+    Ok(())
 }
 
 async fn insert_key<'e>(
