@@ -41,25 +41,45 @@ pub async fn fresh_sqlite_store() -> (SqliteStore, tempfile::TempDir) {
 /// Citus test cluster the database exists on every node, with the extension and the
 /// workers registered, as `README "Scale out"` asks of an operator.
 pub async fn fresh_postgres_database() -> String {
-    use sqlx::Connection;
-    let admin_url = postgres_admin_url();
-    let name = format!("eventline_test_{}", uuid::Uuid::new_v4().simple());
-    let mut connection = sqlx::PgConnection::connect(admin_url)
-        .await
-        .unwrap_or_else(|error| {
-            panic!("cannot connect to test PostgreSQL at {admin_url}: {error}")
-        });
-    // The name is generated here from a UUID, never from input.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut connection)
-        .await
-        .expect("create test database");
-    let _ = connection.close().await;
-    let url = with_database(admin_url, &name);
+    let (name, url) = fresh_database_on_every_node().await;
     if citus_requested() {
-        add_citus_nodes(&name, &url).await;
+        enable_citus(&name).await;
     }
     url
+}
+
+/// Creates an empty database, on every node of the Citus test cluster when that runs,
+/// and returns its name and URL (the coordinator's).
+pub async fn fresh_database_on_every_node() -> (String, String) {
+    let name = format!("eventline_test_{}", uuid::Uuid::new_v4().simple());
+    let admin_url = postgres_admin_url();
+    let mut servers = vec![admin_url.to_owned()];
+    if citus_requested() {
+        servers.extend(CITUS_PORTS[1..].iter().map(|port| citus_node_url(*port, "postgres")));
+    }
+    for server in servers {
+        // The name is generated here from a UUID, never from input.
+        execute_on(&server, &format!("CREATE DATABASE {name}")).await;
+    }
+    let url = with_database(admin_url, &name);
+    (name, url)
+}
+
+fn citus_node_url(port: u16, database: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/{database}")
+}
+
+/// Runs one statement on its own connection to `url`, panicking with the reason.
+async fn execute_on(url: &str, sql: &str) {
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect to test PostgreSQL at {url}: {error}"));
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut connection)
+        .await
+        .unwrap_or_else(|error| panic!("{sql} on {url}: {error}"));
+    let _ = connection.close().await;
 }
 
 /// The URL of a PostgreSQL server tests may create databases on: the Citus test
@@ -153,58 +173,42 @@ fn start_citus_cluster() -> String {
     format!("postgres://postgres@127.0.0.1:{}/postgres", CITUS_PORTS[0])
 }
 
-/// Creates `database` on the workers and the citus extension in it on every node, and
-/// registers the workers with the coordinator (node metadata is per database).
-async fn add_citus_nodes(database: &str, coordinator_url: &str) {
-    use sqlx::Connection;
-    for port in &CITUS_PORTS[1..] {
-        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-        let mut node = sqlx::PgConnection::connect(&url)
-            .await
-            .unwrap_or_else(|error| panic!("cannot connect to Citus worker {url}: {error}"));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-            .execute(&mut node)
-            .await
-            .expect("create the test database on a worker");
-        let _ = node.close().await;
-    }
+/// Turns `database` (on every node) into a Citus database as README "Scale out" tells an
+/// operator: the extension on every node, the coordinator's host and the workers
+/// registered (node metadata is per database).
+pub async fn enable_citus(database: &str) {
     for port in CITUS_PORTS {
-        let url = format!("postgres://postgres@127.0.0.1:{port}/{database}");
-        let mut node = sqlx::PgConnection::connect(&url)
-            .await
-            .unwrap_or_else(|error| panic!("cannot connect to Citus node {url}: {error}"));
-        sqlx::query("CREATE EXTENSION IF NOT EXISTS citus")
-            .execute(&mut node)
-            .await
-            .unwrap_or_else(|error| panic!("CREATE EXTENSION citus on {url}: {error}"));
-        let _ = node.close().await;
+        execute_on(
+            &citus_node_url(port, database),
+            "CREATE EXTENSION IF NOT EXISTS citus",
+        )
+        .await;
     }
-    let mut coordinator = sqlx::PgConnection::connect(coordinator_url)
-        .await
-        .expect("connect to the Citus coordinator");
-    sqlx::query("SELECT citus_set_coordinator_host('127.0.0.1', $1)")
-        .bind(i32::from(CITUS_PORTS[0]))
-        .execute(&mut coordinator)
-        .await
-        .expect("set the Citus coordinator host");
+    let coordinator = citus_node_url(CITUS_PORTS[0], database);
+    execute_on(
+        &coordinator,
+        &format!(
+            "SELECT citus_set_coordinator_host('127.0.0.1', {})",
+            CITUS_PORTS[0]
+        ),
+    )
+    .await;
     // The router-query check: Citus fails any statement planned over more than one
     // shard, so every test on this cluster proves the store's statements are router
-    // queries. The store opts its named cross-tenant admin listings out (README
+    // queries. The store opts its one named cross-tenant listing out (README
     // "Scale out").
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "ALTER DATABASE {database} SET citus.multi_task_query_log_level = 'error'"
-    )))
-    .execute(&mut coordinator)
-    .await
-    .expect("make multi-shard statements fail");
+    execute_on(
+        &coordinator,
+        &format!("ALTER DATABASE {database} SET citus.multi_task_query_log_level = 'error'"),
+    )
+    .await;
     for port in &CITUS_PORTS[1..] {
-        sqlx::query("SELECT citus_add_node('127.0.0.1', $1)")
-            .bind(i32::from(*port))
-            .execute(&mut coordinator)
-            .await
-            .expect("add a Citus worker");
+        execute_on(
+            &coordinator,
+            &format!("SELECT citus_add_node('127.0.0.1', {port})"),
+        )
+        .await;
     }
-    let _ = coordinator.close().await;
 }
 
 fn with_database(url: &str, database: &str) -> String {
