@@ -55,7 +55,11 @@ pub async fn fresh_database_on_every_node() -> (String, String) {
     let admin_url = postgres_admin_url();
     let mut servers = vec![admin_url.to_owned()];
     if citus_requested() {
-        servers.extend(CITUS_PORTS[1..].iter().map(|port| citus_node_url(*port, "postgres")));
+        servers.extend(
+            CITUS_PORTS[1..]
+                .iter()
+                .map(|port| citus_node_url(*port, "postgres")),
+        );
     }
     for server in servers {
         // The name is generated here from a UUID, never from input.

@@ -81,11 +81,7 @@ async fn citus_migrate_distributes_by_tenant_colocated_and_twice_changes_nothing
             ("tenants", "reference"),
         ]
     );
-    let events_group = tables
-        .iter()
-        .find(|(name, ..)| name == "events")
-        .unwrap()
-        .2;
+    let events_group = tables.iter().find(|(name, ..)| name == "events").unwrap().2;
     for (name, kind, group) in &tables {
         if kind == "distributed" {
             assert_eq!(*group, events_group, "{name} is colocated with events");
@@ -108,7 +104,10 @@ async fn citus_migrate_distributes_by_tenant_colocated_and_twice_changes_nothing
     .fetch_one(store.pool())
     .await
     .unwrap();
-    assert_eq!(delegated, 3, "horizon, WAL position and visibility run on the worker");
+    assert_eq!(
+        delegated, 3,
+        "horizon, WAL position and visibility run on the worker"
+    );
 
     store.migrate().await.expect("a second migrate");
     assert_eq!(table_types(store.pool()).await, tables);
@@ -138,7 +137,11 @@ async fn citus_statements_over_several_shards_fail_but_the_named_cross_tenant_li
         .await
         .unwrap();
     for tenant in &tenants {
-        assert!(audit.iter().any(|event| event.tenant_id == tenant.tenant_id));
+        assert!(
+            audit
+                .iter()
+                .any(|event| event.tenant_id == tenant.tenant_id)
+        );
     }
 }
 
@@ -178,7 +181,10 @@ async fn citus_converts_a_database_first_migrated_on_one_postgresql() {
     testing::enable_citus(&name).await;
     let store = store_on(&url).await;
     assert!(store.is_distributed());
-    let window = (noon() - chrono::Duration::hours(1), noon() + chrono::Duration::hours(1));
+    let window = (
+        noon() - chrono::Duration::hours(1),
+        noon() + chrono::Duration::hours(1),
+    );
     for tenant_id in &tenants {
         let stored = testing::stored_events(&store, *tenant_id, window.0, window.1).await;
         assert_eq!(stored, 50);
@@ -205,7 +211,10 @@ async fn citus_converts_a_database_first_migrated_on_one_postgresql() {
         .await
         .unwrap();
     let live = committed_until(&store, tenant_id, (horizon, String::new()), 1).await;
-    let ids: Vec<&str> = live.iter().map(|(_, event)| event.event_id.as_str()).collect();
+    let ids: Vec<&str> = live
+        .iter()
+        .map(|(_, event)| event.event_id.as_str())
+        .collect();
     assert_eq!(ids, ["after"]);
 }
 
@@ -263,7 +272,11 @@ async fn citus_a_tail_waits_for_a_transaction_still_prepared_on_the_tenants_work
     citus_cluster();
     let url = testing::fresh_postgres_database().await;
     let store = store_on(&url).await;
-    let tenant_id = store.create_tenant("a", &Actor::Cli).await.unwrap().tenant_id;
+    let tenant_id = store
+        .create_tenant("a", &Actor::Cli)
+        .await
+        .unwrap()
+        .tenant_id;
     let start = store.commit_horizon(tenant_id).await.unwrap();
     store
         .append(&[event(tenant_id, "first", noon())])
@@ -299,10 +312,12 @@ async fn citus_a_tail_waits_for_a_transaction_still_prepared_on_the_tenants_work
     .await
     .unwrap();
     let prepared = format!("eventline_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE TRANSACTION '{prepared}'")))
-        .execute(&mut worker)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PREPARE TRANSACTION '{prepared}'"
+    )))
+    .execute(&mut worker)
+    .await
+    .unwrap();
 
     // A later commit of the same tenant: visible, but not yet deliverable.
     store
@@ -321,16 +336,30 @@ async fn citus_a_tail_waits_for_a_transaction_still_prepared_on_the_tenants_work
         })
         .await
         .unwrap();
-    let ids: Vec<&str> = below.iter().map(|(_, event)| event.event_id.as_str()).collect();
-    assert_eq!(ids, ["first"], "the horizon stops below the prepared transaction");
+    let ids: Vec<&str> = below
+        .iter()
+        .map(|(_, event)| event.event_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["first"],
+        "the horizon stops below the prepared transaction"
+    );
 
     sqlx::query(sqlx::AssertSqlSafe(format!("COMMIT PREPARED '{prepared}'")))
         .execute(&mut worker)
         .await
         .unwrap();
     let all = committed_until(&store, tenant_id, (start, String::new()), 3).await;
-    let ids: Vec<&str> = all.iter().map(|(_, event)| event.event_id.as_str()).collect();
-    assert_eq!(ids, ["first", "prepared", "later"], "commit order, nothing skipped");
+    let ids: Vec<&str> = all
+        .iter()
+        .map(|(_, event)| event.event_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["first", "prepared", "later"],
+        "commit order, nothing skipped"
+    );
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use sqlx::Connection;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 
-use super::{generator::EventGenerator, pgstat, raw, server};
+use super::{citus, generator::EventGenerator, pgstat, raw, server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -72,6 +72,11 @@ pub(crate) struct IngestArgs {
     /// Concurrent connections.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Spread the load over this many tenants, each with its own key: connection i
+    /// sends as tenant i mod N, and there are at least N connections. On Citus the
+    /// report shows how the rows landed on the workers (README "Scale out").
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    tenants: u16,
     /// Batches in flight per bidi stream.
     #[arg(long, default_value_t = 4)]
     pipeline: usize,
@@ -110,6 +115,7 @@ pub(crate) struct IngestReport {
     events: usize,
     batch_size: usize,
     concurrency: usize,
+    tenants: u16,
     offered_rate: Option<f64>,
     /// The bench key's rate limit, when it had one.
     key_events_per_second: Option<u32>,
@@ -139,6 +145,8 @@ pub(crate) struct IngestReport {
     raw_after: Option<raw::RawRates>,
     raw: Option<raw::RawRates>,
     ratio_to_best_raw: Option<f64>,
+    /// On Citus: each node's CPU and the rows and tenants on each worker.
+    citus_nodes: Option<Vec<citus::NodeShare>>,
 }
 
 /// Shared state of the workers.
@@ -218,10 +226,18 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
     let raw_before = measure_raw(raw_baseline.as_ref()).await?;
 
     let postgres = PostgresProbe::start(&args, &target).await?;
+    let citus = match &target.database_url {
+        Some(url) => citus::CitusProbe::start(url).await?,
+        None => None,
+    };
     let run = Arc::new(Run::new(batches, args.events as u64)?);
     let ingested = ingest(&args, &target, &run).await?;
     let probed = match postgres {
         Some(probe) => Some(probe.finish(&args.postgres.database_url).await?),
+        None => None,
+    };
+    let citus_nodes = match citus {
+        Some(probe) => Some(probe.finish(args.events).await?),
         None => None,
     };
     let figures = ServerFigures::read(target.server.as_ref(), &ingested).await;
@@ -240,13 +256,15 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
             let _ = std::fs::remove_dir_all(sqlite_dir(&suffix)?);
         }
     }
-    Ok(IngestReport::new(
+    let mut report = IngestReport::new(
         &args,
         acknowledged,
         figures,
         probed,
         (raw_before, raw_after),
-    ))
+    );
+    report.citus_nodes = citus_nodes;
+    Ok(report)
 }
 
 /// What the bench watches of PostgreSQL while the server it started ingests.
@@ -304,32 +322,47 @@ fn check_batch_size(batch_size: usize) -> anyhow::Result<()> {
 struct Target {
     /// The server this run started, stopped when dropped.
     server: Option<server::ServerProcess>,
-    /// The PostgreSQL database of the server this run started.
+    /// The PostgreSQL database of the server this run started, and its URL.
     database: Option<String>,
+    database_url: Option<String>,
     grpc: String,
     http: String,
-    api_key: String,
+    /// One key per tenant (--tenants).
+    api_keys: Vec<String>,
 }
 
 impl Target {
     /// Starts a server unless --target names one, and picks the addresses and key to use.
     async fn prepare(args: &IngestArgs, suffix: &str) -> anyhow::Result<Self> {
         if let Some(target) = &args.target {
+            if args.tenants > 1 {
+                bail!("--tenants needs a server the bench starts, not --target");
+            }
             return Ok(Self {
                 server: None,
                 database: None,
+                database_url: None,
                 grpc: target.clone(),
                 http: args.target_http.clone().unwrap_or_default(),
-                api_key: args.api_key.clone().context("--target needs --api-key")?,
+                api_keys: vec![args.api_key.clone().context("--target needs --api-key")?],
             });
         }
         let (process, database) = start_server(args, suffix).await?;
+        let mut api_keys = vec![server::BENCH_API_KEY.to_owned()];
+        for tenant in 2..=args.tenants {
+            api_keys.push(
+                process
+                    .create_tenant_key(&format!("bench-{tenant}"))
+                    .await?,
+            );
+        }
         Ok(Self {
             grpc: process.grpc.clone(),
             http: process.http.clone(),
-            api_key: server::BENCH_API_KEY.to_owned(),
+            api_keys,
             server: Some(process),
-            database,
+            database_url: database.as_ref().map(|(_, url)| url.clone()),
+            database: database.map(|(name, _)| name),
         })
     }
 }
@@ -342,11 +375,11 @@ fn sqlite_dir(suffix: &str) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Starts `serve` on a fresh store, giving the bench key --key-events-per-second when
-/// set; returns it and its PostgreSQL database, if on PostgreSQL.
+/// set; returns it and its PostgreSQL database (name and URL), if on PostgreSQL.
 async fn start_server(
     args: &IngestArgs,
     suffix: &str,
-) -> anyhow::Result<(server::ServerProcess, Option<String>)> {
+) -> anyhow::Result<(server::ServerProcess, Option<(String, String)>)> {
     let settings: Vec<(&str, String)> = args
         .key_events_per_second
         .map(|rate| {
@@ -371,7 +404,7 @@ async fn start_server(
             .execute(&mut admin)
             .await?;
             let process = server::ServerProcess::start_with(&url, &settings).await?;
-            Ok((process, Some(database)))
+            Ok((process, Some((database, url))))
         }
         StoreKind::Sqlite => {
             let path = sqlite_dir(suffix)?.join("served.sqlite3");
@@ -525,15 +558,16 @@ fn spawn_workers(
     run: &Arc<Run>,
 ) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let mut workers = Vec::new();
-    for worker in 0..args.concurrency.max(1) {
+    let connections = connections(args);
+    for worker in 0..connections {
         let run = Arc::clone(run);
         let (grpc, http, key) = (
             target.grpc.clone(),
             target.http.clone(),
-            target.api_key.clone(),
+            target.api_keys[worker % target.api_keys.len()].clone(),
         );
         let pacing = args.rate.map(|rate| {
-            Duration::from_secs_f64(args.batch_size as f64 * args.concurrency as f64 / rate)
+            Duration::from_secs_f64(args.batch_size as f64 * connections as f64 / rate)
         });
         let (transport, pipeline) = (args.transport, args.pipeline.max(1));
         workers.push(tokio::spawn(async move {
@@ -548,6 +582,11 @@ fn spawn_workers(
         }));
     }
     workers
+}
+
+/// Connections the run opens: --concurrency, and at least one per tenant.
+fn connections(args: &IngestArgs) -> usize {
+    args.concurrency.max(usize::from(args.tenants)).max(1)
 }
 
 /// What the server's process and metrics showed of the run; all `None` against --target.
@@ -669,7 +708,8 @@ impl IngestReport {
             postgres_settings,
             events: args.events,
             batch_size: args.batch_size,
-            concurrency: args.concurrency,
+            concurrency: connections(args),
+            tenants: args.tenants,
             offered_rate: args.rate,
             key_events_per_second: args.key_events_per_second,
             acked_events_per_second: acked_rate,
@@ -693,6 +733,7 @@ impl IngestReport {
             raw_after,
             raw,
             ratio_to_best_raw: ratio,
+            citus_nodes: None,
         }
     }
 }
@@ -745,6 +786,25 @@ impl IngestReport {
         self.print_service_rows();
         self.print_writer_rows();
         self.print_raw_rows();
+        self.print_citus_rows();
+    }
+
+    /// Prints each Citus node's CPU per event and the rows and tenants on each worker.
+    fn print_citus_rows(&self) {
+        let Some(nodes) = &self.citus_nodes else {
+            return;
+        };
+        for node in nodes {
+            println!(
+                "| Citus {} {}: CPU (s) / per event (µs); rows (tenants) | {} / {}; {} ({}) |",
+                node.role,
+                node.node,
+                optional(node.cpu_seconds, 1),
+                optional(node.cpu_microseconds_per_event, 1),
+                node.rows,
+                node.tenants
+            );
+        }
     }
 
     /// Prints the table's heading: transport and load, with the offered rate and key limit.
@@ -757,8 +817,18 @@ impl IngestReport {
             .key_events_per_second
             .map(|rate| format!(", key limited to {rate}/s"))
             .unwrap_or_default();
+        let tenants = if self.tenants > 1 {
+            format!(", {} tenants", self.tenants)
+        } else {
+            String::new()
+        };
+        let engine = if self.citus_nodes.is_some() {
+            " (Citus)"
+        } else {
+            ""
+        };
         println!(
-            "| ingest ({:?} on {:?}, {} events, batches of {}, {} connections{offered}{limited}) | value |",
+            "| ingest ({:?} on {:?}{engine}, {} events, batches of {}, {} connections{tenants}{offered}{limited}) | value |",
             self.transport, self.store, self.events, self.batch_size, self.concurrency,
         );
         println!("| --- | ---: |");
@@ -809,7 +879,7 @@ impl IngestReport {
             println!(
                 "| PostgreSQL sessions, sampled every 50 ms ({} samples): waiting on another's lock | {:.1} % |",
                 waits.samples,
-                (waits.lock_share() * 100.0).max(0.0)
+                (waits.lock_share() * 100.0).max(0.0) + 0.0
             );
             println!("| … by wait event | {} |", waits.line());
         }

@@ -13,12 +13,24 @@ use sqlx::{Connection, PgConnection};
 /// The bootstrap key of servers the bench starts.
 pub(crate) const BENCH_API_KEY: &str = "elk_bench_bootstrap_key_0123456789abcdef";
 
-/// A fresh database `eventline_bench_<suffix>` next to `admin_url`; returns its URL.
+/// The admin token of servers the bench starts, for the tenants of `--tenants`.
+const BENCH_ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
+
+/// A fresh database `eventline_bench_<suffix>` next to `admin_url`; returns its URL. When
+/// `admin_url`'s database has Citus with workers registered (README "Scale out"), the
+/// database is made on every node with the extension and the workers, so the server's
+/// migration distributes it.
 pub(crate) async fn fresh_database(admin_url: &str, suffix: &str) -> anyhow::Result<String> {
     let name = format!("eventline_bench_{suffix}");
     let mut admin = PgConnection::connect(admin_url)
         .await
         .context("connect to --database-url")?;
+    let nodes = citus_nodes(&mut admin).await?;
+    if nodes.is_some() {
+        sqlx::query("SET citus.enable_create_database_propagation = on")
+            .execute(&mut admin)
+            .await?;
+    }
     // The name is built here from a fixed prefix and a suffix the bench chooses.
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
@@ -34,12 +46,94 @@ pub(crate) async fn fresh_database(admin_url: &str, suffix: &str) -> anyhow::Res
         None => (admin_url, String::new()),
     };
     let base = base.rsplit_once('/').map(|(base, _)| base).unwrap_or(base);
-    Ok(format!("{base}/{name}{parameters}"))
+    let url = format!("{base}/{name}{parameters}");
+    if let Some(nodes) = nodes {
+        join_citus_nodes(admin_url, &name, &nodes).await?;
+    }
+    Ok(url)
 }
 
-/// Drops the database `eventline_bench_<suffix>`.
+/// A node of a Citus cluster, as the coordinator's `pg_dist_node` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CitusNode {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) coordinator: bool,
+}
+
+impl std::fmt::Display for CitusNode {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}:{}", self.host, self.port)
+    }
+}
+
+/// The nodes of the Citus cluster `connection`'s database belongs to, coordinator first;
+/// `None` when the database has no Citus or no workers.
+pub(crate) async fn citus_nodes(
+    connection: &mut PgConnection,
+) -> anyhow::Result<Option<Vec<CitusNode>>> {
+    let citus: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
+            .fetch_one(&mut *connection)
+            .await?;
+    if !citus {
+        return Ok(None);
+    }
+    let rows: Vec<(String, i32, i32)> = sqlx::query_as(
+        "SELECT nodename, nodeport, groupid FROM pg_dist_node
+         WHERE noderole = 'primary' ORDER BY groupid",
+    )
+    .fetch_all(&mut *connection)
+    .await?;
+    let nodes: Vec<CitusNode> = rows
+        .into_iter()
+        .map(|(host, port, group)| CitusNode {
+            host,
+            port: port as u16,
+            coordinator: group == 0,
+        })
+        .collect();
+    Ok((nodes.first().is_some_and(|node| node.coordinator) && nodes.len() > 1).then_some(nodes))
+}
+
+/// Creates the citus extension in `database` on every node and registers the workers, as
+/// README "Scale out" tells an operator to.
+async fn join_citus_nodes(
+    admin_url: &str,
+    database: &str,
+    nodes: &[CitusNode],
+) -> anyhow::Result<()> {
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(admin_url)?.database(database);
+    for node in nodes {
+        let mut connection =
+            PgConnection::connect_with(&options.clone().host(&node.host).port(node.port))
+                .await
+                .with_context(|| format!("connect to Citus node {node}"))?;
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS citus")
+            .execute(&mut connection)
+            .await?;
+    }
+    let mut coordinator = PgConnection::connect_with(&options).await?;
+    for node in nodes {
+        let register = if node.coordinator {
+            "SELECT citus_set_coordinator_host($1, $2)"
+        } else {
+            "SELECT citus_add_node($1, $2)"
+        };
+        sqlx::query(register)
+            .bind(&node.host)
+            .bind(i32::from(node.port))
+            .execute(&mut coordinator)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Drops the database `eventline_bench_<suffix>` (on every Citus node, when on Citus).
 pub(crate) async fn drop_database(admin_url: &str, suffix: &str) -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(admin_url).await?;
+    propagate_database_commands(&mut admin).await?;
     // The name is built here from a fixed prefix and a suffix the bench chooses.
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS eventline_bench_{suffix} WITH (FORCE)"
@@ -49,9 +143,20 @@ pub(crate) async fn drop_database(admin_url: &str, suffix: &str) -> anyhow::Resu
     Ok(())
 }
 
+/// On a Citus coordinator, makes CREATE and DROP DATABASE reach the workers too.
+async fn propagate_database_commands(admin: &mut PgConnection) -> anyhow::Result<()> {
+    if citus_nodes(admin).await?.is_some() {
+        sqlx::query("SET citus.enable_create_database_propagation = on")
+            .execute(&mut *admin)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Drops the databases `eventline_bench_<suffix>_*` a finished run created.
 pub(crate) async fn drop_databases(admin_url: &str, suffix: &str) -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(admin_url).await?;
+    propagate_database_commands(&mut admin).await?;
     let names: Vec<String> =
         sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
             .bind(format!("eventline\\_bench\\_{suffix}\\_%"))
@@ -111,6 +216,7 @@ impl ServerProcess {
                 format!("127.0.0.1:{metrics_port}"),
             )
             .env("EVENTLINE_BOOTSTRAP_API_KEY", BENCH_API_KEY)
+            .env("EVENTLINE_ADMIN_TOKEN", BENCH_ADMIN_TOKEN)
             .env("EVENTLINE_LOG_LEVEL", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -136,6 +242,39 @@ impl ServerProcess {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!("eventline serve was not ready within 60 s")
+    }
+
+    /// Creates tenant `name` with an ingest key through the REST admin API; returns the
+    /// key's secret.
+    pub(crate) async fn create_tenant_key(&self, name: &str) -> anyhow::Result<String> {
+        let client = reqwest::Client::new();
+        let tenant: serde_json::Value = client
+            .post(format!("{}/v1/tenants", self.http))
+            .bearer_auth(BENCH_ADMIN_TOKEN)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await?
+            .error_for_status()
+            .context("create a bench tenant")?
+            .json()
+            .await?;
+        let tenant_id = tenant["tenant"]["tenant_id"]
+            .as_str()
+            .with_context(|| format!("CreateTenant answered no tenant id: {tenant}"))?;
+        let key: serde_json::Value = client
+            .post(format!("{}/v1/tenants/{tenant_id}/keys", self.http))
+            .bearer_auth(BENCH_ADMIN_TOKEN)
+            .json(&serde_json::json!({ "scopes": ["SCOPE_INGEST"] }))
+            .send()
+            .await?
+            .error_for_status()
+            .context("create a bench tenant's key")?
+            .json()
+            .await?;
+        Ok(key["secret"]
+            .as_str()
+            .context("CreateApiKey answered no secret")?
+            .to_owned())
     }
 
     /// Server-side (seconds, calls) of `rpc` (`QueryService/ListEvents`) so far, from /metrics.
