@@ -60,10 +60,38 @@ async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         .context("cannot open the database")
 }
 
-pub(crate) async fn migrate(config: Config) -> anyhow::Result<()> {
-    let store = open(&config).await?;
+pub(crate) async fn migrate(config: Config, require_citus: bool) -> anyhow::Result<()> {
+    let postgres_url = config
+        .database
+        .url
+        .as_deref()
+        .filter(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"));
+    let Some(url) = postgres_url else {
+        anyhow::ensure!(
+            !require_citus,
+            "--require-citus needs a PostgreSQL database URL (a Citus coordinator's)"
+        );
+        let store = open(&config).await?;
+        store.ready().await.context("migrations did not apply")?;
+        println!("migrations applied");
+        return Ok(());
+    };
+    let store = eventline_store::postgres::PgStore::connect(url, 2)
+        .await
+        .context("cannot open the database")?;
+    store.migrate().await.context("migrations did not apply")?;
     store.ready().await.context("migrations did not apply")?;
-    println!("migrations applied");
+    if store.is_distributed() {
+        println!("migrations applied; tables distributed by tenant_id on Citus");
+    } else {
+        anyhow::ensure!(
+            !require_citus,
+            "--require-citus: the database has no citus extension, so nothing was \
+             distributed; CREATE EXTENSION citus on every node and register the workers \
+             with citus_add_node (README \"Scale out\"), then migrate again"
+        );
+        println!("migrations applied");
+    }
     Ok(())
 }
 

@@ -34,8 +34,16 @@ struct Cli {
 enum Command {
     /// Runs the server (SQLite in ./eventline-data unless a database URL is given).
     Serve(ServeArgs),
-    /// Applies pending database migrations and exits.
-    Migrate(DatabaseArgs),
+    /// Applies pending database migrations and exits; on a database with the citus
+    /// extension, also distributes the tables (README "Scale out").
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Fail unless the tables end up distributed on Citus, instead of running on one
+        /// node when the extension is missing (the chart's database.citus).
+        #[arg(long)]
+        require_citus: bool,
+    },
     /// Manages tenants directly in the database.
     Tenant {
         #[command(subcommand)]
@@ -203,7 +211,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Migrate(database) => admin::migrate(database.load()?).await,
+        Command::Migrate {
+            database,
+            require_citus,
+        } => admin::migrate(database.load()?, require_citus).await,
         Command::Tenant { command, database } => admin::tenant(command, database.load()?).await,
         Command::Key { command, database } => admin::key(command, database.load()?).await,
         Command::Audit { args, database } => admin::audit(args, database.load()?).await,

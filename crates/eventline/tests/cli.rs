@@ -200,3 +200,28 @@ async fn analytics_commands_print_funnels_retention_uniques_and_breakdowns() {
     }
     assert_eq!((users, returned), (10, 3), "{retention}");
 }
+
+#[tokio::test]
+async fn migrate_require_citus_distributes_on_citus_and_fails_loudly_on_one_postgresql() {
+    // The chart's database.citus runs `migrate --require-citus`: on one PostgreSQL that is
+    // an error naming the fix, never a silent single-node install; on the Citus suite's
+    // cluster (scripts/test-citus) it distributes.
+    let database_url = eventline_store::testing::fresh_postgres_database().await;
+    let output = Command::new(env!("CARGO_BIN_EXE_eventline"))
+        .args(["migrate", "--require-citus", "--database-url", &database_url])
+        .env_remove("EVENTLINE_CONFIG")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    if eventline_store::testing::citus_requested() {
+        assert!(output.status.success(), "{stderr}");
+        assert!(stdout.contains("distributed by tenant_id on Citus"), "{stdout}");
+    } else {
+        assert!(!output.status.success(), "{stdout}");
+        assert!(stderr.contains("no citus extension"), "{stderr}");
+        assert!(stderr.contains("Scale out"), "{stderr}");
+    }
+}
