@@ -34,7 +34,7 @@ def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_promtool_check_rules(rules_dir):
     result = promtool("check", "rules", "rules.yaml", cwd=rules_dir)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 10 rules found" in result.stdout
+    assert "SUCCESS: 11 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_pass(rules_dir):
@@ -53,6 +53,7 @@ def test_every_alert_has_a_firing_and_a_silent_case():
         "EventlineWriterQueueNearFull",
         "EventlineNotReady",
         "EventlineRequestMemoryBudgetRefusing",
+        "EventlineReplicaLagging",
         "EventlineDown",
         "EventlineRestarting",
     }

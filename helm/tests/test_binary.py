@@ -3,7 +3,8 @@ the args and environment of the rendered migration Job and Deployment (database 
 a fresh test PostgreSQL, ports on free loopback ports), migrates, starts and reports ready;
 every EVENTLINE_* name the chart sets is a setting the binary accepts; the TLS render, with
 real certificates mounted as the kubelet mounts its Secrets, serves TLS and mTLS, passes its
-probes on the plaintext metrics port and picks up a renewed certificate."""
+probes on the plaintext metrics port and picks up a renewed certificate; the Citus render's
+migration Job refuses a database without the citus extension."""
 
 from __future__ import annotations
 
@@ -107,6 +108,22 @@ def test_every_chart_setting_reaches_a_binary_that_knows_it(eventline_bin, make_
     refused = run_to_completion(eventline_bin, spec)
     assert refused.returncode != 0
     assert "queue_eventz" in refused.stderr, refused.stderr
+
+
+def test_citus_migration_job_command_fails_the_install_on_a_database_without_citus(eventline_bin, make_database, workdir):
+    """database.citus: the rendered Job's `migrate --require-citus`, pointed at a plain
+    PostgreSQL, exits 1 naming the fix instead of installing single-node (on a Citus
+    coordinator it distributes: scripts/test-citus runs that half)."""
+    database_url = make_database()
+    values = {**EXTERNAL_DATABASE, "database": {**EXTERNAL_DATABASE["database"], "citus": True}}
+    objects = render_objects(values) + user_secrets(database_url)
+    _, migrate_container = rendered_containers(objects)
+    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+    spec = run_spec(migrate_container, objects, database_url, str(workdir / "data-citus"), ports)
+    assert spec.args == ["migrate", "--require-citus"]
+    result = run_to_completion(eventline_bin, spec)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no citus extension" in result.stderr and "CREATE EXTENSION citus" in result.stderr, result.stderr
 
 
 def test_sigterm_drains_within_the_grace_period(chart_server, eventline_bin, workdir):

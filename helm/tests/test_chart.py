@@ -68,9 +68,12 @@ TLS_ENV = {
     "EVENTLINE_TLS_KEY_PATH": "/etc/eventline/tls/tls.key",
     "EVENTLINE_TLS_CLIENT_CA_PATH": "/etc/eventline/client-ca/ca.crt",
 }
+# An external Citus coordinator: its URL in the user's Secret, migrate --require-citus.
+CITUS = {**EXTERNAL_DATABASE, "database": {**EXTERNAL_DATABASE["database"], "citus": True}}
 PRODUCTION_EXAMPLE = yaml.safe_load((REPO / "helm" / "examples" / "values-production.yaml").read_text())
 
 SCENARIOS = {
+    "citus-coordinator": CITUS,
     "defaults": {},
     "external-database": EXTERNAL_DATABASE,
     "hpa-pdb-ingress-networkpolicy": EVERYTHING_ON,
@@ -79,6 +82,7 @@ SCENARIOS = {
     "tls-mtls": TLS_ON,
 }
 EXPECTED_KINDS = {
+    "citus-coordinator": ["Deployment", "Job", "Service", "ServiceAccount"],
     "defaults": ["Deployment", "Job", "Secret", "Secret", "Service", "Service", "Service", "ServiceAccount", "StatefulSet"],
     "external-database": ["Deployment", "Job", "Service", "ServiceAccount"],
     "hpa-pdb-ingress-networkpolicy": [
@@ -221,6 +225,7 @@ def test_monitoring_objects_need_the_operator_api_or_assume_crds():
         # A client CA without TLS would be ignored: refused instead.
         ({"tls": {"enabled": False, "clientCaSecret": "eventline-client-ca"}}, "enabled"),
         ({"tls": {"enabled": True, "existingSecret": "eventline-tls", "secretName": "x"}}, "secretName"),
+        ({"postgresql": {"enabled": False}, "database": {"existingSecret": "db", "citus": "yes"}}, "citus"),
     ],
 )
 def test_schema_rejects_wrong_values_naming_them(values, named):
@@ -258,6 +263,17 @@ def test_schema_covers_every_value_in_values_yaml():
 def test_the_template_refuses_two_databases_or_none():
     assert "exclude each other" in helm_error({"database": {"existingSecret": "db"}})
     assert "no database" in helm_error({"postgresql": {"enabled": False}})
+
+
+def test_the_template_refuses_citus_without_an_external_coordinator():
+    # The bundled PostgreSQL has no Citus: refused naming both values, whatever else is set.
+    for values in ({"database": {"citus": True}}, {"database": {"citus": True, "existingSecret": "db"}}):
+        message = helm_error(values)
+        assert "database.citus" in message and "postgresql.enabled=true" in message, message
+        assert "has no Citus" in message and "postgresql.enabled=false" in message, message
+    # Without the bundled one, the coordinator's URL must come from database.existingSecret.
+    message = helm_error({"postgresql": {"enabled": False}, "database": {"citus": True}})
+    assert "no database: set database.existingSecret" in message, message
 
 
 # --- config: one to one with the server's settings ---------------------------------------
@@ -518,6 +534,22 @@ def test_external_database_and_existing_secret_are_referenced_not_generated():
     assert "EVENTLINE_ADMIN_TOKEN" not in chart_env_names(migrate)
 
 
+def test_citus_coordinator_migrates_with_require_citus():
+    objects = render_objects(CITUS)
+    server, migrate = rendered_containers(objects)
+    assert migrate["args"] == ["migrate", "--require-citus"]
+    assert server["args"] == ["serve"]
+    # Before the release's pods exist: the install fails if nothing could be distributed.
+    assert find(objects, "Job")["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in migrate["env"] if "valueFrom" in e}
+    assert refs["EVENTLINE_DATABASE_URL"] == {"name": "eventline-db", "key": "url"}
+    # Off by default, and for any other external PostgreSQL: plain `migrate`.
+    assert chart_values()["database"]["citus"] is False
+    for values in ({}, EXTERNAL_DATABASE):
+        _, migrate = rendered_containers(render_objects(values))
+        assert migrate["args"] == ["migrate"]
+
+
 def test_generated_secrets_are_kept_and_bundled_database_migrates_after_install():
     objects = render_objects()
     for secret in (o for o in objects if o["kind"] == "Secret"):
@@ -573,7 +605,7 @@ def test_the_value_names_users_and_tools_rely_on_exist():
     values = chart_values()
     for path in [
         "image.repository", "image.tag", "replicaCount", "config", "existingSecret", "postgresql.enabled",
-        "database.existingSecret", "autoscaling.enabled", "podDisruptionBudget.enabled", "ingress.enabled",
+        "database.existingSecret", "database.citus", "autoscaling.enabled", "podDisruptionBudget.enabled", "ingress.enabled",
         "networkPolicy.enabled", "monitoring.serviceMonitor.enabled", "monitoring.prometheusRule.enabled",
         "monitoring.dashboards.enabled", "tls.enabled", "tls.existingSecret", "tls.clientCaSecret",
     ]:

@@ -1,7 +1,9 @@
 """The dashboard and the rules against real data: a real Prometheus (Debian's package)
 scrapes the eventline the chart's Deployment started while events are ingested and
-queried; every metric the dashboard and the rules name is in /metrics, every rule
-evaluates without error, and every dashboard panel's query returns data."""
+queried, beside a second pod of the release whose reads go to a read URL (the replica
+lag gauges exist only there); every metric the dashboard and the rules name is in
+/metrics, every rule evaluates without error, and every dashboard panel's query returns
+data."""
 
 from __future__ import annotations
 
@@ -16,7 +18,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CHART, FULLNAME, NAMESPACE, REPO, find, free_port, http_request, render_objects, require_tool
+from conftest import (
+    CHART,
+    EXTERNAL_DATABASE,
+    FULLNAME,
+    NAMESPACE,
+    REPO,
+    find,
+    free_port,
+    http_request,
+    render_objects,
+    rendered_containers,
+    require_tool,
+    run_spec,
+    start_server,
+    user_secrets,
+)
 
 DASHBOARD = json.loads((CHART / "files" / "dashboard.json").read_text())
 # Grafana's variables, as a user of this release would pick them.
@@ -99,17 +116,37 @@ class Prometheus:
 
 
 @pytest.fixture(scope="module")
-def prometheus(chart_server, workdir):
+def replica_reader(chart_server, eventline_bin, workdir):
+    """A second pod of the release, from the render for an external database whose Secret
+    also holds a read URL (database.readUrlKey): only a pod whose reads go to a replica
+    exports eventline_replica_lag_*. The read URL is chart_server's database, a primary,
+    so the lag it reports is 0."""
+    database_url = chart_server.spec.env["EVENTLINE_DATABASE_URL"]
+    objects = render_objects(EXTERNAL_DATABASE) + user_secrets(database_url)
+    server_container, _ = rendered_containers(objects)
+    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+    spec = run_spec(server_container, objects, database_url, str(workdir / "data-replica-reader"), ports)
+    assert spec.env["EVENTLINE_DATABASE_READ_URL"] == database_url
+    server = start_server(eventline_bin, spec, workdir)
+    yield server
+    server.stop()
+
+
+def target(server) -> str:
+    return server.metrics.removeprefix("http://").removesuffix("/metrics")
+
+
+@pytest.fixture(scope="module")
+def prometheus(chart_server, replica_reader, workdir):
     binary = require_tool("prometheus")
     directory = workdir / "prometheus"
     directory.mkdir()
     (directory / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups()}, sort_keys=False))
-    metrics_target = chart_server.metrics.removeprefix("http://").removesuffix("/metrics")
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": ["rules.yaml"],
         # What a ServiceMonitor gives: job = the Service's name, a namespace label.
-        "scrape_configs": [{"job_name": FULLNAME, "static_configs": [{"targets": [metrics_target], "labels": {"namespace": NAMESPACE}}]}],
+        "scrape_configs": [{"job_name": FULLNAME, "static_configs": [{"targets": [target(chart_server), target(replica_reader)], "labels": {"namespace": NAMESPACE}}]}],
     }
     (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
@@ -190,10 +227,11 @@ def scraped(chart_server, prometheus):
         stderr=subprocess.DEVNULL,
     )
     try:
-        # Traffic only after Prometheus's first scrape, so its samples see counters rise.
+        # Traffic only after Prometheus's first scrape of both pods, so its samples see
+        # counters rise.
         deadline = time.monotonic() + 30
-        while not prometheus.query(f'up{{job="{FULLNAME}"}} == 1'):
-            assert time.monotonic() < deadline, f"Prometheus did not scrape {chart_server.metrics} within 30 s"
+        while len(prometheus.query(f'up{{job="{FULLNAME}"}} == 1')) < 2:
+            assert time.monotonic() < deadline, f"Prometheus did not scrape both pods within 30 s: {prometheus.query('up')}"
             time.sleep(0.2)
         drive_traffic(chart_server, rounds=8)
         status, text = http_request(chart_server.metrics)
@@ -218,8 +256,11 @@ def scraped(chart_server, prometheus):
         tail.wait()
 
 
-def test_every_metric_the_dashboard_and_rules_use_is_exported(scraped):
-    exported = metric_names(scraped)
+def test_every_metric_the_dashboard_and_rules_use_is_exported(scraped, replica_reader):
+    status, replica_text = http_request(replica_reader.metrics)
+    assert status == 200
+    assert {"eventline_replica_lag_bytes", "eventline_replica_lag_seconds"} <= metric_names(replica_text)
+    exported = metric_names(scraped) | metric_names(replica_text)
     used = used_metric_names()
     missing = used - exported - SYNTHETIC - CREATED_ON_FIRST_INCREMENT
     assert not missing, f"not in /metrics: {sorted(missing)}"
@@ -235,10 +276,11 @@ def test_panels_on_counters_created_on_first_increment_fall_back_to_zero():
 
 # Panels that are 0 on a healthy, idle-queued server; every other one shows activity.
 # The budget is held only while a request is in flight; refusals and evictions need a
-# server at its limits (their queries return 0 through `or vector(0)` until then).
+# server at its limits (their queries return 0 through `or vector(0)` until then). The
+# replica_reader's read URL is the primary itself, which is never behind.
 MAY_BE_ZERO = {"RPC server-error ratio", "Writer queue depth", "Request memory budget in use",
                "Budget refusals per second", "Evicted connections per second",
-               "Rate-limited events per second"}
+               "Rate-limited events per second", "Replica lag", "Replica WAL behind"}
 
 
 @pytest.mark.parametrize(("panel", "expr"), panel_queries(), ids=[title for title, _ in panel_queries()])
@@ -266,7 +308,7 @@ def test_every_rule_evaluates_against_real_series(scraped, prometheus):
             break
         assert time.monotonic() < deadline, f"rules not evaluated within 20 s: {rules}"
         time.sleep(0.5)
-    assert len(rules) == 10
+    assert len(rules) == 11
     broken = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
     assert not broken, broken
     # A healthy server under light traffic: nothing that signals an outage fires.
@@ -297,5 +339,6 @@ def test_dashboard_is_well_formed_for_grafana():
     for wanted in ["RPCs per second", "RPC latency p95 / p99", "HTTP latency p95 / p99", "Events per second by outcome",
                    "Events per second by type", "Top event types", "Hourly traffic", "Writer batch size",
                    "Writer commit latency", "Writer queue depth", "Store operation latency p95", "Pool connections", "Live tails",
-                   "Readiness", "Request memory budget in use", "Budget refusals per second", "Evicted connections per second"]:
+                   "Readiness", "Request memory budget in use", "Budget refusals per second", "Evicted connections per second",
+                   "Replica lag", "Replica WAL behind"]:
         assert wanted in titles

@@ -160,6 +160,10 @@ there is one (lookup), else a new random one. Arguments: ctx, name, key, length.
 
 {{/* Settings the chart refuses before anything is applied. */}}
 {{- define "eventline.validate" -}}
+{{- /* First, so it is the reason given whatever else is set with the bundled database. */ -}}
+{{- if and .Values.database.citus .Values.postgresql.enabled -}}
+{{- fail "database.citus needs an external Citus coordinator, and the bundled PostgreSQL (postgresql.enabled=true) has no Citus: set postgresql.enabled=false and database.existingSecret to a Secret holding the coordinator's URL" -}}
+{{- end -}}
 {{- if and .Values.postgresql.enabled .Values.database.existingSecret -}}
 {{- fail "postgresql.enabled and database.existingSecret exclude each other: turn the bundled PostgreSQL off (postgresql.enabled=false) to use an external database" -}}
 {{- end -}}

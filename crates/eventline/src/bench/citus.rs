@@ -32,6 +32,8 @@ pub(crate) struct NodeShare {
     pub(crate) rows: u64,
     /// Distinct tenants among them.
     pub(crate) tenants: u64,
+    /// Bytes of every eventline shard on the node (tables and indexes).
+    pub(crate) shard_bytes: u64,
     /// CPU seconds of all the node's processes during the run; `None` when /proc does not
     /// show them (the node runs on another host).
     pub(crate) cpu_seconds: Option<f64>,
@@ -85,6 +87,13 @@ impl CitusProbe {
         .fetch_all(&mut connection)
         .await
         .context("count the rows on each worker")?;
+        let sizes: Vec<(String, i32, i64)> = sqlx::query_as(
+            "SELECT nodename, nodeport, sum(shard_size)::bigint FROM citus_shards
+             WHERE citus_table_type = 'distributed' GROUP BY 1, 2",
+        )
+        .fetch_all(&mut connection)
+        .await
+        .context("size the shards on each worker")?;
         Ok(self
             .nodes
             .into_iter()
@@ -98,7 +107,14 @@ impl CitusProbe {
                     .map_or((0, 0), |(_, _, rows, tenants)| {
                         (*rows as u64, *tenants as u64)
                     });
+                let shard_bytes = sizes
+                    .iter()
+                    .find(|(host, port, _)| {
+                        *host == watched.node.host && *port == i32::from(watched.node.port)
+                    })
+                    .map_or(0, |(_, _, bytes)| *bytes as u64);
                 NodeShare {
+                    shard_bytes,
                     node: watched.node.to_string(),
                     role: if watched.node.coordinator {
                         "coordinator"

@@ -796,13 +796,14 @@ impl IngestReport {
         };
         for node in nodes {
             println!(
-                "| Citus {} {}: CPU (s) / per event (µs); rows (tenants) | {} / {}; {} ({}) |",
+                "| Citus {} {}: CPU (s) / per event (µs); rows (tenants); shards (MiB) | {} / {}; {} ({}); {:.0} |",
                 node.role,
                 node.node,
                 optional(node.cpu_seconds, 1),
                 optional(node.cpu_microseconds_per_event, 1),
                 node.rows,
-                node.tenants
+                node.tenants,
+                node.shard_bytes as f64 / (1024.0 * 1024.0)
             );
         }
     }
