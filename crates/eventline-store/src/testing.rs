@@ -151,11 +151,13 @@ fn start_citus_cluster() -> String {
         if running {
             continue;
         }
-        // Two-phase commit across workers needs prepared transactions; four shards per
-        // table keep a test database's creation quick and still spread tenants.
+        // Two-phase commit across workers needs prepared transactions; the connection
+        // cache is README "Scale out"'s; four shards per table keep a test database's
+        // creation quick and still spread tenants.
         let options = format!(
             "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off \
              -c max_connections=300 -c max_prepared_transactions=300 \
+             -c citus.max_cached_conns_per_worker=8 \
              -c shared_preload_libraries=citus -c citus.shard_count=4",
             root.display()
         );

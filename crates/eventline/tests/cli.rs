@@ -208,7 +208,12 @@ async fn migrate_require_citus_distributes_on_citus_and_fails_loudly_on_one_post
     // cluster (scripts/test-citus) it distributes.
     let database_url = eventline_store::testing::fresh_postgres_database().await;
     let output = Command::new(env!("CARGO_BIN_EXE_eventline"))
-        .args(["migrate", "--require-citus", "--database-url", &database_url])
+        .args([
+            "migrate",
+            "--require-citus",
+            "--database-url",
+            &database_url,
+        ])
         .env_remove("EVENTLINE_CONFIG")
         .output()
         .unwrap();
@@ -218,7 +223,10 @@ async fn migrate_require_citus_distributes_on_citus_and_fails_loudly_on_one_post
     );
     if eventline_store::testing::citus_requested() {
         assert!(output.status.success(), "{stderr}");
-        assert!(stdout.contains("distributed by tenant_id on Citus"), "{stdout}");
+        assert!(
+            stdout.contains("distributed by tenant_id on Citus"),
+            "{stdout}"
+        );
     } else {
         assert!(!output.status.success(), "{stdout}");
         assert!(stderr.contains("no citus extension"), "{stderr}");

@@ -160,7 +160,8 @@ impl PgStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
         let mut transaction = self.pool.begin().await?;
-        // The same lock as the migrator's, against replicas distributing at once.
+        // Replicas starting together distribute one after the other; the second finds
+        // everything done.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('eventline_distribute'))")
             .execute(&mut *transaction)
             .await?;
@@ -246,9 +247,7 @@ impl PgStore {
         transaction.commit().await?;
         Ok(inserted)
     }
-}
 
-impl PgStore {
     /// On Citus: the WAL position of each tenant's worker after COMMIT, asked of
     /// the workers at once (each call is delegated by tenant_id), and the commit notice
     /// that wakes the tails of every server.

@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use sqlx::Connection;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 
-use super::{citus, generator::EventGenerator, pgstat, raw, server};
+use super::{generator::EventGenerator, nodes, pgstat, raw, server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,8 +73,10 @@ pub(crate) struct IngestArgs {
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
     /// Spread the load over this many tenants, each with its own key: connection i
-    /// sends as tenant i mod N, and there are at least N connections. On Citus the
-    /// report shows how the rows landed on the workers (README "Scale out").
+    /// sends as tenant i mod N, and there are at least N connections (each with fewer
+    /// batches in flight, so the total stays --concurrency × --pipeline). The report
+    /// shows each PostgreSQL node's CPU and, on Citus, how the rows landed on the
+    /// workers (README "Scale out").
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
     tenants: u16,
     /// Batches in flight per bidi stream.
@@ -145,8 +147,8 @@ pub(crate) struct IngestReport {
     raw_after: Option<raw::RawRates>,
     raw: Option<raw::RawRates>,
     ratio_to_best_raw: Option<f64>,
-    /// On Citus: each node's CPU and the rows and tenants on each worker.
-    citus_nodes: Option<Vec<citus::NodeShare>>,
+    /// Each PostgreSQL node's CPU, and the rows and tenants it holds.
+    postgres_nodes: Option<Vec<nodes::NodeShare>>,
 }
 
 /// Shared state of the workers.
@@ -226,8 +228,8 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
     let raw_before = measure_raw(raw_baseline.as_ref()).await?;
 
     let postgres = PostgresProbe::start(&args, &target).await?;
-    let citus = match &target.database_url {
-        Some(url) => citus::CitusProbe::start(url).await?,
+    let nodes = match &target.database_url {
+        Some(url) => Some(nodes::NodeProbe::start(url).await?),
         None => None,
     };
     let run = Arc::new(Run::new(batches, args.events as u64)?);
@@ -236,7 +238,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
         Some(probe) => Some(probe.finish(&args.postgres.database_url).await?),
         None => None,
     };
-    let citus_nodes = match citus {
+    let postgres_nodes = match nodes {
         Some(probe) => Some(probe.finish(args.events).await?),
         None => None,
     };
@@ -263,7 +265,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<IngestReport> {
         probed,
         (raw_before, raw_after),
     );
-    report.citus_nodes = citus_nodes;
+    report.postgres_nodes = postgres_nodes;
     Ok(report)
 }
 
@@ -569,7 +571,12 @@ fn spawn_workers(
         let pacing = args.rate.map(|rate| {
             Duration::from_secs_f64(args.batch_size as f64 * connections as f64 / rate)
         });
-        let (transport, pipeline) = (args.transport, args.pipeline.max(1));
+        // More connections for --tenants keep the batches in flight of --concurrency ×
+        // --pipeline, so the load offered stays the same and fits the server's queue.
+        let pipeline = (args.pipeline.max(1) * args.concurrency.max(1))
+            .div_ceil(connections)
+            .max(1);
+        let transport = args.transport;
         workers.push(tokio::spawn(async move {
             match transport {
                 Transport::Bidi => {
@@ -733,7 +740,7 @@ impl IngestReport {
             raw_after,
             raw,
             ratio_to_best_raw: ratio,
-            citus_nodes: None,
+            postgres_nodes: None,
         }
     }
 }
@@ -786,24 +793,24 @@ impl IngestReport {
         self.print_service_rows();
         self.print_writer_rows();
         self.print_raw_rows();
-        self.print_citus_rows();
+        self.print_node_rows();
     }
 
-    /// Prints each Citus node's CPU per event and the rows and tenants on each worker.
-    fn print_citus_rows(&self) {
-        let Some(nodes) = &self.citus_nodes else {
+    /// Prints each PostgreSQL node's CPU per event and the rows and tenants it holds.
+    fn print_node_rows(&self) {
+        let Some(nodes) = &self.postgres_nodes else {
             return;
         };
         for node in nodes {
             println!(
-                "| Citus {} {}: CPU (s) / per event (µs); rows (tenants); shards (MiB) | {} / {}; {} ({}); {:.0} |",
+                "| PostgreSQL {} {}: CPU (s) / per event (µs); rows (tenants); tables (MiB) | {} / {}; {} ({}); {:.0} |",
                 node.role,
                 node.node,
                 optional(node.cpu_seconds, 1),
                 optional(node.cpu_microseconds_per_event, 1),
                 node.rows,
                 node.tenants,
-                node.shard_bytes as f64 / (1024.0 * 1024.0)
+                node.bytes as f64 / (1024.0 * 1024.0)
             );
         }
     }
@@ -823,11 +830,11 @@ impl IngestReport {
         } else {
             String::new()
         };
-        let engine = if self.citus_nodes.is_some() {
-            " (Citus)"
-        } else {
-            ""
-        };
+        let distributed = self
+            .postgres_nodes
+            .as_ref()
+            .is_some_and(|nodes| nodes.len() > 1);
+        let engine = if distributed { " (Citus)" } else { "" };
         println!(
             "| ingest ({:?} on {:?}{engine}, {} events, batches of {}, {} connections{tenants}{offered}{limited}) | value |",
             self.transport, self.store, self.events, self.batch_size, self.concurrency,

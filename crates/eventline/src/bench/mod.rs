@@ -1,9 +1,9 @@
 //! `eventline bench`: end-to-end ingest and query measurements against a real
 //! PostgreSQL, each reported with an in-run baseline so figures read as ratios.
 
-mod citus;
 mod generator;
 mod ingest;
+mod nodes;
 mod pgstat;
 mod producer;
 mod query;

@@ -71,10 +71,22 @@ pub(crate) fn advice(settings: &[(String, String)]) -> Option<String> {
 
 /// CPU seconds (user + system) process `pid` has used; 0 when it cannot be read.
 pub(crate) fn process_cpu_seconds(pid: u32) -> f64 {
+    stat_seconds(pid, [11, 12])
+}
+
+/// CPU seconds of the children of `pid` that exited and it waited for (a postmaster's
+/// finished backends); 0 when it cannot be read.
+pub(crate) fn reaped_children_cpu_seconds(pid: u32) -> f64 {
+    stat_seconds(pid, [13, 14])
+}
+
+/// The sum of two tick counters of /proc/`pid`/stat, counted after the command name
+/// (utime and stime are 11 and 12 there, cutime and cstime 13 and 14), in seconds.
+fn stat_seconds(pid: u32, counters: [usize; 2]) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    // Fields after the parenthesised command name (14 and 15 of proc(5) are 11 and 12).
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest)
@@ -88,7 +100,7 @@ pub(crate) fn process_cpu_seconds(pid: u32) -> f64 {
             .unwrap_or(0.0)
     };
     // /proc reports in USER_HZ, which Linux fixes at 100.
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(counters[0]) + ticks(counters[1])) / 100.0
 }
 
 /// CPU seconds of every `postgres` process on this machine: backends, WAL writer,
