@@ -39,7 +39,7 @@ pub async fn fresh_sqlite_store() -> (SqliteStore, tempfile::TempDir) {
 
 /// Creates an empty database named `eventline_test_<uuid>` and returns its URL. On the
 /// Citus test cluster the database exists on every node, with the extension and the
-/// workers registered, as `README "Scale out"` asks of an operator.
+/// workers registered, as README "Scale out" asks of an operator.
 pub async fn fresh_postgres_database() -> String {
     let (name, url) = fresh_database_on_every_node().await;
     if citus_requested() {
