@@ -688,12 +688,27 @@ async fn read_your_writes_against_a_streaming_replica_and_unavailable_while_it_l
         .execute(&admin)
         .await
         .unwrap();
+    let replica_admin = sqlx::PgPool::connect(&replica.url()).await.unwrap();
+    // The standby has the database once it replayed the CREATE DATABASE.
+    let mut replayed = false;
+    for _ in 0..300 {
+        replayed = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'eventline')",
+        )
+        .fetch_one(&replica_admin)
+        .await
+        .unwrap();
+        if replayed {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(replayed, "the standby replays CREATE DATABASE within 15 s");
     let replica_url = replica.database_url("eventline");
     let server = TestServer::postgres_at(primary.database_url("eventline"), |config| {
         config.database.read_url = Some(replica_url.clone());
     })
     .await;
-    let replica_admin = sqlx::PgPool::connect(&replica.url()).await.unwrap();
     let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
         .fetch_one(&replica_admin)
         .await
@@ -725,6 +740,20 @@ async fn read_your_writes_against_a_streaming_replica_and_unavailable_while_it_l
         .execute(&replica_admin)
         .await
         .unwrap();
+    // A pause is a request; replay stops at its next record.
+    let mut paused = false;
+    for _ in 0..300 {
+        let state: String = sqlx::query_scalar("SELECT pg_get_wal_replay_pause_state()")
+            .fetch_one(&replica_admin)
+            .await
+            .unwrap();
+        if state == "paused" {
+            paused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(paused, "replay pauses within 15 s");
     let lagging = ingest(&server, &server.api_key, events[200..300].to_vec()).await;
     let status = query
         .list_events(read(lagging.clone()))
@@ -759,7 +788,7 @@ async fn read_your_writes_against_a_streaming_replica_and_unavailable_while_it_l
     let listed = query.list_events(read(lagging)).await.unwrap().into_inner();
     assert_eq!(listed.events.len(), 300, "caught up, it answers");
     let mut caught_up = false;
-    for _ in 0..100 {
+    for _ in 0..200 {
         if replica_lag_bytes(&server).await == 0.0 {
             caught_up = true;
             break;
