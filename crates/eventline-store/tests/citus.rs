@@ -218,7 +218,7 @@ async fn citus_converts_a_database_first_migrated_on_one_postgresql() {
     assert_eq!(ids, ["after"]);
 }
 
-/// Rows of `events` on each worker, coordinator port first excluded.
+/// Rows of `events` on each node that holds shards, in port order.
 async fn rows_per_worker(pool: &PgPool) -> Vec<i64> {
     let rows = sqlx::query(
         "SELECT s.nodeport, sum(r.result::bigint)::bigint
