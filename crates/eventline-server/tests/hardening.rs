@@ -318,12 +318,7 @@ async fn partial_messages_past_the_memory_budget_are_refused_with_resource_exhau
     // Wait until the server holds it.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let metrics = reqwest::get(format!("http://{}/metrics", server.metrics_addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = server.metrics_text().await;
         let in_use = metrics
             .lines()
             .find_map(|line| line.strip_prefix("eventline_request_memory_bytes "))

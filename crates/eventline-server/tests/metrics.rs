@@ -72,12 +72,7 @@ async fn counters_and_histograms_move_by_the_load_applied() {
         .count;
     assert_eq!(count, 11);
 
-    let text = reqwest::get(format!("http://{}/metrics", server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     assert_eq!(
         sample(
             &text,
@@ -201,12 +196,7 @@ async fn counters_and_histograms_move_by_the_load_applied() {
         })
         .await
         .unwrap_err();
-    let text = reqwest::get(format!("http://{}/metrics", server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     assert_eq!(
         sample(
             &text,

@@ -662,14 +662,24 @@ async fn queries_read_from_the_configured_read_database() {
     server.stop().await;
 }
 
+/// Whether `condition` came true within 15 s, asked every 50 ms.
+async fn poll_until<F, Fut>(mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// The replica's gauges as the metrics port shows them.
 async fn replica_lag_bytes(server: &TestServer) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     assert!(text.contains("eventline_replica_lag_seconds "), "{text}");
     text.lines()
         .find_map(|line| line.strip_prefix("eventline_replica_lag_bytes "))
@@ -690,19 +700,13 @@ async fn read_your_writes_against_a_streaming_replica_and_unavailable_while_it_l
         .unwrap();
     let replica_admin = sqlx::PgPool::connect(&replica.url()).await.unwrap();
     // The standby has the database once it replayed the CREATE DATABASE.
-    let mut replayed = false;
-    for _ in 0..300 {
-        replayed = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'eventline')",
-        )
-        .fetch_one(&replica_admin)
-        .await
-        .unwrap();
-        if replayed {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let replayed = poll_until(|| async {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'eventline')")
+            .fetch_one(&replica_admin)
+            .await
+            .unwrap()
+    })
+    .await;
     assert!(replayed, "the standby replays CREATE DATABASE within 15 s");
     let replica_url = replica.database_url("eventline");
     let server = TestServer::postgres_at(primary.database_url("eventline"), |config| {
@@ -741,18 +745,14 @@ async fn read_your_writes_against_a_streaming_replica_and_unavailable_while_it_l
         .await
         .unwrap();
     // A pause is a request; replay stops at its next record.
-    let mut paused = false;
-    for _ in 0..300 {
-        let state: String = sqlx::query_scalar("SELECT pg_get_wal_replay_pause_state()")
+    let paused = poll_until(|| async {
+        sqlx::query_scalar::<_, String>("SELECT pg_get_wal_replay_pause_state()")
             .fetch_one(&replica_admin)
             .await
-            .unwrap();
-        if state == "paused" {
-            paused = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+            .unwrap()
+            == "paused"
+    })
+    .await;
     assert!(paused, "replay pauses within 15 s");
     let lagging = ingest(&server, &server.api_key, events[200..300].to_vec()).await;
     let status = query
@@ -787,14 +787,7 @@ async fn read_your_writes_against_a_streaming_replica_and_unavailable_while_it_l
         .unwrap();
     let listed = query.list_events(read(lagging)).await.unwrap().into_inner();
     assert_eq!(listed.events.len(), 300, "caught up, it answers");
-    let mut caught_up = false;
-    for _ in 0..200 {
-        if replica_lag_bytes(&server).await == 0.0 {
-            caught_up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let caught_up = poll_until(|| async { replica_lag_bytes(&server).await == 0.0 }).await;
     assert!(caught_up, "the lag returns to zero once replay catches up");
     server.stop().await;
     replica_admin.close().await;

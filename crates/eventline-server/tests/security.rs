@@ -218,12 +218,7 @@ async fn a_key_limited_to_100_per_second_stores_one_burst_of_1000_and_the_retrie
         }
     }
     assert_eq!(stored(&server, &secret).await, 1000);
-    let metrics = reqwest::get(format!("http://{}/metrics", server.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics_text().await;
     assert!(
         metrics.contains("eventline_rate_limited_events_total"),
         "{metrics}"

@@ -133,24 +133,6 @@ fn start_citus_cluster() -> String {
     let lock_file = std::fs::File::create(root.join("lock")).expect("create cluster lock");
     lock_file.lock().expect("lock Citus cluster dir");
     for port in CITUS_PORTS {
-        let data_dir = root.join(format!("node-{port}"));
-        if !data_dir.join("PG_VERSION").exists() {
-            run_as_postgres(
-                &root,
-                &bin_dir.join("initdb"),
-                &["-D", path_str(&data_dir), "-U", "postgres", "-A", "trust"],
-            );
-        }
-        let running = as_postgres_command(
-            &root,
-            &bin_dir.join("pg_ctl"),
-            &["-D", path_str(&data_dir), "status"],
-        )
-        .status()
-        .is_ok_and(|status| status.success());
-        if running {
-            continue;
-        }
         // Two-phase commit across workers needs prepared transactions; the connection
         // cache is README "Scale out"'s; four shards per table keep a test database's
         // creation quick and still spread tenants.
@@ -161,20 +143,7 @@ fn start_citus_cluster() -> String {
              -c shared_preload_libraries=citus -c citus.shard_count=4",
             root.display()
         );
-        run_as_postgres(
-            &root,
-            &bin_dir.join("pg_ctl"),
-            &[
-                "-D",
-                path_str(&data_dir),
-                "-w",
-                "-l",
-                path_str(&root.join(format!("node-{port}.log"))),
-                "-o",
-                &options,
-                "start",
-            ],
-        );
+        start_shared_node(&root, &bin_dir, &format!("node-{port}"), &options);
     }
     format!("postgres://postgres@127.0.0.1:{}/postgres", CITUS_PORTS[0])
 }
@@ -243,43 +212,50 @@ fn start_throwaway_cluster() -> String {
     // Every test process of the run shares one cluster; the lock makes one of them start it.
     let lock_file = std::fs::File::create(root.join("lock")).expect("create cluster lock");
     lock_file.lock().expect("lock cluster dir");
-    let data_dir = root.join("data");
+    let options = format!(
+        "-k {} -p {CLUSTER_PORT} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+        root.display()
+    );
+    start_shared_node(&root, &bin_dir, "data", &options);
+    format!("postgres://postgres@127.0.0.1:{CLUSTER_PORT}/postgres")
+}
+
+/// Makes the node in `root`/`name` (initdb the first time) run with `options`, unless it
+/// runs already: another test process of the run started it. Its log is `name`.log.
+fn start_shared_node(root: &Path, bin_dir: &Path, name: &str, options: &str) {
+    let data_dir = root.join(name);
     if !data_dir.join("PG_VERSION").exists() {
         run_as_postgres(
-            &root,
+            root,
             &bin_dir.join("initdb"),
             &["-D", path_str(&data_dir), "-U", "postgres", "-A", "trust"],
         );
     }
     let running = as_postgres_command(
-        &root,
+        root,
         &bin_dir.join("pg_ctl"),
         &["-D", path_str(&data_dir), "status"],
     )
     .status()
-    .map(|status| status.success())
-    .unwrap_or(false);
-    if !running {
-        let options = format!(
-            "-k {} -p {CLUSTER_PORT} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
-            root.display()
-        );
-        run_as_postgres(
-            &root,
-            &bin_dir.join("pg_ctl"),
-            &[
-                "-D",
-                path_str(&data_dir),
-                "-w",
-                "-l",
-                path_str(&root.join("log")),
-                "-o",
-                &options,
-                "start",
-            ],
-        );
+    .is_ok_and(|status| status.success());
+    if running {
+        return;
     }
-    format!("postgres://postgres@127.0.0.1:{CLUSTER_PORT}/postgres")
+    let log = root.join(format!("{name}.log"));
+    run_as_postgres(
+        root,
+        &bin_dir.join("pg_ctl"),
+        &[
+            "-D",
+            path_str(&data_dir),
+            "-w",
+            "-l",
+            path_str(&log),
+            "-o",
+            options,
+            "start",
+        ],
+    );
 }
 
 /// A PostgreSQL cluster of one test's own, which the test may crash and restart
@@ -495,6 +471,36 @@ pub async fn stored_events(
             _ => return stored,
         }
     }
+}
+
+/// Polls the horizon until `expected` of `query`'s events lie below it (5 s at most), and
+/// returns that horizon and the page read under it. On PostgreSQL the horizon is the
+/// oldest running transaction of the whole cluster (on Citus, of the tenant's worker), so
+/// other work can hold it back for a moment.
+pub async fn horizon_covering(
+    store: &dyn crate::Store,
+    query: &eventline_core::query::CommittedQuery,
+    expected: usize,
+) -> (u64, Vec<(u64, eventline_core::Event)>) {
+    use eventline_core::query::CommittedQuery;
+    for _ in 0..500 {
+        let horizon = store
+            .commit_horizon(query.tenant_id)
+            .await
+            .expect("commit horizon");
+        let page = store
+            .list_committed(&CommittedQuery {
+                horizon,
+                ..query.clone()
+            })
+            .await
+            .expect("list committed events");
+        if page.len() >= expected {
+            return (horizon, page);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the commit horizon never passed {expected} committed events");
 }
 
 /// What the store's `count` answers for a tenant's `[start, end)`, all types; on

@@ -5,8 +5,6 @@
 //! and the crash test on the same three-node cluster; outside it these tests fail, never
 //! skip.
 
-use std::time::Duration;
-
 use chrono::{DateTime, TimeZone, Utc};
 use eventline_core::{
     Actor, AuditQuery, Event, TenantId,
@@ -234,33 +232,23 @@ async fn rows_per_worker(pool: &PgPool) -> Vec<i64> {
         .collect::<Vec<_>>()
 }
 
-/// Polls the tenant's committed events after `after` until `expected` arrive (or 10 s).
+/// The tenant's committed events after `after`, once `expected` of them lie below the
+/// horizon.
 async fn committed_until(
     store: &dyn Store,
     tenant_id: TenantId,
     after: (u64, String),
     expected: usize,
 ) -> Vec<(u64, Event)> {
-    let mut page = Vec::new();
-    for _ in 0..200 {
-        let horizon = store.commit_horizon(tenant_id).await.unwrap();
-        page = store
-            .list_committed(&CommittedQuery {
-                tenant_id,
-                filter: EventFilter::default(),
-                min_timestamp: None,
-                after: after.clone(),
-                horizon,
-                limit: 1000,
-            })
-            .await
-            .unwrap();
-        if page.len() >= expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    page
+    let query = CommittedQuery {
+        tenant_id,
+        filter: EventFilter::default(),
+        min_timestamp: None,
+        after,
+        horizon: 0,
+        limit: 1000,
+    };
+    testing::horizon_covering(store, &query, expected).await.1
 }
 
 #[tokio::test]

@@ -755,31 +755,6 @@ fn expected_counts(events: &[Event], query: &CountQuery) -> Vec<CountRow> {
         .collect()
 }
 
-/// Polls the horizon until the events committed so far lie below it. On PostgreSQL the
-/// horizon is the oldest running transaction of the whole cluster, so other work can hold
-/// it back for a moment.
-async fn horizon_covering(
-    store: &dyn Store,
-    query: &CommittedQuery,
-    expected: usize,
-) -> (u64, Vec<(u64, Event)>) {
-    for _ in 0..500 {
-        let horizon = store.commit_horizon(query.tenant_id).await.unwrap();
-        let page = store
-            .list_committed(&CommittedQuery {
-                horizon,
-                ..query.clone()
-            })
-            .await
-            .unwrap();
-        if page.len() >= expected {
-            return (horizon, page);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("the commit horizon never passed {expected} committed events");
-}
-
 /// What a live tail does: read the tenant's commits after its position and below the
 /// horizon, move on to the last one read, and repeat until it has `expected` events or
 /// 60 s have passed. A horizon that ran ahead of a commit would make it move past that
@@ -905,7 +880,8 @@ async fn commit_order_reads_deliver_each_event_once_below_the_horizon(store: Arc
         horizon: 0,
         limit: 100,
     };
-    let (first_horizon, before) = horizon_covering(&*store, &live, 2).await;
+    let (first_horizon, before) =
+        eventline_store::testing::horizon_covering(&*store, &live, 2).await;
     let mut before_ids: Vec<&str> = before
         .iter()
         .map(|(_, event)| event.event_id.as_str())
@@ -931,7 +907,7 @@ async fn commit_order_reads_deliver_each_event_once_below_the_horizon(store: Arc
         ["a2", "a1"]
     );
 
-    let (_, after) = horizon_covering(&*store, &live, 1).await;
+    let (_, after) = eventline_store::testing::horizon_covering(&*store, &live, 1).await;
     let after: Vec<&str> = after
         .iter()
         .map(|(_, event)| event.event_id.as_str())
@@ -943,7 +919,7 @@ async fn commit_order_reads_deliver_each_event_once_below_the_horizon(store: Arc
     );
     live.min_timestamp = Some(at(9, 30, 0));
     live.after = (0, String::new());
-    let (_, recent) = horizon_covering(&*store, &live, 1).await;
+    let (_, recent) = eventline_store::testing::horizon_covering(&*store, &live, 1).await;
     let recent: Vec<&str> = recent
         .iter()
         .map(|(_, event)| event.event_id.as_str())
@@ -1014,7 +990,7 @@ async fn a_live_read_starting_at_the_horizon_includes_the_next_commit(store: Arc
         horizon: 0,
         limit: 100,
     };
-    let (horizon, _) = horizon_covering(&*store, &probe, 1).await;
+    let (horizon, _) = eventline_store::testing::horizon_covering(&*store, &probe, 1).await;
     store
         .append(&[event(tenant_id, "next", "view", at(10, 0, 1))])
         .await
@@ -1023,7 +999,7 @@ async fn a_live_read_starting_at_the_horizon_includes_the_next_commit(store: Arc
         after: (horizon, String::new()),
         ..probe
     };
-    let (_, page) = horizon_covering(&*store, &from_horizon, 1).await;
+    let (_, page) = eventline_store::testing::horizon_covering(&*store, &from_horizon, 1).await;
     let ids: Vec<&str> = page
         .iter()
         .map(|(_, event)| event.event_id.as_str())

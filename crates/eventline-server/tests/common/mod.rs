@@ -129,6 +129,16 @@ impl TestServer {
         AdminServiceClient::with_interceptor(self.channel().await, WithKey::bearer(bearer))
     }
 
+    /// The metrics port's `GET /metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .expect("scrape /metrics")
+            .text()
+            .await
+            .expect("read /metrics")
+    }
+
     /// Stops the server and waits until it drained.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {

@@ -538,12 +538,15 @@ impl Store for PgStore {
         }
         sql.push(" ORDER BY occurred_at DESC, audit_id DESC LIMIT ")
             .push_bind(query.limit as i64);
-        let mut transaction = self.pool.begin().await?;
-        if query.tenant_id.is_none() && self.is_distributed() {
+        let rows = if query.tenant_id.is_none() && self.is_distributed() {
+            let mut transaction = self.pool.begin().await?;
             allow_cross_tenant(&mut transaction).await?;
-        }
-        let rows = sql.build().fetch_all(&mut *transaction).await?;
-        transaction.commit().await?;
+            let rows = sql.build().fetch_all(&mut *transaction).await?;
+            transaction.commit().await?;
+            rows
+        } else {
+            sql.build().fetch_all(&self.pool).await?
+        };
         rows.iter()
             .map(|row| {
                 crate::audit_from_parts(crate::AuditParts {

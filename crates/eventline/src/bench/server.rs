@@ -25,12 +25,7 @@ pub(crate) async fn fresh_database(admin_url: &str, suffix: &str) -> anyhow::Res
     let mut admin = PgConnection::connect(admin_url)
         .await
         .context("connect to --database-url")?;
-    let nodes = citus_nodes(&mut admin).await?;
-    if nodes.is_some() {
-        sqlx::query("SET citus.enable_create_database_propagation = on")
-            .execute(&mut admin)
-            .await?;
-    }
+    let nodes = propagate_database_commands(&mut admin).await?;
     // The name is built here from a fixed prefix and a suffix the bench chooses.
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
@@ -143,14 +138,18 @@ pub(crate) async fn drop_database(admin_url: &str, suffix: &str) -> anyhow::Resu
     Ok(())
 }
 
-/// On a Citus coordinator, makes CREATE and DROP DATABASE reach the workers too.
-async fn propagate_database_commands(admin: &mut PgConnection) -> anyhow::Result<()> {
-    if citus_nodes(admin).await?.is_some() {
+/// On a Citus coordinator, makes CREATE and DROP DATABASE reach the workers too, and
+/// returns the cluster's nodes; `None` elsewhere.
+async fn propagate_database_commands(
+    admin: &mut PgConnection,
+) -> anyhow::Result<Option<Vec<CitusNode>>> {
+    let nodes = citus_nodes(admin).await?;
+    if nodes.is_some() {
         sqlx::query("SET citus.enable_create_database_propagation = on")
             .execute(&mut *admin)
             .await?;
     }
-    Ok(())
+    Ok(nodes)
 }
 
 /// Drops the databases `eventline_bench_<suffix>_*` a finished run created.
