@@ -199,6 +199,8 @@ pub enum Actor {
     Cli,
     /// The server's first start on an empty database.
     Bootstrap,
+    /// The server itself: a background task such as a user deletion finishing.
+    Server,
 }
 
 impl fmt::Display for Actor {
@@ -208,6 +210,7 @@ impl fmt::Display for Actor {
             Self::Key(key_id) => write!(formatter, "key:{key_id}"),
             Self::Cli => formatter.write_str("cli"),
             Self::Bootstrap => formatter.write_str("bootstrap"),
+            Self::Server => formatter.write_str("server"),
         }
     }
 }
@@ -219,15 +222,29 @@ pub enum AuditAction {
     KeyCreated,
     KeyRevoked,
     ExpiredKeyUsed,
+    UserDeletionRequested,
+    UserDeletionFinished,
+    RetentionSet,
+    SchemaSet,
+    SchemaDeleted,
+    QuarantineReplayed,
+    QuarantinePurged,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 4] = [
+    pub const ALL: [AuditAction; 11] = [
         AuditAction::TenantCreated,
         AuditAction::KeyCreated,
         AuditAction::KeyRevoked,
         AuditAction::ExpiredKeyUsed,
+        AuditAction::UserDeletionRequested,
+        AuditAction::UserDeletionFinished,
+        AuditAction::RetentionSet,
+        AuditAction::SchemaSet,
+        AuditAction::SchemaDeleted,
+        AuditAction::QuarantineReplayed,
+        AuditAction::QuarantinePurged,
     ];
 
     /// The name stored in the database and written to the log.
@@ -237,6 +254,13 @@ impl AuditAction {
             Self::KeyCreated => "key.created",
             Self::KeyRevoked => "key.revoked",
             Self::ExpiredKeyUsed => "key.expired_used",
+            Self::UserDeletionRequested => "user.deletion_requested",
+            Self::UserDeletionFinished => "user.deletion_finished",
+            Self::RetentionSet => "retention.set",
+            Self::SchemaSet => "schema.set",
+            Self::SchemaDeleted => "schema.deleted",
+            Self::QuarantineReplayed => "quarantine.replayed",
+            Self::QuarantinePurged => "quarantine.purged",
         }
     }
 
@@ -247,6 +271,13 @@ impl AuditAction {
             Self::KeyCreated => v1::AuditAction::KeyCreated,
             Self::KeyRevoked => v1::AuditAction::KeyRevoked,
             Self::ExpiredKeyUsed => v1::AuditAction::ExpiredKeyUsed,
+            Self::UserDeletionRequested => v1::AuditAction::UserDeletionRequested,
+            Self::UserDeletionFinished => v1::AuditAction::UserDeletionFinished,
+            Self::RetentionSet => v1::AuditAction::RetentionSet,
+            Self::SchemaSet => v1::AuditAction::SchemaSet,
+            Self::SchemaDeleted => v1::AuditAction::SchemaDeleted,
+            Self::QuarantineReplayed => v1::AuditAction::QuarantineReplayed,
+            Self::QuarantinePurged => v1::AuditAction::QuarantinePurged,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod breakdown;
 pub mod error;
 pub mod event;
+pub mod lifecycle;
 pub mod limits;
 pub mod query;
 pub mod request;
@@ -18,4 +19,4 @@ pub use admin::{
 };
 pub use error::{Error, ErrorCode, FieldViolation};
 pub use event::{Event, IngestOutcome};
-pub use validate::{IngestClock, check_event, validate_event};
+pub use validate::{IngestClock, check_event, validate_event, validate_or_return};

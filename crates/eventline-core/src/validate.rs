@@ -67,12 +67,28 @@ pub fn validate_event(
     event: v1::Event,
     clock: &IngestClock,
 ) -> Result<Event, FieldViolation> {
-    let properties_json = check_fields(&event)?;
+    validate_or_return(tenant_id, event, clock).map_err(|(violation, _)| violation)
+}
+
+/// Like [`validate_event`], but a rejected event comes back with its violation, so it
+/// can be kept (the quarantine) without copying every event that passes.
+pub fn validate_or_return(
+    tenant_id: TenantId,
+    event: v1::Event,
+    clock: &IngestClock,
+) -> Result<Event, (FieldViolation, v1::Event)> {
+    let properties_json = match check_fields(&event) {
+        Ok(properties_json) => properties_json,
+        Err(violation) => return Err((violation, event)),
+    };
+    let (timestamp, client_timestamp) = match event_time(event.timestamp.as_ref(), clock) {
+        Ok(times) => times,
+        Err(violation) => return Err((violation, event)),
+    };
     let event_id = match event.event_id.is_empty() {
         true => Uuid::now_v7().to_string(),
         false => event.event_id,
     };
-    let (timestamp, client_timestamp) = event_time(event.timestamp.as_ref(), clock)?;
     Ok(Event {
         tenant_id,
         event_id,

@@ -15,18 +15,35 @@ use crate::{
     query::cursor::{self, Cursor},
 };
 
+mod lifecycle;
+
+pub use lifecycle::LifecycleParts;
+
 /// The AdminService implementation.
 #[derive(Debug, Clone)]
 pub struct AdminApi {
     auth: Authenticator,
     store: Arc<dyn Store>,
+    lifecycle: LifecycleParts,
 }
 
 impl AdminApi {
-    /// A service over `store`.
-    pub fn new(auth: Authenticator, store: Arc<dyn Store>) -> Self {
-        Self { auth, store }
+    /// A service over `store`; the data lifecycle RPCs also use `lifecycle`.
+    pub fn new(auth: Authenticator, store: Arc<dyn Store>, lifecycle: LifecycleParts) -> Self {
+        Self {
+            auth,
+            store,
+            lifecycle,
+        }
     }
+}
+
+/// Answers a lifecycle RPC: `AdminApi::$method(metadata, body)`.
+macro_rules! lifecycle_rpc {
+    ($self:ident, $request:ident, $method:ident) => {{
+        let (metadata, _, body) = $request.into_parts();
+        Ok(Response::new($self.$method(&metadata, body).await?))
+    }};
 }
 
 fn operator_only(principal: &Principal, what: &str) -> Result<(), Error> {
@@ -225,5 +242,75 @@ impl AdminService for AdminApi {
             audit_events: events.iter().map(|event| event.to_proto()).collect(),
             next_page_token,
         }))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<v1::DeleteUserRequest>,
+    ) -> Result<Response<v1::DeleteUserResponse>, Status> {
+        lifecycle_rpc!(self, request, delete_user_rpc)
+    }
+
+    async fn get_deletion(
+        &self,
+        request: Request<v1::GetDeletionRequest>,
+    ) -> Result<Response<v1::GetDeletionResponse>, Status> {
+        lifecycle_rpc!(self, request, get_deletion_rpc)
+    }
+
+    async fn get_retention(
+        &self,
+        request: Request<v1::GetRetentionRequest>,
+    ) -> Result<Response<v1::GetRetentionResponse>, Status> {
+        lifecycle_rpc!(self, request, get_retention_rpc)
+    }
+
+    async fn set_retention(
+        &self,
+        request: Request<v1::SetRetentionRequest>,
+    ) -> Result<Response<v1::SetRetentionResponse>, Status> {
+        lifecycle_rpc!(self, request, set_retention_rpc)
+    }
+
+    async fn list_quarantined(
+        &self,
+        request: Request<v1::ListQuarantinedRequest>,
+    ) -> Result<Response<v1::ListQuarantinedResponse>, Status> {
+        lifecycle_rpc!(self, request, list_quarantined_rpc)
+    }
+
+    async fn replay_quarantined(
+        &self,
+        request: Request<v1::ReplayQuarantinedRequest>,
+    ) -> Result<Response<v1::ReplayQuarantinedResponse>, Status> {
+        lifecycle_rpc!(self, request, replay_quarantined_rpc)
+    }
+
+    async fn purge_quarantined(
+        &self,
+        request: Request<v1::PurgeQuarantinedRequest>,
+    ) -> Result<Response<v1::PurgeQuarantinedResponse>, Status> {
+        lifecycle_rpc!(self, request, purge_quarantined_rpc)
+    }
+
+    async fn set_event_schema(
+        &self,
+        request: Request<v1::SetEventSchemaRequest>,
+    ) -> Result<Response<v1::SetEventSchemaResponse>, Status> {
+        lifecycle_rpc!(self, request, set_event_schema_rpc)
+    }
+
+    async fn list_event_schemas(
+        &self,
+        request: Request<v1::ListEventSchemasRequest>,
+    ) -> Result<Response<v1::ListEventSchemasResponse>, Status> {
+        lifecycle_rpc!(self, request, list_event_schemas_rpc)
+    }
+
+    async fn delete_event_schema(
+        &self,
+        request: Request<v1::DeleteEventSchemaRequest>,
+    ) -> Result<Response<v1::DeleteEventSchemaResponse>, Status> {
+        lifecycle_rpc!(self, request, delete_event_schema_rpc)
     }
 }

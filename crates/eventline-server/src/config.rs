@@ -122,6 +122,18 @@ pub const SETTINGS_HELP: &[(&str, &str)] = &[
         "Ingest events per second of a key without its own limit, per replica; unset is unlimited",
     ),
     (
+        "lifecycle.interval_ms",
+        "How often user deletions and retention run when nothing wakes them, in ms",
+    ),
+    (
+        "lifecycle.dedupe_window_ms",
+        "Raw events are kept at least this long after receipt, whatever the retention, in ms",
+    ),
+    (
+        "lifecycle.quarantine_max_events",
+        "Most rejected events kept per tenant; the oldest go first",
+    ),
+    (
         "tls.cert_path",
         "PEM certificate chain: serve gRPC and HTTP over TLS",
     ),
@@ -187,6 +199,7 @@ pub struct Config {
     pub log: LogConfig,
     pub writer: WriterConfig,
     pub limits: LimitsConfig,
+    pub lifecycle: LifecycleConfig,
     pub tls: TlsConfig,
 }
 
@@ -356,6 +369,30 @@ impl Default for LimitsConfig {
     }
 }
 
+/// The data lifecycle's background work and bounds (README "Data lifecycle").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// How often pending user deletions and retention run, in milliseconds; a
+    /// DeleteUser request wakes them at once on the replica that took it.
+    pub interval_ms: u64,
+    /// Raw events are kept at least this long after they were received, whatever the
+    /// tenant's retention, so a retried event is still found to be a duplicate.
+    pub dedupe_window_ms: u64,
+    /// Most rejected events kept in each tenant's quarantine; past it the oldest go.
+    pub quarantine_max_events: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 10_000,
+            dedupe_window_ms: eventline_core::lifecycle::DEDUPE_WINDOW.as_millis() as u64,
+            quarantine_max_events: 10_000,
+        }
+    }
+}
+
 /// TLS on the gRPC and HTTP listeners (the metrics port stays plaintext, for scrapers
 /// inside the cluster). The files are read again when they change, so a rotated
 /// certificate is served to new connections without a restart.
@@ -500,6 +537,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.writer.max_batch_events == 0 {
             return Err("writer.max_batch_events must be at least 1".into());
+        }
+        if self.lifecycle.interval_ms == 0 {
+            return Err("lifecycle.interval_ms must be at least 1".into());
         }
         if self.writer.queue_events < eventline_core::limits::MAX_EVENTS_PER_BATCH as u32 {
             return Err(format!(

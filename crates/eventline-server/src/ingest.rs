@@ -5,7 +5,9 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use eventline_core::{ApiKey, Error, Event, IngestClock, Scope, limits, validate_event};
+use eventline_core::{
+    ApiKey, Error, Event, FieldViolation, IngestClock, Scope, TenantId, limits, validate_or_return,
+};
 use eventline_proto::v1::{self, ingest_service_server::IngestService};
 use futures::{Stream, StreamExt, stream::FuturesOrdered};
 use pbjson_types::Timestamp;
@@ -13,7 +15,14 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{auth::Authenticator, budget::MemoryBudget, rate_limit::RateLimiter, writer::Writer};
+use crate::{
+    auth::Authenticator,
+    budget::MemoryBudget,
+    quarantine::{IngestChecks, Rejected},
+    rate_limit::RateLimiter,
+    schemas::Verdict,
+    writer::Writer,
+};
 
 /// Batches of one IngestStream or IngestBidi committing at once; bounds per-stream memory
 /// while letting a client pipeline.
@@ -28,6 +37,7 @@ pub struct IngestApi {
     writer: Writer,
     budget: MemoryBudget,
     limiter: Arc<RateLimiter>,
+    checks: IngestChecks,
 }
 
 /// What one batch came to.
@@ -48,12 +58,14 @@ impl IngestApi {
         writer: Writer,
         budget: MemoryBudget,
         limiter: Arc<RateLimiter>,
+        checks: IngestChecks,
     ) -> Self {
         Self {
             auth,
             writer,
             budget,
             limiter,
+            checks,
         }
     }
 
@@ -71,7 +83,18 @@ impl IngestApi {
     ) -> Result<BatchReport, Error> {
         // Every event of the message counts, valid or not: all of them cost the server.
         self.limiter.admit(key, events.len())?;
-        let (mut report, validated) = validate_batch(key.tenant_id, events, &clock);
+        let screened = screen(&self.checks, key.tenant_id, events, &clock).await?;
+        // Kept before anything is stored or answered: a rejection is never only a reply.
+        self.checks.keep(screened.rejected).await?;
+        let mut report = BatchReport {
+            results: screened.results,
+            rejected: screened.rejected_count,
+            ..Default::default()
+        };
+        let validated = Validated {
+            events: screened.events,
+            positions: screened.positions,
+        };
         let types = TypeSlots::of(&validated.events);
         // Held while the batch waits for queue room and commits: under overload, requests
         // past the budget are refused at once instead of piling up decoded in memory.
@@ -98,6 +121,83 @@ impl IngestApi {
     }
 }
 
+impl IngestApi {
+    /// Quarantines a Track event that was refused and says why, naming the field
+    /// under `event`; a failure to quarantine it is the answer instead.
+    async fn refuse_tracked(&self, rejected: Rejected, violation: FieldViolation) -> Error {
+        record_outcomes([], 0, 0, 1);
+        if let Err(error) = self.checks.keep(vec![rejected]).await {
+            return error;
+        }
+        Error::InvalidArgument {
+            violation: violation.within("event"),
+        }
+    }
+
+    /// ValidateEvents: every rule of IngestBatch, schemas included, and nothing stored
+    /// or quarantined.
+    async fn dry_run(
+        &self,
+        tenant_id: TenantId,
+        events: Vec<v1::Event>,
+        clock: IngestClock,
+    ) -> Result<v1::ValidateEventsResponse, Error> {
+        let (mut report, mut validated, mut rejected) = validate_batch(tenant_id, events, &clock);
+        let verdicts = self.checks.check(tenant_id, &validated.events).await?;
+        let mut warnings = Vec::new();
+        for (position, verdict) in validated.positions.iter().zip(&verdicts) {
+            if let Verdict::Warned(violations) = verdict {
+                warnings.extend(
+                    violations
+                        .iter()
+                        .map(|violation| format!("{position}: {violation}")),
+                );
+            }
+        }
+        apply_verdicts(&mut report, &mut validated, &mut rejected, verdicts);
+        for position in validated.positions {
+            report.results[position].status = v1::IngestStatus::Accepted as i32;
+        }
+        Ok(v1::ValidateEventsResponse {
+            valid: report.results.len() as u64 - report.rejected,
+            invalid: report.rejected,
+            results: report.results,
+            warnings,
+        })
+    }
+}
+
+/// A batch after validation and its types' schemas.
+pub(crate) struct Screened {
+    /// One result per event: the rejected ones final, the others waiting for a commit.
+    pub(crate) results: Vec<v1::EventResult>,
+    pub(crate) rejected_count: u64,
+    /// The events to store, and where each stood in the batch.
+    pub(crate) events: Vec<Event>,
+    pub(crate) positions: Vec<usize>,
+    /// The rejected events, for the quarantine.
+    pub(crate) rejected: Vec<Rejected>,
+}
+
+/// Validates a batch exactly as IngestBatch does, schemas included.
+pub(crate) async fn screen(
+    checks: &IngestChecks,
+    tenant_id: TenantId,
+    events: Vec<v1::Event>,
+    clock: &IngestClock,
+) -> Result<Screened, Error> {
+    let (mut report, mut validated, mut rejected) = validate_batch(tenant_id, events, clock);
+    let verdicts = checks.check(tenant_id, &validated.events).await?;
+    apply_verdicts(&mut report, &mut validated, &mut rejected, verdicts);
+    Ok(Screened {
+        results: report.results,
+        rejected_count: report.rejected,
+        events: validated.events,
+        positions: validated.positions,
+        rejected,
+    })
+}
+
 /// The valid events of a batch, and where each stood in it.
 struct Validated {
     events: Vec<Event>,
@@ -107,10 +207,11 @@ struct Validated {
 /// Validates every event of a batch: a report with one result per event (the rejected
 /// ones final, the valid ones waiting for their commit) and the valid events.
 fn validate_batch(
-    tenant_id: eventline_core::TenantId,
+    tenant_id: TenantId,
     events: Vec<v1::Event>,
     clock: &IngestClock,
-) -> (BatchReport, Validated) {
+) -> (BatchReport, Validated, Vec<Rejected>) {
+    let mut rejected = Vec::new();
     let mut report = BatchReport {
         results: Vec::with_capacity(events.len()),
         ..Default::default()
@@ -120,8 +221,7 @@ fn validate_batch(
         positions: Vec::with_capacity(events.len()),
     };
     for (index, event) in events.into_iter().enumerate() {
-        let sent_id = event.event_id.clone();
-        match validate_event(tenant_id, event, clock) {
+        match validate_or_return(tenant_id, event, clock) {
             Ok(event) => {
                 validated.positions.push(index);
                 report.results.push(v1::EventResult {
@@ -131,18 +231,53 @@ fn validate_batch(
                 });
                 validated.events.push(event);
             }
-            Err(violation) => {
+            Err((violation, event)) => {
                 report.rejected += 1;
                 report.results.push(v1::EventResult {
-                    event_id: sent_id,
+                    event_id: event.event_id.clone(),
                     status: v1::IngestStatus::Rejected as i32,
                     error: violation.to_string(),
                     index: index as u64,
                 });
+                rejected.push(Rejected::sent(tenant_id, event, violation.to_string()));
             }
         }
     }
-    (report, validated)
+    (report, validated, rejected)
+}
+
+/// Takes the events their type's schema refuses out of `validated`: REJECTED in the
+/// report, on their way to the quarantine. WARN verdicts only count (in the metric).
+fn apply_verdicts(
+    report: &mut BatchReport,
+    validated: &mut Validated,
+    rejected: &mut Vec<Rejected>,
+    verdicts: Vec<Verdict>,
+) {
+    if verdicts
+        .iter()
+        .all(|verdict| !matches!(verdict, Verdict::Rejected(_)))
+    {
+        return;
+    }
+    let events = std::mem::take(&mut validated.events);
+    let positions = std::mem::take(&mut validated.positions);
+    for ((event, position), verdict) in events.into_iter().zip(positions).zip(verdicts) {
+        match verdict {
+            Verdict::Rejected(reason) => {
+                let violation = FieldViolation::new("properties", reason);
+                let result = &mut report.results[position];
+                result.status = v1::IngestStatus::Rejected as i32;
+                result.error = violation.to_string();
+                report.rejected += 1;
+                rejected.push(Rejected::stored_form(&event, violation.to_string()));
+            }
+            Verdict::Valid | Verdict::Warned(_) => {
+                validated.events.push(event);
+                validated.positions.push(position);
+            }
+        }
+    }
 }
 
 /// The event types of a batch for the per-type counter, each name copied once per batch.
@@ -201,12 +336,25 @@ impl IngestService for IngestApi {
             .ok_or_else(|| Error::invalid("event", "is required"))?;
         self.limiter.admit(&key, 1)?;
         let clock = IngestClock::now();
-        let event = validate_event(tenant_id, event, &clock).map_err(|violation| {
-            record_outcomes([], 0, 0, 1);
-            Error::InvalidArgument {
-                violation: violation.within("event"),
+        let event = match validate_or_return(tenant_id, event, &clock) {
+            Ok(event) => event,
+            Err((violation, event)) => {
+                let reason = violation.to_string();
+                return Err(self
+                    .refuse_tracked(Rejected::sent(tenant_id, event, reason), violation)
+                    .await
+                    .into());
             }
-        })?;
+        };
+        let verdicts = self
+            .checks
+            .check(tenant_id, std::slice::from_ref(&event))
+            .await?;
+        if let Some(Verdict::Rejected(reason)) = verdicts.into_iter().next() {
+            let violation = FieldViolation::new("properties", reason);
+            let rejected = Rejected::stored_form(&event, violation.to_string());
+            return Err(self.refuse_tracked(rejected, violation).await.into());
+        }
         let event_id = event.event_id.clone();
         let event_type = event.event_type.clone();
         let _charge = self.budget.try_charge(event.memory_bytes())?;
@@ -298,6 +446,17 @@ impl IngestService for IngestApi {
         }
         summary.watermark = watermark;
         Ok(Response::new(summary))
+    }
+
+    async fn validate_events(
+        &self,
+        request: Request<v1::ValidateEventsRequest>,
+    ) -> Result<Response<v1::ValidateEventsResponse>, Status> {
+        let key = self.caller(request.metadata()).await?;
+        let batch = request.into_inner();
+        let clock = batch_clock(&batch.events, batch.sent_at.as_ref())?;
+        let answer = self.dry_run(key.tenant_id, batch.events, clock).await?;
+        Ok(Response::new(answer))
     }
 
     type IngestBidiStream = BidiStream;

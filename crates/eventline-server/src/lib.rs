@@ -12,12 +12,16 @@ mod connection;
 mod gateway;
 mod health;
 pub mod ingest;
+mod lifecycle;
+mod metered_lifecycle;
 mod metered_store;
 pub mod metrics;
 mod parts;
+pub mod quarantine;
 pub mod query;
 pub mod rate_limit;
 mod readiness;
+mod schemas;
 mod tls;
 pub mod writer;
 
@@ -164,6 +168,8 @@ impl Server {
         } = self;
         metrics::handle();
         rate_limit::register_metrics();
+        quarantine::register_metrics();
+        lifecycle::register_metrics();
         let (tls, tls_reloader) = match tls {
             Some((tls, reloader)) => (Some(tls), Some(reloader.spawn())),
             None => (None, None),
@@ -182,8 +188,21 @@ impl Server {
             readiness.clone(),
         )
         .await;
+        let wake_lifecycle = Arc::new(tokio::sync::Notify::new());
+        let lifecycle_task = lifecycle::LifecycleTask {
+            store: Arc::clone(&store),
+            interval: Duration::from_millis(config.lifecycle.interval_ms),
+            dedupe_window: quarantine::dedupe_window(config.lifecycle.dedupe_window_ms),
+            wake: Arc::clone(&wake_lifecycle),
+        }
+        .spawn();
         let shared = parts::Shared {
             auth: Authenticator::new(Arc::clone(&store), config.admin.token.as_deref()),
+            checks: quarantine::IngestChecks::new(
+                Arc::clone(&store),
+                config.lifecycle.quarantine_max_events,
+            ),
+            wake_lifecycle,
             store: Arc::clone(&store),
             writer,
             bus,
@@ -204,9 +223,14 @@ impl Server {
         let result = serve_until(serving, shutdown, stop_accepting, stop_signal).await;
         let _ = http_task.await;
         let _ = metrics_task.await;
-        for task in [Some(health_task), tls_reloader, commit_listener]
-            .into_iter()
-            .flatten()
+        for task in [
+            Some(health_task),
+            Some(lifecycle_task),
+            tls_reloader,
+            commit_listener,
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }

@@ -17,7 +17,7 @@ use eventline_store::{Appended, PoolStatus, ReplicaLag, Store, StoreError};
 /// A store that times every operation of the store it wraps.
 #[derive(Debug)]
 pub(crate) struct MeteredStore {
-    inner: Arc<dyn Store>,
+    pub(crate) inner: Arc<dyn Store>,
 }
 
 impl MeteredStore {
@@ -26,7 +26,7 @@ impl MeteredStore {
     }
 }
 
-async fn timed<T>(
+pub(crate) async fn timed<T>(
     operation: &'static str,
     future: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {

@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) bus: CommitBus,
     pub(crate) budget: MemoryBudget,
     pub(crate) readiness: Readiness,
+    pub(crate) checks: crate::quarantine::IngestChecks,
+    pub(crate) wake_lifecycle: Arc<tokio::sync::Notify>,
     /// Turns true when the server stops accepting.
     pub(crate) stop: watch::Receiver<bool>,
 }
@@ -93,6 +95,7 @@ fn ingest_service(config: &Config, shared: &Shared) -> IngestServiceServer<Inges
         shared.writer.clone(),
         shared.budget.clone(),
         limiter,
+        shared.checks.clone(),
     ))
     .max_decoding_message_size(eventline_core::limits::MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES)
@@ -118,6 +121,11 @@ fn admin_service(shared: &Shared) -> AdminServiceServer<AdminApi> {
     AdminServiceServer::new(AdminApi::new(
         shared.auth.clone(),
         Arc::clone(&shared.store),
+        crate::admin::LifecycleParts {
+            checks: shared.checks.clone(),
+            writer: shared.writer.clone(),
+            wake: Arc::clone(&shared.wake_lifecycle),
+        },
     ))
     .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES)

@@ -6,6 +6,7 @@ mod analytics;
 mod breakdowns;
 mod counts;
 mod error;
+pub mod lifecycle;
 pub mod postgres;
 pub mod sqlite;
 mod summaries;
@@ -27,11 +28,15 @@ use eventline_core::{
 };
 
 pub use error::StoreError;
+pub use lifecycle::{Expiry, Quarantine, Schemas, UserDeletions};
 
 /// Where events are kept. Every method is tenant-scoped by its arguments; no method
-/// returns data of a tenant it was not asked about.
+/// returns data of a tenant it was not asked about. The data lifecycle's traits
+/// ([`UserDeletions`], [`Expiry`], [`Quarantine`], [`Schemas`]) come with every store.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    UserDeletions + Expiry + Quarantine + Schemas + Send + Sync + std::fmt::Debug + 'static
+{
     /// Appends `events` in one transaction and returns one outcome per event, in order:
     /// `Accepted` for rows inserted, `Duplicate` for `(tenant, event_id)` pairs already
     /// stored (or repeated earlier in the same batch). The hourly rollup is updated in

@@ -4,6 +4,7 @@
 
 mod breakdown;
 pub(crate) mod cursor;
+mod horizon;
 mod tail;
 
 use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
@@ -42,6 +43,7 @@ pub struct QueryApi {
     store: Arc<dyn Store>,
     bus: CommitBus,
     shutdown: watch::Receiver<bool>,
+    horizons: horizon::Horizons,
 }
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -56,6 +58,7 @@ impl QueryApi {
     ) -> Self {
         Self {
             auth,
+            horizons: horizon::Horizons::new(Arc::clone(&store)),
             store,
             bus,
             shutdown,
@@ -79,6 +82,18 @@ impl QueryApi {
     async fn count(&self, tenant_id: TenantId, counting: &Counting) -> Result<UserCounts, Error> {
         self.wait_for(tenant_id, &counting.min_watermark).await?;
         let query = counting.query(tenant_id);
+        match counting.measure {
+            Measure::Events => {
+                self.horizons
+                    .count_from(tenant_id, query.start, query.end, query.grouping)
+                    .await?
+            }
+            Measure::UniqueUsers => {
+                self.horizons
+                    .raw_from(tenant_id, query.start, "start_time")
+                    .await?
+            }
+        }
         Ok(match counting.measure {
             Measure::Events => UserCounts {
                 rows: self.store.count(&query).await?,
@@ -105,6 +120,9 @@ impl QueryApi {
             return Ok(None);
         };
         self.wait_for(tenant_id, &counting.min_watermark).await?;
+        self.horizons
+            .raw_from(tenant_id, counting.start, "start_time")
+            .await?;
         Ok(Some((self.store.breakdown(&query).await?, group_by.limit)))
     }
 
@@ -148,6 +166,9 @@ impl QueryService for QueryApi {
         let (tenant_id, listing): (_, ListEvents) = self.accept(request).await?;
         self.wait_for(tenant_id, &listing.min_watermark).await?;
         let query = listing_query(tenant_id, listing)?;
+        self.horizons
+            .raw_from(tenant_id, query.start, "start_time")
+            .await?;
         let limit = query.limit - 1;
         let mut events = self.store.list_events(&query).await.map_err(Error::from)?;
         let next_page_token = if events.len() > limit {
@@ -178,6 +199,9 @@ impl QueryService for QueryApi {
     ) -> Result<Response<Self::ExportEventsStream>, Status> {
         let (tenant_id, export): (_, ExportEvents) = self.accept(request).await?;
         let query = export_query(tenant_id, export)?;
+        self.horizons
+            .raw_from(tenant_id, query.start, "start_time")
+            .await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         tokio::spawn(stream_export(Arc::clone(&self.store), query, sender));
         Ok(Response::new(
@@ -192,6 +216,11 @@ impl QueryService for QueryApi {
         request: Request<v1::TailEventsRequest>,
     ) -> Result<Response<Self::TailEventsStream>, Status> {
         let (tenant_id, tail): (_, TailEvents) = self.accept(request).await?;
+        if let Some(start) = tail.start {
+            self.horizons
+                .raw_from(tenant_id, start, "start_time")
+                .await?;
+        }
         let resume = match tail.cursor.as_str() {
             "" => None,
             token => Some(Cursor::decode("cursor", token, tenant_id, &tail.filter)?),
@@ -292,6 +321,9 @@ impl QueryService for QueryApi {
     ) -> Result<Response<v1::FunnelResponse>, Status> {
         let (tenant_id, funnel): (_, Funnel) = self.accept(request).await?;
         self.wait_for(tenant_id, &funnel.min_watermark).await?;
+        self.horizons
+            .raw_from(tenant_id, funnel.start, "start_time")
+            .await?;
         let counts = self
             .store
             .funnel(&funnel.query(tenant_id))
@@ -318,6 +350,9 @@ impl QueryService for QueryApi {
     ) -> Result<Response<v1::RetentionResponse>, Status> {
         let (tenant_id, retention): (_, Retention) = self.accept(request).await?;
         self.wait_for(tenant_id, &retention.min_watermark).await?;
+        self.horizons
+            .raw_from(tenant_id, retention.start, "start_time")
+            .await?;
         let cohorts = self
             .store
             .retention(&retention.query(tenant_id))

@@ -132,13 +132,49 @@ async fn upsert_rollups_with<'a>(
     for row in rows {
         // The minute of the value stored, which is whole microseconds.
         let stored = postgres_epoch() + TimeDelta::microseconds(stored_micros(row.timestamp));
-        let minute = stored
-            .duration_trunc(TimeDelta::minutes(1))
-            .map_err(|error| StoreError::Internal(format!("rollup minute: {error}")))?;
         *counts
-            .entry((row.tenant_id.0, minute, row.event_type.as_str()))
+            .entry((row.tenant_id.0, minute_of(stored)?, row.event_type.as_str()))
             .or_default() += 1;
     }
+    add_rollup_counts(connection, counts, sql, slot).await
+}
+
+/// The slot a user deletion subtracts its counts in: writers take slots from 0 up, so
+/// it never meets a writer's rows (migration 0008), and reads sum every slot.
+const CORRECTION_SLOT: i16 = -1;
+
+/// Subtracts one per event `(stored timestamp, type)` of `tenant_id` from every rollup,
+/// in the caller's transaction: the correction of a user deletion.
+pub(crate) async fn subtract_from_rollups(
+    connection: &mut PgConnection,
+    tenant_id: Uuid,
+    deleted: &[(DateTime<Utc>, String)],
+) -> Result<(), StoreError> {
+    if deleted.is_empty() {
+        return Ok(());
+    }
+    let mut counts: HashMap<(Uuid, DateTime<Utc>, &str), i64> = HashMap::new();
+    for (timestamp, event_type) in deleted {
+        *counts
+            .entry((tenant_id, minute_of(*timestamp)?, event_type.as_str()))
+            .or_default() -= 1;
+    }
+    static ALL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = ALL.get_or_init(|| upsert_rollups_sql(&RollupGrain::ALL));
+    add_rollup_counts(connection, counts, sql, CORRECTION_SLOT).await
+}
+
+fn minute_of(time: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+    time.duration_trunc(TimeDelta::minutes(1))
+        .map_err(|error| StoreError::Internal(format!("rollup minute: {error}")))
+}
+
+async fn add_rollup_counts(
+    connection: &mut PgConnection,
+    counts: HashMap<(Uuid, DateTime<Utc>, &str), i64>,
+    sql: &str,
+    slot: i16,
+) -> Result<(), StoreError> {
     let mut tenant_ids = Vec::with_capacity(counts.len());
     let mut minutes = Vec::with_capacity(counts.len());
     let mut event_types = Vec::with_capacity(counts.len());

@@ -26,6 +26,7 @@ use crate::{Appended, Store, StoreError, Watermarks};
 
 mod cached;
 mod copy;
+mod lifecycle;
 mod nodelay;
 mod read;
 

@@ -31,6 +31,7 @@ use uuid::Uuid;
 use crate::{Appended, Store, StoreError, hour_of};
 
 mod cached;
+mod lifecycle;
 mod read;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
