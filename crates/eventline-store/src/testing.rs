@@ -516,6 +516,33 @@ pub async fn counted_events(
     rows.iter().map(|row| row.count).sum()
 }
 
+/// Expands each named case, an `async fn(Arc<dyn Store>)` of the calling test file, into
+/// one `#[tokio::test]` per store: `sqlite::case` and `postgres::case`, each on a fresh
+/// database (the conformance suites in `tests/`).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let (store, _directory) = eventline_store::testing::fresh_sqlite_store().await;
+                    super::$case(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let store = eventline_store::testing::fresh_pg_store().await;
+                    super::$case(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;

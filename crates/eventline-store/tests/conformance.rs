@@ -14,30 +14,7 @@ use eventline_core::{
 };
 use eventline_store::{Store, StoreError, testing};
 
-macro_rules! conformance_suite {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let (store, _directory) = eventline_store::testing::fresh_sqlite_store().await;
-                    super::$case(std::sync::Arc::new(store)).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let store = eventline_store::testing::fresh_pg_store().await;
-                    super::$case(std::sync::Arc::new(store)).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance_suite!(
+eventline_store::conformance_suite!(
     append_reports_accepted_then_duplicate_and_stores_once,
     duplicates_within_one_batch_are_stored_once,
     large_batches_report_stored_and_repeated_keys_as_duplicates,

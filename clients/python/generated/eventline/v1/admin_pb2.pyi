@@ -1,5 +1,6 @@
 import datetime
 
+from eventline.v1 import lifecycle_pb2 as _lifecycle_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -25,6 +26,13 @@ class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ACTION_KEY_CREATED: _ClassVar[AuditAction]
     AUDIT_ACTION_KEY_REVOKED: _ClassVar[AuditAction]
     AUDIT_ACTION_EXPIRED_KEY_USED: _ClassVar[AuditAction]
+    AUDIT_ACTION_USER_DELETION_REQUESTED: _ClassVar[AuditAction]
+    AUDIT_ACTION_USER_DELETION_FINISHED: _ClassVar[AuditAction]
+    AUDIT_ACTION_RETENTION_SET: _ClassVar[AuditAction]
+    AUDIT_ACTION_SCHEMA_SET: _ClassVar[AuditAction]
+    AUDIT_ACTION_SCHEMA_DELETED: _ClassVar[AuditAction]
+    AUDIT_ACTION_QUARANTINE_REPLAYED: _ClassVar[AuditAction]
+    AUDIT_ACTION_QUARANTINE_PURGED: _ClassVar[AuditAction]
 SCOPE_UNSPECIFIED: Scope
 SCOPE_INGEST: Scope
 SCOPE_QUERY: Scope
@@ -34,6 +42,13 @@ AUDIT_ACTION_TENANT_CREATED: AuditAction
 AUDIT_ACTION_KEY_CREATED: AuditAction
 AUDIT_ACTION_KEY_REVOKED: AuditAction
 AUDIT_ACTION_EXPIRED_KEY_USED: AuditAction
+AUDIT_ACTION_USER_DELETION_REQUESTED: AuditAction
+AUDIT_ACTION_USER_DELETION_FINISHED: AuditAction
+AUDIT_ACTION_RETENTION_SET: AuditAction
+AUDIT_ACTION_SCHEMA_SET: AuditAction
+AUDIT_ACTION_SCHEMA_DELETED: AuditAction
+AUDIT_ACTION_QUARANTINE_REPLAYED: AuditAction
+AUDIT_ACTION_QUARANTINE_PURGED: AuditAction
 
 class Tenant(_message.Message):
     __slots__ = ("tenant_id", "name", "create_time")

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from eventline.v1 import admin_pb2 as eventline_dot_v1_dot_admin__pb2
+from eventline.v1 import lifecycle_pb2 as eventline_dot_v1_dot_lifecycle__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -67,6 +68,56 @@ class AdminServiceStub:
                 request_serializer=eventline_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=eventline_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/eventline.v1.AdminService/DeleteUser',
+                request_serializer=eventline_dot_v1_dot_lifecycle__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_lifecycle__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
+        self.GetDeletion = channel.unary_unary(
+                '/eventline.v1.AdminService/GetDeletion',
+                request_serializer=eventline_dot_v1_dot_lifecycle__pb2.GetDeletionRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_lifecycle__pb2.GetDeletionResponse.FromString,
+                _registered_method=True)
+        self.GetRetention = channel.unary_unary(
+                '/eventline.v1.AdminService/GetRetention',
+                request_serializer=eventline_dot_v1_dot_lifecycle__pb2.GetRetentionRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_lifecycle__pb2.GetRetentionResponse.FromString,
+                _registered_method=True)
+        self.SetRetention = channel.unary_unary(
+                '/eventline.v1.AdminService/SetRetention',
+                request_serializer=eventline_dot_v1_dot_lifecycle__pb2.SetRetentionRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_lifecycle__pb2.SetRetentionResponse.FromString,
+                _registered_method=True)
+        self.ListQuarantined = channel.unary_unary(
+                '/eventline.v1.AdminService/ListQuarantined',
+                request_serializer=eventline_dot_v1_dot_lifecycle__pb2.ListQuarantinedRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_lifecycle__pb2.ListQuarantinedResponse.FromString,
+                _registered_method=True)
+        self.ReplayQuarantined = channel.unary_unary(
+                '/eventline.v1.AdminService/ReplayQuarantined',
+                request_serializer=eventline_dot_v1_dot_lifecycle__pb2.ReplayQuarantinedRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_lifecycle__pb2.ReplayQuarantinedResponse.FromString,
+                _registered_method=True)
+        self.PurgeQuarantined = channel.unary_unary(
+                '/eventline.v1.AdminService/PurgeQuarantined',
+                request_serializer=eventline_dot_v1_dot_lifecycle__pb2.PurgeQuarantinedRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_lifecycle__pb2.PurgeQuarantinedResponse.FromString,
+                _registered_method=True)
+        self.SetEventSchema = channel.unary_unary(
+                '/eventline.v1.AdminService/SetEventSchema',
+                request_serializer=eventline_dot_v1_dot_lifecycle__pb2.SetEventSchemaRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_lifecycle__pb2.SetEventSchemaResponse.FromString,
+                _registered_method=True)
+        self.ListEventSchemas = channel.unary_unary(
+                '/eventline.v1.AdminService/ListEventSchemas',
+                request_serializer=eventline_dot_v1_dot_lifecycle__pb2.ListEventSchemasRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_lifecycle__pb2.ListEventSchemasResponse.FromString,
+                _registered_method=True)
+        self.DeleteEventSchema = channel.unary_unary(
+                '/eventline.v1.AdminService/DeleteEventSchema',
+                request_serializer=eventline_dot_v1_dot_lifecycle__pb2.DeleteEventSchemaRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_lifecycle__pb2.DeleteEventSchemaResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -121,6 +172,85 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteUser(self, request, context):
+        """DeleteUser deletes every event of a user in the tenant, and corrects every count,
+        rollup and summary that counted them (README "Data lifecycle"). It answers at once
+        with a deletion to poll with GetDeletion; asking again while one is unfinished
+        returns that one. Events sent with the same user_id later are kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeletion(self, request, context):
+        """GetDeletion reports how far a deletion has got.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRetention(self, request, context):
+        """GetRetention reports how long the tenant's raw events and rollups are kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRetention(self, request, context):
+        """SetRetention sets how long the tenant's raw events and rollups are kept; the
+        server deletes what is older in the background, in bounded batches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQuarantined(self, request, context):
+        """ListQuarantined lists the events the tenant sent that validation rejected, newest
+        first. At most quarantine.max_events_per_tenant are kept; the oldest go first
+        (eventline_quarantine_dropped_total). Unauthenticated requests and bodies over the
+        size limits are never quarantined.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayQuarantined(self, request, context):
+        """ReplayQuarantined validates quarantined events again, as they are now (schemas
+        included), and stores the valid ones exactly as a normal ingest does: each once,
+        however often it is replayed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeQuarantined(self, request, context):
+        """PurgeQuarantined drops quarantined events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetEventSchema(self, request, context):
+        """SetEventSchema attaches a JSON Schema to an event type.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEventSchemas(self, request, context):
+        """ListEventSchemas lists the tenant's schemas.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteEventSchema(self, request, context):
+        """DeleteEventSchema removes an event type's schema.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +283,56 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=eventline_dot_v1_dot_admin__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=eventline_dot_v1_dot_admin__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=eventline_dot_v1_dot_lifecycle__pb2.DeleteUserRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_lifecycle__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'GetDeletion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeletion,
+                    request_deserializer=eventline_dot_v1_dot_lifecycle__pb2.GetDeletionRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_lifecycle__pb2.GetDeletionResponse.SerializeToString,
+            ),
+            'GetRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRetention,
+                    request_deserializer=eventline_dot_v1_dot_lifecycle__pb2.GetRetentionRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_lifecycle__pb2.GetRetentionResponse.SerializeToString,
+            ),
+            'SetRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRetention,
+                    request_deserializer=eventline_dot_v1_dot_lifecycle__pb2.SetRetentionRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_lifecycle__pb2.SetRetentionResponse.SerializeToString,
+            ),
+            'ListQuarantined': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQuarantined,
+                    request_deserializer=eventline_dot_v1_dot_lifecycle__pb2.ListQuarantinedRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_lifecycle__pb2.ListQuarantinedResponse.SerializeToString,
+            ),
+            'ReplayQuarantined': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayQuarantined,
+                    request_deserializer=eventline_dot_v1_dot_lifecycle__pb2.ReplayQuarantinedRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_lifecycle__pb2.ReplayQuarantinedResponse.SerializeToString,
+            ),
+            'PurgeQuarantined': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeQuarantined,
+                    request_deserializer=eventline_dot_v1_dot_lifecycle__pb2.PurgeQuarantinedRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_lifecycle__pb2.PurgeQuarantinedResponse.SerializeToString,
+            ),
+            'SetEventSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetEventSchema,
+                    request_deserializer=eventline_dot_v1_dot_lifecycle__pb2.SetEventSchemaRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_lifecycle__pb2.SetEventSchemaResponse.SerializeToString,
+            ),
+            'ListEventSchemas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEventSchemas,
+                    request_deserializer=eventline_dot_v1_dot_lifecycle__pb2.ListEventSchemasRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_lifecycle__pb2.ListEventSchemasResponse.SerializeToString,
+            ),
+            'DeleteEventSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEventSchema,
+                    request_deserializer=eventline_dot_v1_dot_lifecycle__pb2.DeleteEventSchemaRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_lifecycle__pb2.DeleteEventSchemaResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -320,6 +500,276 @@ class AdminService:
             '/eventline.v1.AdminService/ListAuditEvents',
             eventline_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
             eventline_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/DeleteUser',
+            eventline_dot_v1_dot_lifecycle__pb2.DeleteUserRequest.SerializeToString,
+            eventline_dot_v1_dot_lifecycle__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeletion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/GetDeletion',
+            eventline_dot_v1_dot_lifecycle__pb2.GetDeletionRequest.SerializeToString,
+            eventline_dot_v1_dot_lifecycle__pb2.GetDeletionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/GetRetention',
+            eventline_dot_v1_dot_lifecycle__pb2.GetRetentionRequest.SerializeToString,
+            eventline_dot_v1_dot_lifecycle__pb2.GetRetentionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/SetRetention',
+            eventline_dot_v1_dot_lifecycle__pb2.SetRetentionRequest.SerializeToString,
+            eventline_dot_v1_dot_lifecycle__pb2.SetRetentionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQuarantined(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/ListQuarantined',
+            eventline_dot_v1_dot_lifecycle__pb2.ListQuarantinedRequest.SerializeToString,
+            eventline_dot_v1_dot_lifecycle__pb2.ListQuarantinedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayQuarantined(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/ReplayQuarantined',
+            eventline_dot_v1_dot_lifecycle__pb2.ReplayQuarantinedRequest.SerializeToString,
+            eventline_dot_v1_dot_lifecycle__pb2.ReplayQuarantinedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeQuarantined(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/PurgeQuarantined',
+            eventline_dot_v1_dot_lifecycle__pb2.PurgeQuarantinedRequest.SerializeToString,
+            eventline_dot_v1_dot_lifecycle__pb2.PurgeQuarantinedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetEventSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/SetEventSchema',
+            eventline_dot_v1_dot_lifecycle__pb2.SetEventSchemaRequest.SerializeToString,
+            eventline_dot_v1_dot_lifecycle__pb2.SetEventSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEventSchemas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/ListEventSchemas',
+            eventline_dot_v1_dot_lifecycle__pb2.ListEventSchemasRequest.SerializeToString,
+            eventline_dot_v1_dot_lifecycle__pb2.ListEventSchemasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteEventSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/DeleteEventSchema',
+            eventline_dot_v1_dot_lifecycle__pb2.DeleteEventSchemaRequest.SerializeToString,
+            eventline_dot_v1_dot_lifecycle__pb2.DeleteEventSchemaResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,3 +90,23 @@ class IngestBidiResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[_event_pb2.EventResult]
     watermark: str
     def __init__(self, sequence: _Optional[int] = ..., results: _Optional[_Iterable[_Union[_event_pb2.EventResult, _Mapping]]] = ..., watermark: _Optional[str] = ...) -> None: ...
+
+class ValidateEventsRequest(_message.Message):
+    __slots__ = ("events", "sent_at")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_event_pb2.Event]
+    sent_at: _timestamp_pb2.Timestamp
+    def __init__(self, events: _Optional[_Iterable[_Union[_event_pb2.Event, _Mapping]]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ValidateEventsResponse(_message.Message):
+    __slots__ = ("results", "valid", "invalid", "warnings")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    INVALID_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[_event_pb2.EventResult]
+    valid: int
+    invalid: int
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, results: _Optional[_Iterable[_Union[_event_pb2.EventResult, _Mapping]]] = ..., valid: _Optional[int] = ..., invalid: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -63,6 +63,11 @@ class IngestServiceStub:
                 request_serializer=eventline_dot_v1_dot_ingest__pb2.IngestBidiRequest.SerializeToString,
                 response_deserializer=eventline_dot_v1_dot_ingest__pb2.IngestBidiResponse.FromString,
                 _registered_method=True)
+        self.ValidateEvents = channel.unary_unary(
+                '/eventline.v1.IngestService/ValidateEvents',
+                request_serializer=eventline_dot_v1_dot_ingest__pb2.ValidateEventsRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_ingest__pb2.ValidateEventsResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -110,6 +115,16 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidateEvents(self, request, context):
+        """ValidateEvents checks up to 2000 events exactly as IngestBatch would, event
+        schemas included, and stores nothing: a dry run. Valid events are reported
+        ACCEPTED (with warnings for WARN-mode schema violations), invalid ones REJECTED
+        with the field, or the failing JSON pointer under properties.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +147,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.IngestBidi,
                     request_deserializer=eventline_dot_v1_dot_ingest__pb2.IngestBidiRequest.FromString,
                     response_serializer=eventline_dot_v1_dot_ingest__pb2.IngestBidiResponse.SerializeToString,
+            ),
+            'ValidateEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateEvents,
+                    request_deserializer=eventline_dot_v1_dot_ingest__pb2.ValidateEventsRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_ingest__pb2.ValidateEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -251,6 +271,33 @@ class IngestService:
             '/eventline.v1.IngestService/IngestBidi',
             eventline_dot_v1_dot_ingest__pb2.IngestBidiRequest.SerializeToString,
             eventline_dot_v1_dot_ingest__pb2.IngestBidiResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.IngestService/ValidateEvents',
+            eventline_dot_v1_dot_ingest__pb2.ValidateEventsRequest.SerializeToString,
+            eventline_dot_v1_dot_ingest__pb2.ValidateEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

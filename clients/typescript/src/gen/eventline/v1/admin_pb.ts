@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { DeleteEventSchemaRequestSchema, DeleteEventSchemaResponseSchema, DeleteUserRequestSchema, DeleteUserResponseSchema, GetDeletionRequestSchema, GetDeletionResponseSchema, GetRetentionRequestSchema, GetRetentionResponseSchema, ListEventSchemasRequestSchema, ListEventSchemasResponseSchema, ListQuarantinedRequestSchema, ListQuarantinedResponseSchema, PurgeQuarantinedRequestSchema, PurgeQuarantinedResponseSchema, ReplayQuarantinedRequestSchema, ReplayQuarantinedResponseSchema, SetEventSchemaRequestSchema, SetEventSchemaResponseSchema, SetRetentionRequestSchema, SetRetentionResponseSchema } from "./lifecycle_pb.js";
+import { file_eventline_v1_lifecycle } from "./lifecycle_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -13,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file eventline/v1/admin.proto.
  */
 export const file_eventline_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChhldmVudGxpbmUvdjEvYWRtaW4ucHJvdG8SDGV2ZW50bGluZS52MSJaCgZUZW5hbnQSEQoJdGVuYW50X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIo0CCgZBcGlLZXkSDgoGa2V5X2lkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIjCgZzY29wZXMYAyADKA4yEy5ldmVudGxpbmUudjEuU2NvcGUSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZXZlbnRzX3Blcl9zZWNvbmQYByABKA0SDQoFYnVyc3QYCCABKA0iIwoTQ3JlYXRlVGVuYW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIjwKFENyZWF0ZVRlbmFudFJlc3BvbnNlEiQKBnRlbmFudBgBIAEoCzIULmV2ZW50bGluZS52MS5UZW5hbnQiFAoSTGlzdFRlbmFudHNSZXF1ZXN0IjwKE0xpc3RUZW5hbnRzUmVzcG9uc2USJQoHdGVuYW50cxgBIAMoCzIULmV2ZW50bGluZS52MS5UZW5hbnQiqAEKE0NyZWF0ZUFwaUtleVJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEiMKBnNjb3BlcxgCIAMoDjITLmV2ZW50bGluZS52MS5TY29wZRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZXZlbnRzX3Blcl9zZWNvbmQYBCABKA0SDQoFYnVyc3QYBSABKA0iTQoUQ3JlYXRlQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULmV2ZW50bGluZS52MS5BcGlLZXkSDgoGc2VjcmV0GAIgASgJIicKEkxpc3RBcGlLZXlzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkiPQoTTGlzdEFwaUtleXNSZXNwb25zZRImCghhcGlfa2V5cxgBIAMoCzIULmV2ZW50bGluZS52MS5BcGlLZXkiJQoTUmV2b2tlQXBpS2V5UmVxdWVzdBIOCgZrZXlfaWQYASABKAkiPQoUUmV2b2tlQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULmV2ZW50bGluZS52MS5BcGlLZXkikwIKCkF1ZGl0RXZlbnQSEAoIYXVkaXRfaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEg0KBWFjdG9yGAMgASgJEikKBmFjdGlvbhgEIAEoDjIZLmV2ZW50bGluZS52MS5BdWRpdEFjdGlvbhIOCgZ0YXJnZXQYBSABKAkSLgoKZXZlbnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoHZGV0YWlscxgHIAMoCzIlLmV2ZW50bGluZS52MS5BdWRpdEV2ZW50LkRldGFpbHNFbnRyeRouCgxEZXRhaWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJSChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJiChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIuCgxhdWRpdF9ldmVudHMYASADKAsyGC5ldmVudGxpbmUudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqUgoFU2NvcGUSFQoRU0NPUEVfVU5TUEVDSUZJRUQQABIQCgxTQ09QRV9JTkdFU1QQARIPCgtTQ09QRV9RVUVSWRACEg8KC1NDT1BFX0FETUlOEAMqqwEKC0F1ZGl0QWN0aW9uEhwKGEFVRElUX0FDVElPTl9VTlNQRUNJRklFRBAAEh8KG0FVRElUX0FDVElPTl9URU5BTlRfQ1JFQVRFRBABEhwKGEFVRElUX0FDVElPTl9LRVlfQ1JFQVRFRBACEhwKGEFVRElUX0FDVElPTl9LRVlfUkVWT0tFRBADEiEKHUFVRElUX0FDVElPTl9FWFBJUkVEX0tFWV9VU0VEEAQy1gUKDEFkbWluU2VydmljZRJtCgxDcmVhdGVUZW5hbnQSIS5ldmVudGxpbmUudjEuQ3JlYXRlVGVuYW50UmVxdWVzdBoiLmV2ZW50bGluZS52MS5DcmVhdGVUZW5hbnRSZXNwb25zZSIWgtPkkwIQOgEqIgsvdjEvdGVuYW50cxJnCgtMaXN0VGVuYW50cxIgLmV2ZW50bGluZS52MS5MaXN0VGVuYW50c1JlcXVlc3QaIS5ldmVudGxpbmUudjEuTGlzdFRlbmFudHNSZXNwb25zZSITgtPkkwINEgsvdjEvdGVuYW50cxJ+CgxDcmVhdGVBcGlLZXkSIS5ldmVudGxpbmUudjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBoiLmV2ZW50bGluZS52MS5DcmVhdGVBcGlLZXlSZXNwb25zZSIngtPkkwIhOgEqIhwvdjEvdGVuYW50cy97dGVuYW50X2lkfS9rZXlzEngKC0xpc3RBcGlLZXlzEiAuZXZlbnRsaW5lLnYxLkxpc3RBcGlLZXlzUmVxdWVzdBohLmV2ZW50bGluZS52MS5MaXN0QXBpS2V5c1Jlc3BvbnNlIiSC0+STAh4SHC92MS90ZW5hbnRzL3t0ZW5hbnRfaWR9L2tleXMSegoMUmV2b2tlQXBpS2V5EiEuZXZlbnRsaW5lLnYxLlJldm9rZUFwaUtleVJlcXVlc3QaIi5ldmVudGxpbmUudjEuUmV2b2tlQXBpS2V5UmVzcG9uc2UiI4LT5JMCHToBKiIYL3YxL2tleXMve2tleV9pZH06cmV2b2tlEngKD0xpc3RBdWRpdEV2ZW50cxIkLmV2ZW50bGluZS52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0GiUuZXZlbnRsaW5lLnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlIhiC0+STAhISEC92MS9hdWRpdC1ldmVudHNiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("ChhldmVudGxpbmUvdjEvYWRtaW4ucHJvdG8SDGV2ZW50bGluZS52MSJaCgZUZW5hbnQSEQoJdGVuYW50X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIo0CCgZBcGlLZXkSDgoGa2V5X2lkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIjCgZzY29wZXMYAyADKA4yEy5ldmVudGxpbmUudjEuU2NvcGUSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZXZlbnRzX3Blcl9zZWNvbmQYByABKA0SDQoFYnVyc3QYCCABKA0iIwoTQ3JlYXRlVGVuYW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIjwKFENyZWF0ZVRlbmFudFJlc3BvbnNlEiQKBnRlbmFudBgBIAEoCzIULmV2ZW50bGluZS52MS5UZW5hbnQiFAoSTGlzdFRlbmFudHNSZXF1ZXN0IjwKE0xpc3RUZW5hbnRzUmVzcG9uc2USJQoHdGVuYW50cxgBIAMoCzIULmV2ZW50bGluZS52MS5UZW5hbnQiqAEKE0NyZWF0ZUFwaUtleVJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEiMKBnNjb3BlcxgCIAMoDjITLmV2ZW50bGluZS52MS5TY29wZRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZXZlbnRzX3Blcl9zZWNvbmQYBCABKA0SDQoFYnVyc3QYBSABKA0iTQoUQ3JlYXRlQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULmV2ZW50bGluZS52MS5BcGlLZXkSDgoGc2VjcmV0GAIgASgJIicKEkxpc3RBcGlLZXlzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkiPQoTTGlzdEFwaUtleXNSZXNwb25zZRImCghhcGlfa2V5cxgBIAMoCzIULmV2ZW50bGluZS52MS5BcGlLZXkiJQoTUmV2b2tlQXBpS2V5UmVxdWVzdBIOCgZrZXlfaWQYASABKAkiPQoUUmV2b2tlQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULmV2ZW50bGluZS52MS5BcGlLZXkikwIKCkF1ZGl0RXZlbnQSEAoIYXVkaXRfaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEg0KBWFjdG9yGAMgASgJEikKBmFjdGlvbhgEIAEoDjIZLmV2ZW50bGluZS52MS5BdWRpdEFjdGlvbhIOCgZ0YXJnZXQYBSABKAkSLgoKZXZlbnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoHZGV0YWlscxgHIAMoCzIlLmV2ZW50bGluZS52MS5BdWRpdEV2ZW50LkRldGFpbHNFbnRyeRouCgxEZXRhaWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJSChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJiChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIuCgxhdWRpdF9ldmVudHMYASADKAsyGC5ldmVudGxpbmUudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqUgoFU2NvcGUSFQoRU0NPUEVfVU5TUEVDSUZJRUQQABIQCgxTQ09QRV9JTkdFU1QQARIPCgtTQ09QRV9RVUVSWRACEg8KC1NDT1BFX0FETUlOEAMqpgMKC0F1ZGl0QWN0aW9uEhwKGEFVRElUX0FDVElPTl9VTlNQRUNJRklFRBAAEh8KG0FVRElUX0FDVElPTl9URU5BTlRfQ1JFQVRFRBABEhwKGEFVRElUX0FDVElPTl9LRVlfQ1JFQVRFRBACEhwKGEFVRElUX0FDVElPTl9LRVlfUkVWT0tFRBADEiEKHUFVRElUX0FDVElPTl9FWFBJUkVEX0tFWV9VU0VEEAQSKAokQVVESVRfQUNUSU9OX1VTRVJfREVMRVRJT05fUkVRVUVTVEVEEAUSJwojQVVESVRfQUNUSU9OX1VTRVJfREVMRVRJT05fRklOSVNIRUQQBhIeChpBVURJVF9BQ1RJT05fUkVURU5USU9OX1NFVBAHEhsKF0FVRElUX0FDVElPTl9TQ0hFTUFfU0VUEAgSHwobQVVESVRfQUNUSU9OX1NDSEVNQV9ERUxFVEVEEAkSJAogQVVESVRfQUNUSU9OX1FVQVJBTlRJTkVfUkVQTEFZRUQQChIiCh5BVURJVF9BQ1RJT05fUVVBUkFOVElORV9QVVJHRUQQCzL+EAoMQWRtaW5TZXJ2aWNlEm0KDENyZWF0ZVRlbmFudBIhLmV2ZW50bGluZS52MS5DcmVhdGVUZW5hbnRSZXF1ZXN0GiIuZXZlbnRsaW5lLnYxLkNyZWF0ZVRlbmFudFJlc3BvbnNlIhaC0+STAhA6ASoiCy92MS90ZW5hbnRzEmcKC0xpc3RUZW5hbnRzEiAuZXZlbnRsaW5lLnYxLkxpc3RUZW5hbnRzUmVxdWVzdBohLmV2ZW50bGluZS52MS5MaXN0VGVuYW50c1Jlc3BvbnNlIhOC0+STAg0SCy92MS90ZW5hbnRzEn4KDENyZWF0ZUFwaUtleRIhLmV2ZW50bGluZS52MS5DcmVhdGVBcGlLZXlSZXF1ZXN0GiIuZXZlbnRsaW5lLnYxLkNyZWF0ZUFwaUtleVJlc3BvbnNlIieC0+STAiE6ASoiHC92MS90ZW5hbnRzL3t0ZW5hbnRfaWR9L2tleXMSeAoLTGlzdEFwaUtleXMSIC5ldmVudGxpbmUudjEuTGlzdEFwaUtleXNSZXF1ZXN0GiEuZXZlbnRsaW5lLnYxLkxpc3RBcGlLZXlzUmVzcG9uc2UiJILT5JMCHhIcL3YxL3RlbmFudHMve3RlbmFudF9pZH0va2V5cxJ6CgxSZXZva2VBcGlLZXkSIS5ldmVudGxpbmUudjEuUmV2b2tlQXBpS2V5UmVxdWVzdBoiLmV2ZW50bGluZS52MS5SZXZva2VBcGlLZXlSZXNwb25zZSIjgtPkkwIdOgEqIhgvdjEva2V5cy97a2V5X2lkfTpyZXZva2USeAoPTGlzdEF1ZGl0RXZlbnRzEiQuZXZlbnRsaW5lLnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaJS5ldmVudGxpbmUudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2UiGILT5JMCEhIQL3YxL2F1ZGl0LWV2ZW50cxKKAQoKRGVsZXRlVXNlchIfLmV2ZW50bGluZS52MS5EZWxldGVVc2VyUmVxdWVzdBogLmV2ZW50bGluZS52MS5EZWxldGVVc2VyUmVzcG9uc2UiOYLT5JMCMzoBKiIuL3YxL3RlbmFudHMve3RlbmFudF9pZH0vdXNlcnMve3VzZXJfaWR9OmRlbGV0ZRKLAQoLR2V0RGVsZXRpb24SIC5ldmVudGxpbmUudjEuR2V0RGVsZXRpb25SZXF1ZXN0GiEuZXZlbnRsaW5lLnYxLkdldERlbGV0aW9uUmVzcG9uc2UiN4LT5JMCMRIvL3YxL3RlbmFudHMve3RlbmFudF9pZH0vZGVsZXRpb25zL3tkZWxldGlvbl9pZH0SgAEKDEdldFJldGVudGlvbhIhLmV2ZW50bGluZS52MS5HZXRSZXRlbnRpb25SZXF1ZXN0GiIuZXZlbnRsaW5lLnYxLkdldFJldGVudGlvblJlc3BvbnNlIimC0+STAiMSIS92MS90ZW5hbnRzL3t0ZW5hbnRfaWR9L3JldGVudGlvbhKDAQoMU2V0UmV0ZW50aW9uEiEuZXZlbnRsaW5lLnYxLlNldFJldGVudGlvblJlcXVlc3QaIi5ldmVudGxpbmUudjEuU2V0UmV0ZW50aW9uUmVzcG9uc2UiLILT5JMCJjoBKhohL3YxL3RlbmFudHMve3RlbmFudF9pZH0vcmV0ZW50aW9uEooBCg9MaXN0UXVhcmFudGluZWQSJC5ldmVudGxpbmUudjEuTGlzdFF1YXJhbnRpbmVkUmVxdWVzdBolLmV2ZW50bGluZS52MS5MaXN0UXVhcmFudGluZWRSZXNwb25zZSIqgtPkkwIkEiIvdjEvdGVuYW50cy97dGVuYW50X2lkfS9xdWFyYW50aW5lEpoBChFSZXBsYXlRdWFyYW50aW5lZBImLmV2ZW50bGluZS52MS5SZXBsYXlRdWFyYW50aW5lZFJlcXVlc3QaJy5ldmVudGxpbmUudjEuUmVwbGF5UXVhcmFudGluZWRSZXNwb25zZSI0gtPkkwIuOgEqIikvdjEvdGVuYW50cy97dGVuYW50X2lkfS9xdWFyYW50aW5lOnJlcGxheRKWAQoQUHVyZ2VRdWFyYW50aW5lZBIlLmV2ZW50bGluZS52MS5QdXJnZVF1YXJhbnRpbmVkUmVxdWVzdBomLmV2ZW50bGluZS52MS5QdXJnZVF1YXJhbnRpbmVkUmVzcG9uc2UiM4LT5JMCLToBKiIoL3YxL3RlbmFudHMve3RlbmFudF9pZH0vcXVhcmFudGluZTpwdXJnZRKUAQoOU2V0RXZlbnRTY2hlbWESIy5ldmVudGxpbmUudjEuU2V0RXZlbnRTY2hlbWFSZXF1ZXN0GiQuZXZlbnRsaW5lLnYxLlNldEV2ZW50U2NoZW1hUmVzcG9uc2UiN4LT5JMCMToBKhosL3YxL3RlbmFudHMve3RlbmFudF9pZH0vc2NoZW1hcy97ZXZlbnRfdHlwZX0SigEKEExpc3RFdmVudFNjaGVtYXMSJS5ldmVudGxpbmUudjEuTGlzdEV2ZW50U2NoZW1hc1JlcXVlc3QaJi5ldmVudGxpbmUudjEuTGlzdEV2ZW50U2NoZW1hc1Jlc3BvbnNlIieC0+STAiESHy92MS90ZW5hbnRzL3t0ZW5hbnRfaWR9L3NjaGVtYXMSmgEKEURlbGV0ZUV2ZW50U2NoZW1hEiYuZXZlbnRsaW5lLnYxLkRlbGV0ZUV2ZW50U2NoZW1hUmVxdWVzdBonLmV2ZW50bGluZS52MS5EZWxldGVFdmVudFNjaGVtYVJlc3BvbnNlIjSC0+STAi4qLC92MS90ZW5hbnRzL3t0ZW5hbnRfaWR9L3NjaGVtYXMve2V2ZW50X3R5cGV9YgZwcm90bzM", [file_eventline_v1_lifecycle, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * Tenant is an isolated set of events and keys.
@@ -577,6 +579,56 @@ export enum AuditAction {
    * @generated from enum value: AUDIT_ACTION_EXPIRED_KEY_USED = 4;
    */
   EXPIRED_KEY_USED = 4,
+
+  /**
+   * A user's events were asked to be deleted (target: the deletion id; details: the
+   * user id).
+   *
+   * @generated from enum value: AUDIT_ACTION_USER_DELETION_REQUESTED = 5;
+   */
+  USER_DELETION_REQUESTED = 5,
+
+  /**
+   * A user deletion finished (target: the deletion id; details: events deleted).
+   *
+   * @generated from enum value: AUDIT_ACTION_USER_DELETION_FINISHED = 6;
+   */
+  USER_DELETION_FINISHED = 6,
+
+  /**
+   * The retention was set (target: the tenant id; details: the durations).
+   *
+   * @generated from enum value: AUDIT_ACTION_RETENTION_SET = 7;
+   */
+  RETENTION_SET = 7,
+
+  /**
+   * A schema was set (target: the event type; details: the mode).
+   *
+   * @generated from enum value: AUDIT_ACTION_SCHEMA_SET = 8;
+   */
+  SCHEMA_SET = 8,
+
+  /**
+   * A schema was removed (target: the event type).
+   *
+   * @generated from enum value: AUDIT_ACTION_SCHEMA_DELETED = 9;
+   */
+  SCHEMA_DELETED = 9,
+
+  /**
+   * Quarantined events were replayed (target: the tenant id; details: the outcome).
+   *
+   * @generated from enum value: AUDIT_ACTION_QUARANTINE_REPLAYED = 10;
+   */
+  QUARANTINE_REPLAYED = 10,
+
+  /**
+   * Quarantined events were dropped (target: the tenant id; details: how many).
+   *
+   * @generated from enum value: AUDIT_ACTION_QUARANTINE_PURGED = 11;
+   */
+  QUARANTINE_PURGED = 11,
 }
 
 /**
@@ -656,6 +708,115 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListAuditEventsRequestSchema;
     output: typeof ListAuditEventsResponseSchema;
+  },
+  /**
+   * DeleteUser deletes every event of a user in the tenant, and corrects every count,
+   * rollup and summary that counted them (README "Data lifecycle"). It answers at once
+   * with a deletion to poll with GetDeletion; asking again while one is unfinished
+   * returns that one. Events sent with the same user_id later are kept.
+   *
+   * @generated from rpc eventline.v1.AdminService.DeleteUser
+   */
+  deleteUser: {
+    methodKind: "unary";
+    input: typeof DeleteUserRequestSchema;
+    output: typeof DeleteUserResponseSchema;
+  },
+  /**
+   * GetDeletion reports how far a deletion has got.
+   *
+   * @generated from rpc eventline.v1.AdminService.GetDeletion
+   */
+  getDeletion: {
+    methodKind: "unary";
+    input: typeof GetDeletionRequestSchema;
+    output: typeof GetDeletionResponseSchema;
+  },
+  /**
+   * GetRetention reports how long the tenant's raw events and rollups are kept.
+   *
+   * @generated from rpc eventline.v1.AdminService.GetRetention
+   */
+  getRetention: {
+    methodKind: "unary";
+    input: typeof GetRetentionRequestSchema;
+    output: typeof GetRetentionResponseSchema;
+  },
+  /**
+   * SetRetention sets how long the tenant's raw events and rollups are kept; the
+   * server deletes what is older in the background, in bounded batches.
+   *
+   * @generated from rpc eventline.v1.AdminService.SetRetention
+   */
+  setRetention: {
+    methodKind: "unary";
+    input: typeof SetRetentionRequestSchema;
+    output: typeof SetRetentionResponseSchema;
+  },
+  /**
+   * ListQuarantined lists the events the tenant sent that validation rejected, newest
+   * first. At most quarantine.max_events_per_tenant are kept; the oldest go first
+   * (eventline_quarantine_dropped_total). Unauthenticated requests and bodies over the
+   * size limits are never quarantined.
+   *
+   * @generated from rpc eventline.v1.AdminService.ListQuarantined
+   */
+  listQuarantined: {
+    methodKind: "unary";
+    input: typeof ListQuarantinedRequestSchema;
+    output: typeof ListQuarantinedResponseSchema;
+  },
+  /**
+   * ReplayQuarantined validates quarantined events again, as they are now (schemas
+   * included), and stores the valid ones exactly as a normal ingest does: each once,
+   * however often it is replayed.
+   *
+   * @generated from rpc eventline.v1.AdminService.ReplayQuarantined
+   */
+  replayQuarantined: {
+    methodKind: "unary";
+    input: typeof ReplayQuarantinedRequestSchema;
+    output: typeof ReplayQuarantinedResponseSchema;
+  },
+  /**
+   * PurgeQuarantined drops quarantined events.
+   *
+   * @generated from rpc eventline.v1.AdminService.PurgeQuarantined
+   */
+  purgeQuarantined: {
+    methodKind: "unary";
+    input: typeof PurgeQuarantinedRequestSchema;
+    output: typeof PurgeQuarantinedResponseSchema;
+  },
+  /**
+   * SetEventSchema attaches a JSON Schema to an event type.
+   *
+   * @generated from rpc eventline.v1.AdminService.SetEventSchema
+   */
+  setEventSchema: {
+    methodKind: "unary";
+    input: typeof SetEventSchemaRequestSchema;
+    output: typeof SetEventSchemaResponseSchema;
+  },
+  /**
+   * ListEventSchemas lists the tenant's schemas.
+   *
+   * @generated from rpc eventline.v1.AdminService.ListEventSchemas
+   */
+  listEventSchemas: {
+    methodKind: "unary";
+    input: typeof ListEventSchemasRequestSchema;
+    output: typeof ListEventSchemasResponseSchema;
+  },
+  /**
+   * DeleteEventSchema removes an event type's schema.
+   *
+   * @generated from rpc eventline.v1.AdminService.DeleteEventSchema
+   */
+  deleteEventSchema: {
+    methodKind: "unary";
+    input: typeof DeleteEventSchemaRequestSchema;
+    output: typeof DeleteEventSchemaResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_eventline_v1_admin, 0);

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file eventline/v1/ingest.proto.
  */
 export const file_eventline_v1_ingest: GenFile = /*@__PURE__*/
-  fileDesc("ChlldmVudGxpbmUvdjEvaW5nZXN0LnByb3RvEgxldmVudGxpbmUudjEiMgoMVHJhY2tSZXF1ZXN0EiIKBWV2ZW50GAEgASgLMhMuZXZlbnRsaW5lLnYxLkV2ZW50Ik0KDVRyYWNrUmVzcG9uc2USKQoGcmVzdWx0GAEgASgLMhkuZXZlbnRsaW5lLnYxLkV2ZW50UmVzdWx0EhEKCXdhdGVybWFyaxgCIAEoCSJmChJJbmdlc3RCYXRjaFJlcXVlc3QSIwoGZXZlbnRzGAEgAygLMhMuZXZlbnRsaW5lLnYxLkV2ZW50EisKB3NlbnRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIowBChNJbmdlc3RCYXRjaFJlc3BvbnNlEioKB3Jlc3VsdHMYASADKAsyGS5ldmVudGxpbmUudjEuRXZlbnRSZXN1bHQSEAoIYWNjZXB0ZWQYAiABKAQSEgoKZHVwbGljYXRlcxgDIAEoBBIQCghyZWplY3RlZBgEIAEoBBIRCgl3YXRlcm1hcmsYBSABKAkiZwoTSW5nZXN0U3RyZWFtUmVxdWVzdBIjCgZldmVudHMYASADKAsyEy5ldmVudGxpbmUudjEuRXZlbnQSKwoHc2VudF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiqAEKFEluZ2VzdFN0cmVhbVJlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgEEhIKCmR1cGxpY2F0ZXMYAiABKAQSEAoIcmVqZWN0ZWQYAyABKAQSKgoHcmVzdWx0cxgEIAMoCzIZLmV2ZW50bGluZS52MS5FdmVudFJlc3VsdBIRCgl3YXRlcm1hcmsYBSABKAkSGQoRcmVzdWx0c190cnVuY2F0ZWQYBiABKAgidwoRSW5nZXN0QmlkaVJlcXVlc3QSEAoIc2VxdWVuY2UYASABKAQSIwoGZXZlbnRzGAIgAygLMhMuZXZlbnRsaW5lLnYxLkV2ZW50EisKB3NlbnRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImUKEkluZ2VzdEJpZGlSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBBIqCgdyZXN1bHRzGAIgAygLMhkuZXZlbnRsaW5lLnYxLkV2ZW50UmVzdWx0EhEKCXdhdGVybWFyaxgDIAEoCTKLAwoNSW5nZXN0U2VydmljZRJbCgVUcmFjaxIaLmV2ZW50bGluZS52MS5UcmFja1JlcXVlc3QaGy5ldmVudGxpbmUudjEuVHJhY2tSZXNwb25zZSIZgtPkkwITOgVldmVudCIKL3YxL2V2ZW50cxJvCgtJbmdlc3RCYXRjaBIgLmV2ZW50bGluZS52MS5Jbmdlc3RCYXRjaFJlcXVlc3QaIS5ldmVudGxpbmUudjEuSW5nZXN0QmF0Y2hSZXNwb25zZSIbgtPkkwIVOgEqIhAvdjEvZXZlbnRzOmJhdGNoElcKDEluZ2VzdFN0cmVhbRIhLmV2ZW50bGluZS52MS5Jbmdlc3RTdHJlYW1SZXF1ZXN0GiIuZXZlbnRsaW5lLnYxLkluZ2VzdFN0cmVhbVJlc3BvbnNlKAESUwoKSW5nZXN0QmlkaRIfLmV2ZW50bGluZS52MS5Jbmdlc3RCaWRpUmVxdWVzdBogLmV2ZW50bGluZS52MS5Jbmdlc3RCaWRpUmVzcG9uc2UoATABYgZwcm90bzM", [file_eventline_v1_event, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("ChlldmVudGxpbmUvdjEvaW5nZXN0LnByb3RvEgxldmVudGxpbmUudjEiMgoMVHJhY2tSZXF1ZXN0EiIKBWV2ZW50GAEgASgLMhMuZXZlbnRsaW5lLnYxLkV2ZW50Ik0KDVRyYWNrUmVzcG9uc2USKQoGcmVzdWx0GAEgASgLMhkuZXZlbnRsaW5lLnYxLkV2ZW50UmVzdWx0EhEKCXdhdGVybWFyaxgCIAEoCSJmChJJbmdlc3RCYXRjaFJlcXVlc3QSIwoGZXZlbnRzGAEgAygLMhMuZXZlbnRsaW5lLnYxLkV2ZW50EisKB3NlbnRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIowBChNJbmdlc3RCYXRjaFJlc3BvbnNlEioKB3Jlc3VsdHMYASADKAsyGS5ldmVudGxpbmUudjEuRXZlbnRSZXN1bHQSEAoIYWNjZXB0ZWQYAiABKAQSEgoKZHVwbGljYXRlcxgDIAEoBBIQCghyZWplY3RlZBgEIAEoBBIRCgl3YXRlcm1hcmsYBSABKAkiZwoTSW5nZXN0U3RyZWFtUmVxdWVzdBIjCgZldmVudHMYASADKAsyEy5ldmVudGxpbmUudjEuRXZlbnQSKwoHc2VudF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiqAEKFEluZ2VzdFN0cmVhbVJlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgEEhIKCmR1cGxpY2F0ZXMYAiABKAQSEAoIcmVqZWN0ZWQYAyABKAQSKgoHcmVzdWx0cxgEIAMoCzIZLmV2ZW50bGluZS52MS5FdmVudFJlc3VsdBIRCgl3YXRlcm1hcmsYBSABKAkSGQoRcmVzdWx0c190cnVuY2F0ZWQYBiABKAgidwoRSW5nZXN0QmlkaVJlcXVlc3QSEAoIc2VxdWVuY2UYASABKAQSIwoGZXZlbnRzGAIgAygLMhMuZXZlbnRsaW5lLnYxLkV2ZW50EisKB3NlbnRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImUKEkluZ2VzdEJpZGlSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBBIqCgdyZXN1bHRzGAIgAygLMhkuZXZlbnRsaW5lLnYxLkV2ZW50UmVzdWx0EhEKCXdhdGVybWFyaxgDIAEoCSJpChVWYWxpZGF0ZUV2ZW50c1JlcXVlc3QSIwoGZXZlbnRzGAEgAygLMhMuZXZlbnRsaW5lLnYxLkV2ZW50EisKB3NlbnRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInYKFlZhbGlkYXRlRXZlbnRzUmVzcG9uc2USKgoHcmVzdWx0cxgBIAMoCzIZLmV2ZW50bGluZS52MS5FdmVudFJlc3VsdBINCgV2YWxpZBgCIAEoBBIPCgdpbnZhbGlkGAMgASgEEhAKCHdhcm5pbmdzGAQgAygJMogECg1Jbmdlc3RTZXJ2aWNlElsKBVRyYWNrEhouZXZlbnRsaW5lLnYxLlRyYWNrUmVxdWVzdBobLmV2ZW50bGluZS52MS5UcmFja1Jlc3BvbnNlIhmC0+STAhM6BWV2ZW50IgovdjEvZXZlbnRzEm8KC0luZ2VzdEJhdGNoEiAuZXZlbnRsaW5lLnYxLkluZ2VzdEJhdGNoUmVxdWVzdBohLmV2ZW50bGluZS52MS5Jbmdlc3RCYXRjaFJlc3BvbnNlIhuC0+STAhU6ASoiEC92MS9ldmVudHM6YmF0Y2gSVwoMSW5nZXN0U3RyZWFtEiEuZXZlbnRsaW5lLnYxLkluZ2VzdFN0cmVhbVJlcXVlc3QaIi5ldmVudGxpbmUudjEuSW5nZXN0U3RyZWFtUmVzcG9uc2UoARJTCgpJbmdlc3RCaWRpEh8uZXZlbnRsaW5lLnYxLkluZ2VzdEJpZGlSZXF1ZXN0GiAuZXZlbnRsaW5lLnYxLkluZ2VzdEJpZGlSZXNwb25zZSgBMAESewoOVmFsaWRhdGVFdmVudHMSIy5ldmVudGxpbmUudjEuVmFsaWRhdGVFdmVudHNSZXF1ZXN0GiQuZXZlbnRsaW5lLnYxLlZhbGlkYXRlRXZlbnRzUmVzcG9uc2UiHoLT5JMCGDoBKiITL3YxL2V2ZW50czp2YWxpZGF0ZWIGcHJvdG8z", [file_eventline_v1_event, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * TrackRequest carries one event.
@@ -301,6 +301,76 @@ export const IngestBidiResponseSchema: GenMessage<IngestBidiResponse> = /*@__PUR
   messageDesc(file_eventline_v1_ingest, 7);
 
 /**
+ * ValidateEventsRequest carries the events to check.
+ *
+ * @generated from message eventline.v1.ValidateEventsRequest
+ */
+export type ValidateEventsRequest = Message<"eventline.v1.ValidateEventsRequest"> & {
+  /**
+   * The events, at most 2000.
+   *
+   * @generated from field: repeated eventline.v1.Event events = 1;
+   */
+  events: Event[];
+
+  /**
+   * As IngestBatchRequest.sent_at.
+   *
+   * @generated from field: google.protobuf.Timestamp sent_at = 2;
+   */
+  sentAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message eventline.v1.ValidateEventsRequest.
+ * Use `create(ValidateEventsRequestSchema)` to create a new message.
+ */
+export const ValidateEventsRequestSchema: GenMessage<ValidateEventsRequest> = /*@__PURE__*/
+  messageDesc(file_eventline_v1_ingest, 8);
+
+/**
+ * ValidateEventsResponse reports every event, in order.
+ *
+ * @generated from message eventline.v1.ValidateEventsResponse
+ */
+export type ValidateEventsResponse = Message<"eventline.v1.ValidateEventsResponse"> & {
+  /**
+   * One result per event: ACCEPTED when IngestBatch would store it, REJECTED otherwise.
+   *
+   * @generated from field: repeated eventline.v1.EventResult results = 1;
+   */
+  results: EventResult[];
+
+  /**
+   * Number of valid events.
+   *
+   * @generated from field: uint64 valid = 2;
+   */
+  valid: bigint;
+
+  /**
+   * Number of invalid events.
+   *
+   * @generated from field: uint64 invalid = 3;
+   */
+  invalid: bigint;
+
+  /**
+   * WARN-mode schema violations, one line per violation ("index: pointer: message").
+   *
+   * @generated from field: repeated string warnings = 4;
+   */
+  warnings: string[];
+};
+
+/**
+ * Describes the message eventline.v1.ValidateEventsResponse.
+ * Use `create(ValidateEventsResponseSchema)` to create a new message.
+ */
+export const ValidateEventsResponseSchema: GenMessage<ValidateEventsResponse> = /*@__PURE__*/
+  messageDesc(file_eventline_v1_ingest, 9);
+
+/**
  * IngestService stores events. Every RPC needs an API key with the ingest scope; the
  * tenant always comes from the key.
  *
@@ -358,6 +428,19 @@ export const IngestService: GenService<{
     methodKind: "bidi_streaming";
     input: typeof IngestBidiRequestSchema;
     output: typeof IngestBidiResponseSchema;
+  },
+  /**
+   * ValidateEvents checks up to 2000 events exactly as IngestBatch would, event
+   * schemas included, and stores nothing: a dry run. Valid events are reported
+   * ACCEPTED (with warnings for WARN-mode schema violations), invalid ones REJECTED
+   * with the field, or the failing JSON pointer under properties.
+   *
+   * @generated from rpc eventline.v1.IngestService.ValidateEvents
+   */
+  validateEvents: {
+    methodKind: "unary";
+    input: typeof ValidateEventsRequestSchema;
+    output: typeof ValidateEventsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_eventline_v1_ingest, 0);
