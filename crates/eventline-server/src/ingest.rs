@@ -231,7 +231,8 @@ fn validate_batch(
                 });
                 validated.events.push(event);
             }
-            Err((violation, event)) => {
+            Err(rejection) => {
+                let (violation, event) = *rejection;
                 report.rejected += 1;
                 report.results.push(v1::EventResult {
                     event_id: event.event_id.clone(),
@@ -338,7 +339,8 @@ impl IngestService for IngestApi {
         let clock = IngestClock::now();
         let event = match validate_or_return(tenant_id, event, &clock) {
             Ok(event) => event,
-            Err((violation, event)) => {
+            Err(rejection) => {
+                let (violation, event) = *rejection;
                 let reason = violation.to_string();
                 return Err(self
                     .refuse_tracked(Rejected::sent(tenant_id, event, reason), violation)

@@ -22,6 +22,7 @@ pub mod query;
 pub mod rate_limit;
 mod readiness;
 mod schemas;
+mod tenant_cache;
 mod tls;
 pub mod writer;
 

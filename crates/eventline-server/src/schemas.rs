@@ -1,12 +1,8 @@
 //! Event schemas at ingest (README "Data lifecycle"): each tenant's JSON Schemas
-//! (draft 2020-12), compiled once and cached for [`CACHE_TTL`], checked against the
+//! (draft 2020-12), compiled once and cached (`tenant_cache`), checked against the
 //! properties of every event whose type has one.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::Arc};
 
 use eventline_core::{
     Error, Event, TenantId,
@@ -14,9 +10,7 @@ use eventline_core::{
 };
 use eventline_store::Store;
 
-/// How long a replica trusts its copy of a tenant's schemas: a change made on another
-/// replica takes effect here within this time (the one that made it drops its copy).
-pub(crate) const CACHE_TTL: Duration = Duration::from_secs(10);
+use crate::tenant_cache::TenantCache;
 /// Most violations reported for one event.
 const MAX_VIOLATIONS: usize = 10;
 
@@ -47,7 +41,7 @@ pub(crate) enum Verdict {
 #[derive(Clone)]
 pub(crate) struct SchemaRegistry {
     store: Arc<dyn Store>,
-    cache: Arc<Mutex<HashMap<TenantId, (Instant, Arc<TenantSchemas>)>>>,
+    cache: TenantCache<Arc<TenantSchemas>>,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
@@ -73,26 +67,18 @@ impl SchemaRegistry {
     pub(crate) fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
-            cache: Arc::default(),
+            cache: TenantCache::default(),
         }
     }
 
     /// Drops the cached schemas of `tenant_id` (after a change on this replica).
     pub(crate) fn invalidate(&self, tenant_id: TenantId) {
-        self.lock().remove(&tenant_id);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, (Instant, Arc<TenantSchemas>)>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.cache.forget(tenant_id);
     }
 
     async fn tenant(&self, tenant_id: TenantId) -> Result<Arc<TenantSchemas>, Error> {
-        if let Some((loaded, schemas)) = self.lock().get(&tenant_id)
-            && loaded.elapsed() < CACHE_TTL
-        {
-            return Ok(Arc::clone(schemas));
+        if let Some(schemas) = self.cache.fresh(tenant_id) {
+            return Ok(schemas);
         }
         let stored = self
             .store
@@ -100,8 +86,7 @@ impl SchemaRegistry {
             .await
             .map_err(Error::from)?;
         let schemas = Arc::new(compile_all(&stored));
-        self.lock()
-            .insert(tenant_id, (Instant::now(), Arc::clone(&schemas)));
+        self.cache.keep(tenant_id, Arc::clone(&schemas));
         Ok(schemas)
     }
 

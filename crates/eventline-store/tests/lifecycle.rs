@@ -42,7 +42,7 @@ fn event_of(tenant_id: TenantId, id: usize, user: &str, event_type: &str, minute
         received_at: timestamp,
         properties_json: format!(
             r#"{{"plan":"{}"}}"#,
-            if id % 3 == 0 { "pro" } else { "free" }
+            if id.is_multiple_of(3) { "pro" } else { "free" }
         ),
     }
 }
@@ -61,7 +61,11 @@ fn spread_events(tenant_id: TenantId) -> Vec<Event> {
     (0..400)
         .map(|id| {
             let user = users[id % users.len()];
-            let event_type = if id % 4 == 0 { "signup" } else { "view" };
+            let event_type = if id.is_multiple_of(4) {
+                "signup"
+            } else {
+                "view"
+            };
             event_of(tenant_id, id, user, event_type, (id as i64) * 11 - 600)
         })
         .collect()

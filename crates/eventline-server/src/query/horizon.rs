@@ -2,11 +2,7 @@
 //! raw events start within the raw retention, counts within the rollup retention, and
 //! counts older than the raw retention come from whole hours of the hourly rollup.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use eventline_core::{
@@ -16,13 +12,13 @@ use eventline_core::{
 };
 use eventline_store::Store;
 
-use crate::schemas::CACHE_TTL;
+use crate::tenant_cache::TenantCache;
 
-/// Each tenant's retention, cached for [`CACHE_TTL`] like the schemas.
+/// Each tenant's retention, cached like the schemas.
 #[derive(Clone)]
 pub(crate) struct Horizons {
     store: Arc<dyn Store>,
-    cache: Arc<Mutex<HashMap<TenantId, (Instant, Retention)>>>,
+    cache: TenantCache<Retention>,
 }
 
 impl std::fmt::Debug for Horizons {
@@ -35,26 +31,16 @@ impl Horizons {
     pub(crate) fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
-            cache: Arc::default(),
+            cache: TenantCache::default(),
         }
     }
 
     async fn retention(&self, tenant_id: TenantId) -> Result<Retention, Error> {
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&tenant_id)
-            .filter(|(loaded, _)| loaded.elapsed() < CACHE_TTL)
-            .map(|(_, retention)| *retention);
-        if let Some(retention) = cached {
+        if let Some(retention) = self.cache.fresh(tenant_id) {
             return Ok(retention);
         }
         let retention = self.store.retention_policy(tenant_id).await?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(tenant_id, (Instant::now(), retention));
+        self.cache.keep(tenant_id, retention);
         Ok(retention)
     }
 
