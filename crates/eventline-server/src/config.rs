@@ -541,6 +541,9 @@ impl Config {
         if self.lifecycle.interval_ms == 0 {
             return Err("lifecycle.interval_ms must be at least 1".into());
         }
+        if self.lifecycle.quarantine_max_events == 0 {
+            return Err("lifecycle.quarantine_max_events must be at least 1".into());
+        }
         if self.writer.queue_events < eventline_core::limits::MAX_EVENTS_PER_BATCH as u32 {
             return Err(format!(
                 "writer.queue_events must be at least {} (one full batch)",

@@ -10,9 +10,9 @@ use std::{
 };
 
 use chrono::{TimeZone, Utc};
-use common::{API_KEY, free_port, spawn_server};
+use common::{API_KEY, free_port, spawn_server, spawn_server_with};
 use eventline_proto::v1::{self, IngestStatus, ingest_service_client::IngestServiceClient};
-use eventline_store::{Store, postgres::PgStore};
+use eventline_store::{Store, UserDeletions, postgres::PgStore};
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::metadata::MetadataValue;
 
@@ -171,6 +171,110 @@ async fn acknowledged_events_survive_sigkill_and_resent_events_are_stored_once()
         total as u64,
         "rollup counted each event once"
     );
+    drop(server);
+}
+
+/// The user deleted by the crash test of user deletions, and their events.
+const DELETED_USER: &str = "crash-deleted-user";
+const DELETED_USER_EVENTS: usize = 60_000;
+
+/// Raw events and every rollup agree for the tenant's whole history.
+async fn assert_counts_equal_rows(store: &PgStore, tenant_id: eventline_core::TenantId) -> u64 {
+    let (start, end) = (
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        Utc::now() + chrono::Duration::hours(2),
+    );
+    let stored = eventline_store::testing::stored_events(store, tenant_id, start, end).await;
+    let counted = eventline_store::testing::counted_events(store, tenant_id, start, end).await;
+    assert_eq!(counted, stored, "the rollups count exactly the rows left");
+    stored
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_deletion_killed_midway_leaves_exact_counts_and_finishes_after_restart() {
+    let database_url = eventline_store::testing::fresh_postgres_database().await;
+    let port = free_port();
+    let settings = [("EVENTLINE_LIFECYCLE_INTERVAL_MS", "50")];
+    let mut server = spawn_server_with(&database_url, port, &settings).await;
+    let store = PgStore::connect(&database_url, 2).await.unwrap();
+    let tenant_id = store.list_tenants().await.unwrap()[0].tenant_id;
+    let start = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
+    let events: Vec<eventline_core::Event> = (0..DELETED_USER_EVENTS + 10_000)
+        .map(|n| eventline_core::Event {
+            tenant_id,
+            event_id: format!("d{n}"),
+            event_type: ["view", "click", "buy"][n % 3].into(),
+            user_id: Some(if n < DELETED_USER_EVENTS {
+                DELETED_USER.to_owned()
+            } else {
+                format!("kept-{}", n % 13)
+            }),
+            session_id: None,
+            timestamp: start + chrono::Duration::seconds(n as i64 * 37),
+            client_timestamp: None,
+            received_at: start,
+            properties_json: "{}".into(),
+        })
+        .collect();
+    for chunk in events.chunks(5_000) {
+        store.append(chunk).await.unwrap();
+    }
+    let deletion = store
+        .request_deletion(tenant_id, DELETED_USER, &eventline_core::Actor::Cli)
+        .await
+        .unwrap();
+    // Kill the server once the deletion is under way, not finished.
+    let mut seen = 0;
+    for _ in 0..2_000 {
+        let now = store
+            .deletion(tenant_id, &deletion.deletion_id)
+            .await
+            .unwrap()
+            .unwrap();
+        seen = now.events_deleted;
+        if seen > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.child.kill().expect("SIGKILL the server");
+    server.child.wait().unwrap();
+    let midway = store
+        .deletion(tenant_id, &deletion.deletion_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        seen > 0 && (midway.events_deleted as usize) < DELETED_USER_EVENTS,
+        "the kill came mid-deletion: {midway:?}"
+    );
+    let left = assert_counts_equal_rows(&store, tenant_id).await;
+    assert_eq!(
+        left + midway.events_deleted,
+        events.len() as u64,
+        "the deletion's count is exactly the rows gone"
+    );
+
+    // The restarted server finishes it.
+    let server = spawn_server_with(&database_url, port, &settings).await;
+    let mut finished = midway;
+    for _ in 0..600 {
+        finished = store
+            .deletion(tenant_id, &deletion.deletion_id)
+            .await
+            .unwrap()
+            .unwrap();
+        if finished.state == eventline_core::lifecycle::DeletionState::Done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        finished.state,
+        eventline_core::lifecycle::DeletionState::Done
+    );
+    assert_eq!(finished.events_deleted as usize, DELETED_USER_EVENTS);
+    assert_eq!(assert_counts_equal_rows(&store, tenant_id).await, 10_000);
     drop(server);
 }
 

@@ -303,26 +303,27 @@ impl Quarantine for PgStore {
             return Ok(0);
         }
         let mut transaction = self.pool.begin().await?;
-        let mut tenants: Vec<TenantId> = Vec::new();
-        for event in events {
-            sqlx::query(
+        // One statement per 1,000 events (7,000 parameters): a bad SDK release can send
+        // whole batches of rejects.
+        for chunk in events.chunks(1_000) {
+            let mut insert = sqlx::QueryBuilder::new(
                 "INSERT INTO quarantined_events
-                     (tenant_id, quarantine_id, event_id, event_type, reason, payload, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(event.tenant_id.0)
-            .bind(&event.quarantine_id)
-            .bind(&event.event_id)
-            .bind(&event.event_type)
-            .bind(&event.reason)
-            .bind(&event.payload)
-            .bind(event.received_at)
-            .execute(&mut *transaction)
-            .await?;
-            if !tenants.contains(&event.tenant_id) {
-                tenants.push(event.tenant_id);
-            }
+                     (tenant_id, quarantine_id, event_id, event_type, reason, payload, received_at) ",
+            );
+            insert.push_values(chunk, |mut row, event| {
+                row.push_bind(event.tenant_id.0)
+                    .push_bind(&event.quarantine_id)
+                    .push_bind(&event.event_id)
+                    .push_bind(&event.event_type)
+                    .push_bind(&event.reason)
+                    .push_bind(&event.payload)
+                    .push_bind(event.received_at);
+            });
+            insert.build().execute(&mut *transaction).await?;
         }
+        let mut tenants: Vec<TenantId> = events.iter().map(|event| event.tenant_id).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
         let mut dropped = 0;
         for tenant_id in tenants {
             dropped += sqlx::query(

@@ -338,26 +338,25 @@ impl Quarantine for SqliteStore {
             return Ok(0);
         }
         let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut tenants: Vec<TenantId> = Vec::new();
-        for event in events {
-            sqlx::query(
+        for chunk in events.chunks(500) {
+            let mut insert = sqlx::QueryBuilder::new(
                 "INSERT INTO quarantined_events
-                     (tenant_id, quarantine_id, event_id, event_type, reason, payload, received_us)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(event.tenant_id.to_string())
-            .bind(&event.quarantine_id)
-            .bind(&event.event_id)
-            .bind(&event.event_type)
-            .bind(&event.reason)
-            .bind(&event.payload)
-            .bind(micros(event.received_at))
-            .execute(&mut *transaction)
-            .await?;
-            if !tenants.contains(&event.tenant_id) {
-                tenants.push(event.tenant_id);
-            }
+                     (tenant_id, quarantine_id, event_id, event_type, reason, payload, received_us) ",
+            );
+            insert.push_values(chunk, |mut row, event| {
+                row.push_bind(event.tenant_id.to_string())
+                    .push_bind(&event.quarantine_id)
+                    .push_bind(&event.event_id)
+                    .push_bind(&event.event_type)
+                    .push_bind(&event.reason)
+                    .push_bind(&event.payload)
+                    .push_bind(micros(event.received_at));
+            });
+            insert.build().execute(&mut *transaction).await?;
         }
+        let mut tenants: Vec<TenantId> = events.iter().map(|event| event.tenant_id).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
         let mut dropped = 0;
         for tenant_id in tenants {
             dropped += sqlx::query(

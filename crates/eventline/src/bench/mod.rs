@@ -3,6 +3,7 @@
 
 mod generator;
 mod ingest;
+mod lifecycle;
 mod nodes;
 mod pgstat;
 mod producer;
@@ -38,6 +39,9 @@ enum BenchCommand {
     Ingest(ingest::IngestArgs),
     /// Latency of each query RPC over a loaded tenant.
     Query(query::QueryArgs),
+    /// User deletion time, the cost of event schemas, and ingest latency while retention
+    /// expires events, over a loaded tenant.
+    Lifecycle(lifecycle::LifecycleArgs),
     /// The Rust SDK producer's acknowledged rate against the raw bidi load, and the cost
     /// of track().
     Producer(producer::ProducerArgs),
@@ -60,6 +64,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let json = args.json();
             write_costs::run(args).await?.print(json);
         }
+        BenchCommand::Lifecycle(args) => lifecycle::run(args).await?,
         BenchCommand::Query(args) => {
             let json = args.json();
             query::run(args).await?.print(json);

@@ -108,14 +108,8 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     let store = PgStore::connect(&url, 3).await?;
     let tenant_id = bootstrapped_tenant(&store).await?;
 
-    eprintln!("loading {} events", args.events);
     let load_started = Instant::now();
-    let mut load = Load::new(tenant_id, args.events, args.seed);
-    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
-    let secondary_indexes = drop_secondary_indexes(&mut connection).await?;
-    copy_rows(&mut connection, &mut load).await?;
-    rebuild_secondary_indexes(&mut connection, &secondary_indexes).await?;
-    build_rollups(&store).await?;
+    let load = load_events(&url, &store, tenant_id, args.events, args.seed).await?;
     let load_seconds = load_started.elapsed().as_secs_f64();
 
     let mut client = eventline_client::Client::connect(process.grpc.clone(), server::BENCH_API_KEY)
@@ -152,8 +146,28 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     })
 }
 
+/// Loads `events` generated events of `tenant_id` over the 30 days before now into the
+/// database at `url` the fast way (COPY, then indexes and rollups built once); returns
+/// the load, whose `now` ends the 30 days.
+pub(super) async fn load_events(
+    url: &str,
+    store: &PgStore,
+    tenant_id: TenantId,
+    events: usize,
+    seed: u64,
+) -> anyhow::Result<Load> {
+    eprintln!("loading {events} events");
+    let mut load = Load::new(tenant_id, events, seed);
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+    let secondary_indexes = drop_secondary_indexes(&mut connection).await?;
+    copy_rows(&mut connection, &mut load).await?;
+    rebuild_secondary_indexes(&mut connection, &secondary_indexes).await?;
+    build_rollups(store).await?;
+    Ok(load)
+}
+
 /// The tenant the server bootstrapped for the bench key.
-async fn bootstrapped_tenant(store: &PgStore) -> anyhow::Result<TenantId> {
+pub(super) async fn bootstrapped_tenant(store: &PgStore) -> anyhow::Result<TenantId> {
     Ok(store
         .list_tenants()
         .await?
@@ -163,11 +177,11 @@ async fn bootstrapped_tenant(store: &PgStore) -> anyhow::Result<TenantId> {
 }
 
 /// The bench's load: `events` generated events of one tenant over the 30 days before `now`.
-struct Load {
+pub(super) struct Load {
     tenant_id: TenantId,
     events: usize,
     generator: EventGenerator,
-    now: DateTime<Utc>,
+    pub(super) now: DateTime<Utc>,
     clock: IngestClock,
 }
 

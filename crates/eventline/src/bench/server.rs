@@ -14,7 +14,7 @@ use sqlx::{Connection, PgConnection};
 pub(crate) const BENCH_API_KEY: &str = "elk_bench_bootstrap_key_0123456789abcdef";
 
 /// The admin token of servers the bench starts, for the tenants of `--tenants`.
-const BENCH_ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
+pub(crate) const BENCH_ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
 
 /// A fresh database `eventline_bench_<suffix>` next to `admin_url`; returns its URL. When
 /// `admin_url`'s database has Citus with workers registered (README "Scale out"), the

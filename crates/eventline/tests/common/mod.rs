@@ -37,9 +37,19 @@ pub fn free_port() -> u16 {
 
 /// Starts `eventline serve` on `port` against `database_url` and waits until it is SERVING.
 pub async fn spawn_server(database_url: &str, port: u16) -> ServerProcess {
+    spawn_server_with(database_url, port, &[]).await
+}
+
+/// [`spawn_server`] with extra `EVENTLINE_*` settings.
+pub async fn spawn_server_with(
+    database_url: &str,
+    port: u16,
+    settings: &[(&str, &str)],
+) -> ServerProcess {
     let addr = format!("127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_eventline"))
         .arg("serve")
+        .envs(settings.iter().copied())
         .env("EVENTLINE_DATABASE_URL", database_url)
         .env("EVENTLINE_GRPC_ADDR", &addr)
         .env("EVENTLINE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
