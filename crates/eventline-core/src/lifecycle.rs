@@ -294,7 +294,7 @@ mod tests {
         );
         let error = Retention::from_proto("retention", Some(&retention(0, 86_400)))
             .expect_err("rollups without raw retention");
-        assert!(error.to_string().contains("keep forever"), "{error}");
+        assert!(error.to_string().contains("kept forever"), "{error}");
         let kept = Retention::from_proto("retention", Some(&retention(86_400, 0))).unwrap();
         assert_eq!(kept.raw, Some(Duration::from_secs(86_400)));
         assert_eq!(kept.rollups, None);

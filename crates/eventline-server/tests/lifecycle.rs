@@ -559,6 +559,31 @@ async fn retention_expires_old_events_keeps_rollups_and_refuses_raw_reads(server
             "{refused}"
         );
     }
+    // Windows left to their defaults are moved to what the retention can answer.
+    let (status, listed) = call(
+        &server,
+        reqwest::Method::GET,
+        "/v1/events",
+        &server.api_key,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed["events"].as_array().map(Vec::len), Some(10));
+    let (status, counted) = count(&server, "").await;
+    assert_eq!(status, StatusCode::OK, "{counted}");
+    assert_eq!(
+        counted["count"], "130",
+        "the default 30 days, from the rollups"
+    );
+    let exported = reqwest::Client::new()
+        .get(url(&server, "/v1/events:export"))
+        .header("X-API-Key", &server.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exported.status(), StatusCode::OK);
+    assert_eq!(exported.text().await.unwrap().lines().count(), 10);
     let too_old = format!("start_time={}", rfc3339(hours_ago(24 * 20)));
     let (status, refused) = count(&server, &too_old).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

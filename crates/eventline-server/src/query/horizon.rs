@@ -14,6 +14,13 @@ use eventline_store::Store;
 
 use crate::tenant_cache::TenantCache;
 
+/// What a query reads, for [`Horizons::default_start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reads {
+    Raw,
+    Counts,
+}
+
 /// Each tenant's retention, cached like the schemas.
 #[derive(Clone)]
 pub(crate) struct Horizons {
@@ -42,6 +49,37 @@ impl Horizons {
         let retention = self.store.retention_policy(tenant_id).await?;
         self.cache.keep(tenant_id, retention);
         Ok(retention)
+    }
+
+    /// Where the tenant's raw events start now, when a retention lets older ones go.
+    pub(crate) async fn raw_horizon(
+        &self,
+        tenant_id: TenantId,
+    ) -> Result<Option<DateTime<Utc>>, Error> {
+        let retention = self.retention(tenant_id).await?;
+        Ok(retention.raw_horizon(eventline_core::time::now()))
+    }
+
+    /// A window start the caller did not give (the 30-day default, or all of history
+    /// for an export), moved to what the tenant's retention can answer: to the raw
+    /// horizon for reads of raw events, to the hour for counts (which then come from the
+    /// hourly rollup). A start the caller gave is checked instead, never moved.
+    pub(crate) async fn default_start(
+        &self,
+        tenant_id: TenantId,
+        start: DateTime<Utc>,
+        reads: Reads,
+    ) -> Result<DateTime<Utc>, Error> {
+        let Some(horizon) = self.raw_horizon(tenant_id).await? else {
+            return Ok(start);
+        };
+        if start >= horizon {
+            return Ok(start);
+        }
+        Ok(match reads {
+            Reads::Raw => horizon,
+            Reads::Counts => eventline_store::hour_of(start),
+        })
     }
 
     /// Refuses a read of raw events from `start` when the tenant's raw retention has

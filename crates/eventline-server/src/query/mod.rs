@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{auth::Authenticator, bus::CommitBus};
 use cursor::{Cursor, filter_digest, micros};
+use horizon::Reads;
 
 /// How long a read waits for `min_watermark` before refusing.
 const WATERMARK_WAIT: Duration = Duration::from_secs(5);
@@ -126,6 +127,28 @@ impl QueryApi {
         Ok(Some((self.store.breakdown(&query).await?, group_by.limit)))
     }
 
+    /// Moves a defaulted window start to what the tenant's retention can count exactly
+    /// (README "Data lifecycle"); a start the caller gave is left as it is.
+    async fn default_count_start(
+        &self,
+        tenant_id: TenantId,
+        counting: &mut Counting,
+        start_given: bool,
+    ) -> Result<(), Error> {
+        if start_given {
+            return Ok(());
+        }
+        let reads = match (counting.measure, &counting.group_by) {
+            (Measure::Events, None) => horizon::Reads::Counts,
+            _ => horizon::Reads::Raw,
+        };
+        counting.start = self
+            .horizons
+            .default_start(tenant_id, counting.start, reads)
+            .await?;
+        Ok(())
+    }
+
     /// Waits (bounded) until the writes behind `watermark` are visible.
     async fn wait_for(&self, tenant_id: TenantId, watermark: &str) -> Result<(), Error> {
         if watermark.is_empty() {
@@ -163,7 +186,14 @@ impl QueryService for QueryApi {
         &self,
         request: Request<v1::ListEventsRequest>,
     ) -> Result<Response<v1::ListEventsResponse>, Status> {
-        let (tenant_id, listing): (_, ListEvents) = self.accept(request).await?;
+        let start_given = request.get_ref().start_time.is_some();
+        let (tenant_id, mut listing): (_, ListEvents) = self.accept(request).await?;
+        if !start_given {
+            listing.start = self
+                .horizons
+                .default_start(tenant_id, listing.start, Reads::Raw)
+                .await?;
+        }
         self.wait_for(tenant_id, &listing.min_watermark).await?;
         let query = listing_query(tenant_id, listing)?;
         self.horizons
@@ -197,7 +227,14 @@ impl QueryService for QueryApi {
         &self,
         request: Request<v1::ExportEventsRequest>,
     ) -> Result<Response<Self::ExportEventsStream>, Status> {
-        let (tenant_id, export): (_, ExportEvents) = self.accept(request).await?;
+        let start_given = request.get_ref().start_time.is_some();
+        let (tenant_id, mut export): (_, ExportEvents) = self.accept(request).await?;
+        if !start_given {
+            export.start = self
+                .horizons
+                .default_start(tenant_id, export.start, Reads::Raw)
+                .await?;
+        }
         let query = export_query(tenant_id, export)?;
         self.horizons
             .raw_from(tenant_id, query.start, "start_time")
@@ -244,7 +281,10 @@ impl QueryService for QueryApi {
         &self,
         request: Request<v1::CountEventsRequest>,
     ) -> Result<Response<v1::CountEventsResponse>, Status> {
-        let (tenant_id, counting): (_, Counting) = self.accept(request).await?;
+        let start_given = request.get_ref().start_time.is_some();
+        let (tenant_id, mut counting): (_, Counting) = self.accept(request).await?;
+        self.default_count_start(tenant_id, &mut counting, start_given)
+            .await?;
         if let Some((rows, limit)) = self.breakdown(tenant_id, &counting).await? {
             return Ok(Response::new(breakdown::count(&rows, limit)));
         }
@@ -260,7 +300,10 @@ impl QueryService for QueryApi {
         &self,
         request: Request<v1::TopEventTypesRequest>,
     ) -> Result<Response<v1::TopEventTypesResponse>, Status> {
-        let (tenant_id, top): (_, TopEventTypes) = self.accept(request).await?;
+        let start_given = request.get_ref().start_time.is_some();
+        let (tenant_id, mut top): (_, TopEventTypes) = self.accept(request).await?;
+        self.default_count_start(tenant_id, &mut top.counting, start_given)
+            .await?;
         if let Some((rows, limit)) = self.breakdown(tenant_id, &top.counting).await? {
             return Ok(Response::new(breakdown::top_event_types(
                 &rows, top.limit, limit,
@@ -286,7 +329,10 @@ impl QueryService for QueryApi {
         &self,
         request: Request<v1::EventTimeseriesRequest>,
     ) -> Result<Response<v1::EventTimeseriesResponse>, Status> {
-        let (tenant_id, series): (_, EventTimeseries) = self.accept(request).await?;
+        let start_given = request.get_ref().start_time.is_some();
+        let (tenant_id, mut series): (_, EventTimeseries) = self.accept(request).await?;
+        self.default_count_start(tenant_id, &mut series.counting, start_given)
+            .await?;
         if let Some((rows, limit)) = self.breakdown(tenant_id, &series.counting).await? {
             return Ok(Response::new(breakdown::timeseries(
                 &rows,
