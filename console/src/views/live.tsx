@@ -1,0 +1,110 @@
+// Live: follows /v1/events:tail from now. Pausing stops the stream and resuming picks up
+// after the last event shown (its cursor), so nothing is missed; the list keeps only the
+// newest events so the page stays light however long it runs.
+import { useEffect, useRef, useState } from "preact/hooks";
+import { type EventRecord, tail } from "../api";
+import type { Query } from "../state";
+import { formatTime } from "../time";
+import { ErrorNote, Field, Panel, markFirstData, number } from "../ui";
+
+const KEPT = 200;
+
+type Status = "connecting" | "live" | "paused" | "failed";
+
+export function Live({ query }: { query: Query }) {
+  const filters = { event_type: query.get("type") ?? "", user_id: query.get("user") ?? "", property_filters: query.getAll("prop") };
+  const filterKey = JSON.stringify(filters);
+  const [events, setEvents] = useState<EventRecord[]>([]);
+  const [received, setReceived] = useState(0);
+  const [status, setStatus] = useState<Status>("connecting");
+  const [error, setError] = useState("");
+  const [paused, setPaused] = useState(false);
+  const [attempt, setAttempt] = useState(0);
+  const cursor = useRef("");
+
+  // New filters start over from now.
+  useEffect(() => {
+    cursor.current = "";
+    setEvents([]);
+    setReceived(0);
+  }, [filterKey]);
+
+  useEffect(() => {
+    if (paused) {
+      setStatus("paused");
+      return;
+    }
+    const controller = new AbortController();
+    setStatus("connecting");
+    setError("");
+    tail(
+      { ...filters, cursor: cursor.current },
+      controller.signal,
+      () => {
+        setStatus("live");
+        markFirstData();
+      },
+      (line) => {
+        cursor.current = line.cursor;
+        setReceived((count) => count + 1);
+        setEvents((shown) => [line.event, ...shown].slice(0, KEPT));
+      },
+    ).catch((failure: Error) => {
+      if (controller.signal.aborted) return;
+      setStatus("failed");
+      setError(failure.message);
+    });
+    return () => controller.abort();
+  }, [filterKey, paused, attempt]);
+
+  return (
+    <>
+      <form class="filters" onSubmit={(event) => event.preventDefault()}>
+        <Field label="Event type" name="type" query={query} list="event-types" />
+        <Field label="User" name="user" query={query} />
+        <Field label="Properties" name="prop" query={query} placeholder="plan=pro, seats=5" />
+        <div class="actions">
+          <button type="button" data-testid="pause" onClick={() => setPaused(!paused)}>
+            {paused ? "Resume" : "Pause"}
+          </button>
+          {status === "failed" && (
+            <button type="button" onClick={() => setAttempt(attempt + 1)}>
+              Retry
+            </button>
+          )}
+        </div>
+      </form>
+      <Panel>
+        <p class="status" data-testid="live-status" data-status={status} aria-live="polite">
+          <span class={`dot ${status}`} aria-hidden="true" />
+          {status === "live" ? "Live, from now" : status === "paused" ? "Paused" : status === "failed" ? "Disconnected" : "Connecting…"} ·{" "}
+          {number.format(received)} received{received > KEPT ? `, newest ${KEPT} shown` : ""}
+        </p>
+        <ErrorNote error={error} />
+        <div class="scroll">
+          <table class="events" data-testid="live-events">
+            <thead>
+              <tr>
+                <th scope="col">Time (UTC)</th>
+                <th scope="col">Type</th>
+                <th scope="col">User</th>
+                <th scope="col">Properties</th>
+              </tr>
+            </thead>
+            <tbody>
+              {events.map((event) => (
+                <tr key={event.event_id} data-event-id={event.event_id}>
+                  <td class="mono">{formatTime(event.timestamp)}</td>
+                  <td>{event.event_type}</td>
+                  <td>{event.user_id}</td>
+                  <td class="mono clip">{JSON.stringify(event.properties ?? {})}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          {events.length === 0 && <p class="empty">Events sent from now on appear here as they are stored.</p>}
+        </div>
+      </Panel>
+    </>
+  );
+}

@@ -1,0 +1,50 @@
+//! The web console at `/`: the bundle built from `console/` (checked in under
+//! `console/dist/`, so building the binary needs no npm), embedded in the binary and
+//! gzipped when the browser accepts it. It talks only to the public REST routes.
+
+use axum::{Router, response::IntoResponse, routing::get};
+use http::header;
+
+const PAGE: &[u8] = include_bytes!("../../../../console/dist/index.html");
+const SCRIPT: &[u8] = include_bytes!("../../../../console/dist/app.js");
+const STYLESHEET: &[u8] = include_bytes!("../../../../console/dist/app.css");
+
+/// The console's routes; the page names its assets with a content hash in the query
+/// string, so they can be cached for good while the page itself is revalidated.
+pub(super) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(page))
+        .route("/console/app.js", get(script))
+        .route("/console/app.css", get(stylesheet))
+        .layer(tower_http::compression::CompressionLayer::new())
+}
+
+async fn page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        PAGE,
+    )
+}
+
+async fn script() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    asset("text/css; charset=utf-8", STYLESHEET)
+}
+
+fn asset(content_type: &'static str, bytes: &'static [u8]) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        bytes,
+    )
+}
