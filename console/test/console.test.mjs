@@ -208,20 +208,29 @@ for (const kind of ["postgres", "sqlite"]) {
       assert.equal(cells.reduce((sum, [, value]) => sum + Number(value), 0), Number(count.count));
       await shoot("insights");
 
-      // Unique users broken down by plan: one legend entry per group of the count.
-      await open(`view=insights&measure=users&by=plan&interval=day&${custom}`);
+      // Unique users: the count the server gives for that measure.
+      await open(`view=insights&measure=users&type=view&interval=day&${custom}`);
       await page.waitForFunction(() => document.querySelector("[data-testid=total]")?.textContent !== "–");
       await settled();
-      const users = await ok(server, "/v1/stats/count", { params: { measure: "MEASURE_UNIQUE_USERS", group_by_property: "plan", ...window } });
+      const users = await ok(server, "/v1/stats/count", { params: { event_type: "view", measure: "MEASURE_UNIQUE_USERS", ...window } });
+      assert.equal(users.count, "30");
       assert.equal((await text("[data-testid=total]")).replace(/,/g, ""), users.count);
+
+      // Signups broken down by plan: one legend entry and one column per group of the count.
+      await open(`view=insights&type=signup&by=plan&interval=day&${custom}`);
+      await page.waitForFunction(() => document.querySelectorAll("[data-testid=legend] span").length > 1);
+      await settled();
+      const plans = await ok(server, "/v1/stats/count", { params: { event_type: "signup", group_by_property: "plan", ...window } });
       const legend = await page.$$eval("[data-testid=legend] span", (spans) => spans.map((span) => span.textContent));
-      assert.deepEqual(legend, users.groups.map((group) => group.value));
+      assert.deepEqual(legend, plans.groups.map((group) => group.value));
+      assert.deepEqual(legend.sort(), ['"free"', '"pro"']);
       await shoot("insights-breakdown");
 
       // An error is shown in place with the server's message.
-      await open("view=insights&interval=minute&range=30d");
+      const month = { start_time: new Date(today - 30 * DAY).toISOString(), end_time: window.end_time };
+      await open(`view=insights&interval=minute&range=custom&from=${month.start_time}&to=${month.end_time}`);
       await page.waitForSelector("[data-testid=error]");
-      const refused = await rest(server, "/v1/stats/timeseries", { params: { interval: "INTERVAL_MINUTE", start_time: new Date(Date.now() - 30 * DAY).toISOString() } });
+      const refused = await rest(server, "/v1/stats/timeseries", { params: { interval: "INTERVAL_MINUTE", ...month } });
       assert.equal(refused.status, 400);
       assert.equal(await text("[data-testid=error]"), refused.body.message);
     });
