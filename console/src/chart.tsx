@@ -7,9 +7,9 @@ export interface Series {
   values: number[];
 }
 
-const WIDTH = 800;
-const HEIGHT = 260;
 const PAD = { left: 52, right: 12, top: 12, bottom: 28 };
+// A phone gets a narrower drawing rather than the wide one shrunk, so labels stay legible.
+const narrow = matchMedia("(max-width: 720px)");
 
 export function color(index: number): string {
   return `var(--c${index % 8})`;
@@ -23,6 +23,7 @@ function niceMax(max: number): number {
 }
 
 export function SeriesChart({ labels, series, title }: { labels: string[]; series: Series[]; title: string }) {
+  const [WIDTH, HEIGHT] = narrow.matches ? [400, 240] : [800, 260];
   const max = niceMax(Math.max(0, ...series.flatMap((line) => line.values)));
   const plotWidth = WIDTH - PAD.left - PAD.right;
   const plotHeight = HEIGHT - PAD.top - PAD.bottom;
@@ -32,7 +33,7 @@ export function SeriesChart({ labels, series, title }: { labels: string[]; serie
   const shown = labels.length <= 1 ? [0] : [0, Math.floor((labels.length - 1) / 2), labels.length - 1];
   return (
     <figure class="chart">
-      <svg viewBox={`0 0 ${WIDTH} ${HEIGHT}`} role="img" aria-label={title}>
+      <svg viewBox={`0 0 ${WIDTH} ${HEIGHT}`} style={{ aspectRatio: `${WIDTH} / ${HEIGHT}` }} role="img" aria-label={title}>
         {ticks.map((tick) => (
           <g class="tick">
             <line x1={PAD.left} x2={WIDTH - PAD.right} y1={y(tick)} y2={y(tick)} />

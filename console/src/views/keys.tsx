@@ -47,7 +47,7 @@ export function Keys({ query }: { query: Query }) {
   return (
     <>
       <ErrorNote error={actionError} />
-      <div class="split">
+      <div class="split keys">
         <Panel title="Tenants" busy={tenants.loading}>
           <ErrorNote error={tenants.error} />
           <ul class="tenants" data-testid="tenants">
@@ -134,8 +134,8 @@ function TenantKeys({ tenantId, version, act }: { tenantId: string; version: num
               <tr data-key-id={key.key_id}>
                 <td class="mono">{key.key_id}</td>
                 <td>{key.scopes.map(scopeName).join(", ")}</td>
-                <td class="mono">{formatTime(key.create_time)}</td>
-                <td data-testid="key-state">{key.revoke_time ? `revoked ${formatTime(key.revoke_time)}` : "active"}</td>
+                <td class="mono nowrap">{formatTime(key.create_time)}</td>
+                <td class="nowrap" data-testid="key-state">{key.revoke_time ? `revoked ${formatTime(key.revoke_time)}` : "active"}</td>
                 <td>
                   {!key.revoke_time &&
                     (confirming === key.key_id ? (
