@@ -1,6 +1,8 @@
 // Runs the real `eventline` binary ($EVENTLINE_BIN) on free ports, on a fresh PostgreSQL
 // database or on the embedded SQLite store in a temporary data dir, as
-// clients/typescript/test/harness.mjs does; readiness is read from GET /readyz.
+// clients/typescript/test/harness.mjs does; readiness is read from GET /readyz. Its port and
+// database helpers are copies, not imports: that harness loads the SDK's gRPC packages,
+// which the console does not install.
 import { spawn, execFileSync } from "node:child_process";
 import { createServer } from "node:net";
 import { randomBytes } from "node:crypto";

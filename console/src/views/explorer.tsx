@@ -2,8 +2,9 @@
 // far are kept in `t`, so a shared URL opens the same page), a user's timeline
 // (/v1/users/{user_id}/events) and one event's detail with its properties as JSON.
 import { type EventRecord, call } from "../api";
+import { EventTable } from "../events";
 import { type Query, follow, href, update } from "../state";
-import { formatTime, windowOf } from "../time";
+import { windowOf } from "../time";
 import { ErrorNote, Field, Panel, Select, WindowPicker, useLoad } from "../ui";
 
 interface Listing {
@@ -40,36 +41,7 @@ export function Explorer({ query }: { query: Query }) {
         <Panel title={user ? `Timeline of ${user}` : "Events"} busy={loading}>
           <ErrorNote error={error} />
           <div class="scroll">
-            <table class="events" data-testid="explorer-events">
-              <thead>
-                <tr>
-                  <th scope="col">Time (UTC)</th>
-                  <th scope="col">Type</th>
-                  <th scope="col">User</th>
-                  <th scope="col">Properties</th>
-                </tr>
-              </thead>
-              <tbody>
-                {data?.events.map((event) => (
-                  <tr key={event.event_id} data-event-id={event.event_id} class={event.event_id === selected ? "selected" : ""}>
-                    <td class="mono">
-                      <a href={href({ event: event.event_id })} onClick={follow} aria-label={`Details of ${event.event_type} at ${formatTime(event.timestamp)}`}>
-                        {formatTime(event.timestamp)}
-                      </a>
-                    </td>
-                    <td>{event.event_type}</td>
-                    <td>
-                      {event.user_id && (
-                        <a href={href({ user: event.user_id, t: undefined, event: undefined })} onClick={follow} title="This user's timeline">
-                          {event.user_id}
-                        </a>
-                      )}
-                    </td>
-                    <td class="mono clip">{JSON.stringify(event.properties ?? {})}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+            <EventTable testid="explorer-events" events={data?.events ?? []} linked selected={selected} />
             {data && data.events.length === 0 && <p class="empty">No events match in this window.</p>}
           </div>
           <nav class="pager" aria-label="Pages">

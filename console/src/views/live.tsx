@@ -3,8 +3,8 @@
 // newest events so the page stays light however long it runs.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { type EventRecord, tail } from "../api";
+import { EventTable } from "../events";
 import type { Query } from "../state";
-import { formatTime } from "../time";
 import { ErrorNote, Field, Panel, markFirstData, number } from "../ui";
 
 const KEPT = 200;
@@ -82,26 +82,7 @@ export function Live({ query }: { query: Query }) {
         </p>
         <ErrorNote error={error} />
         <div class="scroll">
-          <table class="events" data-testid="live-events">
-            <thead>
-              <tr>
-                <th scope="col">Time (UTC)</th>
-                <th scope="col">Type</th>
-                <th scope="col">User</th>
-                <th scope="col">Properties</th>
-              </tr>
-            </thead>
-            <tbody>
-              {events.map((event) => (
-                <tr key={event.event_id} data-event-id={event.event_id}>
-                  <td class="mono">{formatTime(event.timestamp)}</td>
-                  <td>{event.event_type}</td>
-                  <td>{event.user_id}</td>
-                  <td class="mono clip">{JSON.stringify(event.properties ?? {})}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
+          <EventTable testid="live-events" events={events} />
           {events.length === 0 && <p class="empty">Events sent from now on appear here as they are stored.</p>}
         </div>
       </Panel>
