@@ -14,29 +14,27 @@ export interface Loaded<T> {
 
 /**
  * Runs `load` whenever `key` changes (aborting the previous run) and keeps the last data
- * while the next loads, so nothing jumps; `key` "" means there is nothing to load.
+ * while the next loads, so nothing jumps; `key` "" means there is nothing to load. It is
+ * loading from the very render that changes `key`, not from the effect after it.
  */
 export function useLoad<T>(key: string, load: (signal: AbortSignal) => Promise<T>): Loaded<T> {
-  const [state, setState] = useState<Loaded<T>>({ data: undefined, error: "", loading: key !== "" });
+  const [state, setState] = useState<{ key: string; data?: T; error: string }>({ key: "", error: "" });
   useEffect(() => {
-    if (key === "") {
-      setState({ data: undefined, error: "", loading: false });
-      return;
-    }
+    if (key === "") return;
     const controller = new AbortController();
-    setState((previous) => ({ ...previous, loading: true }));
     load(controller.signal).then(
       (data) => {
-        setState({ data, error: "", loading: false });
+        setState({ key, data, error: "" });
         markFirstData();
       },
       (error: Error) => {
-        if (!controller.signal.aborted) setState({ data: undefined, error: error.message, loading: false });
+        if (!controller.signal.aborted) setState({ key, error: error.message });
       },
     );
     return () => controller.abort();
   }, [key]);
-  return state;
+  if (key === "") return { data: undefined, error: "", loading: false };
+  return { data: state.data, error: state.error, loading: state.key !== key };
 }
 
 let marked = false;

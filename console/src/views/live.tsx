@@ -20,6 +20,9 @@ export function Live({ query }: { query: Query }) {
   const [error, setError] = useState("");
   const [paused, setPaused] = useState(false);
   const [attempt, setAttempt] = useState(0);
+  // The filters of the stream the server answered, so "live" is never claimed for a
+  // stream of older filters still shown while the new one connects.
+  const [streaming, setStreaming] = useState("");
   const cursor = useRef("");
 
   // New filters start over from now.
@@ -42,6 +45,7 @@ export function Live({ query }: { query: Query }) {
       controller.signal,
       () => {
         setStatus("live");
+        setStreaming(filterKey);
         markFirstData();
       },
       (line) => {
@@ -75,7 +79,7 @@ export function Live({ query }: { query: Query }) {
         </div>
       </form>
       <Panel>
-        <p class="status" data-testid="live-status" data-status={status} aria-live="polite">
+        <p class="status" data-testid="live-status" data-status={status} data-filters={streaming} aria-live="polite">
           <span class={`dot ${status}`} aria-hidden="true" />
           {status === "live" ? "Live, from now" : status === "paused" ? "Paused" : status === "failed" ? "Disconnected" : "Connecting…"} ·{" "}
           {number.format(received)} received{received > KEPT ? `, newest ${KEPT} shown` : ""}
