@@ -167,6 +167,22 @@ for (const kind of ["postgres", "sqlite"]) {
       assert.equal(await page.$$eval("[data-testid=live-events] tbody tr", (rows) => rows.length), 200);
     });
 
+    test("live: reconnects by itself after a server restart and resumes after the last event shown", async () => {
+      await open("view=live&type=restart_check");
+      await page.waitForSelector('[data-testid=live-status][data-status=live][data-filters*="restart_check"]', { timeout: 10_000 });
+      const before = `restart-${kind}-${Date.now()}`;
+      await ok(server, "/v1/events", { method: "POST", body: { event_id: before, event_type: "restart_check" } });
+      await page.waitForSelector(`tr[data-event-id="${before}"]`, { timeout: 2000 });
+      await server.stop();
+      await page.waitForSelector("[data-testid=live-status][data-status=failed]", { timeout: 10_000 });
+      server = await startServer(store, server.ports);
+      // Stored while the page was disconnected: the resumed tail replays it.
+      const during = `${before}-after-restart`;
+      await ok(server, "/v1/events", { method: "POST", body: { event_id: during, event_type: "restart_check" } });
+      await page.waitForSelector(`tr[data-event-id="${during}"]`, { timeout: 10_000 });
+      assert.equal(await page.$$eval("[data-testid=live-events] tbody tr", (rows) => rows.length), 2);
+    });
+
     test("explorer: filters, a user's timeline and an event's properties equal the listing", async () => {
       await open(`view=explorer&${custom}`);
       await page.waitForSelector("[data-testid=filter-type]");

@@ -58,9 +58,12 @@ export function freshStore(kind) {
   return { args: ["--database-url", url.toString()], env: {}, cleanup: () => psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
 }
 
-/** Starts `eventline serve` on `store` with the bootstrap key and the admin token, and waits for /readyz. */
-export async function startServer(store) {
-  const ports = { grpc: await freePort(), http: await freePort(), metrics: await freePort() };
+/**
+ * Starts `eventline serve` on `store` with the bootstrap key and the admin token, and
+ * waits for /readyz; `ports` (a previous server's `ports`) restarts it where it was.
+ */
+export async function startServer(store, ports) {
+  ports ??= { grpc: await freePort(), http: await freePort(), metrics: await freePort() };
   const env = { ...process.env };
   // The SQLite run must not pick up the PostgreSQL URL the test scripts export.
   delete env.DATABASE_URL;
@@ -81,6 +84,7 @@ export async function startServer(store) {
   let exited = null;
   const exit = new Promise((resolve) => child.once("exit", (code, signal) => resolve((exited = code ?? signal))));
   const server = {
+    ports,
     url: `http://127.0.0.1:${ports.http}`,
     async stop() {
       if (exited === null) child.kill("SIGTERM");

@@ -8,6 +8,7 @@ import type { Query } from "../state";
 import { ErrorNote, Field, Panel, markFirstData, number } from "../ui";
 
 const KEPT = 200;
+const RECONNECT_MS = 3000;
 
 type Status = "connecting" | "live" | "paused" | "failed";
 
@@ -38,6 +39,7 @@ export function Live({ query }: { query: Query }) {
       return;
     }
     const controller = new AbortController();
+    let retry: ReturnType<typeof setTimeout> | undefined;
     setStatus("connecting");
     setError("");
     tail(
@@ -57,8 +59,14 @@ export function Live({ query }: { query: Query }) {
       if (controller.signal.aborted) return;
       setStatus("failed");
       setError(failure.message);
+      // Reconnects by itself after a while (a server restart, a dropped network), resuming
+      // from the last event's cursor like a resume after pause.
+      retry = setTimeout(() => setAttempt((count) => count + 1), RECONNECT_MS);
     });
-    return () => controller.abort();
+    return () => {
+      controller.abort();
+      clearTimeout(retry);
+    };
   }, [filterKey, paused, attempt]);
 
   return (
@@ -73,7 +81,7 @@ export function Live({ query }: { query: Query }) {
           </button>
           {status === "failed" && (
             <button type="button" onClick={() => setAttempt(attempt + 1)}>
-              Retry
+              Retry now
             </button>
           )}
         </div>
@@ -81,7 +89,7 @@ export function Live({ query }: { query: Query }) {
       <Panel>
         <p class="status" data-testid="live-status" data-status={status} data-filters={streaming} aria-live="polite">
           <span class={`dot ${status}`} aria-hidden="true" />
-          {status === "live" ? "Live, from now" : status === "paused" ? "Paused" : status === "failed" ? "Disconnected" : "Connecting…"} ·{" "}
+          {status === "live" ? "Live, from now" : status === "paused" ? "Paused" : status === "failed" ? "Disconnected, retrying in a few seconds" : "Connecting…"} ·{" "}
           {number.format(received)} received{received > KEPT ? `, newest ${KEPT} shown` : ""}
         </p>
         <ErrorNote error={error} />
