@@ -48,3 +48,16 @@ fn asset(content_type: &'static str, bytes: &'static [u8]) -> impl IntoResponse 
         bytes,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_names_the_assets_the_router_serves() {
+        let page = std::str::from_utf8(PAGE).expect("console/dist/index.html is UTF-8");
+        assert!(page.contains(r#"src="/console/app.js?v="#), "{page}");
+        assert!(page.contains(r#"href="/console/app.css?v="#), "{page}");
+        assert!(!SCRIPT.is_empty() && !STYLESHEET.is_empty());
+    }
+}
