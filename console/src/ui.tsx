@@ -98,22 +98,33 @@ export function WindowPicker({ query, window, fallback = "7d" }: { query: Query;
   );
 }
 
+/**
+ * What a text field shows: `current` (from the URL) until the user types, then what they
+ * typed, so a re-render while data loads never wipes a half-typed value.
+ */
+export function useDraft(current: string): [string, (value: string) => void] {
+  const [draft, setDraft] = useState(current);
+  useEffect(() => setDraft(current), [current]);
+  return [draft, setDraft];
+}
+
 /** A labelled text field bound to a query name, applied on change (Enter or leaving it). */
 export function Field({ label, name, query, placeholder, list, testid }: { label: string; name: string; query: Query; placeholder?: string; list?: string; testid?: string }) {
+  const [draft, setDraft] = useDraft(query.getAll(name).join(", "));
+  const apply = (value: string) => update({ [name]: name === "prop" ? splitFilters(value) : value.trim(), t: undefined, event: undefined });
   return (
     <label class="field">
       <span>{label}</span>
       <input
         name={name}
-        value={query.getAll(name).join(", ")}
+        value={draft}
         placeholder={placeholder}
         list={list}
         data-testid={testid ?? `filter-${name}`}
         autocomplete="off"
-        onChange={(event) => {
-          const value = event.currentTarget.value.trim();
-          update({ [name]: name === "prop" ? splitFilters(value) : value, t: undefined, event: undefined });
-        }}
+        onInput={(event) => setDraft(event.currentTarget.value)}
+        onChange={(event) => apply(event.currentTarget.value)}
+        onKeyDown={(event) => event.key === "Enter" && apply(event.currentTarget.value)}
       />
     </label>
   );

@@ -4,7 +4,7 @@ import { call } from "../api";
 import { BarChart } from "../chart";
 import { type Query, update } from "../state";
 import { windowOf } from "../time";
-import { ErrorNote, Panel, Select, WindowPicker, number, useLoad } from "../ui";
+import { ErrorNote, Panel, Select, WindowPicker, number, useDraft, useLoad } from "../ui";
 
 interface FunnelAnswer {
   steps: { event_type: string; users: string }[];
@@ -23,6 +23,7 @@ export function Funnels({ query }: { query: Query }) {
   const params = { steps, conversion_window: query.get("within") ?? "86400s", start_time: window.start, end_time: window.end, property_filters: query.getAll("prop") };
   const { data, error, loading } = useLoad(steps.length >= 2 ? JSON.stringify(params) : "", (signal) => call<FunnelAnswer>("/v1/analytics/funnel", params, { signal }));
   const first = Number(data?.steps[0]?.users ?? 0);
+  const [draft, setDraft] = useDraft(steps.join(", "));
   return (
     <>
       <form
@@ -35,7 +36,15 @@ export function Funnels({ query }: { query: Query }) {
       >
         <label class="field wide">
           <span>Steps, in order</span>
-          <input name="steps" data-testid="funnel-steps" list="event-types" placeholder="view, signup, buy" value={steps.join(", ")} />
+          <input
+            name="steps"
+            data-testid="funnel-steps"
+            list="event-types"
+            placeholder="view, signup, buy"
+            autocomplete="off"
+            value={draft}
+            onInput={(event) => setDraft(event.currentTarget.value)}
+          />
         </label>
         <Select label="Within" name="within" query={query} fallback="86400s" options={WITHIN} />
         <WindowPicker query={query} window={window} fallback="30d" />
