@@ -56,6 +56,7 @@ function sample(dayZero) {
 for (const kind of ["postgres", "sqlite"]) {
   describe(`console on ${kind}`, () => {
     let store, server, page;
+    const violations = [];
     const today = Math.floor(Date.now() / DAY) * DAY;
     const dayZero = today - 4 * DAY;
     const window = { start_time: new Date(dayZero).toISOString(), end_time: new Date(today).toISOString() };
@@ -77,6 +78,9 @@ for (const kind of ["postgres", "sqlite"]) {
       assert.ok(answer.results.every((result) => result.status === "INGEST_STATUS_ACCEPTED"), JSON.stringify(answer.results));
       page = await browser.newPage();
       await page.setViewport({ width: 1280, height: 800 });
+      page.on("console", (message) => {
+        if (/Content Security Policy/i.test(message.text())) violations.push(message.text());
+      });
     });
 
     after(async () => {
@@ -99,6 +103,7 @@ for (const kind of ["postgres", "sqlite"]) {
       assert.match(asset.headers.get("content-type"), /^text\/javascript/);
       assert.match(asset.headers.get("cache-control"), /immutable/);
       assert.equal(asset.headers.get("content-encoding"), "gzip");
+      assert.match(html.headers.get("content-security-policy"), /frame-ancestors 'none'/);
     });
 
     test("signs in with a key and the admin token, and refuses a wrong key with the server's message", async () => {
@@ -411,6 +416,10 @@ for (const kind of ["postgres", "sqlite"]) {
       assert.equal(background, "rgb(15, 18, 23)");
       await shoot("dark");
       await page.emulateMediaFeatures([]);
+    });
+
+    test("nothing the console did was blocked by its Content Security Policy", () => {
+      assert.deepEqual(violations, []);
     });
   });
 }

@@ -19,12 +19,19 @@ pub(super) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .layer(tower_http::compression::CompressionLayer::new())
 }
 
+/// The page holds API keys and the admin token in session storage: it runs only its own
+/// script, talks only to its own origin and cannot be framed (clickjacking the Keys view).
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 async fn page() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
         PAGE,
     )
