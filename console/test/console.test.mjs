@@ -318,7 +318,10 @@ for (const kind of ["postgres", "sqlite"]) {
       const row = `tr[data-key-id="${created.key_id}"]`;
       await page.waitForSelector(`${row} [data-testid=revoke]`);
       await page.click(`${row} [data-testid=revoke]`);
-      await page.click(`${row} [data-testid=confirm-revoke]`);
+      await page.waitForSelector(`${row} [data-testid=confirm-revoke]`);
+      // The confirmation takes the focus, so Enter confirms.
+      assert.equal(await page.evaluate(() => document.activeElement.dataset.testid), "confirm-revoke");
+      await page.keyboard.press("Enter");
       await page.waitForFunction((selector) => document.querySelector(`${selector} [data-testid=key-state]`)?.textContent.startsWith("revoked"), {}, row);
       const refused = await rest(server, "/v1/stats/count", { auth: secret });
       assert.equal(refused.status, 401);

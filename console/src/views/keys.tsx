@@ -143,6 +143,8 @@ function TenantKeys({ tenantId, version, act }: { tenantId: string; version: num
                         type="button"
                         class="danger"
                         data-testid="confirm-revoke"
+                        // Takes the focus from the Revoke button it replaces, for keyboard users.
+                        ref={(button) => button?.focus()}
                         onClick={() => act(() => call(`/v1/keys/${encodeURIComponent(key.key_id)}:revoke`, {}, { ...admin, method: "POST", body: {} }))}
                       >
                         Confirm revoke

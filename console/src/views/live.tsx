@@ -87,10 +87,15 @@ export function Live({ query }: { query: Query }) {
         </div>
       </form>
       <Panel>
-        <p class="status" data-testid="live-status" data-status={status} data-filters={streaming} aria-live="polite">
+        <p class="status" data-testid="live-status" data-status={status} data-filters={streaming}>
           <span class={`dot ${status}`} aria-hidden="true" />
-          {status === "live" ? "Live, from now" : status === "paused" ? "Paused" : status === "failed" ? "Disconnected, retrying in a few seconds" : "Connecting…"} ·{" "}
-          {number.format(received)} received{received > KEPT ? `, newest ${KEPT} shown` : ""}
+          {/* Only the connection state is announced, not every event counted. */}
+          <span aria-live="polite">
+            {status === "live" ? "Live, from now" : status === "paused" ? "Paused" : status === "failed" ? "Disconnected, retrying in a few seconds" : "Connecting…"}
+          </span>
+          <span>
+            · {number.format(received)} received{received > KEPT ? `, newest ${KEPT} shown` : ""}
+          </span>
         </p>
         <ErrorNote error={error} />
         <div class="scroll">
