@@ -18,6 +18,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 COPY proto ./proto
 COPY migrations ./migrations
+# The web console's committed bundle, embedded by the server (no npm in the image build).
+COPY console/dist ./console/dist
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked -p eventline \

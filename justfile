@@ -14,7 +14,7 @@ test *ARGS:
 gen:
     buf generate
 
-# One suite alone: rust, python, typescript or helm (e.g. `just suite helm`).
+# One suite alone: rust, python, typescript, helm or console (e.g. `just suite console`).
 suite NAME *ARGS:
     EVENTLINE_SUITES={{NAME}} bash scripts/test {{ARGS}}
 

@@ -47,8 +47,8 @@ def test_build_context_holds_every_workspace_member():
         top = member.split("/")[0]
         assert top in copied, f"workspace member {member} is not copied into the build stage"
         assert top in allowed, f"workspace member {member} is excluded by .dockerignore"
-    # build.rs reads ../../proto; sqlx embeds migrations/.
-    assert {"proto", "migrations"} <= copied & allowed
+    # build.rs reads ../../proto; sqlx embeds migrations/; the gateway embeds console/dist.
+    assert {"proto", "migrations", "console/dist"} <= copied & allowed
 
 
 def test_build_stage_uses_the_workspace_rust_version():

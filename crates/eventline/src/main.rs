@@ -183,6 +183,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server.http_addr()
     );
     println!(
+        "  console          http://{}/  (sign in with a query key)",
+        server.http_addr()
+    );
+    println!(
         "  metrics          http://{}/metrics",
         server.metrics_addr()
     );

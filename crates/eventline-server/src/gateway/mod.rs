@@ -6,6 +6,7 @@
 mod batch;
 mod body;
 mod call;
+mod console;
 mod docs;
 mod openapi;
 mod request;
@@ -89,6 +90,8 @@ impl Gateway {
             .route("/docs", get(docs::page))
             .route("/docs/swagger-ui.css", get(docs::stylesheet))
             .route("/docs/swagger-ui-bundle.js", get(docs::script))
+            // The web console at `/` (console/dist, embedded).
+            .merge(console::router())
             .fallback(handle)
             .with_state(gateway)
             .layer(tower_http::limit::RequestBodyLimitLayer::new(
