@@ -51,15 +51,6 @@ impl Horizons {
         Ok(retention)
     }
 
-    /// Where the tenant's raw events start now, when a retention lets older ones go.
-    pub(crate) async fn raw_horizon(
-        &self,
-        tenant_id: TenantId,
-    ) -> Result<Option<DateTime<Utc>>, Error> {
-        let retention = self.retention(tenant_id).await?;
-        Ok(retention.raw_horizon(eventline_core::time::now()))
-    }
-
     /// A window start the caller did not give (the 30-day default, or all of history
     /// for an export), moved to what the tenant's retention can answer: to the raw
     /// horizon for reads of raw events, to the hour for counts (which then come from the
@@ -70,16 +61,28 @@ impl Horizons {
         start: DateTime<Utc>,
         reads: Reads,
     ) -> Result<DateTime<Utc>, Error> {
-        let Some(horizon) = self.raw_horizon(tenant_id).await? else {
-            return Ok(start);
+        let retention = self.retention(tenant_id).await?;
+        let now = eventline_core::time::now();
+        // The first whole minute or hour inside a horizon: the checks that follow, a
+        // moment later, find it inside still.
+        let after = |horizon: DateTime<Utc>, width: BucketWidth| {
+            width.floor(horizon) + chrono::TimeDelta::microseconds(width.micros())
         };
-        if start >= horizon {
-            return Ok(start);
+        let mut start = start;
+        if let Some(horizon) = retention.rollup_horizon(now)
+            && start < horizon
+        {
+            start = after(horizon, BucketWidth::Hour);
         }
-        Ok(match reads {
-            Reads::Raw => horizon,
-            Reads::Counts => eventline_store::hour_of(start),
-        })
+        match (reads, retention.raw_horizon(now)) {
+            (Reads::Raw, Some(horizon)) if start < horizon => {
+                Ok(after(horizon, BucketWidth::Minute))
+            }
+            (Reads::Counts, Some(horizon)) if start < horizon => {
+                Ok(eventline_store::hour_of(start))
+            }
+            _ => Ok(start),
+        }
     }
 
     /// Refuses a read of raw events from `start` when the tenant's raw retention has
