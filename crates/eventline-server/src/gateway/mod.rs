@@ -6,6 +6,7 @@
 mod batch;
 mod body;
 mod call;
+mod capture;
 mod docs;
 mod openapi;
 mod request;
@@ -43,6 +44,8 @@ pub(crate) struct Gateway {
     request_timeout: Duration,
     body_read_timeout: Duration,
     max_body_bytes: usize,
+    /// Whether this port serves TLS (the Segment settings tell browsers which scheme).
+    tls: bool,
 }
 
 /// Options of the HTTP port.
@@ -52,6 +55,7 @@ pub(crate) struct GatewayOptions {
     pub(crate) body_read_timeout: Duration,
     pub(crate) max_body_bytes: usize,
     pub(crate) cors_origins: Vec<String>,
+    pub(crate) tls: bool,
 }
 
 impl Gateway {
@@ -72,7 +76,9 @@ impl Gateway {
             request_timeout: options.request_timeout,
             body_read_timeout: options.body_read_timeout,
             max_body_bytes: options.max_body_bytes,
+            tls: options.tls,
         });
+        capture::register_metrics();
         let cors = server::cors(&options.cors_origins)?;
         Ok(Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
@@ -89,6 +95,7 @@ impl Gateway {
             .route("/docs", get(docs::page))
             .route("/docs/swagger-ui.css", get(docs::stylesheet))
             .route("/docs/swagger-ui-bundle.js", get(docs::script))
+            .merge(capture::routes())
             .fallback(handle)
             .with_state(gateway)
             .layer(tower_http::limit::RequestBodyLimitLayer::new(
