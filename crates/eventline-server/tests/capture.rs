@@ -117,7 +117,7 @@ async fn segment_batch_maps_every_call_type_and_rejects_only_the_bad_message() {
         ("s-page", "$pageview", "anon-1"),
         ("s-screen", "$screen", "u1"),
         ("s-group", "$groupidentify", "u1"),
-        ("s-alias", "$create_alias", "u1"),
+        ("s-alias", "$create_alias", "anon-1"),
     ];
     for (id, event_type, user_id) in expected {
         let event = by_id(&events, id);
@@ -141,7 +141,7 @@ async fn segment_batch_maps_every_call_type_and_rejects_only_the_bad_message() {
         "https://example.com/"
     );
     assert_eq!(properties(by_id(&events, "s-group"))["$group_key"], "g1");
-    assert_eq!(properties(by_id(&events, "s-alias"))["alias"], "anon-1");
+    assert_eq!(properties(by_id(&events, "s-alias"))["alias"], "u1");
     let metrics = server.metrics_text().await;
     assert!(
         metrics.contains(r#"eventline_capture_events_total{door="segment",outcome="rejected"} 1"#),

@@ -8,7 +8,7 @@
 //! | `page` | `$pageview` | `$pageview` (`$current_url` from `properties.url`) |
 //! | `screen` | `$screen` | `$screen` (`$screen_name` from `name`) |
 //! | `group` | `$groupidentify` | `$groupidentify` (`$group_key`, `$group_set`) |
-//! | `alias` | `$create_alias` | `$create_alias` (`alias` is the previous id) |
+//! | `alias` | `$create_alias` | `$create_alias` (`user_id` the previous id, `alias` the new) |
 //!
 //! `user_id` is Segment's `userId` (else its `anonymousId`) or PostHog's `distinct_id`;
 //! `anonymousId` is kept in `$anonymous_id`, Segment's `context` in `$context` with its
@@ -183,7 +183,8 @@ pub(crate) fn segment_event(
         ));
     };
     let mut properties = Map::new();
-    let event_type = segment_call_properties(call, message, prefix, &mut properties)?;
+    let (event_type, aliased) =
+        segment_call_properties(call, message, prefix, &owner, &mut properties)?;
     if let Some(anonymous_id) = anonymous_id {
         properties.insert("$anonymous_id".into(), Value::String(anonymous_id));
     }
@@ -223,20 +224,22 @@ pub(crate) fn segment_event(
     Ok(v1::Event {
         event_id,
         event_type,
-        user_id: owner,
+        user_id: aliased.unwrap_or(owner),
         timestamp,
         properties: Some(Properties::from_json(properties)),
         ..Default::default()
     })
 }
 
-/// The event type of a Segment call, and the properties that call carries.
+/// The event type of a Segment call and the properties that call carries; for an alias,
+/// also the id the event belongs to (see `CREATE_ALIAS`).
 fn segment_call_properties(
     call: SegmentCall,
     message: &Map<String, Value>,
     prefix: &str,
+    owner: &str,
     properties: &mut Map<String, Value>,
-) -> Result<String, FieldViolation> {
+) -> Result<(String, Option<String>), FieldViolation> {
     let own = object_field(message, "properties", &path(prefix, "properties"))?;
     let traits = object_field(message, "traits", &path(prefix, "traits"))?;
     if let Some(own) = own {
@@ -293,11 +296,13 @@ fn segment_call_properties(
                 .ok_or_else(|| {
                     FieldViolation::new(path(prefix, "previousId"), "is required for an alias call")
                 })?;
-            properties.insert("alias".into(), Value::String(previous_id));
-            CREATE_ALIAS.to_owned()
+            // As posthog-python's alias(previous_id, distinct_id) sends it: the event
+            // belongs to the previous id and `alias` names the id it now also goes by.
+            properties.insert("alias".into(), Value::String(owner.to_owned()));
+            return Ok((CREATE_ALIAS.to_owned(), Some(previous_id)));
         }
     };
-    Ok(event_type)
+    Ok((event_type, None))
 }
 
 /// Properties PostHog SDKs put in an event that are not the event's: the project key.
@@ -416,7 +421,7 @@ mod tests {
                 GROUP_IDENTIFY,
             ),
             (
-                json!({"type": "alias", "userId": "u1", "previousId": "a1"}),
+                json!({"type": "alias", "userId": "a1", "previousId": "u1"}),
                 CREATE_ALIAS,
             ),
             (
