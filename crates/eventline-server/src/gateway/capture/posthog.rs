@@ -201,7 +201,9 @@ pub(crate) fn flags() -> Value {
 }
 
 /// The remote config posthog-js loads from `/array/<token>/config`: compression it may
-/// use and every optional feature off (no recordings, surveys or site apps to fetch).
+/// use and every optional feature off (no recordings or site apps to fetch). `surveys`
+/// is left out on purpose: `"surveys": false` still makes posthog-js fetch its surveys
+/// script from `/static/`, which this server does not serve.
 pub(crate) fn remote_config() -> Value {
     json!({
         "supportedCompression": ["gzip", "gzip-js"],
@@ -210,7 +212,6 @@ pub(crate) fn remote_config() -> Value {
         "capturePerformance": false,
         "captureDeadClicks": false,
         "heatmaps": false,
-        "surveys": false,
         "productTours": false,
         "sessionRecording": false,
         "siteApps": [],
