@@ -149,11 +149,11 @@ impl Refusal {
             (Self::Answered(response), _) => response,
             // Segment documents 400 for a request over 500 KB (its SDKs do not retry it).
             (Self::TooLarge(limit), Door::Segment(_)) => {
-                response::error_response(&Status::from(posthog::too_large(limit)))
+                response::error_response(&Status::from(too_large(limit)))
             }
             // 413 makes posthog-node split the batch and send the halves.
             (Self::TooLarge(limit), Door::PostHog) => {
-                let error = posthog::too_large(limit);
+                let error = too_large(limit);
                 let mut answer = posthog_error(&Status::from(error));
                 *answer.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
                 answer
@@ -162,6 +162,14 @@ impl Refusal {
             (Self::Status(status), Door::PostHog) => posthog_error(&status),
         }
     }
+}
+
+/// The error of a body over the door's limit.
+fn too_large(max_bytes: usize) -> Error {
+    Error::invalid(
+        "body",
+        format!("is larger than {max_bytes} bytes (after decompression)"),
+    )
 }
 
 /// The native error response (status, Retry-After) with PostHog's error body.

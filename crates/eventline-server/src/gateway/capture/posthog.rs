@@ -87,15 +87,6 @@ fn gunzip(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, Error> {
     Ok(decoded)
 }
 
-/// The error of a body over the door's limit (answered 413, which posthog-node answers
-/// by splitting its batch).
-pub(crate) fn too_large(max_bytes: usize) -> Error {
-    Error::invalid(
-        "body",
-        format!("is larger than {max_bytes} bytes (after decompression)"),
-    )
-}
-
 /// Decodes a PostHog body (already turned into JSON text): a `{"batch": […]}` object, a
 /// bare array of events, or one event.
 pub(crate) fn parse(json_text: &[u8]) -> Result<Parsed, Error> {
