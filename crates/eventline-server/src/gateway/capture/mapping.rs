@@ -140,6 +140,24 @@ fn derived_id(door: &str, message: &Map<String, Value>) -> String {
     format!("{door}-{hex}")
 }
 
+/// The length of `message` encoded as JSON, counted without building the encoding.
+fn encoded_len(message: &Map<String, Value>) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail, and a JSON map always serializes.
+    let _ = serde_json::to_writer(&mut counter, message);
+    counter.0
+}
+
 /// Maps one Segment message. `implied` is the call of a single-call endpoint
 /// (`/v1/track`), `batch_context` the `context` of a batch body, `prefix` the message's
 /// path in the body for error messages.
@@ -149,9 +167,7 @@ pub(crate) fn segment_event(
     batch_context: Option<&Value>,
     prefix: &str,
 ) -> Result<v1::Event, FieldViolation> {
-    let size = serde_json::to_vec(message)
-        .map(|bytes| bytes.len())
-        .unwrap_or(0);
+    let size = encoded_len(message);
     if size > SEGMENT_MAX_MESSAGE_BYTES {
         return Err(FieldViolation::new(
             if prefix.is_empty() { "body" } else { prefix },
