@@ -208,6 +208,7 @@ pub(crate) fn spawn_http_listener(
         body_read_timeout: Duration::from_millis(config.http.body_read_timeout_ms),
         max_body_bytes: eventline_core::limits::MAX_MESSAGE_BYTES,
         cors_origins: config.http.cors_origins.clone(),
+        tls: tls.is_some(),
     };
     let rest = gateway::Gateway::router(grpc_routes.clone(), shared.admission(), &options)
         .map_err(ServeError::Config)?;

@@ -24,7 +24,17 @@ pub(crate) async fn call(
     headers: &HeaderMap,
     message: &DynamicMessage,
 ) -> Result<http::Response<tonic::body::Body>, Status> {
-    let encoded = message.encode_to_vec();
+    call_encoded(routes, grpc_path, headers, message.encode_to_vec()).await
+}
+
+/// Sends an already encoded request message to `grpc_path` (the capture doors build
+/// prost messages, not dynamic ones).
+pub(crate) async fn call_encoded(
+    routes: &Routes,
+    grpc_path: &str,
+    headers: &HeaderMap,
+    encoded: Vec<u8>,
+) -> Result<http::Response<tonic::body::Body>, Status> {
     let mut framed = BytesMut::with_capacity(encoded.len() + 5);
     framed.put_u8(0);
     framed.put_u32(

@@ -6,6 +6,7 @@
 mod batch;
 mod body;
 mod call;
+mod capture;
 mod console;
 mod docs;
 mod openapi;
@@ -44,6 +45,8 @@ pub(crate) struct Gateway {
     request_timeout: Duration,
     body_read_timeout: Duration,
     max_body_bytes: usize,
+    /// Whether this port serves TLS (the Segment settings tell browsers which scheme).
+    tls: bool,
 }
 
 /// Options of the HTTP port.
@@ -53,6 +56,7 @@ pub(crate) struct GatewayOptions {
     pub(crate) body_read_timeout: Duration,
     pub(crate) max_body_bytes: usize,
     pub(crate) cors_origins: Vec<String>,
+    pub(crate) tls: bool,
 }
 
 impl Gateway {
@@ -73,7 +77,9 @@ impl Gateway {
             request_timeout: options.request_timeout,
             body_read_timeout: options.body_read_timeout,
             max_body_bytes: options.max_body_bytes,
+            tls: options.tls,
         });
+        capture::register_metrics();
         let cors = server::cors(&options.cors_origins)?;
         Ok(Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
@@ -92,6 +98,7 @@ impl Gateway {
             .route("/docs/swagger-ui-bundle.js", get(docs::script))
             // The web console at `/` (console/dist, embedded).
             .merge(console::router())
+            .merge(capture::routes())
             .fallback(handle)
             .with_state(gateway)
             .layer(tower_http::limit::RequestBodyLimitLayer::new(

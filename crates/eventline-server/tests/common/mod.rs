@@ -129,6 +129,34 @@ impl TestServer {
         AdminServiceClient::with_interceptor(self.channel().await, WithKey::bearer(bearer))
     }
 
+    /// A new tenant (over AdminService with the admin token) and a key of it with
+    /// `scopes`: the tenant id and the key's secret.
+    pub async fn tenant_with_key(
+        &self,
+        name: &str,
+        scopes: &[eventline_proto::v1::Scope],
+    ) -> (String, String) {
+        use eventline_proto::v1;
+        let mut admin = self.admin(ADMIN_TOKEN).await;
+        let tenant = admin
+            .create_tenant(v1::CreateTenantRequest { name: name.into() })
+            .await
+            .expect("create tenant")
+            .into_inner()
+            .tenant
+            .expect("tenant");
+        let created = admin
+            .create_api_key(v1::CreateApiKeyRequest {
+                tenant_id: tenant.tenant_id.clone(),
+                scopes: scopes.iter().map(|scope| *scope as i32).collect(),
+                ..Default::default()
+            })
+            .await
+            .expect("create key")
+            .into_inner();
+        (tenant.tenant_id, created.secret)
+    }
+
     /// The metrics port's `GET /metrics` text.
     pub async fn metrics_text(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.metrics_addr))

@@ -33,15 +33,7 @@ impl EventGenerator {
 
     /// The next event. Type `type_0` is the most frequent; frequency falls off as u³.
     pub(crate) fn next_event(&mut self) -> v1::Event {
-        let (event_type, user_id, session_id, properties) = self.next_fields();
-        v1::Event {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            event_type,
-            user_id,
-            session_id,
-            properties: serde_json::from_value(properties).ok(),
-            ..Default::default()
-        }
+        event_of(self.next_fields())
     }
 
     /// The next event as the SDK's producer takes it (the id and time come from `track`).
@@ -54,7 +46,7 @@ impl EventGenerator {
     }
 
     /// Type, user, session and properties of the next event.
-    fn next_fields(&mut self) -> (String, String, String, serde_json::Value) {
+    pub(crate) fn next_fields(&mut self) -> (String, String, String, serde_json::Value) {
         let skew: f64 = self.rng.random::<f64>().powi(3);
         let type_index = (skew * EVENT_TYPES as f64) as usize;
         let user = self.rng.random_range(0..USERS);
@@ -84,6 +76,20 @@ impl EventGenerator {
             left -= size;
         }
         batches
+    }
+}
+
+/// An event of generated fields, with a fresh UUIDv7 id.
+pub(crate) fn event_of(
+    (event_type, user_id, session_id, properties): (String, String, String, serde_json::Value),
+) -> v1::Event {
+    v1::Event {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event_type,
+        user_id,
+        session_id,
+        properties: serde_json::from_value(properties).ok(),
+        ..Default::default()
     }
 }
 

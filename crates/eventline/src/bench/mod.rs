@@ -1,6 +1,7 @@
 //! `eventline bench`: end-to-end ingest and query measurements against a real
 //! PostgreSQL, each reported with an in-run baseline so figures read as ratios.
 
+mod capture;
 mod generator;
 mod ingest;
 mod lifecycle;
@@ -45,6 +46,9 @@ enum BenchCommand {
     /// The Rust SDK producer's acknowledged rate against the raw bidi load, and the cost
     /// of track().
     Producer(producer::ProducerArgs),
+    /// Acknowledged events/s through the Segment and PostHog capture doors against native
+    /// IngestBatch, in one run.
+    Capture(capture::CaptureArgs),
     /// PostgreSQL's CPU, WAL and rate per row for the bare events table, then with each
     /// index and rollup added in turn.
     WriteCosts(write_costs::WriteCostArgs),
@@ -65,6 +69,10 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             write_costs::run(args).await?.print(json);
         }
         BenchCommand::Lifecycle(args) => lifecycle::run(args).await?,
+        BenchCommand::Capture(args) => {
+            let json = args.json();
+            capture::run(args).await?.print(json);
+        }
         BenchCommand::Query(args) => {
             let json = args.json();
             query::run(args).await?.print(json);

@@ -35,6 +35,19 @@ class IngestServiceStub:
     Overload answers RESOURCE_EXHAUSTED with google.rpc.RetryInfo; a database outage
     answers UNAVAILABLE. Limits: at most 2000 events per batch message and 20 MiB per
     message after decompression.
+
+    Drop-in capture: the HTTP port also speaks the Segment HTTP Tracking API (/v1/batch,
+    /v1/track, /v1/identify, /v1/page, /v1/screen, /v1/group, /v1/alias and the one-letter
+    paths of analytics.js) and PostHog capture (/batch/, /capture/, /e/, /i/v0/e/). Each
+    body is mapped to IngestBatch calls with the same guarantees, by one mapping for both:
+    a Segment track or a PostHog event keeps its event name as event_type; identify, page,
+    screen, group and alias become "$identify", "$pageview", "$screen", "$groupidentify"
+    and "$create_alias"; user_id is Segment's userId (else anonymousId) or PostHog's
+    distinct_id (for an alias, the previous id); event_id is messageId or uuid; Segment's
+    anonymousId is kept in the "$anonymous_id" property, its context in "$context" with
+    its library as "$lib" and "$lib_version"; Segment's sentAt and PostHog's sent_at
+    become sent_at. The write key (Basic username or writeKey) or project key (api_key or
+    token) is an API key with the ingest scope. README "Drop-in capture" has the details.
     """
 
     def __init__(self, channel):
@@ -80,6 +93,19 @@ class IngestServiceServicer:
     Overload answers RESOURCE_EXHAUSTED with google.rpc.RetryInfo; a database outage
     answers UNAVAILABLE. Limits: at most 2000 events per batch message and 20 MiB per
     message after decompression.
+
+    Drop-in capture: the HTTP port also speaks the Segment HTTP Tracking API (/v1/batch,
+    /v1/track, /v1/identify, /v1/page, /v1/screen, /v1/group, /v1/alias and the one-letter
+    paths of analytics.js) and PostHog capture (/batch/, /capture/, /e/, /i/v0/e/). Each
+    body is mapped to IngestBatch calls with the same guarantees, by one mapping for both:
+    a Segment track or a PostHog event keeps its event name as event_type; identify, page,
+    screen, group and alias become "$identify", "$pageview", "$screen", "$groupidentify"
+    and "$create_alias"; user_id is Segment's userId (else anonymousId) or PostHog's
+    distinct_id (for an alias, the previous id); event_id is messageId or uuid; Segment's
+    anonymousId is kept in the "$anonymous_id" property, its context in "$context" with
+    its library as "$lib" and "$lib_version"; Segment's sentAt and PostHog's sent_at
+    become sent_at. The write key (Basic username or writeKey) or project key (api_key or
+    token) is an API key with the ingest scope. README "Drop-in capture" has the details.
     """
 
     def Track(self, request, context):
@@ -171,6 +197,19 @@ class IngestService:
     Overload answers RESOURCE_EXHAUSTED with google.rpc.RetryInfo; a database outage
     answers UNAVAILABLE. Limits: at most 2000 events per batch message and 20 MiB per
     message after decompression.
+
+    Drop-in capture: the HTTP port also speaks the Segment HTTP Tracking API (/v1/batch,
+    /v1/track, /v1/identify, /v1/page, /v1/screen, /v1/group, /v1/alias and the one-letter
+    paths of analytics.js) and PostHog capture (/batch/, /capture/, /e/, /i/v0/e/). Each
+    body is mapped to IngestBatch calls with the same guarantees, by one mapping for both:
+    a Segment track or a PostHog event keeps its event name as event_type; identify, page,
+    screen, group and alias become "$identify", "$pageview", "$screen", "$groupidentify"
+    and "$create_alias"; user_id is Segment's userId (else anonymousId) or PostHog's
+    distinct_id (for an alias, the previous id); event_id is messageId or uuid; Segment's
+    anonymousId is kept in the "$anonymous_id" property, its context in "$context" with
+    its library as "$lib" and "$lib_version"; Segment's sentAt and PostHog's sent_at
+    become sent_at. The write key (Basic username or writeKey) or project key (api_key or
+    token) is an API key with the ingest scope. README "Drop-in capture" has the details.
     """
 
     @staticmethod

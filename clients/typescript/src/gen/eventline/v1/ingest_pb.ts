@@ -381,6 +381,19 @@ export const ValidateEventsResponseSchema: GenMessage<ValidateEventsResponse> = 
  * answers UNAVAILABLE. Limits: at most 2000 events per batch message and 20 MiB per
  * message after decompression.
  *
+ * Drop-in capture: the HTTP port also speaks the Segment HTTP Tracking API (/v1/batch,
+ * /v1/track, /v1/identify, /v1/page, /v1/screen, /v1/group, /v1/alias and the one-letter
+ * paths of analytics.js) and PostHog capture (/batch/, /capture/, /e/, /i/v0/e/). Each
+ * body is mapped to IngestBatch calls with the same guarantees, by one mapping for both:
+ * a Segment track or a PostHog event keeps its event name as event_type; identify, page,
+ * screen, group and alias become "$identify", "$pageview", "$screen", "$groupidentify"
+ * and "$create_alias"; user_id is Segment's userId (else anonymousId) or PostHog's
+ * distinct_id (for an alias, the previous id); event_id is messageId or uuid; Segment's
+ * anonymousId is kept in the "$anonymous_id" property, its context in "$context" with
+ * its library as "$lib" and "$lib_version"; Segment's sentAt and PostHog's sent_at
+ * become sent_at. The write key (Basic username or writeKey) or project key (api_key or
+ * token) is an API key with the ingest scope. README "Drop-in capture" has the details.
+ *
  * @generated from service eventline.v1.IngestService
  */
 export const IngestService: GenService<{
