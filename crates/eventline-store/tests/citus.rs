@@ -75,8 +75,11 @@ async fn citus_migrate_distributes_by_tenant_colocated_and_twice_changes_nothing
             ("event_rollups_daily", "distributed"),
             ("event_rollups_hourly", "distributed"),
             ("event_rollups_minutely", "distributed"),
+            ("event_schemas", "distributed"),
             ("events", "distributed"),
+            ("quarantined_events", "distributed"),
             ("tenants", "reference"),
+            ("user_deletions", "distributed"),
         ]
     );
     let events_group = tables.iter().find(|(name, ..)| name == "events").unwrap().2;

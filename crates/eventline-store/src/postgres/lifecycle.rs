@@ -254,23 +254,41 @@ impl Expiry for PgStore {
         before: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         // Only buckets that end by `before`: a bucket across it still counts newer events.
+        // The bounds are computed here: Citus refuses a DELETE that does date arithmetic
+        // on a column (a STABLE function of it).
+        let hour = chrono::TimeDelta::hours(1);
+        let day = chrono::TimeDelta::days(1);
         let statements = [
-            "DELETE FROM event_rollups_minutely
-             WHERE tenant_id = $1 AND minute <= $2 - interval '1 minute'",
-            "DELETE FROM event_rollups_hourly WHERE tenant_id = $1 AND hour <= $2 - interval '1 hour'",
-            "DELETE FROM event_rollups_daily WHERE tenant_id = $1 AND day <= $2 - interval '1 day'",
-            "DELETE FROM bucket_summaries
-             WHERE tenant_id = $1 AND bucket + width_seconds * interval '1 second' <= $2",
+            (
+                "DELETE FROM event_rollups_minutely WHERE tenant_id = $1 AND minute <= $2",
+                before - chrono::TimeDelta::minutes(1),
+                None,
+            ),
+            (
+                "DELETE FROM event_rollups_hourly WHERE tenant_id = $1 AND hour <= $2",
+                before - hour,
+                None,
+            ),
+            (
+                "DELETE FROM event_rollups_daily WHERE tenant_id = $1 AND day <= $2",
+                before - day,
+                None,
+            ),
+            (
+                "DELETE FROM bucket_summaries WHERE tenant_id = $1
+                 AND ((width_seconds = 3600 AND bucket <= $2) OR (width_seconds = 86400 AND bucket <= $3))",
+                before - hour,
+                Some(before - day),
+            ),
         ];
         let mut transaction = self.pool.begin().await?;
         let mut deleted = 0;
-        for statement in statements {
-            deleted += sqlx::query(statement)
-                .bind(tenant_id.0)
-                .bind(before)
-                .execute(&mut *transaction)
-                .await?
-                .rows_affected();
+        for (statement, bound, day_bound) in statements {
+            let mut query = sqlx::query(statement).bind(tenant_id.0).bind(bound);
+            if let Some(day_bound) = day_bound {
+                query = query.bind(day_bound);
+            }
+            deleted += query.execute(&mut *transaction).await?.rows_affected();
         }
         transaction.commit().await?;
         Ok(deleted)
