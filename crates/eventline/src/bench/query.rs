@@ -207,7 +207,10 @@ impl Load {
         for index in 0..count {
             let mut event = self.generator.next_event();
             // Spread evenly over 30 days, oldest first, as if ingested over time.
-            let offset = span_micros - span_micros * (loaded + index) as i64 / self.events as i64;
+            // In i128: span × index overflows i64 past 3.5M events, and the wrapped
+            // offsets scattered a 10M load outside the 30 days.
+            let elapsed = i128::from(span_micros) * (loaded + index) as i128 / self.events as i128;
+            let offset = span_micros - elapsed as i64;
             event.timestamp = Some(eventline_core::time::to_proto(
                 self.now - chrono::Duration::microseconds(offset),
             ));
