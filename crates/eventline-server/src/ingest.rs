@@ -142,27 +142,16 @@ impl IngestApi {
         events: Vec<v1::Event>,
         clock: IngestClock,
     ) -> Result<v1::ValidateEventsResponse, Error> {
-        let (mut report, mut validated, mut rejected) = validate_batch(tenant_id, events, &clock);
-        let verdicts = self.checks.check(tenant_id, &validated.events).await?;
-        let mut warnings = Vec::new();
-        for (position, verdict) in validated.positions.iter().zip(&verdicts) {
-            if let Verdict::Warned(violations) = verdict {
-                warnings.extend(
-                    violations
-                        .iter()
-                        .map(|violation| format!("{position}: {violation}")),
-                );
-            }
+        let mut screened = screen(&self.checks, tenant_id, events, &clock).await?;
+        for &position in &screened.positions {
+            screened.results[position].status = v1::IngestStatus::Accepted as i32;
         }
-        apply_verdicts(&mut report, &mut validated, &mut rejected, verdicts);
-        for position in validated.positions {
-            report.results[position].status = v1::IngestStatus::Accepted as i32;
-        }
+        let (results, invalid) = (screened.results, screened.rejected_count);
         Ok(v1::ValidateEventsResponse {
-            valid: report.results.len() as u64 - report.rejected,
-            invalid: report.rejected,
-            results: report.results,
-            warnings,
+            valid: results.len() as u64 - invalid,
+            invalid,
+            results,
+            warnings: screened.warnings,
         })
     }
 }
@@ -177,6 +166,8 @@ pub(crate) struct Screened {
     pub(crate) positions: Vec<usize>,
     /// The rejected events, for the quarantine.
     pub(crate) rejected: Vec<Rejected>,
+    /// WARN-mode schema violations, "position: violation".
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Validates a batch exactly as IngestBatch does, schemas included.
@@ -188,8 +179,19 @@ pub(crate) async fn screen(
 ) -> Result<Screened, Error> {
     let (mut report, mut validated, mut rejected) = validate_batch(tenant_id, events, clock);
     let verdicts = checks.check(tenant_id, &validated.events).await?;
+    let mut warnings = Vec::new();
+    for (position, verdict) in validated.positions.iter().zip(&verdicts) {
+        if let Verdict::Warned(violations) = verdict {
+            warnings.extend(
+                violations
+                    .iter()
+                    .map(|violation| format!("{position}: {violation}")),
+            );
+        }
+    }
     apply_verdicts(&mut report, &mut validated, &mut rejected, verdicts);
     Ok(Screened {
+        warnings,
         results: report.results,
         rejected_count: report.rejected,
         events: validated.events,
