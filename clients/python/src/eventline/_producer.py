@@ -19,7 +19,7 @@ from typing import Optional
 
 from eventline import _wire as wire
 from eventline._options import Counts, ProducerOptions, Stats
-from eventline._sender import OpenStream, SendBatch, Sender
+from eventline._sender import OpenStream, SendBatch, Sender, Stream
 from eventline.v1 import event_pb2
 
 logger = logging.getLogger("eventline")
@@ -221,16 +221,24 @@ class Producer(Sender):
                 stream.call.cancel()
             deadline = time.monotonic() + FORK_QUIESCE_TIMEOUT
             with self._cond:
-                while not self._parked and thread.is_alive() and time.monotonic() < deadline:
+                while not self._quiesced(thread, stream) and time.monotonic() < deadline:
                     self._cond.wait(deadline - time.monotonic())
-                if not self._parked and thread.is_alive():
+                if not self._quiesced(thread, stream):
                     logger.warning("eventline: the sender did not pause before fork()")
-        self._cond.acquire()  # held across fork(): the child copies a consistent state
+        # The lock is not held across fork(): gRPC's own fork handler, which runs after
+        # this one, waits for its threads, and the one running our request generator
+        # needs the lock to end. The child does not need a consistent copy either: it
+        # starts from a fresh state and a fresh lock.
+
+    def _quiesced(self, thread: threading.Thread, stream: Optional[Stream]) -> bool:
+        """The sender is parked (or gone) and the request generator has ended."""
+        parked = self._parked or not thread.is_alive()
+        return parked and (stream is None or not stream.requesting)
 
     def _after_fork_in_parent(self) -> None:
-        self._forking = False
-        self._cond.notify_all()
-        self._cond.release()
+        with self._cond:
+            self._forking = False
+            self._cond.notify_all()
 
     def _after_fork_in_child(self) -> None:
         # The parent keeps and sends its queued events; the child starts empty, with a

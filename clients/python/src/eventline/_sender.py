@@ -40,14 +40,16 @@ class Batch:
 
 class Stream:
     """One IngestBidi call; `closed` ends its request generator, `sent` maps the
-    sequence numbers written on it to when they were written."""
+    sequence numbers written on it to when they were written, and `requesting` is true
+    while gRPC's thread runs the request generator (a fork waits for it to end)."""
 
-    __slots__ = ("closed", "call", "sent")
+    __slots__ = ("closed", "call", "sent", "requesting")
 
     def __init__(self) -> None:
         self.closed = False
         self.call: Any = None
         self.sent: Dict[int, float] = {}
+        self.requesting = False
 
 
 # Opens IngestBidi with requests already encoded (see _request).
@@ -233,6 +235,16 @@ class Sender:
         """The request side of one stream: first every unacknowledged batch again (same
         sequence and event ids), then new batches as they fill or their time comes,
         never more unacknowledged ones than the window allows."""
+        with self._cond:
+            stream.requesting = True
+        try:
+            yield from self._request_batches(stream)
+        finally:
+            with self._cond:
+                stream.requesting = False
+                self._cond.notify_all()
+
+    def _request_batches(self, stream: Stream) -> Iterator[bytes]:
         while True:
             with self._cond:
                 batch = self._next_batch(stream)
