@@ -4,6 +4,7 @@
 use std::{future::Future, sync::Arc, time::Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use eventline_core::{
     Actor, ApiKey, AuditEvent, AuditQuery, Event, Tenant, TenantId,
     breakdown::{BreakdownQuery, BreakdownRow},
@@ -134,6 +135,18 @@ impl Store for MeteredStore {
 
     async fn retention(&self, query: &RetentionQuery) -> Result<Vec<Cohort>, StoreError> {
         timed("retention", self.inner.retention(query)).await
+    }
+
+    async fn prepare_summaries(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        timed(
+            "prepare_summaries",
+            self.inner.prepare_summaries(start, end),
+        )
+        .await
     }
 
     async fn commit_horizon(&self, tenant_id: TenantId) -> Result<u64, StoreError> {

@@ -222,13 +222,7 @@ pub(crate) async fn retention(
     query: &RetentionQuery,
 ) -> Result<Vec<Cohort>, StoreError> {
     let intervals = query.intervals();
-    let mut cohorts: Vec<Cohort> = (0..intervals)
-        .map(|index| Cohort {
-            start: query.start + query.interval * index as i32,
-            users: 0,
-            returned: vec![0; intervals - index],
-        })
-        .collect();
+    let mut cohorts = empty_cohorts(query);
     let mut user = RetentionUser::new(intervals);
     let mut current: Option<i64> = None;
     let mut events = std::pin::pin!(events);
@@ -242,6 +236,18 @@ pub(crate) async fn retention(
     }
     user.count_into(&mut cohorts);
     Ok(cohorts)
+}
+
+/// The cohorts of `query`, each with no user yet.
+pub(crate) fn empty_cohorts(query: &RetentionQuery) -> Vec<Cohort> {
+    let intervals = query.intervals();
+    (0..intervals)
+        .map(|index| Cohort {
+            start: query.start + query.interval * index as i32,
+            users: 0,
+            returned: vec![0; intervals - index],
+        })
+        .collect()
 }
 
 /// One user's cohort and the intervals they came back in.

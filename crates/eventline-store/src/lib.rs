@@ -12,6 +12,7 @@ pub mod sqlite;
 mod summaries;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod timelines;
 mod uniques;
 
 use std::{path::Path, sync::Arc};
@@ -118,6 +119,16 @@ pub trait Store:
 
     /// A retention table, one cohort per interval (QueryService.Retention's semantics).
     async fn retention(&self, query: &RetentionQuery) -> Result<Vec<Cohort>, StoreError>;
+
+    /// Builds ahead of queries the bucket summaries that funnels, retention and unique
+    /// users read (README "Funnels and retention"): of every whole hour and day in
+    /// `[start, end)` of every tenant and type with events there, those missing or
+    /// stale. Returns how many it built.
+    async fn prepare_summaries(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
 
     /// The tenant's commit horizon: every event of the tenant with a commit sequence below
     /// it is committed and visible, and no event below it can still appear. Sequences

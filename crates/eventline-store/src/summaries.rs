@@ -66,12 +66,14 @@ pub(crate) trait BucketReads: Sync {
     /// Event counts per group of `query` (`Store::count`: from the rollups).
     async fn event_counts(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError>;
 
-    /// The stored summaries of `key` for buckets in `[start, end)`.
+    /// The stored summaries of `key` for buckets in `[start, end)`; their bodies empty
+    /// unless `with_bodies` (what is stored, and of which count, is enough to refresh).
     async fn stored_summaries(
         &self,
         key: SummaryKey<'_>,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
+        with_bodies: bool,
     ) -> Result<Vec<StoredSummary>, StoreError>;
 
     /// Stores (or replaces) one bucket's summary.
@@ -117,7 +119,7 @@ pub(crate) async fn for_each_summary<'b, S: Summary>(
             .collect();
         buckets.sort();
         let mut stored: HashMap<DateTime<Utc>, StoredSummary> = reads
-            .stored_summaries(key, start, end)
+            .stored_summaries(key, start, end, true)
             .await?
             .into_iter()
             .map(|summary| (summary.bucket, summary))
@@ -149,4 +151,66 @@ pub(crate) async fn for_each_summary<'b, S: Summary>(
         start = end;
     }
     Ok(())
+}
+
+/// Builds the summary of every whole bucket of each summary width in `tile`'s window
+/// (of its tenant and type) that has events and no stored summary of its current count:
+/// what a query would build on its path, built ahead of it. Returns how many it built.
+pub(crate) async fn refresh<'b, S: Summary>(
+    reads: &impl BucketReads,
+    tile: &CountQuery,
+    summary: &str,
+    build: impl Fn(CountQuery) -> BoxFuture<'b, Result<S, StoreError>>,
+) -> Result<u64, StoreError> {
+    let mut built = 0;
+    for &width in SUMMARY_WIDTHS {
+        let key = SummaryKey {
+            tenant_id: tile.tenant_id,
+            event_type: tile.event_type.as_deref().unwrap_or(""),
+            summary,
+            width,
+        };
+        let bucket_width = chrono::Duration::microseconds(width.micros());
+        let step = chrono::Duration::microseconds(width.micros() * BUCKETS_PER_READ);
+        let (mut start, end) = (width.ceil(tile.start), width.floor(tile.end));
+        while start < end {
+            let chunk_end = (start + step).min(end);
+            let per_bucket = CountQuery {
+                start,
+                end: chunk_end,
+                grouping: Grouping::Bucket(width),
+                ..tile.clone()
+            };
+            let stored: HashMap<DateTime<Utc>, u64> = reads
+                .stored_summaries(key, start, chunk_end, false)
+                .await?
+                .into_iter()
+                .map(|summary| (summary.bucket, summary.event_count))
+                .collect();
+            for row in reads.event_counts(&per_bucket).await? {
+                let Some(bucket) = row.bucket else { continue };
+                if stored.get(&bucket) == Some(&row.count) {
+                    continue;
+                }
+                let window = CountQuery {
+                    start: bucket,
+                    end: bucket + bucket_width,
+                    ..tile.clone()
+                };
+                let made = build(window).await?;
+                if made.worth_keeping() {
+                    let body = made.encode();
+                    let summary = StoredSummary {
+                        bucket,
+                        event_count: row.count,
+                        body,
+                    };
+                    reads.store_summary(key, summary).await?;
+                    built += 1;
+                }
+            }
+            start = chunk_end;
+        }
+    }
+    Ok(built)
 }

@@ -157,3 +157,23 @@ async fn sketch_of(reads: &impl UserReads, window: CountQuery) -> Result<UserSke
     }
     Ok(sketch)
 }
+
+/// Builds the user sketches of every whole hour and day in `[start, end)` of `tenant_id`
+/// (of `event_type`, or all types) that has none or a stale one: off the query path.
+pub(crate) async fn prepare(
+    reads: &impl UserReads,
+    tenant_id: eventline_core::TenantId,
+    event_type: Option<&str>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let tile = CountQuery {
+        tenant_id,
+        event_type: event_type.map(str::to_owned),
+        start,
+        end,
+        grouping: Grouping::Total,
+    };
+    let build = |window: CountQuery| sketch_of(reads, window).boxed();
+    summaries::refresh(reads, &tile, USERS_SUMMARY, build).await
+}

@@ -44,6 +44,7 @@ eventline_store::conformance_suite!(
     audit_pages_are_newest_first_and_scoped_to_a_tenant,
     the_write_pool_reports_its_open_and_idle_connections,
     funnels_match_an_independent_walk_of_the_events,
+    prepared_timelines_answer_funnels_and_follow_late_events,
     retention_matches_an_independent_count_of_the_events,
     breakdowns_match_an_independent_count_of_the_events,
     unique_users_match_an_independent_count_of_the_events,
@@ -1321,6 +1322,14 @@ async fn funnels_match_an_independent_walk_of_the_events(store: Arc<dyn Store>) 
         }
         let counts = store.funnel(&query).await.unwrap();
         assert_eq!(counts.reached, expected, "{steps:?} within {hours} h");
+        // Ungrouped, distinct steps without a filter are answered from the timelines.
+        let ungrouped = eventline_core::query::FunnelQuery {
+            group_by_property: None,
+            ..query.clone()
+        };
+        let ungrouped = store.funnel(&ungrouped).await.unwrap();
+        assert_eq!(ungrouped.reached, expected, "{steps:?} ungrouped");
+        assert!(ungrouped.by_value.is_empty());
         let by_value: std::collections::BTreeMap<Option<String>, Vec<u64>> =
             counts.by_value.into_iter().collect();
         assert_eq!(by_value, expected_by_value, "{steps:?} by plan");
@@ -1329,6 +1338,67 @@ async fn funnels_match_an_independent_walk_of_the_events(store: Arc<dyn Store>) 
             "the case drops users: {expected:?}"
         );
     }
+}
+
+/// Users per step of `query` over `events`, by exhaustive search (`steps_reached`).
+fn expected_funnel(events: &[Event], query: &eventline_core::query::FunnelQuery) -> Vec<u64> {
+    let mut expected = vec![0u64; query.steps.len()];
+    for user_events in by_user(events).values() {
+        for users in &mut expected[..steps_reached(user_events, query)] {
+            *users += 1;
+        }
+    }
+    expected
+}
+
+async fn prepared_timelines_answer_funnels_and_follow_late_events(store: Arc<dyn Store>) {
+    let (tenant_id, mut events) = analytics_events(&*store).await;
+    let (start, end) = (
+        at(0, 0, 0) - Duration::hours(8),
+        at(0, 0, 0) + Duration::hours(24),
+    );
+    let built = store.prepare_summaries(start, end).await.unwrap();
+    assert!(built > 0, "nothing was prepared");
+    assert_eq!(
+        store.prepare_summaries(start, end).await.unwrap(),
+        0,
+        "a second pass rebuilt summaries that were current"
+    );
+    let query = eventline_core::query::FunnelQuery {
+        tenant_id,
+        steps: vec!["signup".into(), "buy".into(), "login".into()],
+        conversion_window: Duration::hours(30),
+        start,
+        end,
+        filter: EventFilter::default(),
+        group_by_property: None,
+    };
+    let before = store.funnel(&query).await.unwrap().reached;
+    assert_eq!(before, expected_funnel(&events, &query));
+    // A new user takes all three steps in hours whose timelines are already stored.
+    let late: Vec<Event> = ["signup", "buy", "login"]
+        .iter()
+        .enumerate()
+        .map(|(n, step)| {
+            let mut late = event(
+                tenant_id,
+                &format!("late{n}"),
+                step,
+                at(2, 0, 0) + Duration::hours(n as i64),
+            );
+            late.user_id = Some("newcomer".to_owned());
+            late
+        })
+        .collect();
+    store.append(&late).await.unwrap();
+    events.extend(late);
+    let after = store.funnel(&query).await.unwrap().reached;
+    assert_eq!(after, expected_funnel(&events, &query));
+    assert_eq!(after[2], before[2] + 1, "the late user was not counted");
+    assert!(
+        store.prepare_summaries(start, end).await.unwrap() > 0,
+        "the stale timelines were not rebuilt"
+    );
 }
 
 async fn retention_matches_an_independent_count_of_the_events(store: Arc<dyn Store>) {

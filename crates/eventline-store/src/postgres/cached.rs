@@ -35,9 +35,10 @@ impl BucketReads for PgStore {
         key: SummaryKey<'_>,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
+        with_bodies: bool,
     ) -> Result<Vec<StoredSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT bucket, event_count, body FROM bucket_summaries
+            "SELECT bucket, event_count, CASE WHEN $7 THEN body ELSE ''::bytea END FROM bucket_summaries
              WHERE tenant_id = $1 AND event_type = $2 AND summary = $3 AND width_seconds = $4
                AND bucket >= $5 AND bucket < $6",
         )
@@ -47,6 +48,7 @@ impl BucketReads for PgStore {
         .bind(key.width_seconds())
         .bind(start)
         .bind(end)
+        .bind(with_bodies)
         .fetch_all(&self.read_pool)
         .await?;
         rows.iter()

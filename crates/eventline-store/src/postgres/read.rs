@@ -343,3 +343,24 @@ pub(super) async fn count_users(
         })
         .collect()
 }
+
+/// The (tenant, event type) pairs with events in `[start, end)`, from the daily rollup.
+pub(super) async fn active_types(
+    pool: &PgPool,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<(eventline_core::TenantId, String)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT tenant_id, event_type FROM event_rollups_daily
+         WHERE day >= $1 AND day < $2
+         GROUP BY tenant_id, event_type HAVING sum(event_count) > 0
+         ORDER BY tenant_id, event_type",
+    )
+    .bind(BucketWidth::Day.floor(start))
+    .bind(end)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| Ok((eventline_core::TenantId(row.try_get(0)?), row.try_get(1)?)))
+        .collect()
+}

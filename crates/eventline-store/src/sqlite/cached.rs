@@ -35,9 +35,10 @@ impl BucketReads for SqliteStore {
         key: SummaryKey<'_>,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
+        with_bodies: bool,
     ) -> Result<Vec<StoredSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT bucket_us, event_count, body FROM bucket_summaries
+            "SELECT bucket_us, event_count, CASE WHEN ?7 THEN body ELSE x'' END FROM bucket_summaries
              WHERE tenant_id = ?1 AND event_type = ?2 AND summary = ?3 AND width_seconds = ?4
                AND bucket_us >= ?5 AND bucket_us < ?6",
         )
@@ -47,6 +48,7 @@ impl BucketReads for SqliteStore {
         .bind(key.width_seconds())
         .bind(micros(start))
         .bind(micros(end))
+        .bind(with_bodies)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -460,6 +460,9 @@ impl Store for SqliteStore {
     }
 
     async fn funnel(&self, query: &FunnelQuery) -> Result<FunnelCounts, StoreError> {
+        if crate::timelines::answers_funnel(query) {
+            return crate::timelines::funnel(self, query).await;
+        }
         let reading = crate::analytics::Reading::funnel(query);
         read::with_user_events(&self.pool, &reading, async |events| {
             crate::analytics::funnel(events, query).await
@@ -468,11 +471,23 @@ impl Store for SqliteStore {
     }
 
     async fn retention(&self, query: &RetentionQuery) -> Result<Vec<Cohort>, StoreError> {
+        if crate::timelines::answers_retention(query) {
+            return crate::timelines::retention(self, query).await;
+        }
         let reading = crate::analytics::Reading::retention(query);
         read::with_user_events(&self.pool, &reading, async |events| {
             crate::analytics::retention(events, query).await
         })
         .await
+    }
+
+    async fn prepare_summaries(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let active = read::active_types(&self.pool, start, end).await?;
+        crate::timelines::prepare_all(self, &active, start, end).await
     }
 
     fn pool_status(&self) -> crate::PoolStatus {

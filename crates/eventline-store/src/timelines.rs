@@ -1,0 +1,301 @@
+//! Funnels and retention from per-type timelines: for each event type, the (user, time)
+//! of its events, kept per whole UTC hour and day as a bucket summary (`user_times`,
+//! `crate::summaries`: reused while the rollups show the bucket's event count, dropped
+//! by a user deletion, rebuilt after a late event) and read raw only at the window's
+//! unaligned edges. A server builds them in the background as hours close
+//! (`prepare_summaries`), so queries read ready summaries instead of sorting events.
+//!
+//! With the timelines a funnel of distinct steps is a chain of per-user minimums, one
+//! pass over each step's events in any order: the entering time is the user's first
+//! `steps[0]` time in the window, and step k's time is the first `steps[k]` time at or
+//! after step k-1's and at most the conversion window after entering. Greedy earliest
+//! matching is what `analytics::funnel`'s walk does, so the answers are the same; the
+//! walk stays for what the timelines do not carry (a property filter or grouping, a
+//! repeated step). Retention is one pass too: each user's first start time gives the
+//! cohort, each return time at or after it marks its interval.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use eventline_core::{
+    TenantId,
+    query::{Cohort, CountQuery, EventFilter, FunnelCounts, FunnelQuery, Grouping, RetentionQuery},
+};
+use futures::{FutureExt, StreamExt};
+
+use crate::{
+    StoreError, analytics, counts,
+    summaries::{self, Summary},
+    uniques::{self, UserReads},
+};
+
+/// The bucket summary that holds a type's (user, time) pairs.
+pub(crate) const TIMES_SUMMARY: &str = "user_times";
+
+type UserMap<V> = HashMap<u64, V, foldhash::fast::RandomState>;
+
+/// The (user key, microseconds since the epoch) of each event of one type in a bucket;
+/// the user key is `analytics::user_key` of the user id on every store.
+#[derive(Debug, Default)]
+pub(crate) struct UserTimes(Vec<(u64, i64)>);
+
+/// Bytes of one stored pair: the user key and the time, little-endian.
+const PAIR_BYTES: usize = 16;
+
+impl Summary for UserTimes {
+    fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.0.len() * PAIR_BYTES);
+        for (user, time) in &self.0 {
+            body.extend_from_slice(&user.to_le_bytes());
+            body.extend_from_slice(&time.to_le_bytes());
+        }
+        body
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, StoreError> {
+        if body.len() % PAIR_BYTES != 0 {
+            return Err(StoreError::Internal(format!(
+                "a user_times summary of {} bytes is not whole pairs",
+                body.len()
+            )));
+        }
+        let pairs = body
+            .chunks_exact(PAIR_BYTES)
+            .map(|pair| {
+                let (user, time) = pair.split_at(8);
+                (
+                    u64::from_le_bytes(user.try_into().unwrap_or_default()),
+                    i64::from_le_bytes(time.try_into().unwrap_or_default()),
+                )
+            })
+            .collect();
+        Ok(Self(pairs))
+    }
+}
+
+/// The (user, time) of every event of `event_type` with a user in `[start, end)`: whole
+/// hours and days from their summaries, the edges from the events.
+async fn times_of(
+    reads: &impl UserReads,
+    tenant_id: TenantId,
+    event_type: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Vec<(u64, i64)>, StoreError> {
+    let mut times = Vec::new();
+    for (source, start, end) in counts::tile(start, end, Grouping::Total, summaries::SUMMARY_WIDTHS)
+    {
+        let tile = CountQuery {
+            event_type: Some(event_type.to_owned()),
+            ..CountQuery::total(tenant_id, start, end)
+        };
+        match source {
+            counts::CountSource::Events => times.extend(read_times(reads, &tile).await?.0),
+            counts::CountSource::Rollup(width) => {
+                let build =
+                    |window: CountQuery| async move { read_times(reads, &window).await }.boxed();
+                summaries::for_each_summary(
+                    reads,
+                    &tile,
+                    width,
+                    TIMES_SUMMARY,
+                    build,
+                    |_, bucket: UserTimes| times.extend(bucket.0),
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(times)
+}
+
+/// The timeline of `window`'s type from its events.
+async fn read_times(reads: &impl UserReads, window: &CountQuery) -> Result<UserTimes, StoreError> {
+    let mut times = Vec::new();
+    let mut users = reads.users(window);
+    while let Some((time, user_id)) = users.next().await.transpose()? {
+        times.push((
+            analytics::user_key(&user_id) as u64,
+            time.timestamp_micros(),
+        ));
+    }
+    Ok(UserTimes(times))
+}
+
+/// Builds the timeline summaries of every whole hour and day in `[start, end)` of
+/// `event_type` that has none or a stale one (`summaries::refresh`): off the query path.
+pub(crate) async fn prepare(
+    reads: &impl UserReads,
+    tenant_id: TenantId,
+    event_type: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let tile = CountQuery {
+        event_type: Some(event_type.to_owned()),
+        ..CountQuery::total(tenant_id, start, end)
+    };
+    let build = |window: CountQuery| async move { read_times(reads, &window).await }.boxed();
+    summaries::refresh(reads, &tile, TIMES_SUMMARY, build).await
+}
+
+/// Builds what queries read of `[start, end)` ahead of them: for each tenant of
+/// `active`, the sketches of its users (unique users per hour or day, all types) and,
+/// for each of its types, the timelines. Returns how many summaries it built.
+pub(crate) async fn prepare_all(
+    reads: &impl UserReads,
+    active: &[(TenantId, String)],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut built = 0;
+    let mut previous: Option<TenantId> = None;
+    for (tenant_id, event_type) in active {
+        if previous != Some(*tenant_id) {
+            built += uniques::prepare(reads, *tenant_id, None, start, end).await?;
+            previous = Some(*tenant_id);
+        }
+        built += prepare(reads, *tenant_id, event_type, start, end).await?;
+    }
+    Ok(built)
+}
+
+/// Whether the timelines answer `query`: steps all different, no property filter or
+/// grouping (the timelines carry neither).
+pub(crate) fn answers_funnel(query: &FunnelQuery) -> bool {
+    let mut steps: Vec<&String> = query.steps.iter().collect();
+    steps.sort();
+    steps.dedup();
+    steps.len() == query.steps.len()
+        && query.filter == EventFilter::default()
+        && query.group_by_property.is_none()
+}
+
+/// Whether the timelines answer `query`: two different types (one type playing both
+/// parts needs "another event", which only the walk tells apart).
+pub(crate) fn answers_retention(query: &RetentionQuery) -> bool {
+    query.start_event_type != query.return_event_type
+}
+
+/// A funnel of distinct steps, without filter or grouping (`answers_funnel`).
+pub(crate) async fn funnel(
+    reads: &impl UserReads,
+    query: &FunnelQuery,
+) -> Result<FunnelCounts, StoreError> {
+    let window = query
+        .conversion_window
+        .num_microseconds()
+        .unwrap_or(i64::MAX);
+    // What the walk reads: up to the last entering user's conversion window, inclusive.
+    let read_end = analytics::Reading::funnel(query).end;
+    let mut reached = vec![0u64; query.steps.len()];
+    // Each user still in the funnel: when they entered, when they took the last step.
+    let mut progress: UserMap<(i64, i64)> = UserMap::default();
+    for (index, step) in query.steps.iter().enumerate() {
+        if index == 0 {
+            for (user, time) in
+                times_of(reads, query.tenant_id, step, query.start, query.end).await?
+            {
+                progress
+                    .entry(user)
+                    .and_modify(|(entered, last)| {
+                        *entered = (*entered).min(time);
+                        *last = *entered;
+                    })
+                    .or_insert((time, time));
+            }
+        } else {
+            if progress.is_empty() {
+                break;
+            }
+            let mut next: UserMap<(i64, i64)> = UserMap::default();
+            for (user, time) in
+                times_of(reads, query.tenant_id, step, query.start, read_end).await?
+            {
+                let Some(&(entered, last)) = progress.get(&user) else {
+                    continue;
+                };
+                if time < last || time.saturating_sub(entered) > window {
+                    continue;
+                }
+                next.entry(user)
+                    .and_modify(|(_, taken)| *taken = (*taken).min(time))
+                    .or_insert((entered, time));
+            }
+            progress = next;
+        }
+        reached[index] = progress.len() as u64;
+    }
+    Ok(FunnelCounts {
+        reached,
+        by_value: Vec::new(),
+    })
+}
+
+/// A retention table of two different types (`answers_retention`).
+pub(crate) async fn retention(
+    reads: &impl UserReads,
+    query: &RetentionQuery,
+) -> Result<Vec<Cohort>, StoreError> {
+    let intervals = query.intervals();
+    let mut cohorts = analytics::empty_cohorts(query);
+    let times = |event_type| times_of(reads, query.tenant_id, event_type, query.start, query.end);
+    let mut started: UserMap<i64> = UserMap::default();
+    for (user, time) in times(&query.start_event_type).await? {
+        started
+            .entry(user)
+            .and_modify(|first| *first = (*first).min(time))
+            .or_insert(time);
+    }
+    // Each started user's row: their cohort and the intervals they came back in.
+    let mut rows: UserMap<usize> = UserMap::default();
+    let mut returned = vec![false; started.len() * intervals];
+    let mut cohort_of = Vec::with_capacity(started.len());
+    for (user, first) in &started {
+        rows.insert(*user, cohort_of.len());
+        cohort_of.push(query.interval_of(micros_to_time(*first)));
+    }
+    for (user, time) in times(&query.return_event_type).await? {
+        let (Some(&first), Some(&row)) = (started.get(&user), rows.get(&user)) else {
+            continue;
+        };
+        if time < first {
+            continue;
+        }
+        let cohort = cohort_of[row];
+        let offset = query
+            .interval_of(micros_to_time(time))
+            .saturating_sub(cohort);
+        if offset < intervals.saturating_sub(cohort) {
+            returned[row * intervals + offset] = true;
+        }
+    }
+    for (row, &cohort) in cohort_of.iter().enumerate() {
+        let Some(cohort) = cohorts.get_mut(cohort) else {
+            continue;
+        };
+        cohort.users += 1;
+        let came_back = &returned[row * intervals..(row + 1) * intervals];
+        for (count, back) in cohort.returned.iter_mut().zip(came_back) {
+            *count += u64::from(*back);
+        }
+    }
+    Ok(cohorts)
+}
+
+fn micros_to_time(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeline_round_trips_and_a_torn_body_is_an_error() {
+        let times = UserTimes(vec![(u64::MAX, -1), (7, 1_700_000_000_000_000)]);
+        let decoded = UserTimes::decode(&times.encode()).unwrap();
+        assert_eq!(decoded.0, times.0);
+        assert!(UserTimes::decode(&[0; 17]).is_err());
+    }
+}
