@@ -134,6 +134,14 @@ pub const SETTINGS_HELP: &[(&str, &str)] = &[
         "Most rejected events kept per tenant; the oldest go first",
     ),
     (
+        "summaries.prepare_interval_ms",
+        "How often funnel, retention and unique-user summaries are built ahead of queries, in ms; 0 turns it off",
+    ),
+    (
+        "summaries.prepare_days",
+        "How many days back the summaries are kept ready",
+    ),
+    (
         "tls.cert_path",
         "PEM certificate chain: serve gRPC and HTTP over TLS",
     ),
@@ -200,6 +208,7 @@ pub struct Config {
     pub writer: WriterConfig,
     pub limits: LimitsConfig,
     pub lifecycle: LifecycleConfig,
+    pub summaries: SummariesConfig,
     pub tls: TlsConfig,
 }
 
@@ -389,6 +398,27 @@ impl Default for LifecycleConfig {
             interval_ms: 10_000,
             dedupe_window_ms: eventline_core::lifecycle::DEDUPE_WINDOW.as_millis() as u64,
             quarantine_max_events: 10_000,
+        }
+    }
+}
+
+/// The summaries built ahead of queries (README "Funnels and retention").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SummariesConfig {
+    /// How often the background task builds missing or stale summaries, in
+    /// milliseconds; 0 leaves them all to the queries that need them.
+    pub prepare_interval_ms: u64,
+    /// How many days back the task keeps them ready: the longest window people query
+    /// often (the console's presets go to 30 days).
+    pub prepare_days: u32,
+}
+
+impl Default for SummariesConfig {
+    fn default() -> Self {
+        Self {
+            prepare_interval_ms: 60_000,
+            prepare_days: 35,
         }
     }
 }

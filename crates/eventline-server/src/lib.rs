@@ -22,6 +22,7 @@ pub mod query;
 pub mod rate_limit;
 mod readiness;
 mod schemas;
+mod summaries;
 mod tenant_cache;
 mod tls;
 pub mod writer;
@@ -171,6 +172,7 @@ impl Server {
         rate_limit::register_metrics();
         quarantine::register_metrics();
         lifecycle::register_metrics();
+        summaries::register_metrics();
         let (tls, tls_reloader) = match tls {
             Some((tls, reloader)) => (Some(tls), Some(reloader.spawn())),
             None => (None, None),
@@ -195,6 +197,12 @@ impl Server {
             interval: Duration::from_millis(config.lifecycle.interval_ms),
             dedupe_window: quarantine::dedupe_window(config.lifecycle.dedupe_window_ms),
             wake: Arc::clone(&wake_lifecycle),
+        }
+        .spawn();
+        let summaries_task = summaries::SummariesTask {
+            store: Arc::clone(&store),
+            interval: Duration::from_millis(config.summaries.prepare_interval_ms),
+            days: config.summaries.prepare_days,
         }
         .spawn();
         let shared = parts::Shared {
@@ -227,6 +235,7 @@ impl Server {
         for task in [
             Some(health_task),
             Some(lifecycle_task),
+            summaries_task,
             tls_reloader,
             commit_listener,
         ]

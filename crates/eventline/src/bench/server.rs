@@ -287,22 +287,28 @@ impl ServerProcess {
 
     /// (sum, count) of the histogram `name{labels}` so far, from /metrics; zeros if absent.
     pub(crate) async fn histogram(&self, name: &str, labels: &str) -> (f64, f64) {
-        let Ok(response) = reqwest::get(&self.metrics).await else {
-            return (0.0, 0.0);
-        };
-        let text = response.text().await.unwrap_or_default();
+        let text = self.scrape().await;
         let value = |suffix: &str| {
             let series = if labels.is_empty() {
-                format!("{name}_{suffix} ")
+                format!("{name}_{suffix}")
             } else {
-                format!("{name}_{suffix}{{{labels}}} ")
+                format!("{name}_{suffix}{{{labels}}}")
             };
-            text.lines()
-                .find_map(|line| line.strip_prefix(&series))
-                .and_then(|value| value.trim().parse::<f64>().ok())
-                .unwrap_or(0.0)
+            series_value(&text, &series)
         };
         (value("sum"), value("count"))
+    }
+
+    /// The value of the unlabelled counter or gauge `name` now; zero if absent.
+    pub(crate) async fn counter(&self, name: &str) -> f64 {
+        series_value(&self.scrape().await, name)
+    }
+
+    async fn scrape(&self) -> String {
+        match reqwest::get(&self.metrics).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
     }
 
     /// CPU seconds (user + system) the server has used.
@@ -343,5 +349,13 @@ fn status_mib(pid: u32, field: &str) -> f64 {
         .and_then(|value| value.split_whitespace().next())
         .and_then(|kib| kib.parse::<f64>().ok())
         .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// The value of `series` (a name with its labels) in a /metrics text; zero if absent.
+fn series_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse::<f64>().ok())
         .unwrap_or(0.0)
 }
