@@ -18,7 +18,21 @@ from eventline._client import Client, EventStream  # noqa: E402
 from eventline._connection import VERSION as __version__  # noqa: E402
 from eventline._events import uuid7  # noqa: E402
 from eventline._options import Counts, ProducerOptions, RejectedEvent, Stats  # noqa: E402
-from eventline._query import Bucket, Event, EventTypeCount  # noqa: E402
+from eventline._query import (  # noqa: E402
+    Bucket,
+    Event,
+    EventCount,
+    EventTypeCount,
+    Funnel,
+    FunnelGroup,
+    FunnelStep,
+    GroupKind,
+    MeasureName,
+    PropertyGroup,
+    RetentionCohort,
+    RetentionIntervalName,
+    Timeseries,
+)
 
 __all__ = [
     "AsyncClient",
@@ -27,11 +41,21 @@ __all__ = [
     "Client",
     "Counts",
     "Event",
+    "EventCount",
     "EventStream",
     "EventTypeCount",
+    "Funnel",
+    "FunnelGroup",
+    "FunnelStep",
+    "GroupKind",
+    "MeasureName",
     "ProducerOptions",
+    "PropertyGroup",
     "RejectedEvent",
+    "RetentionCohort",
+    "RetentionIntervalName",
     "Stats",
+    "Timeseries",
     "__version__",
     "uuid7",
 ]

@@ -7,15 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
-from typing import Any, AsyncIterator, List, Optional
+from datetime import datetime, timedelta
+from typing import Any, AsyncIterator, List, Optional, Sequence
 
 import grpc
 
 from eventline import _query
 from eventline._base import ClientCore
 from eventline._options import Counts
-from eventline._query import Bucket, Event, EventTypeCount, PropertyFilters
+from eventline._query import (
+    Bucket,
+    Event,
+    EventCount,
+    EventTypeCount,
+    Funnel,
+    MeasureName,
+    PropertyFilters,
+    RetentionCohort,
+    RetentionIntervalName,
+    Timeseries,
+)
 from eventline.v1 import query_pb2_grpc
 
 logger = logging.getLogger("eventline")
@@ -126,10 +137,29 @@ class AsyncClient(ClientCore):
         start_time: Optional[datetime] = None,
         end_time: Optional[datetime] = None,
         min_watermark: Optional[str] = None,
+        *,
+        measure: MeasureName = "events",
     ) -> int:
         """See `Client.count_events`."""
-        request = _query.count_request(event_type, start_time, end_time, min_watermark)
+        request = _query.count_request(event_type, start_time, end_time, min_watermark, measure)
         return int((await self._unary("CountEvents", request)).count)
+
+    async def count(
+        self,
+        event_type: Optional[str] = None,
+        start_time: Optional[datetime] = None,
+        end_time: Optional[datetime] = None,
+        *,
+        measure: MeasureName = "events",
+        group_by_property: Optional[str] = None,
+        group_limit: Optional[int] = None,
+        min_watermark: Optional[str] = None,
+    ) -> EventCount:
+        """See `Client.count`."""
+        request = _query.count_request(
+            event_type, start_time, end_time, min_watermark, measure, group_by_property, group_limit
+        )
+        return _query.count_result(await self._unary("CountEvents", request))
 
     async def top_event_types(
         self,
@@ -137,9 +167,14 @@ class AsyncClient(ClientCore):
         end_time: Optional[datetime] = None,
         limit: int = 10,
         min_watermark: Optional[str] = None,
+        *,
+        group_by_property: Optional[str] = None,
+        group_limit: Optional[int] = None,
     ) -> List[EventTypeCount]:
         """See `Client.top_event_types`."""
-        request = _query.top_request(start_time, end_time, limit, min_watermark)
+        request = _query.top_request(
+            start_time, end_time, limit, min_watermark, group_by_property, group_limit
+        )
         return _query.top_result(await self._unary("TopEventTypes", request))
 
     async def timeseries(
@@ -149,10 +184,72 @@ class AsyncClient(ClientCore):
         start_time: Optional[datetime] = None,
         end_time: Optional[datetime] = None,
         min_watermark: Optional[str] = None,
+        *,
+        measure: MeasureName = "events",
+        group_by_property: Optional[str] = None,
+        group_limit: Optional[int] = None,
     ) -> List[Bucket]:
         """See `Client.timeseries`."""
-        request = _query.timeseries_request(interval, event_type, start_time, end_time, min_watermark)
+        series = await self.series(
+            interval, event_type, start_time, end_time, measure=measure,
+            group_by_property=group_by_property, group_limit=group_limit,
+            min_watermark=min_watermark,
+        )
+        return list(series.buckets)
+
+    async def series(
+        self,
+        interval: str = "hour",
+        event_type: Optional[str] = None,
+        start_time: Optional[datetime] = None,
+        end_time: Optional[datetime] = None,
+        *,
+        measure: MeasureName = "events",
+        group_by_property: Optional[str] = None,
+        group_limit: Optional[int] = None,
+        min_watermark: Optional[str] = None,
+    ) -> Timeseries:
+        """See `Client.series`."""
+        request = _query.timeseries_request(
+            interval, event_type, start_time, end_time, min_watermark, measure,
+            group_by_property, group_limit,
+        )
         return _query.timeseries_result(await self._unary("EventTimeseries", request))
+
+    async def funnel(
+        self,
+        steps: Sequence[str],
+        conversion_window: Optional[timedelta] = None,
+        start_time: Optional[datetime] = None,
+        end_time: Optional[datetime] = None,
+        *,
+        property_filters: PropertyFilters = None,
+        group_by_property: Optional[str] = None,
+        group_limit: Optional[int] = None,
+        min_watermark: Optional[str] = None,
+    ) -> Funnel:
+        """See `Client.funnel`."""
+        request = _query.funnel_request(
+            steps, conversion_window, start_time, end_time, property_filters,
+            group_by_property, group_limit, min_watermark,
+        )
+        return _query.funnel_result(await self._unary("Funnel", request))
+
+    async def retention(
+        self,
+        start_event_type: str,
+        return_event_type: str,
+        interval: RetentionIntervalName = "day",
+        start_time: Optional[datetime] = None,
+        end_time: Optional[datetime] = None,
+        *,
+        min_watermark: Optional[str] = None,
+    ) -> List[RetentionCohort]:
+        """See `Client.retention`."""
+        request = _query.retention_request(
+            start_event_type, return_event_type, interval, start_time, end_time, min_watermark
+        )
+        return _query.retention_result(await self._unary("Retention", request))
 
     def export(
         self,

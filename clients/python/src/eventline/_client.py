@@ -5,15 +5,26 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
-from typing import Any, Iterator, List, Optional
+from datetime import datetime, timedelta
+from typing import Any, Iterator, List, Optional, Sequence
 
 import grpc
 
 from eventline import _query
 from eventline._base import ClientCore
 from eventline._options import Counts
-from eventline._query import Bucket, Event, EventTypeCount, PropertyFilters
+from eventline._query import (
+    Bucket,
+    Event,
+    EventCount,
+    EventTypeCount,
+    Funnel,
+    MeasureName,
+    PropertyFilters,
+    RetentionCohort,
+    RetentionIntervalName,
+    Timeseries,
+)
 from eventline.v1 import query_pb2_grpc
 
 logger = logging.getLogger("eventline")
@@ -122,10 +133,36 @@ class Client(ClientCore):
         start_time: Optional[datetime] = None,
         end_time: Optional[datetime] = None,
         min_watermark: Optional[str] = None,
+        *,
+        measure: MeasureName = "events",
     ) -> int:
-        """The number of matching events in [start_time, end_time) (default: 30 days)."""
-        request = _query.count_request(event_type, start_time, end_time, min_watermark)
+        """The number of matching events in [start_time, end_time) (default: 30 days), or
+        with `measure="unique_users"` of distinct users among them; see `count`."""
+        request = _query.count_request(event_type, start_time, end_time, min_watermark, measure)
         return int(self._unary("CountEvents", request).count)
+
+    def count(
+        self,
+        event_type: Optional[str] = None,
+        start_time: Optional[datetime] = None,
+        end_time: Optional[datetime] = None,
+        *,
+        measure: MeasureName = "events",
+        group_by_property: Optional[str] = None,
+        group_limit: Optional[int] = None,
+        min_watermark: Optional[str] = None,
+    ) -> EventCount:
+        """The count in [start_time, end_time) (default: 30 days) with whether it is exact,
+        and with `group_by_property` broken down by that top-level property's value
+        (`group_limit` values, 1 to 100, default 10, get a group of their own).
+
+        `measure` is "events" or "unique_users" (distinct user_id values; events without
+        one are left out; estimated, `exact=False`, over more than 100,000 events); a
+        breakdown counts events only."""
+        request = _query.count_request(
+            event_type, start_time, end_time, min_watermark, measure, group_by_property, group_limit
+        )
+        return _query.count_result(self._unary("CountEvents", request))
 
     def top_event_types(
         self,
@@ -133,9 +170,15 @@ class Client(ClientCore):
         end_time: Optional[datetime] = None,
         limit: int = 10,
         min_watermark: Optional[str] = None,
+        *,
+        group_by_property: Optional[str] = None,
+        group_limit: Optional[int] = None,
     ) -> List[EventTypeCount]:
-        """The most frequent event types, by descending count."""
-        request = _query.top_request(start_time, end_time, limit, min_watermark)
+        """The `limit` (1 to 1000) most frequent event types, by descending count, ties by
+        name; with `group_by_property`, each type's count per value (see `count`)."""
+        request = _query.top_request(
+            start_time, end_time, limit, min_watermark, group_by_property, group_limit
+        )
         return _query.top_result(self._unary("TopEventTypes", request))
 
     def timeseries(
@@ -145,10 +188,90 @@ class Client(ClientCore):
         start_time: Optional[datetime] = None,
         end_time: Optional[datetime] = None,
         min_watermark: Optional[str] = None,
+        *,
+        measure: MeasureName = "events",
+        group_by_property: Optional[str] = None,
+        group_limit: Optional[int] = None,
     ) -> List[Bucket]:
-        """Counts per UTC `interval` ("minute", "hour" or "day"), empty buckets included."""
-        request = _query.timeseries_request(interval, event_type, start_time, end_time, min_watermark)
+        """Counts per UTC `interval` ("minute", "hour" or "day"), empty buckets included;
+        the buckets of `series`."""
+        return list(
+            self.series(
+                interval, event_type, start_time, end_time, measure=measure,
+                group_by_property=group_by_property, group_limit=group_limit,
+                min_watermark=min_watermark,
+            ).buckets
+        )
+
+    def series(
+        self,
+        interval: str = "hour",
+        event_type: Optional[str] = None,
+        start_time: Optional[datetime] = None,
+        end_time: Optional[datetime] = None,
+        *,
+        measure: MeasureName = "events",
+        group_by_property: Optional[str] = None,
+        group_limit: Optional[int] = None,
+        min_watermark: Optional[str] = None,
+    ) -> Timeseries:
+        """Counts per UTC `interval` ("minute", "hour" or "day"), the first bucket holding
+        start_time, empty buckets 0, with whether every count is exact. `measure` and
+        `group_by_property` as in `count`: unique users are counted per bucket, and a
+        breakdown lists the same groups (the window's most frequent values) in every
+        bucket."""
+        request = _query.timeseries_request(
+            interval, event_type, start_time, end_time, min_watermark, measure,
+            group_by_property, group_limit,
+        )
         return _query.timeseries_result(self._unary("EventTimeseries", request))
+
+    def funnel(
+        self,
+        steps: Sequence[str],
+        conversion_window: Optional[timedelta] = None,
+        start_time: Optional[datetime] = None,
+        end_time: Optional[datetime] = None,
+        *,
+        property_filters: PropertyFilters = None,
+        group_by_property: Optional[str] = None,
+        group_limit: Optional[int] = None,
+        min_watermark: Optional[str] = None,
+    ) -> Funnel:
+        """The users who went through `steps` (2 to 10 event types) in order.
+
+        A user enters at their first `steps[0]` event in [start_time, end_time) (default:
+        30 days); each next step is a later (or simultaneous) event of its type, at most
+        `conversion_window` (default 30 days, at most 90) after entering, possibly after
+        end_time. Events without a user_id are left out. `property_filters` applies to
+        every step's events; `group_by_property` splits the funnel by that property of
+        each user's entering event."""
+        request = _query.funnel_request(
+            steps, conversion_window, start_time, end_time, property_filters,
+            group_by_property, group_limit, min_watermark,
+        )
+        return _query.funnel_result(self._unary("Funnel", request))
+
+    def retention(
+        self,
+        start_event_type: str,
+        return_event_type: str,
+        interval: RetentionIntervalName = "day",
+        start_time: Optional[datetime] = None,
+        end_time: Optional[datetime] = None,
+        *,
+        min_watermark: Optional[str] = None,
+    ) -> List[RetentionCohort]:
+        """One cohort per `interval` ("day" or "week", counted from start_time rounded
+        down to a UTC day) of [start_time, end_time) (default: 30 days), oldest first:
+        the users whose first `start_event_type` event fell in it, and per interval from
+        theirs to the last, how many did `return_event_type` in it (in their own
+        interval, at or after that first start event). Events without a user_id are left
+        out."""
+        request = _query.retention_request(
+            start_event_type, return_event_type, interval, start_time, end_time, min_watermark
+        )
+        return _query.retention_result(self._unary("Retention", request))
 
     def export(
         self,

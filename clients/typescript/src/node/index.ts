@@ -15,13 +15,31 @@ import { Queries } from "./query.js";
 export { ValidationError, type TrackOptions } from "../core/event.js";
 export type { ProducerCounts, ProducerOptions, ProducerStats, Rejection } from "../core/producer.js";
 export type {
+  CountOptions,
   CursorEvent,
+  EventCount,
   EventFilter,
+  EventTypeCount,
   ExportOptions,
+  Funnel,
+  FunnelGroup,
+  FunnelOptions,
+  FunnelStep,
+  GroupByOptions,
   IntervalName,
   ListEventsOptions,
+  MeasureName,
+  PropertyGroup,
+  PropertyGroupKind,
+  RetentionCohort,
+  RetentionIntervalName,
+  RetentionOptions,
   StoredEvent,
   TailOptions,
+  Timeseries,
+  TimeseriesBucket,
+  TimeseriesOptions,
+  TopEventTypesOptions,
   Window,
 } from "./query.js";
 

@@ -22,9 +22,10 @@ test("the packed tarball installs in a fresh project and its entries import", ()
       const client = node.createClient({ baseUrl: "http://127.0.0.1:1", apiKey: "k" });
       let field;
       try { client.track(""); } catch (error) { field = error.field; }
-      console.log(JSON.stringify([typeof node.createClient, typeof browser.createClient, field]));`;
+      const helpers = ["count", "countEvents", "topEventTypes", "series", "timeseries", "funnel", "retention"];
+      console.log(JSON.stringify([typeof node.createClient, typeof browser.createClient, field, helpers.filter((name) => typeof client[name] !== "function")]));`;
     const output = execFileSync("node", ["--input-type=module", "-e", script], { cwd: project, encoding: "utf8" });
-    assert.deepEqual(JSON.parse(output.trim()), ["function", "function", "event_type"]);
+    assert.deepEqual(JSON.parse(output.trim()), ["function", "function", "event_type", []]);
     for (const types of ["dist/node/index.d.ts", "dist/browser/index.d.ts", "dist/react/index.d.ts"]) {
       assert.ok(existsSync(join(project, "node_modules/@eventline/client", types)), types);
     }
