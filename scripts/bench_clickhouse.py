@@ -15,6 +15,7 @@ FIFO that ClickHouse reads, so memory stays flat at 10M events.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime as dt
 import http.client
 import json
@@ -61,6 +62,21 @@ DAY_MICROS = 86_400 * MICROS_PER_SECOND
 # narrower than the data skip the rest. (user_id, timestamp) would let a per-user
 # aggregation read in order, but then every type filter scans the whole table.
 DEFAULT_ORDER_BY = "event_type, timestamp"
+
+
+def stop_on_signal(signum: int, _frame: Any) -> None:
+    """SIGTERM (a timeout, kill) unwinds like Ctrl-C: every `finally` runs, so the server
+    stops and the loaded database is dropped."""
+    raise SystemExit(128 + signum)
+
+
+def child_setup() -> None:
+    """In a child before exec: SIGTERM when this process dies, however it dies (even by
+    SIGKILL, when no `finally` runs), so that no server outlives the bench."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def log(message: str) -> None:
@@ -143,29 +159,55 @@ def load_with_bench(binary: str, admin_url: str, events: int) -> str:
         "--database-url", admin_url,
     ]
     log(f"loading {events} events: {' '.join(command)}")
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # In a process group of its own, so that an interrupt can stop it together with the
+    # server it started.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: (os.setpgid(0, 0), child_setup()),
+    )
     pid = None
     assert process.stderr is not None
-    for line in process.stderr:
-        sys.stderr.write(line)
-        match = re.search(r"kept the databases eventline_bench_(\d+)_", line)
-        if match:
-            pid = match.group(1)
-    if process.wait() != 0:
+    try:
+        for line in process.stderr:
+            sys.stderr.write(line)
+            match = re.search(r"kept the databases eventline_bench_(\d+)_", line)
+            if match:
+                pid = match.group(1)
+        process.wait()
+    except BaseException:
+        # Interrupted mid-load: stop the bench and drop what it created (its databases
+        # are named after its process id).
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        process.wait()
+        for name in bench_databases(admin_url, str(process.pid)):
+            drop_database(admin_url, name)
+        raise
+    if process.returncode != 0:
         raise SystemExit(f"eventline bench query failed with {process.returncode}")
     if pid is None:
         raise SystemExit("eventline bench query did not say which database it kept")
+    names = bench_databases(admin_url, pid)
+    if len(names) != 1:
+        raise SystemExit(f"expected one kept database eventline_bench_{pid}_*, found {names}")
+    return names[0]
+
+
+def bench_databases(admin_url: str, pid: str) -> list[str]:
+    """The databases `eventline bench` process `pid` created: eventline_bench_<pid>_*."""
     with psycopg.connect(admin_url, autocommit=True) as connection:
-        names = [
+        return [
             row[0]
             for row in connection.execute(
                 "SELECT datname FROM pg_database WHERE datname LIKE %s",
                 (f"eventline\\_bench\\_{pid}\\_%",),
             )
         ]
-    if len(names) != 1:
-        raise SystemExit(f"expected one kept database eventline_bench_{pid}_*, found {names}")
-    return names[0]
 
 
 def drop_database(admin_url: str, name: str) -> None:
@@ -224,7 +266,11 @@ class Server:
         )
         environment.pop("DATABASE_URL", None)
         self.process = subprocess.Popen(
-            [binary, "serve"], env=environment, stdout=subprocess.DEVNULL, stderr=sys.stderr
+            [binary, "serve"],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=sys.stderr,
+            preexec_fn=child_setup,
         )
         self.connection: http.client.HTTPConnection | None = None
         deadline = time.monotonic() + 60
@@ -730,6 +776,7 @@ def arguments() -> argparse.Namespace:
 
 def main() -> int:
     args = arguments()
+    signal.signal(signal.SIGTERM, stop_on_signal)
     if not os.access(args.bin, os.X_OK):
         raise SystemExit(f"no eventline binary at {args.bin} (give --bin or $EVENTLINE_BIN)")
     started = time.monotonic()
@@ -827,7 +874,13 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"ClickHouse (chdb {report['chdb_version']}, engine {report['clickhouse_engine_version']}, in process, "
         f"ORDER BY ({report['clickhouse_order_by']})): {report['events']:,} events copied from PostgreSQL in "
-        f"{report['clickhouse_copy_seconds']:.1f} s, OPTIMIZE FINAL {report['clickhouse_optimize_seconds']:.1f} s; "
+        f"{report['clickhouse_copy_seconds']:.1f} s, OPTIMIZE FINAL {report['clickhouse_optimize_seconds']:.1f} s"
+        + (
+            f" (the load into PostgreSQL by `eventline bench query`: {report['bench_load_seconds']:.0f} s)"
+            if report["bench_load_seconds"] is not None
+            else ""
+        )
+        + "; "
         f"window [{report['window']['start']}, {report['window']['end']}); "
         f"{report['iterations']} calls of each, interleaved, after {WARM_UP_CALLS} warm-up calls"
         + (" (with fewer than 100 calls, p99 is the slowest)" if report["iterations"] < 100 else "")
@@ -850,4 +903,8 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted; cleaned up")
+        sys.exit(128 + signal.SIGINT)
