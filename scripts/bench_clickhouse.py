@@ -54,7 +54,6 @@ UNIQUES_TOLERANCE = 0.02
 
 WARM_UP_CALLS = 3
 MICROS_PER_SECOND = 1_000_000
-DAY_MICROS = 86_400 * MICROS_PER_SECOND
 
 # The sort key of the ClickHouse table. Three of the four questions read one to three
 # event types, so the key starts with event_type: ClickHouse reads only the granules of
