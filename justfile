@@ -45,3 +45,9 @@ ci:
 # The standard benchmark profile (under 10 minutes on 2 cores); see scripts/bench.
 bench:
     bash scripts/bench
+
+# eventline's analytics against an in-process ClickHouse (chdb from PyPI, in a venv under
+# /tmp) on the same events, answers checked; e.g. `just bench-clickhouse --events 300000`.
+# Uses $EVENTLINE_BIN or ./target/release/eventline (build it first). Not part of CI.
+bench-clickhouse *ARGS:
+    bash scripts/bench-clickhouse {{ARGS}}
