@@ -153,9 +153,52 @@ pub(crate) async fn for_each_summary<'b, S: Summary>(
     Ok(())
 }
 
+/// The whole buckets of `width` in `tile`'s window (of its tenant and type) with events
+/// and no stored `summary` of their current count, each with that count.
+pub(crate) async fn stale_buckets(
+    reads: &impl BucketReads,
+    tile: &CountQuery,
+    width: BucketWidth,
+    summary: &str,
+) -> Result<Vec<(DateTime<Utc>, u64)>, StoreError> {
+    let key = SummaryKey {
+        tenant_id: tile.tenant_id,
+        event_type: tile.event_type.as_deref().unwrap_or(""),
+        summary,
+        width,
+    };
+    let step = chrono::Duration::microseconds(width.micros() * BUCKETS_PER_READ);
+    let (mut start, end) = (width.ceil(tile.start), width.floor(tile.end));
+    let mut stale = Vec::new();
+    while start < end {
+        let chunk_end = (start + step).min(end);
+        let per_bucket = CountQuery {
+            start,
+            end: chunk_end,
+            grouping: Grouping::Bucket(width),
+            ..tile.clone()
+        };
+        let stored: HashMap<DateTime<Utc>, u64> = reads
+            .stored_summaries(key, start, chunk_end, false)
+            .await?
+            .into_iter()
+            .map(|summary| (summary.bucket, summary.event_count))
+            .collect();
+        for row in reads.event_counts(&per_bucket).await? {
+            if let Some(bucket) = row.bucket
+                && stored.get(&bucket) != Some(&row.count)
+            {
+                stale.push((bucket, row.count));
+            }
+        }
+        start = chunk_end;
+    }
+    Ok(stale)
+}
+
 /// Builds the summary of every whole bucket of each summary width in `tile`'s window
-/// (of its tenant and type) that has events and no stored summary of its current count:
-/// what a query would build on its path, built ahead of it. Returns how many it built.
+/// that `stale_buckets` names: what a query would build on its path, built ahead of
+/// it. Returns how many it built.
 pub(crate) async fn refresh<'b, S: Summary>(
     reads: &impl BucketReads,
     tile: &CountQuery,
@@ -170,46 +213,23 @@ pub(crate) async fn refresh<'b, S: Summary>(
             summary,
             width,
         };
-        let bucket_width = chrono::Duration::microseconds(width.micros());
-        let step = chrono::Duration::microseconds(width.micros() * BUCKETS_PER_READ);
-        let (mut start, end) = (width.ceil(tile.start), width.floor(tile.end));
-        while start < end {
-            let chunk_end = (start + step).min(end);
-            let per_bucket = CountQuery {
-                start,
-                end: chunk_end,
-                grouping: Grouping::Bucket(width),
+        for (bucket, event_count) in stale_buckets(reads, tile, width, summary).await? {
+            let window = CountQuery {
+                start: bucket,
+                end: bucket + chrono::Duration::microseconds(width.micros()),
                 ..tile.clone()
             };
-            let stored: HashMap<DateTime<Utc>, u64> = reads
-                .stored_summaries(key, start, chunk_end, false)
-                .await?
-                .into_iter()
-                .map(|summary| (summary.bucket, summary.event_count))
-                .collect();
-            for row in reads.event_counts(&per_bucket).await? {
-                let Some(bucket) = row.bucket else { continue };
-                if stored.get(&bucket) == Some(&row.count) {
-                    continue;
-                }
-                let window = CountQuery {
-                    start: bucket,
-                    end: bucket + bucket_width,
-                    ..tile.clone()
+            let made = build(window).await?;
+            if made.worth_keeping() {
+                let body = made.encode();
+                let summary = StoredSummary {
+                    bucket,
+                    event_count,
+                    body,
                 };
-                let made = build(window).await?;
-                if made.worth_keeping() {
-                    let body = made.encode();
-                    let summary = StoredSummary {
-                        bucket,
-                        event_count: row.count,
-                        body,
-                    };
-                    reads.store_summary(key, summary).await?;
-                    built += 1;
-                }
+                reads.store_summary(key, summary).await?;
+                built += 1;
             }
-            start = chunk_end;
         }
     }
     Ok(built)

@@ -14,7 +14,7 @@
 //! repeated step). Retention is one pass too: each user's first start time gives the
 //! cohort, each return time at or after it marks its interval.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use eventline_core::{
@@ -82,31 +82,36 @@ async fn times_of(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<Vec<(u64, i64)>, StoreError> {
-    let mut times = Vec::new();
-    for (source, start, end) in counts::tile(start, end, Grouping::Total, summaries::SUMMARY_WIDTHS)
-    {
-        let tile = CountQuery {
-            event_type: Some(event_type.to_owned()),
-            ..CountQuery::total(tenant_id, start, end)
-        };
-        match source {
-            counts::CountSource::Events => times.extend(read_times(reads, &tile).await?.0),
-            counts::CountSource::Rollup(width) => {
-                let build =
-                    |window: CountQuery| async move { read_times(reads, &window).await }.boxed();
-                summaries::for_each_summary(
-                    reads,
-                    &tile,
-                    width,
-                    TIMES_SUMMARY,
-                    build,
-                    |_, bucket: UserTimes| times.extend(bucket.0),
-                )
-                .await?;
+    // The tiles are read at once, each on its own connection: the raw edges' index
+    // scans overlap the summaries' reads.
+    let tiles = counts::tile(start, end, Grouping::Total, summaries::SUMMARY_WIDTHS)
+        .into_iter()
+        .map(|(source, start, end)| async move {
+            let tile = CountQuery {
+                event_type: Some(event_type.to_owned()),
+                ..CountQuery::total(tenant_id, start, end)
+            };
+            match source {
+                counts::CountSource::Events => Ok(read_times(reads, &tile).await?.0),
+                counts::CountSource::Rollup(width) => {
+                    let mut times = Vec::new();
+                    let build = |window: CountQuery| {
+                        async move { read_times(reads, &window).await }.boxed()
+                    };
+                    summaries::for_each_summary(
+                        reads,
+                        &tile,
+                        width,
+                        TIMES_SUMMARY,
+                        build,
+                        |_, bucket: UserTimes| times.extend(bucket.0),
+                    )
+                    .await?;
+                    Ok::<_, StoreError>(times)
+                }
             }
-        }
-    }
-    Ok(times)
+        });
+    Ok(futures::future::try_join_all(tiles).await?.concat())
 }
 
 /// The timeline of `window`'s type from its events.
@@ -122,26 +127,69 @@ async fn read_times(reads: &impl UserReads, window: &CountQuery) -> Result<UserT
     Ok(UserTimes(times))
 }
 
-/// Builds the timeline summaries of every whole hour and day in `[start, end)` of
-/// `event_type` that has none or a stale one (`summaries::refresh`): off the query path.
-pub(crate) async fn prepare(
+/// Builds the timelines of `event_types` (of one tenant) for every whole hour and day in
+/// `[start, end)` that has none or a stale one: one read of the events of each such
+/// bucket serves all its types. Returns how many it built.
+async fn prepare_tenant(
     reads: &impl UserReads,
     tenant_id: TenantId,
-    event_type: &str,
+    event_types: &[String],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    let tile = CountQuery {
-        event_type: Some(event_type.to_owned()),
-        ..CountQuery::total(tenant_id, start, end)
-    };
-    let build = |window: CountQuery| async move { read_times(reads, &window).await }.boxed();
-    summaries::refresh(reads, &tile, TIMES_SUMMARY, build).await
+    let mut built = 0;
+    for &width in summaries::SUMMARY_WIDTHS {
+        let mut stale: BTreeMap<DateTime<Utc>, Vec<(&str, u64)>> = BTreeMap::new();
+        for event_type in event_types {
+            let tile = CountQuery {
+                event_type: Some(event_type.clone()),
+                ..CountQuery::total(tenant_id, start, end)
+            };
+            for (bucket, count) in
+                summaries::stale_buckets(reads, &tile, width, TIMES_SUMMARY).await?
+            {
+                stale.entry(bucket).or_default().push((event_type, count));
+            }
+        }
+        for (bucket, wanted) in stale {
+            let types: Vec<String> = wanted
+                .iter()
+                .map(|(event_type, _)| (*event_type).to_owned())
+                .collect();
+            let bucket_end = bucket + chrono::Duration::microseconds(width.micros());
+            let mut by_type: HashMap<String, Vec<(u64, i64)>> = HashMap::new();
+            let mut rows = reads.typed_users(tenant_id, &types, bucket, bucket_end);
+            while let Some((event_type, time, user_id)) = rows.next().await.transpose()? {
+                by_type.entry(event_type).or_default().push((
+                    analytics::user_key(&user_id) as u64,
+                    time.timestamp_micros(),
+                ));
+            }
+            drop(rows);
+            for (event_type, event_count) in wanted {
+                let times = UserTimes(by_type.remove(event_type).unwrap_or_default());
+                let key = summaries::SummaryKey {
+                    tenant_id,
+                    event_type,
+                    summary: TIMES_SUMMARY,
+                    width,
+                };
+                let summary = summaries::StoredSummary {
+                    bucket,
+                    event_count,
+                    body: times.encode(),
+                };
+                reads.store_summary(key, summary).await?;
+                built += 1;
+            }
+        }
+    }
+    Ok(built)
 }
 
 /// Builds what queries read of `[start, end)` ahead of them: for each tenant of
-/// `active`, the sketches of its users (unique users per hour or day, all types) and,
-/// for each of its types, the timelines. Returns how many summaries it built.
+/// `active` (sorted by tenant), the sketches of its users (unique users per hour or day,
+/// all types) and the timelines of its types. Returns how many summaries it built.
 pub(crate) async fn prepare_all(
     reads: &impl UserReads,
     active: &[(TenantId, String)],
@@ -149,13 +197,14 @@ pub(crate) async fn prepare_all(
     end: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
     let mut built = 0;
-    let mut previous: Option<TenantId> = None;
-    for (tenant_id, event_type) in active {
-        if previous != Some(*tenant_id) {
-            built += uniques::prepare(reads, *tenant_id, None, start, end).await?;
-            previous = Some(*tenant_id);
-        }
-        built += prepare(reads, *tenant_id, event_type, start, end).await?;
+    for tenant in active.chunk_by(|a, b| a.0 == b.0) {
+        let tenant_id = tenant[0].0;
+        let types: Vec<String> = tenant
+            .iter()
+            .map(|(_, event_type)| event_type.clone())
+            .collect();
+        built += uniques::prepare(reads, tenant_id, None, start, end).await?;
+        built += prepare_tenant(reads, tenant_id, &types, start, end).await?;
     }
     Ok(built)
 }
@@ -189,13 +238,17 @@ pub(crate) async fn funnel(
     // What the walk reads: up to the last entering user's conversion window, inclusive.
     let read_end = analytics::Reading::funnel(query).end;
     let mut reached = vec![0u64; query.steps.len()];
+    // Every step's timeline at once: the first one's window, then the read window.
+    let timelines = query.steps.iter().enumerate().map(|(index, step)| {
+        let end = if index == 0 { query.end } else { read_end };
+        times_of(reads, query.tenant_id, step, query.start, end)
+    });
+    let timelines = futures::future::try_join_all(timelines).await?;
     // Each user still in the funnel: when they entered, when they took the last step.
     let mut progress: UserMap<(i64, i64)> = UserMap::default();
-    for (index, step) in query.steps.iter().enumerate() {
+    for (index, times) in timelines.into_iter().enumerate() {
         if index == 0 {
-            for (user, time) in
-                times_of(reads, query.tenant_id, step, query.start, query.end).await?
-            {
+            for (user, time) in times {
                 progress
                     .entry(user)
                     .and_modify(|(entered, last)| {
@@ -205,13 +258,8 @@ pub(crate) async fn funnel(
                     .or_insert((time, time));
             }
         } else {
-            if progress.is_empty() {
-                break;
-            }
             let mut next: UserMap<(i64, i64)> = UserMap::default();
-            for (user, time) in
-                times_of(reads, query.tenant_id, step, query.start, read_end).await?
-            {
+            for (user, time) in times {
                 let Some(&(entered, last)) = progress.get(&user) else {
                     continue;
                 };
@@ -240,8 +288,13 @@ pub(crate) async fn retention(
     let intervals = query.intervals();
     let mut cohorts = analytics::empty_cohorts(query);
     let times = |event_type| times_of(reads, query.tenant_id, event_type, query.start, query.end);
+    let (starts, returns) = futures::future::try_join(
+        times(&query.start_event_type),
+        times(&query.return_event_type),
+    )
+    .await?;
     let mut started: UserMap<i64> = UserMap::default();
-    for (user, time) in times(&query.start_event_type).await? {
+    for (user, time) in starts {
         started
             .entry(user)
             .and_modify(|first| *first = (*first).min(time))
@@ -255,7 +308,7 @@ pub(crate) async fn retention(
         rows.insert(*user, cohort_of.len());
         cohort_of.push(query.interval_of(micros_to_time(*first)));
     }
-    for (user, time) in times(&query.return_event_type).await? {
+    for (user, time) in returns {
         let (Some(&first), Some(&row)) = (started.get(&user), rows.get(&user)) else {
             continue;
         };

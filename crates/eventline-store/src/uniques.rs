@@ -45,6 +45,16 @@ pub(crate) trait UserReads: BucketReads {
         &'a self,
         query: &'a CountQuery,
     ) -> BoxStream<'a, Result<(DateTime<Utc>, String), StoreError>>;
+
+    /// The `(event type, timestamp, user_id)` of every event of `tenant_id` of one of
+    /// `event_types` in `[start, end)` that has a user: one read for many timelines.
+    fn typed_users<'a>(
+        &'a self,
+        tenant_id: eventline_core::TenantId,
+        event_types: &'a [String],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> BoxStream<'a, Result<(String, DateTime<Utc>, String), StoreError>>;
 }
 
 /// Distinct users per group of `query` and whether they are exact: exact when the
@@ -87,20 +97,23 @@ fn output_bucket(grouping: Grouping, time: DateTime<Utc>) -> Option<DateTime<Utc
 /// Sketch-based distinct users per group of `query` (total, hourly or daily).
 async fn estimate(reads: &impl UserReads, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
     // Output buckets a whole tile covers are estimated at once; the others (a total, or
-    // the partial buckets at the window's edges) merge here: at most two at a time.
-    let mut merged: BTreeMap<Option<DateTime<Utc>>, UserSketch> = BTreeMap::new();
-    let mut rows: Vec<CountRow> = Vec::new();
-    for (source, start, end) in counts::tile(
+    // the partial buckets at the window's edges) merge here. The tiles are read at once,
+    // each on its own connection: the raw edges' index scans overlap the sketches' reads.
+    let tiles = counts::tile(
         query.start,
         query.end,
         query.grouping,
         summaries::SUMMARY_WIDTHS,
-    ) {
+    )
+    .into_iter()
+    .map(|(source, start, end)| async move {
         let tile = CountQuery {
             start,
             end,
             ..query.clone()
         };
+        let mut merged: BTreeMap<Option<DateTime<Utc>>, UserSketch> = BTreeMap::new();
+        let mut rows: Vec<CountRow> = Vec::new();
         match source {
             counts::CountSource::Events => {
                 let mut users = reads.users(&tile);
@@ -137,6 +150,15 @@ async fn estimate(reads: &impl UserReads, query: &CountQuery) -> Result<Vec<Coun
                 )
                 .await?;
             }
+        }
+        Ok::<_, StoreError>((merged, rows))
+    });
+    let mut merged: BTreeMap<Option<DateTime<Utc>>, UserSketch> = BTreeMap::new();
+    let mut rows: Vec<CountRow> = Vec::new();
+    for (tile_merged, tile_rows) in futures::future::try_join_all(tiles).await? {
+        rows.extend(tile_rows);
+        for (bucket, sketch) in tile_merged {
+            merged.entry(bucket).or_default().merge(&sketch);
         }
     }
     rows.extend(merged.into_iter().map(|(bucket, sketch)| CountRow {

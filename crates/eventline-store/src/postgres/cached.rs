@@ -23,6 +23,9 @@ const USERS: &str = r#"SELECT "timestamp", user_id FROM events
 const USERS_OF_TYPE: &str = r#"SELECT "timestamp", user_id FROM events
     WHERE tenant_id = $1 AND "timestamp" >= $2 AND "timestamp" < $3 AND user_id IS NOT NULL
       AND event_type = $4"#;
+const TYPED_USERS: &str = r#"SELECT event_type, "timestamp", user_id FROM events
+    WHERE tenant_id = $1 AND "timestamp" >= $2 AND "timestamp" < $3 AND user_id IS NOT NULL
+      AND event_type = ANY($4)"#;
 
 #[async_trait]
 impl BucketReads for PgStore {
@@ -114,6 +117,25 @@ impl UserReads for PgStore {
             .map(|row| {
                 let row = row?;
                 Ok((row.try_get(0)?, row.try_get(1)?))
+            })
+            .boxed()
+    }
+    fn typed_users<'a>(
+        &'a self,
+        tenant_id: eventline_core::TenantId,
+        event_types: &'a [String],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> BoxStream<'a, Result<(String, DateTime<Utc>, String), StoreError>> {
+        sqlx::query(TYPED_USERS)
+            .bind(tenant_id.0)
+            .bind(start)
+            .bind(end)
+            .bind(event_types)
+            .fetch(&self.read_pool)
+            .map(|row| {
+                let row = row?;
+                Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
             })
             .boxed()
     }

@@ -23,6 +23,9 @@ const USERS: &str = "SELECT timestamp_us, user_id FROM events
 const USERS_OF_TYPE: &str = "SELECT timestamp_us, user_id FROM events
     WHERE tenant_id = ?1 AND timestamp_us >= ?2 AND timestamp_us < ?3 AND user_id IS NOT NULL
       AND event_type = ?4";
+const TYPED_USERS: &str = "SELECT event_type, timestamp_us, user_id FROM events
+    WHERE tenant_id = ?1 AND timestamp_us >= ?2 AND timestamp_us < ?3 AND user_id IS NOT NULL
+      AND event_type IN (SELECT value FROM json_each(?4))";
 
 #[async_trait]
 impl BucketReads for SqliteStore {
@@ -114,6 +117,31 @@ impl UserReads for SqliteStore {
             .map(|row| {
                 let row = row?;
                 Ok((from_micros(row.try_get(0)?)?, row.try_get(1)?))
+            })
+            .boxed()
+    }
+    fn typed_users<'a>(
+        &'a self,
+        tenant_id: eventline_core::TenantId,
+        event_types: &'a [String],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> BoxStream<'a, Result<(String, DateTime<Utc>, String), StoreError>> {
+        // The types go in as one JSON array: SQLite binds no arrays.
+        let types = serde_json::to_string(event_types).unwrap_or_else(|_| "[]".to_owned());
+        sqlx::query(TYPED_USERS)
+            .bind(tenant_id.to_string())
+            .bind(micros(start))
+            .bind(micros(end))
+            .bind(types)
+            .fetch(&self.pool)
+            .map(|row| {
+                let row = row?;
+                Ok((
+                    row.try_get(0)?,
+                    from_micros(row.try_get(1)?)?,
+                    row.try_get(2)?,
+                ))
             })
             .boxed()
     }

@@ -370,7 +370,7 @@ impl Target {
 }
 
 /// A fresh scratch directory for this run's SQLite files.
-fn sqlite_dir(suffix: &str) -> anyhow::Result<std::path::PathBuf> {
+pub(super) fn sqlite_dir(suffix: &str) -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("eventline-bench-{suffix}"));
     std::fs::create_dir_all(&dir).context("create the SQLite scratch directory")?;
     Ok(dir)

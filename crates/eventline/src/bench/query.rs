@@ -9,16 +9,20 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use eventline_core::{IngestClock, TenantId, validate_event};
 use eventline_proto::v1::{self, query_service_client::QueryServiceClient};
-use eventline_store::{Store, postgres::PgStore};
+use eventline_store::{Store, postgres::PgStore, sqlite::SqliteStore};
 use hdrhistogram::Histogram;
 use tokio_stream::StreamExt;
 
-use super::{generator::EventGenerator, server};
+use super::{generator::EventGenerator, ingest::StoreKind, server};
 
 #[derive(Debug, Args)]
 pub(crate) struct QueryArgs {
     #[command(flatten)]
     postgres: super::PostgresServer,
+    /// The store the server runs on: PostgreSQL (loaded by COPY) or the embedded SQLite
+    /// (loaded through the store's own append, which keeps its rollup).
+    #[arg(long, value_enum, default_value_t = StoreKind::Postgres)]
+    store: StoreKind,
     /// Events to load (one tenant, spread over the last 30 days).
     #[arg(long, default_value_t = 1_000_000)]
     events: usize,
@@ -108,23 +112,30 @@ type Client = QueryServiceClient<eventline_client::Authorized>;
 const WARM_UP_CALLS: usize = 3;
 
 pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
-    let url = server::fresh_database(
-        &args.postgres.database_url,
-        &format!("{}_query", std::process::id()),
-    )
-    .await?;
+    let suffix = format!("{}_query", std::process::id());
     // Summaries are prepared every second here, not every minute, so the wait below
     // ends soon after the background task has caught up with the load.
-    let process = server::ServerProcess::start_with(
-        &url,
-        &[("EVENTLINE_SUMMARIES_PREPARE_INTERVAL_MS", "1000".into())],
-    )
-    .await?;
-    let store = PgStore::connect(&url, 3).await?;
-    let tenant_id = bootstrapped_tenant(&store).await?;
-
+    let settings = [("EVENTLINE_SUMMARIES_PREPARE_INTERVAL_MS", "1000".to_owned())];
     let load_started = Instant::now();
-    let load = load_events(&url, &store, tenant_id, args.events, args.seed).await?;
+    let (process, load) = match args.store {
+        StoreKind::Postgres => {
+            let url = server::fresh_database(&args.postgres.database_url, &suffix).await?;
+            let process = server::ServerProcess::start_with(&url, &settings).await?;
+            let store = PgStore::connect(&url, 3).await?;
+            let tenant_id = bootstrapped_tenant(&store).await?;
+            let load = load_events(&url, &store, tenant_id, args.events, args.seed).await?;
+            (process, load)
+        }
+        StoreKind::Sqlite => {
+            let path = super::ingest::sqlite_dir(&suffix)?.join("query.sqlite3");
+            let url = format!("sqlite:{}", path.display());
+            let process = server::ServerProcess::start_with(&url, &settings).await?;
+            let store = SqliteStore::connect_url(&url).await?;
+            let tenant_id = bootstrapped_tenant(&store).await?;
+            let load = append_events(&store, tenant_id, args.events, args.seed).await?;
+            (process, load)
+        }
+    };
     let load_seconds = load_started.elapsed().as_secs_f64();
     let summaries_prepare_seconds = summaries_prepared(&process).await?;
 
@@ -143,7 +154,14 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     let export_events_per_second = export_rate(&mut client).await?;
     let server_peak_rss_mib_after_export = process.peak_rss_mib();
     drop(process);
-    if args.keep_database {
+    if args.store == StoreKind::Sqlite {
+        let directory = super::ingest::sqlite_dir(&suffix)?;
+        if args.keep_database {
+            eprintln!("kept the SQLite store in {}", directory.display());
+        } else {
+            std::fs::remove_dir_all(directory)?;
+        }
+    } else if args.keep_database {
         eprintln!(
             "kept the databases eventline_bench_{}_*",
             std::process::id()
@@ -183,8 +201,31 @@ pub(super) async fn load_events(
     Ok(load)
 }
 
+/// Appends `events` generated events of `tenant_id` over the 30 days before now through
+/// the store's own append (5,000 a transaction, rollup included), as the embedded store
+/// has no bulk path; returns the load.
+async fn append_events(
+    store: &SqliteStore,
+    tenant_id: TenantId,
+    events: usize,
+    seed: u64,
+) -> anyhow::Result<Load> {
+    eprintln!("appending {events} events");
+    let mut load = Load::new(tenant_id, events, seed);
+    let progress = indicatif::ProgressBar::new(events as u64);
+    let mut loaded = 0;
+    while loaded < events {
+        let chunk = (events - loaded).min(5_000);
+        store.append(&load.rows(loaded, chunk)?).await?;
+        loaded += chunk;
+        progress.set_position(loaded as u64);
+    }
+    progress.finish_and_clear();
+    Ok(load)
+}
+
 /// The tenant the server bootstrapped for the bench key.
-pub(super) async fn bootstrapped_tenant(store: &PgStore) -> anyhow::Result<TenantId> {
+pub(super) async fn bootstrapped_tenant(store: &dyn Store) -> anyhow::Result<TenantId> {
     Ok(store
         .list_tenants()
         .await?

@@ -147,6 +147,9 @@ class QueryServiceServicer:
         - steps[i].users counts the users who reached step i; it never grows along the
         steps.
         Events without a user_id are left out: a funnel follows people.
+        ClickHouse's windowFunnel (PostHog's funnels) differs: it keeps the furthest step
+        reached from any steps[0] event in the window, not from the first one, so it counts
+        at least as many users past step 1 (README "Analytics against ClickHouse").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
