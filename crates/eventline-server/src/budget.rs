@@ -37,6 +37,11 @@ pub struct MemoryBudget {
 #[derive(Debug)]
 pub struct Charge(Option<OwnedSemaphorePermit>);
 
+/// The refusal counter at zero, so an alert's `increase()` sees the first refusal.
+pub(crate) fn register_metrics() {
+    metrics::counter!("eventline_budget_refusals_total").absolute(0);
+}
+
 impl Charge {
     fn add(&mut self, other: Charge) {
         match (&mut self.0, other.0) {

@@ -65,6 +65,11 @@ pub(crate) struct Activity {
     waker: AtomicWaker,
 }
 
+/// The eviction counter at zero, so an alert's `increase()` sees the first eviction.
+pub(crate) fn register_metrics() {
+    metrics::counter!("eventline_connections_evicted_total").absolute(0);
+}
+
 impl Activity {
     fn new() -> Self {
         Self {

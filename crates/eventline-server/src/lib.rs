@@ -173,6 +173,8 @@ impl Server {
         quarantine::register_metrics();
         lifecycle::register_metrics();
         summaries::register_metrics();
+        budget::register_metrics();
+        connection::register_metrics();
         let (tls, tls_reloader) = match tls {
             Some((tls, reloader)) => (Some(tls), Some(reloader.spawn())),
             None => (None, None),

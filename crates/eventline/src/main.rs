@@ -136,13 +136,24 @@ fn with_flag<T: serde::Serialize>(figment: Figment, key: &str, value: &Option<T>
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = log_colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
     }
+}
+
+/// Whether the pretty log format colours its output: only on a terminal, and never with
+/// `NO_COLOR` set to anything (https://no-color.org), so files and pipes get plain text.
+fn log_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 async fn shutdown_signal() {
@@ -228,5 +239,27 @@ async fn main() -> anyhow::Result<()> {
         Command::Tail(args) => read::tail(args).await,
         Command::Export(args) => read::export(args).await,
         Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colour;
+
+    #[test]
+    fn the_log_is_coloured_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(
+            !log_colour(false, None),
+            "a file or a pipe gets no colour codes"
+        );
+        assert!(
+            !log_colour(true, Some("1".into())),
+            "NO_COLOR turns colour off"
+        );
+        assert!(
+            log_colour(true, Some("".into())),
+            "an empty NO_COLOR is unset"
+        );
     }
 }
