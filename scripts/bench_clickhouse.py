@@ -39,7 +39,7 @@ import psycopg
 from chdb import session as chdb_session
 
 # The bootstrap key and admin token `eventline bench` gives its servers
-# (crates/eventline/src/bench/server.rs); the kept database's API key is this one.
+# (crates/eventline-bench/src/server.rs); the kept database's API key is this one.
 BENCH_API_KEY = "elk_bench_bootstrap_key_0123456789abcdef"
 BENCH_ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
 

@@ -53,7 +53,7 @@ impl Summary for UserTimes {
     }
 
     fn decode(body: &[u8]) -> Result<Self, StoreError> {
-        if body.len() % PAIR_BYTES != 0 {
+        if !body.len().is_multiple_of(PAIR_BYTES) {
             return Err(StoreError::Internal(format!(
                 "a user_times summary of {} bytes is not whole pairs",
                 body.len()

@@ -54,8 +54,11 @@ pub(crate) trait UserReads: BucketReads {
         event_types: &'a [String],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> BoxStream<'a, Result<(String, DateTime<Utc>, String), StoreError>>;
+    ) -> BoxStream<'a, Result<TypedUser, StoreError>>;
 }
+
+/// An event's type, timestamp and user id, as `UserReads::typed_users` reads them.
+pub(crate) type TypedUser = (String, DateTime<Utc>, String);
 
 /// Distinct users per group of `query` and whether they are exact: exact when the
 /// window holds at most `exact_up_to` events or is grouped finer than hours.

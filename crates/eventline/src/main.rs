@@ -3,7 +3,6 @@
 //! arguments and calls the library crates.
 
 mod admin;
-mod bench;
 mod client;
 mod read;
 mod send;
@@ -76,7 +75,7 @@ enum Command {
     /// Writes every matching event, oldest first, as NDJSON to stdout.
     Export(read::ExportArgs),
     /// Measures ingest and query performance against a real PostgreSQL.
-    Bench(bench::BenchArgs),
+    Bench(eventline_bench::BenchArgs),
 }
 
 /// Where the database is. Each flag is also read from the environment and the config file.
@@ -238,7 +237,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Query(args) => read::query(args).await,
         Command::Tail(args) => read::tail(args).await,
         Command::Export(args) => read::export(args).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => eventline_bench::run(args).await,
     }
 }
 

@@ -15,7 +15,7 @@ use crate::{
     Store, StoreError,
     breakdowns::BreakdownReads,
     summaries::{BucketReads, StoredSummary, SummaryKey},
-    uniques::UserReads,
+    uniques::{TypedUser, UserReads},
 };
 
 const USERS: &str = r#"SELECT "timestamp", user_id FROM events
@@ -126,7 +126,7 @@ impl UserReads for PgStore {
         event_types: &'a [String],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> BoxStream<'a, Result<(String, DateTime<Utc>, String), StoreError>> {
+    ) -> BoxStream<'a, Result<TypedUser, StoreError>> {
         sqlx::query(TYPED_USERS)
             .bind(tenant_id.0)
             .bind(start)

@@ -15,7 +15,7 @@ use crate::{
     Store, StoreError,
     breakdowns::BreakdownReads,
     summaries::{BucketReads, StoredSummary, SummaryKey},
-    uniques::UserReads,
+    uniques::{TypedUser, UserReads},
 };
 
 const USERS: &str = "SELECT timestamp_us, user_id FROM events
@@ -126,7 +126,7 @@ impl UserReads for SqliteStore {
         event_types: &'a [String],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> BoxStream<'a, Result<(String, DateTime<Utc>, String), StoreError>> {
+    ) -> BoxStream<'a, Result<TypedUser, StoreError>> {
         // The types go in as one JSON array: SQLite binds no arrays.
         let types = serde_json::to_string(event_types).unwrap_or_else(|_| "[]".to_owned());
         sqlx::query(TYPED_USERS)

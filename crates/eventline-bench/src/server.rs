@@ -16,6 +16,17 @@ pub(crate) const BENCH_API_KEY: &str = "elk_bench_bootstrap_key_0123456789abcdef
 /// The admin token of servers the bench starts, for the tenants of `--tenants`.
 pub(crate) const BENCH_ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
 
+/// `admin_url` with its database replaced by `name`, its parameters
+/// (`?host=/run/postgresql`, `sslmode`) kept.
+pub(crate) fn database_url(admin_url: &str, name: &str) -> String {
+    let (base, parameters) = match admin_url.split_once('?') {
+        Some((base, parameters)) => (base, format!("?{parameters}")),
+        None => (admin_url, String::new()),
+    };
+    let base = base.rsplit_once('/').map(|(base, _)| base).unwrap_or(base);
+    format!("{base}/{name}{parameters}")
+}
+
 /// A fresh database `eventline_bench_<suffix>` next to `admin_url`; returns its URL. When
 /// `admin_url`'s database has Citus with workers registered (README "Scale out"), the
 /// database is made on every node with the extension and the workers, so the server's
@@ -35,13 +46,7 @@ pub(crate) async fn fresh_database(admin_url: &str, suffix: &str) -> anyhow::Res
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await?;
-    // The database name replaced, parameters (`?host=/run/postgresql`, `sslmode`) kept.
-    let (base, parameters) = match admin_url.split_once('?') {
-        Some((base, parameters)) => (base, format!("?{parameters}")),
-        None => (admin_url, String::new()),
-    };
-    let base = base.rsplit_once('/').map(|(base, _)| base).unwrap_or(base);
-    let url = format!("{base}/{name}{parameters}");
+    let url = database_url(admin_url, &name);
     if let Some(nodes) = nodes {
         join_citus_nodes(admin_url, &name, &nodes).await?;
     }

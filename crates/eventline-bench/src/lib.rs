@@ -1,5 +1,7 @@
 //! `eventline bench`: end-to-end ingest and query measurements against a real
-//! PostgreSQL, each reported with an in-run baseline so figures read as ratios.
+//! PostgreSQL, each reported with an in-run baseline so figures read as ratios. A crate
+//! of its own so the binary stays the product; the benches start `eventline serve` from
+//! the running executable, which must be the `eventline` binary.
 
 mod capture;
 mod generator;
@@ -28,8 +30,9 @@ pub(crate) struct PostgresServer {
     pub(crate) database_url: String,
 }
 
+/// `eventline bench`'s arguments: one bench command.
 #[derive(Debug, Args)]
-pub(crate) struct BenchArgs {
+pub struct BenchArgs {
     #[command(subcommand)]
     command: BenchCommand,
 }
@@ -54,7 +57,8 @@ enum BenchCommand {
     WriteCosts(write_costs::WriteCostArgs),
 }
 
-pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+/// Runs the bench command and prints its report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Ingest(args) => {
             let json = args.json();

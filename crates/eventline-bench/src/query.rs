@@ -39,6 +39,11 @@ pub(crate) struct QueryArgs {
     /// drop it by hand afterwards.
     #[arg(long)]
     keep_database: bool,
+    /// Reuse this database, loaded and kept by an earlier run (PostgreSQL only), instead
+    /// of loading one: its bucket summaries are emptied first, so the background
+    /// preparation and the first calls are measured again. It is never dropped.
+    #[arg(long, conflicts_with = "keep_database")]
+    database: Option<String>,
 }
 
 impl QueryArgs {
@@ -118,14 +123,23 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     let settings = [("EVENTLINE_SUMMARIES_PREPARE_INTERVAL_MS", "1000".to_owned())];
     let load_started = Instant::now();
     let (process, load) = match args.store {
-        StoreKind::Postgres => {
-            let url = server::fresh_database(&args.postgres.database_url, &suffix).await?;
-            let process = server::ServerProcess::start_with(&url, &settings).await?;
-            let store = PgStore::connect(&url, 3).await?;
-            let tenant_id = bootstrapped_tenant(&store).await?;
-            let load = load_events(&url, &store, tenant_id, args.events, args.seed).await?;
-            (process, load)
-        }
+        StoreKind::Postgres => match &args.database {
+            Some(database) => {
+                let url = server::database_url(&args.postgres.database_url, database);
+                let store = PgStore::connect(&url, 3).await?;
+                let load = reused_load(&store).await?;
+                let process = server::ServerProcess::start_with(&url, &settings).await?;
+                (process, load)
+            }
+            None => {
+                let url = server::fresh_database(&args.postgres.database_url, &suffix).await?;
+                let process = server::ServerProcess::start_with(&url, &settings).await?;
+                let store = PgStore::connect(&url, 3).await?;
+                let tenant_id = bootstrapped_tenant(&store).await?;
+                let load = load_events(&url, &store, tenant_id, args.events, args.seed).await?;
+                (process, load)
+            }
+        },
         StoreKind::Sqlite => {
             let path = super::ingest::sqlite_dir(&suffix)?.join("query.sqlite3");
             let url = format!("sqlite:{}", path.display());
@@ -161,6 +175,8 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
         } else {
             std::fs::remove_dir_all(directory)?;
         }
+    } else if args.database.is_some() {
+        eprintln!("kept the reused database");
     } else if args.keep_database {
         eprintln!(
             "kept the databases eventline_bench_{}_*",
@@ -221,6 +237,23 @@ async fn append_events(
         progress.set_position(loaded as u64);
     }
     progress.finish_and_clear();
+    Ok(load)
+}
+
+/// The load an earlier run left in `store`: its tenant, its size and the end of its 30
+/// days (its newest event); its bucket summaries emptied, to be prepared again.
+async fn reused_load(store: &PgStore) -> anyhow::Result<Load> {
+    let tenant_id = bootstrapped_tenant(store).await?;
+    let (events, newest): (i64, Option<DateTime<Utc>>) =
+        sqlx::query_as(r#"SELECT count(*), max("timestamp") FROM events WHERE tenant_id = $1"#)
+            .bind(tenant_id.0)
+            .fetch_one(store.pool())
+            .await?;
+    sqlx::query("TRUNCATE bucket_summaries")
+        .execute(store.pool())
+        .await?;
+    let mut load = Load::new(tenant_id, events.max(0) as usize, 0);
+    load.now = newest.context("the reused database holds no events")?;
     Ok(load)
 }
 
