@@ -187,7 +187,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
             .await?;
     }
     Ok(QueryReport {
-        events: args.events,
+        events: load.events,
         load_seconds,
         summaries_prepare_seconds,
         latencies,

@@ -4,7 +4,9 @@
 //! only the edges are grouped from the events at query time.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use eventline_core::{
+    TenantId,
     breakdown::{BreakdownQuery, BreakdownRow},
     query::{CountQuery, Grouping},
 };
@@ -48,13 +50,62 @@ impl Summary for TypeValueCounts {
 /// The most (type, value) pairs a kept breakdown summary may hold.
 const MAX_KEPT_VALUES: usize = 1_000;
 
+/// One bucket's counts per (type, value of `property`), from its events.
+async fn bucket_counts(
+    reads: &impl BreakdownReads,
+    window: CountQuery,
+    property: &str,
+) -> Result<TypeValueCounts, StoreError> {
+    let by_type = BreakdownQuery {
+        counting: CountQuery {
+            grouping: Grouping::EventType,
+            ..window
+        },
+        property: property.to_owned(),
+    };
+    let raw = reads.raw_breakdown(&by_type).await?;
+    Ok(TypeValueCounts(
+        raw.into_iter()
+            .map(|row| (row.event_type.unwrap_or_default(), row.value, row.count))
+            .collect(),
+    ))
+}
+
+/// Builds ahead of queries the breakdown summaries of every whole hour and day in
+/// `[start, end)` of `tenant_id`, for each (type, property) it already keeps some of:
+/// a breakdown asked once is ready the next time, new hours included. Returns how many
+/// it built.
+pub(crate) async fn prepare(
+    reads: &impl BreakdownReads,
+    tenant_id: TenantId,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut built = 0;
+    for (event_type, summary) in reads.kept_summaries(tenant_id, PROPERTY_PREFIX).await? {
+        let Some(property) = summary.strip_prefix(PROPERTY_PREFIX) else {
+            continue;
+        };
+        let tile = CountQuery {
+            event_type: (!event_type.is_empty()).then_some(event_type),
+            ..CountQuery::total(tenant_id, start, end)
+        };
+        let build = |window: CountQuery| bucket_counts(reads, window, property).boxed();
+        built += summaries::refresh(reads, &tile, &summary, build).await?;
+    }
+    Ok(built)
+}
+
+/// The prefix of a breakdown summary's name: `property:<name>`.
+const PROPERTY_PREFIX: &str = "property:";
+
 /// Counts per (group of `query.counting`, value of `query.property`).
 pub(crate) async fn breakdown(
     reads: &impl BreakdownReads,
     query: &BreakdownQuery,
 ) -> Result<Vec<BreakdownRow>, StoreError> {
     let counting = &query.counting;
-    let summary = format!("property:{}", query.property);
+    let summary = format!("{PROPERTY_PREFIX}{}", query.property);
     let mut rows = Vec::new();
     let tiles = counts::tile(
         counting.start,
@@ -77,26 +128,8 @@ pub(crate) async fn breakdown(
                 rows.extend(reads.raw_breakdown(&edge).await?);
             }
             CountSource::Rollup(width) => {
-                let build = |window: CountQuery| {
-                    let by_type = BreakdownQuery {
-                        counting: CountQuery {
-                            grouping: Grouping::EventType,
-                            ..window
-                        },
-                        property: query.property.clone(),
-                    };
-                    async move {
-                        let raw = reads.raw_breakdown(&by_type).await?;
-                        Ok(TypeValueCounts(
-                            raw.into_iter()
-                                .map(|row| {
-                                    (row.event_type.unwrap_or_default(), row.value, row.count)
-                                })
-                                .collect(),
-                        ))
-                    }
-                    .boxed()
-                };
+                let build =
+                    |window: CountQuery| bucket_counts(reads, window, &query.property).boxed();
                 let visit = |bucket, counts: TypeValueCounts| {
                     for (event_type, value, count) in counts.0 {
                         rows.push(BreakdownRow {

@@ -76,6 +76,14 @@ pub(crate) trait BucketReads: Sync {
         with_bodies: bool,
     ) -> Result<Vec<StoredSummary>, StoreError>;
 
+    /// The (event type, summary) pairs `tenant_id` keeps summaries of whose name starts
+    /// with `prefix`.
+    async fn kept_summaries(
+        &self,
+        tenant_id: eventline_core::TenantId,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
     /// Stores (or replaces) one bucket's summary.
     async fn store_summary(
         &self,

@@ -24,7 +24,9 @@ use eventline_core::{
 use futures::{FutureExt, StreamExt};
 
 use crate::{
-    StoreError, analytics, counts,
+    StoreError, analytics,
+    breakdowns::{self, BreakdownReads},
+    counts,
     summaries::{self, Summary},
     uniques::{self, UserReads},
 };
@@ -187,26 +189,19 @@ async fn prepare_tenant(
     Ok(built)
 }
 
-/// Builds what queries read of `[start, end)` ahead of them: for each tenant of
-/// `active` (sorted by tenant), the sketches of its users (unique users per hour or day,
-/// all types) and the timelines of its types. Returns how many summaries it built.
-pub(crate) async fn prepare_all(
-    reads: &impl UserReads,
-    active: &[(TenantId, String)],
+/// Builds what queries read of `[start, end)` of one tenant ahead of them: the sketches
+/// of its users (unique users per hour or day, all types), the breakdowns it has been
+/// asked for, and the timelines of `event_types`, those with events there. Returns how many summaries it built.
+pub(crate) async fn prepare_summaries(
+    reads: &(impl UserReads + BreakdownReads),
+    tenant_id: TenantId,
+    event_types: &[String],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    let mut built = 0;
-    for tenant in active.chunk_by(|a, b| a.0 == b.0) {
-        let tenant_id = tenant[0].0;
-        let types: Vec<String> = tenant
-            .iter()
-            .map(|(_, event_type)| event_type.clone())
-            .collect();
-        built += uniques::prepare(reads, tenant_id, None, start, end).await?;
-        built += prepare_tenant(reads, tenant_id, &types, start, end).await?;
-    }
-    Ok(built)
+    let users = uniques::prepare(reads, tenant_id, None, start, end).await?;
+    let breakdowns = breakdowns::prepare(reads, tenant_id, start, end).await?;
+    Ok(users + breakdowns + prepare_tenant(reads, tenant_id, event_types, start, end).await?)
 }
 
 /// Whether the timelines answer `query`: steps all different, no property filter or

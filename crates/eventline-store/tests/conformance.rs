@@ -1357,6 +1357,15 @@ async fn prepared_timelines_answer_funnels_and_follow_late_events(store: Arc<dyn
         at(0, 0, 0) - Duration::hours(8),
         at(0, 0, 0) + Duration::hours(24),
     );
+    // A breakdown asked once is kept ready by later passes.
+    let by_plan = eventline_core::breakdown::BreakdownQuery {
+        counting: CountQuery {
+            event_type: Some("buy".to_owned()),
+            ..CountQuery::total(tenant_id, start, end)
+        },
+        property: "plan".to_owned(),
+    };
+    store.breakdown(&by_plan).await.unwrap();
     let built = store.prepare_summaries(start, end).await.unwrap();
     assert!(built > 0, "nothing was prepared");
     assert_eq!(
@@ -1395,10 +1404,12 @@ async fn prepared_timelines_answer_funnels_and_follow_late_events(store: Arc<dyn
     let after = store.funnel(&query).await.unwrap().reached;
     assert_eq!(after, expected_funnel(&events, &query));
     assert_eq!(after[2], before[2] + 1, "the late user was not counted");
-    assert!(
-        store.prepare_summaries(start, end).await.unwrap() > 0,
-        "the stale timelines were not rebuilt"
-    );
+    // The funnel rebuilt on its path the stale day timelines it read (its window holds
+    // the whole day); the pass builds exactly the rest the late events made stale: the
+    // user sketches of their three hours and their day (4), each type's timeline of its
+    // hour (3), and the kept breakdown of `buy` by plan of its hour and of the day (2).
+    assert_eq!(store.prepare_summaries(start, end).await.unwrap(), 9);
+    assert_eq!(store.prepare_summaries(start, end).await.unwrap(), 0);
 }
 
 async fn retention_matches_an_independent_count_of_the_events(store: Arc<dyn Store>) {

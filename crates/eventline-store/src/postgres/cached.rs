@@ -66,6 +66,21 @@ impl BucketReads for PgStore {
             .collect()
     }
 
+    async fn kept_summaries(
+        &self,
+        tenant_id: eventline_core::TenantId,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT DISTINCT event_type, summary FROM bucket_summaries
+             WHERE tenant_id = $1 AND starts_with(summary, $2) ORDER BY 1, 2",
+        )
+        .bind(tenant_id.0)
+        .bind(prefix)
+        .fetch_all(&self.read_pool)
+        .await?)
+    }
+
     async fn store_summary(
         &self,
         key: SummaryKey<'_>,

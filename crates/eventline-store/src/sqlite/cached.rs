@@ -66,6 +66,21 @@ impl BucketReads for SqliteStore {
             .collect()
     }
 
+    async fn kept_summaries(
+        &self,
+        tenant_id: eventline_core::TenantId,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT DISTINCT event_type, summary FROM bucket_summaries
+             WHERE tenant_id = ?1 AND substr(summary, 1, length(?2)) = ?2 ORDER BY 1, 2",
+        )
+        .bind(tenant_id.to_string())
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn store_summary(
         &self,
         key: SummaryKey<'_>,

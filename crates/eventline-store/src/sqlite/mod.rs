@@ -486,8 +486,15 @@ impl Store for SqliteStore {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let active = read::active_types(&self.pool, start, end).await?;
-        crate::timelines::prepare_all(self, &active, start, end).await
+        // Tenant by tenant: each statement stays on one tenant's shard on Citus.
+        let mut built = 0;
+        for tenant in self.list_tenants().await? {
+            let tenant_id = tenant.tenant_id;
+            let types = read::active_types(&self.pool, tenant_id, start, end).await?;
+            built +=
+                crate::timelines::prepare_summaries(self, tenant_id, &types, start, end).await?;
+        }
+        Ok(built)
     }
 
     fn pool_status(&self) -> crate::PoolStatus {

@@ -351,26 +351,21 @@ pub(super) async fn count_users(
     Ok(counts)
 }
 
-/// The (tenant, event type) pairs with events in `[start, end)`, from the hourly rollup.
+/// The event types of `tenant_id` with events in `[start, end)`, from the hourly rollup.
 pub(super) async fn active_types(
     pool: &SqlitePool,
+    tenant_id: eventline_core::TenantId,
     start: chrono::DateTime<chrono::Utc>,
     end: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<(eventline_core::TenantId, String)>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT tenant_id, event_type FROM event_rollups_hourly
-         WHERE hour_us >= ?1 AND hour_us < ?2
-         GROUP BY tenant_id, event_type HAVING sum(event_count) > 0
-         ORDER BY tenant_id, event_type",
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT event_type FROM event_rollups_hourly
+         WHERE tenant_id = ?1 AND hour_us >= ?2 AND hour_us < ?3
+         GROUP BY event_type HAVING sum(event_count) > 0 ORDER BY event_type",
     )
+    .bind(tenant_id.to_string())
     .bind(micros(BucketWidth::Hour.floor(start)))
     .bind(micros(end))
     .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let tenant: String = row.try_get(0)?;
-            Ok((super::parse_tenant_id(&tenant)?, row.try_get(1)?))
-        })
-        .collect()
+    .await?)
 }
