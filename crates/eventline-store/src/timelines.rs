@@ -204,21 +204,78 @@ pub(crate) async fn prepare_summaries(
     Ok(users + breakdowns + prepare_tenant(reads, tenant_id, event_types, start, end).await?)
 }
 
+/// The most events a funnel or retention reads into memory as timelines (16 bytes each:
+/// 256 MiB); a window with more is walked from one ordered, streamed read instead,
+/// holding one user at a time.
+const MAX_TIMELINE_EVENTS: u64 = 16 * 1024 * 1024;
+
+/// Whether `event_types` have few enough events in `[start, end)` to be read as
+/// timelines (`MAX_TIMELINE_EVENTS`), by the rollups.
+pub(crate) async fn fits_in_memory(
+    reads: &impl UserReads,
+    tenant_id: TenantId,
+    event_types: &[String],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let total = CountQuery {
+        grouping: Grouping::EventType,
+        ..CountQuery::total(tenant_id, start, end)
+    };
+    let events: u64 = reads
+        .event_counts(&total)
+        .await?
+        .iter()
+        .filter(|row| {
+            row.event_type
+                .as_ref()
+                .is_some_and(|event_type| event_types.contains(event_type))
+        })
+        .map(|row| row.count)
+        .sum();
+    Ok(events <= MAX_TIMELINE_EVENTS)
+}
+
 /// Whether the timelines answer `query`: steps all different, no property filter or
-/// grouping (the timelines carry neither).
-pub(crate) fn answers_funnel(query: &FunnelQuery) -> bool {
+/// grouping (the timelines carry neither), and few enough events to hold.
+pub(crate) async fn answers_funnel(
+    reads: &impl UserReads,
+    query: &FunnelQuery,
+) -> Result<bool, StoreError> {
+    let reading = analytics::Reading::funnel(query);
+    Ok(shape_answers_funnel(query)
+        && fits_in_memory(
+            reads,
+            query.tenant_id,
+            &query.steps,
+            query.start,
+            reading.end,
+        )
+        .await?)
+}
+
+/// Whether the timelines answer `query`: two different types, and few enough events.
+pub(crate) async fn answers_retention(
+    reads: &impl UserReads,
+    query: &RetentionQuery,
+) -> Result<bool, StoreError> {
+    let types = [
+        query.start_event_type.clone(),
+        query.return_event_type.clone(),
+    ];
+    Ok(query.start_event_type != query.return_event_type
+        && fits_in_memory(reads, query.tenant_id, &types, query.start, query.end).await?)
+}
+
+/// Whether a funnel's shape suits the timelines: steps all different, no property filter
+/// or grouping (the timelines carry neither).
+fn shape_answers_funnel(query: &FunnelQuery) -> bool {
     let mut steps: Vec<&String> = query.steps.iter().collect();
     steps.sort();
     steps.dedup();
     steps.len() == query.steps.len()
         && query.filter == EventFilter::default()
         && query.group_by_property.is_none()
-}
-
-/// Whether the timelines answer `query`: two different types (one type playing both
-/// parts needs "another event", which only the walk tells apart).
-pub(crate) fn answers_retention(query: &RetentionQuery) -> bool {
-    query.start_event_type != query.return_event_type
 }
 
 /// A funnel of distinct steps, without filter or grouping (`answers_funnel`).
@@ -295,44 +352,49 @@ pub(crate) async fn retention(
             .and_modify(|first| *first = (*first).min(time))
             .or_insert(time);
     }
-    // Each started user's row: their cohort and the intervals they came back in.
+    // `RetentionQuery::interval_of` in integers, for the hot loop.
+    let start = query.start.timestamp_micros();
+    let width = query.interval.num_microseconds().unwrap_or(i64::MAX).max(1);
+    let interval_of = |time: i64| (time.saturating_sub(start).max(0) / width) as usize;
+    // Each started user's row: their cohort and first start, and in `returned` the
+    // intervals after it they came back in, one bit each (one word for up to 64).
+    let words = intervals.div_ceil(64).max(1);
     let mut rows: UserMap<usize> = UserMap::default();
-    let mut returned = vec![false; started.len() * intervals];
-    let mut cohort_of = Vec::with_capacity(started.len());
-    for (user, first) in &started {
-        rows.insert(*user, cohort_of.len());
-        cohort_of.push(query.interval_of(micros_to_time(*first)));
+    let mut firsts: Vec<(usize, i64)> = Vec::with_capacity(started.len());
+    for (user, first) in started {
+        let cohort = interval_of(first);
+        if let Some(counted) = cohorts.get_mut(cohort) {
+            counted.users += 1;
+            rows.insert(user, firsts.len());
+            firsts.push((cohort, first));
+        }
     }
+    let mut returned = vec![0u64; firsts.len() * words];
     for (user, time) in returns {
-        let (Some(&first), Some(&row)) = (started.get(&user), rows.get(&user)) else {
+        let Some(&row) = rows.get(&user) else {
             continue;
         };
-        if time < first {
-            continue;
-        }
-        let cohort = cohort_of[row];
-        let offset = query
-            .interval_of(micros_to_time(time))
-            .saturating_sub(cohort);
-        if offset < intervals.saturating_sub(cohort) {
-            returned[row * intervals + offset] = true;
+        let (cohort, first) = firsts[row];
+        let offset = interval_of(time).saturating_sub(cohort);
+        if time >= first
+            && offset < intervals.saturating_sub(cohort)
+            && let Some(word) = returned.get_mut(row * words + offset / 64)
+        {
+            *word |= 1 << (offset % 64);
         }
     }
-    for (row, &cohort) in cohort_of.iter().enumerate() {
+    for (row, (cohort, _)) in firsts.into_iter().enumerate() {
         let Some(cohort) = cohorts.get_mut(cohort) else {
             continue;
         };
-        cohort.users += 1;
-        let came_back = &returned[row * intervals..(row + 1) * intervals];
-        for (count, back) in cohort.returned.iter_mut().zip(came_back) {
-            *count += u64::from(*back);
+        let bits = &returned[row * words..(row + 1) * words];
+        for (offset, count) in cohort.returned.iter_mut().enumerate() {
+            *count += bits
+                .get(offset / 64)
+                .map_or(0, |word| (word >> (offset % 64)) & 1);
         }
     }
     Ok(cohorts)
-}
-
-fn micros_to_time(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 #[cfg(test)]

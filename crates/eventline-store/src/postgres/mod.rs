@@ -605,7 +605,7 @@ impl Store for PgStore {
     }
 
     async fn funnel(&self, query: &FunnelQuery) -> Result<FunnelCounts, StoreError> {
-        if crate::timelines::answers_funnel(query) {
+        if crate::timelines::answers_funnel(self, query).await? {
             return crate::timelines::funnel(self, query).await;
         }
         let reading = crate::analytics::Reading::funnel(query);
@@ -616,7 +616,7 @@ impl Store for PgStore {
     }
 
     async fn retention(&self, query: &RetentionQuery) -> Result<Vec<Cohort>, StoreError> {
-        if crate::timelines::answers_retention(query) {
+        if crate::timelines::answers_retention(self, query).await? {
             return crate::timelines::retention(self, query).await;
         }
         let reading = crate::analytics::Reading::retention(query);

@@ -460,7 +460,7 @@ impl Store for SqliteStore {
     }
 
     async fn funnel(&self, query: &FunnelQuery) -> Result<FunnelCounts, StoreError> {
-        if crate::timelines::answers_funnel(query) {
+        if crate::timelines::answers_funnel(self, query).await? {
             return crate::timelines::funnel(self, query).await;
         }
         let reading = crate::analytics::Reading::funnel(query);
@@ -471,7 +471,7 @@ impl Store for SqliteStore {
     }
 
     async fn retention(&self, query: &RetentionQuery) -> Result<Vec<Cohort>, StoreError> {
-        if crate::timelines::answers_retention(query) {
+        if crate::timelines::answers_retention(self, query).await? {
             return crate::timelines::retention(self, query).await;
         }
         let reading = crate::analytics::Reading::retention(query);
