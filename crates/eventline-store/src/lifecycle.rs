@@ -149,11 +149,17 @@ pub trait Schemas: Send + Sync {
     async fn list_schemas(&self, tenant_id: TenantId) -> Result<Vec<EventSchema>, StoreError>;
 }
 
-/// The hours and days (bucket starts) that events at `times` fall in: the bucket
-/// summaries a deletion makes stale.
+/// The minutes, hours and days (bucket starts) that events at `times` fall in: the
+/// bucket summaries a deletion makes stale.
 pub(crate) fn touched_buckets(times: impl Iterator<Item = DateTime<Utc>>) -> Vec<DateTime<Utc>> {
     let mut buckets: Vec<DateTime<Utc>> = times
-        .flat_map(|time| [crate::hour_of(time), day_of(time)])
+        .flat_map(|time| {
+            [
+                eventline_core::query::BucketWidth::Minute.floor(time),
+                crate::hour_of(time),
+                day_of(time),
+            ]
+        })
         .collect();
     buckets.sort_unstable();
     buckets.dedup();

@@ -84,6 +84,15 @@ pub(crate) trait BucketReads: Sync {
         prefix: &str,
     ) -> Result<Vec<(String, String)>, StoreError>;
 
+    /// Deletes `tenant_id`'s summaries of `width` for buckets before `before`; returns
+    /// how many.
+    async fn drop_summaries(
+        &self,
+        tenant_id: eventline_core::TenantId,
+        width: BucketWidth,
+        before: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
     /// Stores (or replaces) one bucket's summary.
     async fn store_summary(
         &self,

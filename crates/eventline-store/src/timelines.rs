@@ -19,7 +19,10 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use eventline_core::{
     TenantId,
-    query::{Cohort, CountQuery, EventFilter, FunnelCounts, FunnelQuery, Grouping, RetentionQuery},
+    query::{
+        BucketWidth, Cohort, CountQuery, EventFilter, FunnelCounts, FunnelQuery, Grouping,
+        RetentionQuery,
+    },
 };
 use futures::{FutureExt, StreamExt};
 
@@ -199,6 +202,11 @@ pub(crate) async fn prepare_summaries(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
+    // Minute sketches are built only for a window's edges, by the queries; those older
+    // than the prepared days go (README "Unique users and breakdowns").
+    reads
+        .drop_summaries(tenant_id, BucketWidth::Minute, start)
+        .await?;
     let users = uniques::prepare(reads, tenant_id, None, start, end).await?;
     let breakdowns = breakdowns::prepare(reads, tenant_id, start, end).await?;
     Ok(users + breakdowns + prepare_tenant(reads, tenant_id, event_types, start, end).await?)

@@ -23,6 +23,11 @@ use crate::{
 /// The bucket summary that holds a sketch of the bucket's users.
 const USERS_SUMMARY: &str = "users";
 
+/// The widths user sketches are kept at: besides hours and days, whole minutes at a
+/// window's edges, so that only the partial minutes there are read from the events
+/// (a partial hour holds up to an hour of them; README "Unique users and breakdowns").
+const SKETCH_WIDTHS: &[BucketWidth] = &[BucketWidth::Minute, BucketWidth::Hour, BucketWidth::Day];
+
 impl Summary for UserSketch {
     fn encode(&self) -> Vec<u8> {
         UserSketch::encode(self)
@@ -102,60 +107,55 @@ async fn estimate(reads: &impl UserReads, query: &CountQuery) -> Result<Vec<Coun
     // Output buckets a whole tile covers are estimated at once; the others (a total, or
     // the partial buckets at the window's edges) merge here. The tiles are read at once,
     // each on its own connection: the raw edges' index scans overlap the sketches' reads.
-    let tiles = counts::tile(
-        query.start,
-        query.end,
-        query.grouping,
-        summaries::SUMMARY_WIDTHS,
-    )
-    .into_iter()
-    .map(|(source, start, end)| async move {
-        let tile = CountQuery {
-            start,
-            end,
-            ..query.clone()
-        };
-        let mut merged: BTreeMap<Option<DateTime<Utc>>, UserSketch> = BTreeMap::new();
-        let mut rows: Vec<CountRow> = Vec::new();
-        match source {
-            counts::CountSource::Events => {
-                let mut users = reads.users(&tile);
-                while let Some((time, user_id)) = users.next().await.transpose()? {
-                    merged
-                        .entry(output_bucket(query.grouping, time))
-                        .or_default()
-                        .insert(&user_id);
+    let tiles = counts::tile(query.start, query.end, query.grouping, SKETCH_WIDTHS)
+        .into_iter()
+        .map(|(source, start, end)| async move {
+            let tile = CountQuery {
+                start,
+                end,
+                ..query.clone()
+            };
+            let mut merged: BTreeMap<Option<DateTime<Utc>>, UserSketch> = BTreeMap::new();
+            let mut rows: Vec<CountRow> = Vec::new();
+            match source {
+                counts::CountSource::Events => {
+                    let mut users = reads.users(&tile);
+                    while let Some((time, user_id)) = users.next().await.transpose()? {
+                        merged
+                            .entry(output_bucket(query.grouping, time))
+                            .or_default()
+                            .insert(&user_id);
+                    }
+                }
+                counts::CountSource::Rollup(width) => {
+                    let whole = query.grouping == Grouping::Bucket(width);
+                    let build = |window: CountQuery| sketch_of(reads, window).boxed();
+                    summaries::for_each_summary(
+                        reads,
+                        &tile,
+                        width,
+                        USERS_SUMMARY,
+                        build,
+                        |bucket, sketch: UserSketch| {
+                            if whole {
+                                rows.push(CountRow {
+                                    bucket: Some(bucket),
+                                    event_type: None,
+                                    count: sketch.estimate(),
+                                });
+                            } else {
+                                merged
+                                    .entry(output_bucket(query.grouping, bucket))
+                                    .or_default()
+                                    .merge(&sketch);
+                            }
+                        },
+                    )
+                    .await?;
                 }
             }
-            counts::CountSource::Rollup(width) => {
-                let whole = query.grouping == Grouping::Bucket(width);
-                let build = |window: CountQuery| sketch_of(reads, window).boxed();
-                summaries::for_each_summary(
-                    reads,
-                    &tile,
-                    width,
-                    USERS_SUMMARY,
-                    build,
-                    |bucket, sketch: UserSketch| {
-                        if whole {
-                            rows.push(CountRow {
-                                bucket: Some(bucket),
-                                event_type: None,
-                                count: sketch.estimate(),
-                            });
-                        } else {
-                            merged
-                                .entry(output_bucket(query.grouping, bucket))
-                                .or_default()
-                                .merge(&sketch);
-                        }
-                    },
-                )
-                .await?;
-            }
-        }
-        Ok::<_, StoreError>((merged, rows))
-    });
+            Ok::<_, StoreError>((merged, rows))
+        });
     let mut merged: BTreeMap<Option<DateTime<Utc>>, UserSketch> = BTreeMap::new();
     let mut rows: Vec<CountRow> = Vec::new();
     for (tile_merged, tile_rows) in futures::future::try_join_all(tiles).await? {

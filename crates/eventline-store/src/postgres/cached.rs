@@ -81,6 +81,22 @@ impl BucketReads for PgStore {
         .await?)
     }
 
+    async fn drop_summaries(
+        &self,
+        tenant_id: eventline_core::TenantId,
+        width: eventline_core::query::BucketWidth,
+        before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let width_seconds = (width.micros() / 1_000_000) as i32;
+        Ok(sqlx::query("DELETE FROM bucket_summaries WHERE tenant_id = $1 AND width_seconds = $2 AND bucket < $3")
+            .bind(tenant_id.0)
+            .bind(width_seconds)
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     async fn store_summary(
         &self,
         key: SummaryKey<'_>,

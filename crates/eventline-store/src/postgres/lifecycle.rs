@@ -276,7 +276,8 @@ impl Expiry for PgStore {
             ),
             (
                 "DELETE FROM bucket_summaries WHERE tenant_id = $1
-                 AND ((width_seconds = 3600 AND bucket <= $2) OR (width_seconds = 86400 AND bucket <= $3))",
+                 AND ((width_seconds IN (60, 3600) AND bucket <= $2)
+                      OR (width_seconds = 86400 AND bucket <= $3))",
                 before - hour,
                 Some(before - day),
             ),
