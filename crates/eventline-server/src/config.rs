@@ -402,6 +402,9 @@ impl Default for LifecycleConfig {
     }
 }
 
+/// The most days back `summaries.prepare_days` may reach.
+const MAX_PREPARE_DAYS: u32 = 3_660;
+
 /// The summaries built ahead of queries (README "Funnels and retention").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -571,6 +574,11 @@ impl Config {
         if self.lifecycle.interval_ms == 0 {
             return Err("lifecycle.interval_ms must be at least 1".into());
         }
+        if self.summaries.prepare_days > MAX_PREPARE_DAYS {
+            return Err(format!(
+                "summaries.prepare_days must be at most {MAX_PREPARE_DAYS} (ten years)"
+            ));
+        }
         if self.lifecycle.quarantine_max_events == 0 {
             return Err("lifecycle.quarantine_max_events must be at least 1".into());
         }
@@ -651,6 +659,16 @@ mod tests {
     use figment::Jail;
 
     use super::*;
+
+    #[test]
+    fn summaries_prepare_days_past_ten_years_are_refused_naming_the_setting() {
+        let mut config = Config::default();
+        config.summaries.prepare_days = MAX_PREPARE_DAYS;
+        assert_eq!(config.validate(), Ok(()));
+        config.summaries.prepare_days = MAX_PREPARE_DAYS + 1;
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("summaries.prepare_days"), "{error}");
+    }
 
     #[test]
     fn flags_beat_env_beat_file_beat_defaults() {

@@ -34,7 +34,9 @@ impl SummariesTask {
         Some(tokio::spawn(async move {
             loop {
                 let now = chrono::Utc::now();
-                let start = now - chrono::Duration::days(i64::from(self.days));
+                let start = now
+                    .checked_sub_signed(chrono::Duration::days(i64::from(self.days)))
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
                 match self.store.prepare_summaries(start, now).await {
                     Ok(built) => {
                         metrics::counter!("eventline_summaries_built_total").increment(built);
