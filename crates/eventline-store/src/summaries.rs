@@ -34,7 +34,17 @@ pub(crate) struct SummaryKey<'k> {
     pub(crate) width: BucketWidth,
 }
 
-impl SummaryKey<'_> {
+impl<'k> SummaryKey<'k> {
+    /// The key of `summary` at `width` for `tile`'s tenant and type ('' for all types).
+    pub(crate) fn of(tile: &'k CountQuery, summary: &'k str, width: BucketWidth) -> Self {
+        Self {
+            tenant_id: tile.tenant_id,
+            event_type: tile.event_type.as_deref().unwrap_or(""),
+            summary,
+            width,
+        }
+    }
+
     /// The width in seconds, as stored.
     pub(crate) fn width_seconds(&self) -> i32 {
         (self.width.micros() / 1_000_000) as i32
@@ -112,12 +122,7 @@ pub(crate) async fn for_each_summary<'b, S: Summary>(
     build: impl Fn(CountQuery) -> BoxFuture<'b, Result<S, StoreError>>,
     mut visit: impl FnMut(DateTime<Utc>, S),
 ) -> Result<(), StoreError> {
-    let key = SummaryKey {
-        tenant_id: tile.tenant_id,
-        event_type: tile.event_type.as_deref().unwrap_or(""),
-        summary,
-        width,
-    };
+    let key = SummaryKey::of(tile, summary, width);
     let step = chrono::Duration::microseconds(width.micros() * BUCKETS_PER_READ);
     let mut start = tile.start;
     while start < tile.end {
@@ -145,22 +150,9 @@ pub(crate) async fn for_each_summary<'b, S: Summary>(
             let summary = match stored.remove(&bucket) {
                 Some(kept) if kept.event_count == event_count => S::decode(&kept.body)?,
                 _ => {
-                    let window = CountQuery {
-                        start: bucket,
-                        end: bucket + chrono::Duration::microseconds(width.micros()),
-                        ..tile.clone()
-                    };
-                    let built = build(window).await?;
-                    if built.worth_keeping() {
-                        let body = built.encode();
-                        let summary = StoredSummary {
-                            bucket,
-                            event_count,
-                            body,
-                        };
-                        reads.store_summary(key, summary).await?;
-                    }
-                    built
+                    build_and_store(reads, key, tile, bucket, event_count, &build)
+                        .await?
+                        .0
                 }
             };
             visit(bucket, summary);
@@ -168,6 +160,35 @@ pub(crate) async fn for_each_summary<'b, S: Summary>(
         start = end;
     }
     Ok(())
+}
+
+/// Builds the summary of `bucket` (of `key`'s width, `tile`'s tenant and type) from its
+/// events and stores it with `event_count` when it is worth keeping; returns it, and
+/// whether it was stored.
+async fn build_and_store<'b, S: Summary>(
+    reads: &impl BucketReads,
+    key: SummaryKey<'_>,
+    tile: &CountQuery,
+    bucket: DateTime<Utc>,
+    event_count: u64,
+    build: &impl Fn(CountQuery) -> BoxFuture<'b, Result<S, StoreError>>,
+) -> Result<(S, bool), StoreError> {
+    let window = CountQuery {
+        start: bucket,
+        end: bucket + chrono::Duration::microseconds(key.width.micros()),
+        ..tile.clone()
+    };
+    let built = build(window).await?;
+    let keep = built.worth_keeping();
+    if keep {
+        let summary = StoredSummary {
+            bucket,
+            event_count,
+            body: built.encode(),
+        };
+        reads.store_summary(key, summary).await?;
+    }
+    Ok((built, keep))
 }
 
 /// The whole buckets of `width` in `tile`'s window (of its tenant and type) with events
@@ -178,12 +199,7 @@ pub(crate) async fn stale_buckets(
     width: BucketWidth,
     summary: &str,
 ) -> Result<Vec<(DateTime<Utc>, u64)>, StoreError> {
-    let key = SummaryKey {
-        tenant_id: tile.tenant_id,
-        event_type: tile.event_type.as_deref().unwrap_or(""),
-        summary,
-        width,
-    };
+    let key = SummaryKey::of(tile, summary, width);
     let step = chrono::Duration::microseconds(width.micros() * BUCKETS_PER_READ);
     let (mut start, end) = (width.ceil(tile.start), width.floor(tile.end));
     let mut stale = Vec::new();
@@ -224,29 +240,11 @@ pub(crate) async fn refresh<'b, S: Summary>(
 ) -> Result<u64, StoreError> {
     let mut built = 0;
     for &width in SUMMARY_WIDTHS {
-        let key = SummaryKey {
-            tenant_id: tile.tenant_id,
-            event_type: tile.event_type.as_deref().unwrap_or(""),
-            summary,
-            width,
-        };
+        let key = SummaryKey::of(tile, summary, width);
         for (bucket, event_count) in stale_buckets(reads, tile, width, summary).await? {
-            let window = CountQuery {
-                start: bucket,
-                end: bucket + chrono::Duration::microseconds(width.micros()),
-                ..tile.clone()
-            };
-            let made = build(window).await?;
-            if made.worth_keeping() {
-                let body = made.encode();
-                let summary = StoredSummary {
-                    bucket,
-                    event_count,
-                    body,
-                };
-                reads.store_summary(key, summary).await?;
-                built += 1;
-            }
+            let (_, stored) =
+                build_and_store(reads, key, tile, bucket, event_count, &build).await?;
+            built += u64::from(stored);
         }
     }
     Ok(built)

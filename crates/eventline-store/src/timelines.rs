@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use eventline_core::{
-    TenantId,
+    Tenant, TenantId,
     query::{
         BucketWidth, Cohort, CountQuery, EventFilter, FunnelCounts, FunnelQuery, Grouping,
         RetentionQuery,
@@ -197,11 +197,36 @@ async fn prepare_tenant(
 /// asked for, and the timelines of `event_types`, those with events there. Returns how many summaries it built.
 pub(crate) async fn prepare_summaries(
     reads: &(impl UserReads + BreakdownReads),
-    tenant_id: TenantId,
-    event_types: &[String],
+    tenants: &[Tenant],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
+    // Tenant by tenant: each statement stays on one tenant's shard on Citus.
+    let mut built = 0;
+    for tenant in tenants {
+        built += prepare_tenant_summaries(reads, tenant.tenant_id, start, end).await?;
+    }
+    Ok(built)
+}
+
+/// `prepare_summaries` of one tenant, for the types the rollups show in the window.
+async fn prepare_tenant_summaries(
+    reads: &(impl UserReads + BreakdownReads),
+    tenant_id: TenantId,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let by_type = CountQuery {
+        grouping: Grouping::EventType,
+        ..CountQuery::total(tenant_id, start, end)
+    };
+    let event_types: Vec<String> = reads
+        .event_counts(&by_type)
+        .await?
+        .into_iter()
+        .filter(|row| row.count > 0)
+        .filter_map(|row| row.event_type)
+        .collect();
     // Minute sketches are built only for a window's edges, by the queries; those older
     // than the prepared days go (README "Unique users and breakdowns").
     reads
@@ -209,7 +234,7 @@ pub(crate) async fn prepare_summaries(
         .await?;
     let users = uniques::prepare(reads, tenant_id, None, start, end).await?;
     let breakdowns = breakdowns::prepare(reads, tenant_id, start, end).await?;
-    Ok(users + breakdowns + prepare_tenant(reads, tenant_id, event_types, start, end).await?)
+    Ok(users + breakdowns + prepare_tenant(reads, tenant_id, &event_types, start, end).await?)
 }
 
 /// The most events a funnel or retention reads into memory as timelines (16 bytes each:

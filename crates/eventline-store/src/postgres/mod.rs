@@ -631,15 +631,8 @@ impl Store for PgStore {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        // Tenant by tenant: each statement stays on one tenant's shard on Citus.
-        let mut built = 0;
-        for tenant in self.list_tenants().await? {
-            let tenant_id = tenant.tenant_id;
-            let types = read::active_types(&self.read_pool, tenant_id, start, end).await?;
-            built +=
-                crate::timelines::prepare_summaries(self, tenant_id, &types, start, end).await?;
-        }
-        Ok(built)
+        let tenants = self.list_tenants().await?;
+        crate::timelines::prepare_summaries(self, &tenants, start, end).await
     }
 
     fn pool_status(&self) -> crate::PoolStatus {

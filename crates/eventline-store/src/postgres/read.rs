@@ -343,22 +343,3 @@ pub(super) async fn count_users(
         })
         .collect()
 }
-
-/// The event types of `tenant_id` with events in `[start, end)`, from the daily rollup.
-pub(super) async fn active_types(
-    pool: &PgPool,
-    tenant_id: eventline_core::TenantId,
-    start: chrono::DateTime<chrono::Utc>,
-    end: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT event_type FROM event_rollups_daily
-         WHERE tenant_id = $1 AND day >= $2 AND day < $3
-         GROUP BY event_type HAVING sum(event_count) > 0 ORDER BY event_type",
-    )
-    .bind(tenant_id.0)
-    .bind(BucketWidth::Day.floor(start))
-    .bind(end)
-    .fetch_all(pool)
-    .await?)
-}

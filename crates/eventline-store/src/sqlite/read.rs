@@ -350,22 +350,3 @@ pub(super) async fn count_users(
     }
     Ok(counts)
 }
-
-/// The event types of `tenant_id` with events in `[start, end)`, from the hourly rollup.
-pub(super) async fn active_types(
-    pool: &SqlitePool,
-    tenant_id: eventline_core::TenantId,
-    start: chrono::DateTime<chrono::Utc>,
-    end: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT event_type FROM event_rollups_hourly
-         WHERE tenant_id = ?1 AND hour_us >= ?2 AND hour_us < ?3
-         GROUP BY event_type HAVING sum(event_count) > 0 ORDER BY event_type",
-    )
-    .bind(tenant_id.to_string())
-    .bind(micros(BucketWidth::Hour.floor(start)))
-    .bind(micros(end))
-    .fetch_all(pool)
-    .await?)
-}
