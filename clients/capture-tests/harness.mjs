@@ -1,52 +1,20 @@
 // Runs the real `eventline` binary ($EVENTLINE_BIN) on free ports against a fresh
 // PostgreSQL database, reads what it stored back through the REST gateway (ListEvents,
 // CountEvents), and can SIGKILL it and start it again on the same ports and database.
-import { spawn, execFileSync } from "node:child_process";
-import { createServer } from "node:net";
-import { randomBytes } from "node:crypto";
+import { spawn } from "node:child_process";
 import assert from "node:assert/strict";
+import { binary, freePort, freshDatabase, psql } from "../../scripts/lib/test-process.mjs";
 
 export const API_KEY = "elk_capture_test_bootstrap_key_0123456789";
-const DATABASE_URL = process.env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
 const EPOCH = "2000-01-01T00:00:00Z";
-
-function binary() {
-  const path = process.env.EVENTLINE_BIN;
-  if (!path) throw new Error("EVENTLINE_BIN is not set: build the server (cargo build -p eventline)");
-  return path;
-}
-
-function bindable(port) {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
-}
-
-/** A port free now, outside the ephemeral range, so a restart finds it free again. */
-async function freePort() {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12000);
-    if (await bindable(port)) return port;
-  }
-}
-
-function psql(sql) {
-  execFileSync("psql", [DATABASE_URL, "-v", "ON_ERROR_STOP=1", "-qc", sql], { stdio: ["ignore", "ignore", "inherit"] });
-}
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class Server {
   /** A server on a fresh database; `env` adds `EVENTLINE_*` settings. */
   static async start(env = {}) {
-    binary();
-    const name = `eventline_test_capture_js_${process.pid}_${randomBytes(4).toString("hex")}`;
-    psql(`CREATE DATABASE ${name}`);
-    const url = new URL(DATABASE_URL);
-    url.pathname = `/${name}`;
-    const server = new Server(name, url.toString(), env, [await freePort(), await freePort(), await freePort()]);
+    const database = freshDatabase("capture_js");
+    const server = new Server(database.name, database.url, env, [await freePort(), await freePort(), await freePort()]);
     await server.start();
     return server;
   }

@@ -1,45 +1,16 @@
 // Runs the real `eventline` binary ($EVENTLINE_BIN) on free ports, on a fresh PostgreSQL
-// database or on the embedded SQLite store in a temporary data dir, as
-// clients/typescript/test/harness.mjs does; readiness is read from GET /readyz. Its port and
-// database helpers are copies, not imports: that harness loads the SDK's gRPC packages,
-// which the console does not install.
-import { spawn, execFileSync } from "node:child_process";
-import { createServer } from "node:net";
-import { randomBytes } from "node:crypto";
+// database or on the embedded SQLite store in a temporary data dir; readiness is read
+// from GET /readyz. The binary, ports and databases come from scripts/lib/test-process.mjs,
+// which the SDK and capture suites share.
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { binary, freePort, freshDatabase } from "../../scripts/lib/test-process.mjs";
 
 /** The bootstrap key the servers start with (ingest + query scope). */
 export const API_KEY = "elk_console_bootstrap_key_0123456789abcdef";
 export const ADMIN_TOKEN = "console-admin-token-0123456789abcdef";
-const DATABASE_URL = process.env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
-
-function binary() {
-  const path = process.env.EVENTLINE_BIN;
-  if (!path) throw new Error("EVENTLINE_BIN is not set: point it at an `eventline` binary (cargo build -p eventline)");
-  return path;
-}
-
-function bindable(port) {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
-}
-
-/** A port free right now, outside the kernel's ephemeral range (32768–60999). */
-async function freePort() {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12000);
-    if (await bindable(port)) return port;
-  }
-}
-
-function psql(sql) {
-  execFileSync("psql", [DATABASE_URL, "-v", "ON_ERROR_STOP=1", "-qc", sql], { stdio: ["ignore", "ignore", "inherit"] });
-}
 
 /**
  * A store for one suite: `postgres` creates a database `eventline_test_console_…` (its
@@ -51,11 +22,8 @@ export function freshStore(kind) {
     const dir = mkdtempSync(join(tmpdir(), "eventline-console-"));
     return { args: [], env: { EVENTLINE_DATA_DIR: dir }, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
   }
-  const name = `eventline_test_console_${process.pid}_${randomBytes(4).toString("hex")}`;
-  psql(`CREATE DATABASE ${name}`);
-  const url = new URL(DATABASE_URL);
-  url.pathname = `/${name}`;
-  return { args: ["--database-url", url.toString()], env: {}, cleanup: () => psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
+  const database = freshDatabase("console");
+  return { args: ["--database-url", database.url], env: {}, cleanup: database.drop };
 }
 
 /**

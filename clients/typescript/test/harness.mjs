@@ -1,54 +1,20 @@
 // Runs the real `eventline` binary ($EVENTLINE_BIN) on free ports against a fresh
 // PostgreSQL database per suite, as crates/eventline/tests/common/mod.rs does.
-import { spawn, execFileSync } from "node:child_process";
-import { createServer } from "node:net";
-import { randomBytes } from "node:crypto";
+import { spawn } from "node:child_process";
 import { create, createFileRegistry } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { createClient as createConnectClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { binary, freePort, freshDatabase as freshDatabaseOf } from "../../../scripts/lib/test-process.mjs";
 
 /** The bootstrap key the servers start with (ingest + query scope). */
 export const API_KEY = "elk_test_bootstrap_key_0123456789abcdef";
-const DATABASE_URL = process.env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
 
-export function binary() {
-  const path = process.env.EVENTLINE_BIN;
-  if (!path) throw new Error("EVENTLINE_BIN is not set: point it at an `eventline` binary (cargo build -p eventline)");
-  return path;
-}
-
-function bindable(port) {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
-}
-
-/**
- * A port free right now, outside the kernel's ephemeral range (32768–60999): a server
- * restarted on it after a SIGKILL must not find it taken by some client's source port.
- */
-export async function freePort() {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12000);
-    if (await bindable(port)) return port;
-  }
-}
-
-function psql(sql) {
-  execFileSync("psql", [DATABASE_URL, "-v", "ON_ERROR_STOP=1", "-qc", sql], { stdio: ["ignore", "ignore", "inherit"] });
-}
+export { binary, freePort };
 
 /** A fresh database `eventline_test_ts_…`; `drop()` removes it. */
 export function freshDatabase() {
-  binary(); // fail before creating anything when the binary is missing
-  const name = `eventline_test_ts_${process.pid}_${randomBytes(4).toString("hex")}`;
-  psql(`CREATE DATABASE ${name}`);
-  const url = new URL(DATABASE_URL);
-  url.pathname = `/${name}`;
-  return { url: url.toString(), drop: () => psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
+  return freshDatabaseOf("ts");
 }
 
 // grpc.health.v1, described at run time: the SDK ships no health client.
