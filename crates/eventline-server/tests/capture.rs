@@ -454,12 +454,7 @@ async fn posthog_js_start_up_calls_get_no_flags_and_nothing_enabled() {
 #[tokio::test]
 async fn overload_answers_429_with_retry_after_through_both_doors_and_stores_what_was_acknowledged()
 {
-    let server = TestServer::postgres_with(|config| {
-        config.writer.queue_events = 2000;
-        config.writer.enqueue_timeout_ms = 1;
-        config.writer.workers = 1;
-    })
-    .await;
+    let server = TestServer::postgres_with_a_small_queue().await;
     let mut requests = Vec::new();
     for request_number in 0..12 {
         let key = server.api_key.clone();

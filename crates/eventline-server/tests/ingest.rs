@@ -293,12 +293,7 @@ async fn clock_skew_in_sent_at_shifts_timestamps_and_keeps_the_raw_one() {
 
 #[tokio::test]
 async fn a_full_queue_answers_resource_exhausted_with_retry_info() {
-    let server = TestServer::postgres_with(|config| {
-        config.writer.queue_events = 2000;
-        config.writer.enqueue_timeout_ms = 1;
-        config.writer.workers = 1;
-    })
-    .await;
+    let server = TestServer::postgres_with_a_small_queue().await;
     let mut requests = Vec::new();
     for request_number in 0..12 {
         let mut client = server.ingest(&server.api_key).await;

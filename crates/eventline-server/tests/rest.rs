@@ -219,12 +219,7 @@ async fn bodies_over_20_mib_are_413_also_when_gzipped() {
 
 #[tokio::test]
 async fn a_full_queue_is_429_with_retry_after() {
-    let server = TestServer::postgres_with(|config| {
-        config.writer.queue_events = 2000;
-        config.writer.enqueue_timeout_ms = 1;
-        config.writer.workers = 1;
-    })
-    .await;
+    let server = TestServer::postgres_with_a_small_queue().await;
     let mut requests = Vec::new();
     for request_number in 0..12 {
         let events: Vec<Value> = (0..2000)

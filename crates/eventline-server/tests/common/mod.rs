@@ -46,6 +46,17 @@ impl TestServer {
         Self::postgres_at(url, tweak).await
     }
 
+    /// A server whose writer queue is full after one 2,000-event batch: one commit
+    /// worker, and 1 ms for a request to find room (the overload tests).
+    pub async fn postgres_with_a_small_queue() -> Self {
+        Self::postgres_with(|config| {
+            config.writer.queue_events = 2000;
+            config.writer.enqueue_timeout_ms = 1;
+            config.writer.workers = 1;
+        })
+        .await
+    }
+
     /// A server on the PostgreSQL database at `url`, with config tweaks.
     pub async fn postgres_at(url: String, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = base_config();
