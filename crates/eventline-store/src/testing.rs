@@ -178,11 +178,32 @@ pub async fn enable_citus(database: &str) {
     )
     .await;
     for port in &CITUS_PORTS[1..] {
-        execute_on(
-            &coordinator,
-            &format!("SELECT citus_add_node('127.0.0.1', {port})"),
-        )
-        .await;
+        add_citus_node(&coordinator, *port).await;
+    }
+}
+
+/// Registers the worker on `port` with the coordinator at `url`. The coordinator's first
+/// connection to a worker's new database now and then fails ("failure on connection
+/// marked as essential"): tried again a few times before the test fails on it.
+async fn add_citus_node(url: &str, port: u16) {
+    use sqlx::Connection;
+    let sql = format!("SELECT citus_add_node('127.0.0.1', {port})");
+    for attempt in 1.. {
+        let mut connection = sqlx::PgConnection::connect(url)
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to test PostgreSQL at {url}: {error}"));
+        let added = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&mut connection)
+            .await;
+        let _ = connection.close().await;
+        match added {
+            Ok(_) => return,
+            Err(error) if attempt < 5 => {
+                eprintln!("{sql} on {url}: {error}; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            Err(error) => panic!("{sql} on {url}: {error}"),
+        }
     }
 }
 
