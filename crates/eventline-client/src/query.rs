@@ -12,6 +12,11 @@ use crate::{
     retry::{Backoff, is_transient, retry_info_delay},
 };
 
+type QueryClient = v1::query_service_client::QueryServiceClient<crate::connect::Authorized>;
+/// One page read: the client back, the page's events, and the next page's request.
+type Page<R> =
+    Pin<Box<dyn Future<Output = Result<(QueryClient, Vec<v1::Event>, Option<R>), Error>> + Send>>;
+
 /// How long an export or tail keeps trying to resume without receiving anything.
 const RESUME_FOR: Duration = Duration::from_secs(60);
 
@@ -33,19 +38,50 @@ impl Client {
         &self,
         request: v1::ListEventsRequest,
     ) -> impl Stream<Item = Result<v1::Event, Error>> + Send + 'static {
+        self.pages(request, |mut client, request| {
+            Box::pin(async move {
+                let page = client.list_events(request.clone()).await?.into_inner();
+                let next = (!page.next_page_token.is_empty()).then(|| v1::ListEventsRequest {
+                    page_token: page.next_page_token,
+                    ..request
+                });
+                Ok((client, page.events, next))
+            })
+        })
+    }
+
+    /// Finds the events matching `request.query`, newest first, fetching pages as the
+    /// stream is read (README "Search"). `request.page_size` sets the page size.
+    pub fn search_events(
+        &self,
+        request: v1::SearchEventsRequest,
+    ) -> impl Stream<Item = Result<v1::Event, Error>> + Send + 'static {
+        self.pages(request, |mut client, request| {
+            Box::pin(async move {
+                let page = client.search_events(request.clone()).await?.into_inner();
+                let next = (!page.next_page_token.is_empty()).then(|| v1::SearchEventsRequest {
+                    page_token: page.next_page_token,
+                    ..request
+                });
+                Ok((client, page.events, next))
+            })
+        })
+    }
+
+    /// The events of every page `fetch` reads, from `first` until it returns no next
+    /// request.
+    fn pages<R: Send + 'static>(
+        &self,
+        first: R,
+        fetch: fn(QueryClient, R) -> Page<R>,
+    ) -> impl Stream<Item = Result<v1::Event, Error>> + Send + 'static {
         let client = self.query_service();
-        let first = Some(request);
-        stream::try_unfold((client, first), |(mut client, request)| async move {
+        stream::try_unfold((client, Some(first)), move |(client, request)| async move {
             let Some(request) = request else {
                 return Ok(None);
             };
-            let page = client.list_events(request.clone()).await?.into_inner();
-            let last_page = page.next_page_token.is_empty();
-            let next = (!last_page).then_some(v1::ListEventsRequest {
-                page_token: page.next_page_token,
-                ..request
-            });
-            Ok::<_, Error>(Some((page.events, (client, next))))
+            let (client, events, next) = fetch(client, request).await?;
+            Ok::<_, Error>(Some((events, (client, next))))
         })
         .map_ok(|events| stream::iter(events.into_iter().map(Ok)))
         .try_flatten()

@@ -229,11 +229,13 @@ pub enum AuditAction {
     SchemaDeleted,
     QuarantineReplayed,
     QuarantinePurged,
+    SearchEnabled,
+    SearchDisabled,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 11] = [
+    pub const ALL: [AuditAction; 13] = [
         AuditAction::TenantCreated,
         AuditAction::KeyCreated,
         AuditAction::KeyRevoked,
@@ -245,6 +247,8 @@ impl AuditAction {
         AuditAction::SchemaDeleted,
         AuditAction::QuarantineReplayed,
         AuditAction::QuarantinePurged,
+        AuditAction::SearchEnabled,
+        AuditAction::SearchDisabled,
     ];
 
     /// The name stored in the database and written to the log.
@@ -261,6 +265,8 @@ impl AuditAction {
             Self::SchemaDeleted => "schema.deleted",
             Self::QuarantineReplayed => "quarantine.replayed",
             Self::QuarantinePurged => "quarantine.purged",
+            Self::SearchEnabled => "search.enabled",
+            Self::SearchDisabled => "search.disabled",
         }
     }
 
@@ -278,6 +284,8 @@ impl AuditAction {
             Self::SchemaDeleted => v1::AuditAction::SchemaDeleted,
             Self::QuarantineReplayed => v1::AuditAction::QuarantineReplayed,
             Self::QuarantinePurged => v1::AuditAction::QuarantinePurged,
+            Self::SearchEnabled => v1::AuditAction::SearchEnabled,
+            Self::SearchDisabled => v1::AuditAction::SearchDisabled,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod query;
 pub mod request;
+pub mod search;
 pub mod sketch;
 pub mod time;
 pub mod validate;

@@ -16,6 +16,7 @@ use crate::{
         Grouping, MAX_CONVERSION_WINDOW, MAX_FUNNEL_STEPS, MAX_RETENTION_INTERVALS,
         MAX_TIMESERIES_BUCKETS, MAX_TOP_LIMIT, Measure, RetentionQuery,
     },
+    search::SearchText,
     time,
 };
 
@@ -57,6 +58,34 @@ impl TryFrom<v1::ListEventsRequest> for ListEvents {
             page_size: page_size(request.page_size)?,
             page_token: request.page_token,
             min_watermark: request.min_watermark,
+        })
+    }
+}
+
+/// `SearchEvents`: one page of the events matching a query, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchEvents {
+    pub text: SearchText,
+    pub filter: EventFilter,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub page_size: usize,
+    /// Empty for the first page.
+    pub page_token: String,
+}
+
+impl TryFrom<v1::SearchEventsRequest> for SearchEvents {
+    type Error = Error;
+
+    fn try_from(request: v1::SearchEventsRequest) -> Result<Self, Error> {
+        let (start, end) = window(request.start_time.as_ref(), request.end_time.as_ref())?;
+        Ok(Self {
+            text: SearchText::parse("query", &request.query)?,
+            filter: filter_of!(request)?,
+            start,
+            end,
+            page_size: page_size(request.page_size)?,
+            page_token: request.page_token,
         })
     }
 }

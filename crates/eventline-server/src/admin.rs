@@ -16,6 +16,7 @@ use crate::{
 };
 
 mod lifecycle;
+mod search;
 
 pub use lifecycle::LifecycleParts;
 
@@ -312,5 +313,19 @@ impl AdminService for AdminApi {
         request: Request<v1::DeleteEventSchemaRequest>,
     ) -> Result<Response<v1::DeleteEventSchemaResponse>, Status> {
         lifecycle_rpc!(self, request, delete_event_schema_rpc)
+    }
+
+    async fn get_search_index(
+        &self,
+        request: Request<v1::GetSearchIndexRequest>,
+    ) -> Result<Response<v1::GetSearchIndexResponse>, Status> {
+        lifecycle_rpc!(self, request, get_search_index_rpc)
+    }
+
+    async fn set_search_index(
+        &self,
+        request: Request<v1::SetSearchIndexRequest>,
+    ) -> Result<Response<v1::SetSearchIndexResponse>, Status> {
+        lifecycle_rpc!(self, request, set_search_index_rpc)
     }
 }

@@ -142,6 +142,14 @@ pub const SETTINGS_HELP: &[(&str, &str)] = &[
         "How many days back the summaries are kept ready",
     ),
     (
+        "search.index_interval_ms",
+        "How often new events of tenants with search on are indexed, in ms; 0 turns indexing off",
+    ),
+    (
+        "search.index_batch_events",
+        "Most events indexed in one transaction",
+    ),
+    (
         "tls.cert_path",
         "PEM certificate chain: serve gRPC and HTTP over TLS",
     ),
@@ -209,6 +217,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub lifecycle: LifecycleConfig,
     pub summaries: SummariesConfig,
+    pub search: SearchConfig,
     pub tls: TlsConfig,
 }
 
@@ -426,6 +435,29 @@ impl Default for SummariesConfig {
     }
 }
 
+/// The most events `search.index_batch_events` may put in one transaction.
+const MAX_SEARCH_BATCH_EVENTS: u32 = 100_000;
+
+/// Search's background indexer (README "Search").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// How often the indexer looks for new events of tenants with search on, in
+    /// milliseconds: how long after its ack an event can be found, at most.
+    pub index_interval_ms: u64,
+    /// Most events indexed in one transaction.
+    pub index_batch_events: u32,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            index_interval_ms: 1_000,
+            index_batch_events: 5_000,
+        }
+    }
+}
+
 /// TLS on the gRPC and HTTP listeners (the metrics port stays plaintext, for scrapers
 /// inside the cluster). The files are read again when they change, so a rotated
 /// certificate is served to new connections without a restart.
@@ -579,6 +611,11 @@ impl Config {
                 "summaries.prepare_days must be at most {MAX_PREPARE_DAYS} (ten years)"
             ));
         }
+        if !(1..=MAX_SEARCH_BATCH_EVENTS).contains(&self.search.index_batch_events) {
+            return Err(format!(
+                "search.index_batch_events must be 1 to {MAX_SEARCH_BATCH_EVENTS}"
+            ));
+        }
         if self.lifecycle.quarantine_max_events == 0 {
             return Err("lifecycle.quarantine_max_events must be at least 1".into());
         }
@@ -659,6 +696,16 @@ mod tests {
     use figment::Jail;
 
     use super::*;
+
+    #[test]
+    fn search_batches_outside_their_bounds_are_refused_naming_the_setting() {
+        for events in [0, MAX_SEARCH_BATCH_EVENTS + 1] {
+            let mut config = Config::default();
+            config.search.index_batch_events = events;
+            let error = config.validate().unwrap_err();
+            assert!(error.contains("search.index_batch_events"), "{error}");
+        }
+    }
 
     #[test]
     fn summaries_prepare_days_past_ten_years_are_refused_naming_the_setting() {

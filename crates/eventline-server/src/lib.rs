@@ -22,6 +22,7 @@ pub mod query;
 pub mod rate_limit;
 mod readiness;
 mod schemas;
+mod search_indexer;
 mod summaries;
 mod tenant_cache;
 mod tls;
@@ -173,6 +174,7 @@ impl Server {
         quarantine::register_metrics();
         lifecycle::register_metrics();
         summaries::register_metrics();
+        search_indexer::register_metrics();
         budget::register_metrics();
         connection::register_metrics();
         let (tls, tls_reloader) = match tls {
@@ -207,6 +209,12 @@ impl Server {
             days: config.summaries.prepare_days,
         }
         .spawn();
+        let search_indexer = search_indexer::SearchIndexer {
+            store: Arc::clone(&store),
+            interval: Duration::from_millis(config.search.index_interval_ms),
+            batch_events: config.search.index_batch_events as usize,
+        }
+        .spawn();
         let shared = parts::Shared {
             auth: Authenticator::new(Arc::clone(&store), config.admin.token.as_deref()),
             checks: quarantine::IngestChecks::new(
@@ -238,6 +246,7 @@ impl Server {
             Some(health_task),
             Some(lifecycle_task),
             summaries_task,
+            search_indexer,
             tls_reloader,
             commit_listener,
         ]

@@ -1,12 +1,17 @@
-//! [`MeteredStore`]'s data lifecycle traits: each operation timed like the rest.
+//! [`MeteredStore`]'s data lifecycle traits and search: each operation timed like the
+//! rest.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventline_core::{
-    Actor, TenantId,
+    Actor, Event, TenantId,
     lifecycle::{Deletion, EventSchema, QuarantineQuery, QuarantinedEvent, Retention},
+    search::{SearchIndex, SearchQuery},
 };
-use eventline_store::{Expiry, Quarantine, Schemas, StoreError, UserDeletions};
+use eventline_store::{
+    Expiry, Quarantine, Schemas, Search, StoreError, UserDeletions,
+    search::{SearchBatch, SearchCursor},
+};
 
 use crate::metered_store::{MeteredStore, timed};
 
@@ -167,5 +172,34 @@ impl Schemas for MeteredStore {
 
     async fn list_schemas(&self, tenant_id: TenantId) -> Result<Vec<EventSchema>, StoreError> {
         timed("list_schemas", self.inner.list_schemas(tenant_id)).await
+    }
+}
+
+#[async_trait]
+impl Search for MeteredStore {
+    async fn search_events(&self, query: &SearchQuery) -> Result<Vec<Event>, StoreError> {
+        timed("search_events", self.inner.search_events(query)).await
+    }
+
+    async fn search_index(&self, tenant_id: TenantId) -> Result<SearchIndex, StoreError> {
+        timed("search_index", self.inner.search_index(tenant_id)).await
+    }
+
+    async fn set_search_index(
+        &self,
+        tenant_id: TenantId,
+        enabled: bool,
+        actor: &Actor,
+    ) -> Result<SearchIndex, StoreError> {
+        let inner = self.inner.set_search_index(tenant_id, enabled, actor);
+        timed("set_search_index", inner).await
+    }
+
+    async fn search_cursors(&self) -> Result<Vec<SearchCursor>, StoreError> {
+        timed("search_cursors", self.inner.search_cursors()).await
+    }
+
+    async fn store_search_batch(&self, batch: &SearchBatch) -> Result<bool, StoreError> {
+        timed("store_search_batch", self.inner.store_search_batch(batch)).await
     }
 }

@@ -15,7 +15,6 @@ fn url(server: &TestServer, path: &str) -> String {
     format!("http://{}{path}", server.http_addr)
 }
 
-/// A request with `credential` as `Authorization: Bearer` (the admin token or a key).
 async fn call(
     server: &TestServer,
     method: reqwest::Method,
@@ -23,19 +22,7 @@ async fn call(
     credential: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, url(server, path))
-        .header("Authorization", format!("Bearer {credential}"));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    server.call(method, path, credential, body).await
 }
 
 async fn admin(

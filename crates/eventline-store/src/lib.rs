@@ -8,6 +8,7 @@ mod counts;
 mod error;
 pub mod lifecycle;
 pub mod postgres;
+pub mod search;
 pub mod sqlite;
 mod summaries;
 #[cfg(feature = "testing")]
@@ -30,13 +31,15 @@ use eventline_core::{
 
 pub use error::StoreError;
 pub use lifecycle::{Expiry, Quarantine, Schemas, UserDeletions};
+pub use search::Search;
 
 /// Where events are kept. Every method is tenant-scoped by its arguments; no method
 /// returns data of a tenant it was not asked about. The data lifecycle's traits
-/// ([`UserDeletions`], [`Expiry`], [`Quarantine`], [`Schemas`]) come with every store.
+/// ([`UserDeletions`], [`Expiry`], [`Quarantine`], [`Schemas`]) and [`Search`] come with
+/// every store.
 #[async_trait]
 pub trait Store:
-    UserDeletions + Expiry + Quarantine + Schemas + Send + Sync + std::fmt::Debug + 'static
+    UserDeletions + Expiry + Quarantine + Schemas + Search + Send + Sync + std::fmt::Debug + 'static
 {
     /// Appends `events` in one transaction and returns one outcome per event, in order:
     /// `Accepted` for rows inserted, `Duplicate` for `(tenant, event_id)` pairs already

@@ -76,8 +76,10 @@ async fn citus_migrate_distributes_by_tenant_colocated_and_twice_changes_nothing
             ("event_rollups_hourly", "distributed"),
             ("event_rollups_minutely", "distributed"),
             ("event_schemas", "distributed"),
+            ("event_search", "distributed"),
             ("events", "distributed"),
             ("quarantined_events", "distributed"),
+            ("search_indexes", "distributed"),
             ("tenants", "reference"),
             ("user_deletions", "distributed"),
         ]

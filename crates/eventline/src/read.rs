@@ -50,6 +50,20 @@ pub(crate) enum QueryCommand {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Finds events by the words of their type and string properties, newest first,
+    /// as NDJSON; the tenant must have search on (README "Search").
+    Search {
+        /// Words and "quoted phrases", all required; -word excludes one.
+        #[arg(allow_hyphen_values = true)]
+        query: String,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Most events to print, over as many pages as needed.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Counts events.
     Count {
         #[command(flatten)]
@@ -218,6 +232,12 @@ pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
             window,
             limit,
         } => list(&client, &mut out, filter, &window, limit).await,
+        QueryCommand::Search {
+            query,
+            filter,
+            window,
+            limit,
+        } => search(&client, &mut out, query, filter, &window, limit).await,
         QueryCommand::Count { window, event_type } => {
             count(&client, &mut out, &window, event_type).await
         }
@@ -354,19 +374,47 @@ async fn list(
     window: &WindowArgs,
     limit: usize,
 ) -> anyhow::Result<()> {
-    let mut events = std::pin::pin!(
-        client
-            .list_events(v1::ListEventsRequest {
-                event_type: filter.event_type.unwrap_or_default(),
-                user_id: filter.user_id.unwrap_or_default(),
-                property_filters: filter.props,
-                start_time: optional_time("start", &window.start)?,
-                end_time: optional_time("end", &window.end)?,
-                page_size: limit.clamp(1, 1000) as i32,
-                ..Default::default()
-            })
-            .take(limit)
-    );
+    let events = client.list_events(v1::ListEventsRequest {
+        event_type: filter.event_type.unwrap_or_default(),
+        user_id: filter.user_id.unwrap_or_default(),
+        property_filters: filter.props,
+        start_time: optional_time("start", &window.start)?,
+        end_time: optional_time("end", &window.end)?,
+        page_size: limit.clamp(1, 1000) as i32,
+        ..Default::default()
+    });
+    print_events(out, events, limit).await
+}
+
+/// `query search`: the matching events, newest first, one JSON object per line.
+async fn search(
+    client: &Client,
+    out: &mut impl Write,
+    query: String,
+    filter: FilterArgs,
+    window: &WindowArgs,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let events = client.search_events(v1::SearchEventsRequest {
+        query,
+        event_type: filter.event_type.unwrap_or_default(),
+        user_id: filter.user_id.unwrap_or_default(),
+        property_filters: filter.props,
+        start_time: optional_time("start", &window.start)?,
+        end_time: optional_time("end", &window.end)?,
+        page_size: limit.clamp(1, 1000) as i32,
+        ..Default::default()
+    });
+    print_events(out, events, limit).await
+}
+
+/// Prints the first `limit` events of a paged read.
+async fn print_events(
+    out: &mut impl Write,
+    events: impl futures::Stream<Item = Result<v1::Event, eventline_client::Error>>,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let mut events = std::pin::pin!(events.take(limit));
     while let Some(event) = events.try_next().await? {
         print_event(out, &event)?;
     }

@@ -233,3 +233,68 @@ async fn migrate_require_citus_distributes_on_citus_and_fails_loudly_on_one_post
         assert!(stderr.contains("Scale out"), "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_search_prints_the_matching_events_newest_first() {
+    const ADMIN_TOKEN: &str = "cli-search-admin-token";
+    let server = common::spawn_server_with(
+        &eventline_store::testing::fresh_postgres_database().await,
+        free_port(),
+        &[
+            ("EVENTLINE_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("EVENTLINE_SEARCH_INDEX_INTERVAL_MS", "50"),
+        ],
+    )
+    .await;
+    // Search is turned on over AdminService, as an operator would.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {ADMIN_TOKEN}").parse().unwrap();
+    let mut admin = eventline_proto::v1::admin_service_client::AdminServiceClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+            Ok(request)
+        },
+    );
+    let tenants = admin
+        .list_tenants(eventline_proto::v1::ListTenantsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    admin
+        .set_search_index(eventline_proto::v1::SetSearchIndexRequest {
+            tenant_id: tenants.tenants[0].tenant_id.clone(),
+            enabled: true,
+        })
+        .await
+        .unwrap();
+    let ndjson = "{\"event_id\":\"a\",\"event_type\":\"error\",\"timestamp\":\"2026-12-01T10:00:00Z\",\"properties\":{\"message\":\"Payment gateway timeout\"}}\n\
+                  {\"event_id\":\"b\",\"event_type\":\"error\",\"timestamp\":\"2026-12-01T11:00:00Z\",\"properties\":{\"message\":\"gateway timeout, retrying\"}}\n\
+                  {\"event_id\":\"c\",\"event_type\":\"error\",\"timestamp\":\"2026-12-01T12:00:00Z\",\"properties\":{\"message\":\"timeout of the gateway\"}}\n";
+    eventline(&server.addr, &["import"], Some(ndjson.as_bytes()));
+    let search = |args: &[&str]| {
+        let mut all = vec!["query", "search"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--start", "2026-12-01T00:00:00Z"]);
+        let out = String::from_utf8(eventline(&server.addr, &all, None)).unwrap();
+        out.lines()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line).unwrap()["event_id"].clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while search(&["timeout"]).len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "never indexed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(search(&["\"gateway timeout\""]), ["b", "a"]);
+    assert_eq!(search(&["gateway -retrying", "--limit", "1"]), ["c"]);
+}

@@ -230,8 +230,8 @@ mod tests {
         }
         assert_eq!(
             routes.len(),
-            28,
-            "3 ingest + 8 query (+1 user binding) + 16 admin"
+            31,
+            "3 ingest + 9 query (+1 user binding) + 18 admin"
         );
     }
 

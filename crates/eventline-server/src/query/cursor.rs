@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use eventline_core::{
     Error, TenantId,
     query::{EventFilter, Position},
+    search::SearchText,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -56,10 +57,28 @@ pub(crate) enum Cursor {
 
 /// The digest of a tenant's filter that cursors carry.
 pub(crate) fn filter_digest(tenant_id: TenantId, filter: &EventFilter) -> String {
+    digest_of(tenant_id, &[&filter.fingerprint()])
+}
+
+/// The digest of a search's text and filter that its page tokens carry.
+pub(crate) fn search_digest(
+    tenant_id: TenantId,
+    filter: &EventFilter,
+    text: &SearchText,
+) -> String {
+    digest_of(
+        tenant_id,
+        &[&filter.fingerprint(), "\0search\0", &text.fingerprint()],
+    )
+}
+
+fn digest_of(tenant_id: TenantId, parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(tenant_id.to_string().as_bytes());
     hasher.update(b"\0");
-    hasher.update(filter.fingerprint().as_bytes());
+    for part in parts {
+        hasher.update(part.as_bytes());
+    }
     let digest = hasher.finalize();
     digest[..8]
         .iter()
@@ -100,6 +119,11 @@ impl Cursor {
         tenant_id: TenantId,
         filter: &EventFilter,
     ) -> Result<Self, Error> {
+        Self::decode_for(field, token, &filter_digest(tenant_id, filter))
+    }
+
+    /// Decodes a cursor issued for a query whose digest is `digest`.
+    pub(crate) fn decode_for(field: &str, token: &str, digest: &str) -> Result<Self, Error> {
         let invalid = || {
             Error::invalid(
                 field,
@@ -117,7 +141,7 @@ impl Cursor {
             return Err(invalid());
         }
         let cursor: Cursor = serde_json::from_slice(body).map_err(|_| invalid())?;
-        if cursor.filter_digest() != filter_digest(tenant_id, filter) {
+        if cursor.filter_digest() != digest {
             return Err(Error::invalid(
                 field,
                 "was issued for a query with other filters or to another tenant",

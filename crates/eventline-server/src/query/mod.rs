@@ -1,5 +1,5 @@
-//! QueryService: listings, counts (optionally broken down by a property), top types,
-//! series, funnels, retention, export and tail, each scoped to the
+//! QueryService: listings, search, counts (optionally broken down by a property), top
+//! types, series, funnels, retention, export and tail, each scoped to the
 //! tenant of a query-scoped API key.
 
 mod breakdown;
@@ -14,9 +14,10 @@ use eventline_core::{
     breakdown::BreakdownRow,
     query::{self, EventQuery, Measure, Order, UserCounts},
     request::{
-        Counting, EventTimeseries, ExportEvents, Funnel, ListEvents, Retention, TailEvents,
-        TopEventTypes,
+        Counting, EventTimeseries, ExportEvents, Funnel, ListEvents, Retention, SearchEvents,
+        TailEvents, TopEventTypes,
     },
+    search::SearchQuery,
     time,
 };
 use eventline_proto::v1::{self, query_service_server::QueryService};
@@ -27,7 +28,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{auth::Authenticator, bus::CommitBus};
-use cursor::{Cursor, filter_digest, micros};
+use chrono::{DateTime, Utc};
+use cursor::{Cursor, filter_digest, micros, search_digest};
 use horizon::Reads;
 
 /// How long a read waits for `min_watermark` before refusing.
@@ -199,23 +201,57 @@ impl QueryService for QueryApi {
         self.horizons
             .raw_from(tenant_id, query.start, "start_time")
             .await?;
-        let limit = query.limit - 1;
         let mut events = self.store.list_events(&query).await.map_err(Error::from)?;
-        let next_page_token = if events.len() > limit {
-            events.truncate(limit);
-            let last = events.last().expect("a full page has a last event");
-            Cursor::Page {
-                t: micros(last.timestamp),
-                i: last.event_id.clone(),
-                s: micros(query.start),
-                e: micros(query.end),
-                f: filter_digest(tenant_id, &query.filter),
-            }
-            .encode()
-        } else {
-            String::new()
-        };
+        let next_page_token = page_end(
+            &mut events,
+            query.limit - 1,
+            (query.start, query.end),
+            filter_digest(tenant_id, &query.filter),
+        );
         Ok(Response::new(v1::ListEventsResponse {
+            events: events.iter().map(|event| event.to_proto()).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn search_events(
+        &self,
+        request: Request<v1::SearchEventsRequest>,
+    ) -> Result<Response<v1::SearchEventsResponse>, Status> {
+        let start_given = request.get_ref().start_time.is_some();
+        let (tenant_id, mut search): (_, SearchEvents) = self.accept(request).await?;
+        if !start_given {
+            search.start = self
+                .horizons
+                .default_start(tenant_id, search.start, Reads::Raw)
+                .await?;
+        }
+        let index = self
+            .store
+            .search_index(tenant_id)
+            .await
+            .map_err(Error::from)?;
+        if !index.enabled {
+            return Err(Error::FailedPrecondition(
+                "search is off for this tenant: an admin turns it on with \
+                 AdminService.SetSearchIndex (README \"Search\")"
+                    .into(),
+            )
+            .into());
+        }
+        let query = search_query(tenant_id, search)?;
+        let mut events = self
+            .store
+            .search_events(&query)
+            .await
+            .map_err(Error::from)?;
+        let next_page_token = page_end(
+            &mut events,
+            query.limit - 1,
+            (query.start, query.end),
+            search_digest(tenant_id, &query.filter, &query.text),
+        );
+        Ok(Response::new(v1::SearchEventsResponse {
             events: events.iter().map(|event| event.to_proto()).collect(),
             next_page_token,
         }))
@@ -432,24 +468,13 @@ fn rank_event_types(event_types: &mut Vec<v1::EventTypeCount>, limit: usize) {
 /// (the first page's resolved window holds for every later page), one row over the page
 /// to tell whether another page follows.
 fn listing_query(tenant_id: TenantId, listing: ListEvents) -> Result<EventQuery, Error> {
-    let (mut start, mut end, mut after) = (listing.start, listing.end, None);
-    if !listing.page_token.is_empty() {
-        let Cursor::Page { t, i, s, e, .. } = Cursor::decode(
-            "page_token",
-            &listing.page_token,
-            tenant_id,
-            &listing.filter,
-        )?
-        else {
-            return Err(Error::invalid(
-                "page_token",
-                "is not a ListEvents page token",
-            ));
-        };
-        start = cursor::time("page_token", s)?;
-        end = cursor::time("page_token", e)?;
-        after = Some(cursor::position("page_token", t, &i)?);
-    }
+    let digest = filter_digest(tenant_id, &listing.filter);
+    let (start, end, after) = page_start(
+        &listing.page_token,
+        digest,
+        (listing.start, listing.end),
+        "ListEvents",
+    )?;
     Ok(EventQuery {
         tenant_id,
         filter: listing.filter,
@@ -460,6 +485,74 @@ fn listing_query(tenant_id: TenantId, listing: ListEvents) -> Result<EventQuery,
         committed_before: None,
         limit: listing.page_size + 1,
     })
+}
+
+/// A search's store query, resuming after its page token when it has one.
+fn search_query(tenant_id: TenantId, search: SearchEvents) -> Result<SearchQuery, Error> {
+    let digest = search_digest(tenant_id, &search.filter, &search.text);
+    let (start, end, after) = page_start(
+        &search.page_token,
+        digest,
+        (search.start, search.end),
+        "SearchEvents",
+    )?;
+    Ok(SearchQuery {
+        tenant_id,
+        text: search.text,
+        filter: search.filter,
+        start,
+        end,
+        after,
+        limit: search.page_size + 1,
+    })
+}
+
+/// Where a newest-first page starts: the request's window, or the window and position a
+/// `page_token` (issued for the same `digest`) carries.
+fn page_start(
+    page_token: &str,
+    digest: String,
+    window: (DateTime<Utc>, DateTime<Utc>),
+    rpc: &str,
+) -> Result<(DateTime<Utc>, DateTime<Utc>, Option<query::Position>), Error> {
+    if page_token.is_empty() {
+        return Ok((window.0, window.1, None));
+    }
+    let Cursor::Page { t, i, s, e, .. } = Cursor::decode_for("page_token", page_token, &digest)?
+    else {
+        return Err(Error::invalid(
+            "page_token",
+            format!("is not a {rpc} page token"),
+        ));
+    };
+    Ok((
+        cursor::time("page_token", s)?,
+        cursor::time("page_token", e)?,
+        Some(cursor::position("page_token", t, &i)?),
+    ))
+}
+
+/// Cuts a page read with one event more than `page_size` to its size, and returns the
+/// token of the next page (empty on the last).
+fn page_end(
+    events: &mut Vec<eventline_core::Event>,
+    page_size: usize,
+    window: (DateTime<Utc>, DateTime<Utc>),
+    digest: String,
+) -> String {
+    if events.len() <= page_size {
+        return String::new();
+    }
+    events.truncate(page_size);
+    let last = events.last().expect("a full page has a last event");
+    Cursor::Page {
+        t: micros(last.timestamp),
+        i: last.event_id.clone(),
+        s: micros(window.0),
+        e: micros(window.1),
+        f: digest,
+    }
+    .encode()
 }
 
 /// An export's first store query, resuming after its cursor when it has one.

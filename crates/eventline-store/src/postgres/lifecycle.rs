@@ -12,7 +12,7 @@ use eventline_core::{
 };
 use sqlx::{Row, postgres::PgRow};
 
-use super::{PgStore, copy, insert_audit};
+use super::{PgStore, copy, insert_audit, search::unsearch};
 use crate::{
     StoreError,
     lifecycle::{
@@ -120,19 +120,24 @@ impl UserDeletions for PgStore {
         let mut transaction = self.pool.begin().await?;
         // Only what was stored before the request: a later event of the same user id is
         // a new one, kept.
-        let deleted: Vec<(DateTime<Utc>, String)> = sqlx::query_as(
-            r#"DELETE FROM events WHERE tenant_id = $1 AND event_id IN (
-                   SELECT event_id FROM events
-                   WHERE tenant_id = $1 AND user_id = $2 AND received_at <= $3
-                   LIMIT $4)
-               RETURNING "timestamp", event_type"#,
-        )
-        .bind(tenant_id)
-        .bind(&deletion.user_id)
-        .bind(deletion.requested_at)
-        .bind(limit as i64)
-        .fetch_all(&mut *transaction)
-        .await?;
+        let (deleted, event_ids): (Vec<(DateTime<Utc>, String)>, Vec<String>) =
+            sqlx::query_as::<_, (DateTime<Utc>, String, String)>(
+                r#"DELETE FROM events WHERE tenant_id = $1 AND event_id IN (
+                       SELECT event_id FROM events
+                       WHERE tenant_id = $1 AND user_id = $2 AND received_at <= $3
+                       LIMIT $4)
+                   RETURNING "timestamp", event_type, event_id"#,
+            )
+            .bind(tenant_id)
+            .bind(&deletion.user_id)
+            .bind(deletion.requested_at)
+            .bind(limit as i64)
+            .fetch_all(&mut *transaction)
+            .await?
+            .into_iter()
+            .map(|(time, event_type, event_id)| ((time, event_type), event_id))
+            .unzip();
+        unsearch(&mut transaction, deletion.tenant_id, &event_ids).await?;
         copy::subtract_from_rollups(&mut transaction, tenant_id, &deleted).await?;
         // Summaries of these buckets counted the user; the next read rebuilds them.
         let buckets = touched_buckets(deleted.iter().map(|(time, _)| *time));
@@ -233,19 +238,23 @@ impl Expiry for PgStore {
         received_before: DateTime<Utc>,
         limit: usize,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let mut transaction = self.pool.begin().await?;
+        let event_ids: Vec<String> = sqlx::query_scalar(
             r#"DELETE FROM events WHERE tenant_id = $1 AND event_id IN (
                    SELECT event_id FROM events
                    WHERE tenant_id = $1 AND "timestamp" < $2 AND received_at < $3
-                   LIMIT $4)"#,
+                   LIMIT $4)
+               RETURNING event_id"#,
         )
         .bind(tenant_id.0)
         .bind(before)
         .bind(received_before)
         .bind(limit as i64)
-        .execute(&self.pool)
+        .fetch_all(&mut *transaction)
         .await?;
-        Ok(done.rows_affected())
+        unsearch(&mut transaction, tenant_id, &event_ids).await?;
+        transaction.commit().await?;
+        Ok(event_ids.len() as u64)
     }
 
     async fn expire_rollups(

@@ -29,6 +29,7 @@ mod copy;
 mod lifecycle;
 mod nodelay;
 mod read;
+mod search;
 
 pub use copy::{RollupGrain, copy_events, upsert_rollups_into};
 pub use nodelay::disable_nagle;

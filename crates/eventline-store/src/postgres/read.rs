@@ -18,10 +18,10 @@ use crate::{
 };
 use futures::{StreamExt, stream::BoxStream};
 
-const EVENT_COLUMNS: &str = r#"SELECT tenant_id, event_id, event_type, user_id, session_id, "timestamp",
+pub(super) const EVENT_COLUMNS: &str = r#"SELECT tenant_id, event_id, event_type, user_id, session_id, "timestamp",
        client_timestamp, received_at, properties::text"#;
 
-fn push_filter(builder: &mut QueryBuilder<Postgres>, filter: &EventFilter) {
+pub(super) fn push_filter(builder: &mut QueryBuilder<Postgres>, filter: &EventFilter) {
     if let Some(event_type) = &filter.event_type {
         builder
             .push(" AND event_type = ")

@@ -33,6 +33,7 @@ use crate::{Appended, Store, StoreError, hour_of};
 mod cached;
 mod lifecycle;
 mod read;
+mod search;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 

@@ -18,11 +18,11 @@ use crate::{
 };
 use futures::{StreamExt, stream::BoxStream};
 
-const EVENT_COLUMNS: &str =
+pub(super) const EVENT_COLUMNS: &str =
     "SELECT tenant_id, event_id, event_type, user_id, session_id, timestamp_us,
        client_timestamp_us, received_us, properties";
 
-fn push_filter(builder: &mut QueryBuilder<Sqlite>, filter: &EventFilter) {
+pub(super) fn push_filter(builder: &mut QueryBuilder<Sqlite>, filter: &EventFilter) {
     if let Some(event_type) = &filter.event_type {
         builder
             .push(" AND event_type = ")

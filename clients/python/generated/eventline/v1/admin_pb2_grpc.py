@@ -5,6 +5,7 @@ import warnings
 
 from eventline.v1 import admin_pb2 as eventline_dot_v1_dot_admin__pb2
 from eventline.v1 import lifecycle_pb2 as eventline_dot_v1_dot_lifecycle__pb2
+from eventline.v1 import search_pb2 as eventline_dot_v1_dot_search__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -117,6 +118,16 @@ class AdminServiceStub:
                 '/eventline.v1.AdminService/DeleteEventSchema',
                 request_serializer=eventline_dot_v1_dot_lifecycle__pb2.DeleteEventSchemaRequest.SerializeToString,
                 response_deserializer=eventline_dot_v1_dot_lifecycle__pb2.DeleteEventSchemaResponse.FromString,
+                _registered_method=True)
+        self.GetSearchIndex = channel.unary_unary(
+                '/eventline.v1.AdminService/GetSearchIndex',
+                request_serializer=eventline_dot_v1_dot_search__pb2.GetSearchIndexRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_search__pb2.GetSearchIndexResponse.FromString,
+                _registered_method=True)
+        self.SetSearchIndex = channel.unary_unary(
+                '/eventline.v1.AdminService/SetSearchIndex',
+                request_serializer=eventline_dot_v1_dot_search__pb2.SetSearchIndexRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_search__pb2.SetSearchIndexResponse.FromString,
                 _registered_method=True)
 
 
@@ -251,6 +262,23 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSearchIndex(self, request, context):
+        """GetSearchIndex reports whether the tenant's events are indexed for
+        QueryService.SearchEvents, and how far indexing has got.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSearchIndex(self, request, context):
+        """SetSearchIndex turns search on or off for the tenant. On, the server indexes the
+        tenant's events in the background, its history first, in commit order; off, it
+        drops the index. Repeating either is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -333,6 +361,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DeleteEventSchema,
                     request_deserializer=eventline_dot_v1_dot_lifecycle__pb2.DeleteEventSchemaRequest.FromString,
                     response_serializer=eventline_dot_v1_dot_lifecycle__pb2.DeleteEventSchemaResponse.SerializeToString,
+            ),
+            'GetSearchIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSearchIndex,
+                    request_deserializer=eventline_dot_v1_dot_search__pb2.GetSearchIndexRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_search__pb2.GetSearchIndexResponse.SerializeToString,
+            ),
+            'SetSearchIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSearchIndex,
+                    request_deserializer=eventline_dot_v1_dot_search__pb2.SetSearchIndexRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_search__pb2.SetSearchIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -770,6 +808,60 @@ class AdminService:
             '/eventline.v1.AdminService/DeleteEventSchema',
             eventline_dot_v1_dot_lifecycle__pb2.DeleteEventSchemaRequest.SerializeToString,
             eventline_dot_v1_dot_lifecycle__pb2.DeleteEventSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSearchIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/GetSearchIndex',
+            eventline_dot_v1_dot_search__pb2.GetSearchIndexRequest.SerializeToString,
+            eventline_dot_v1_dot_search__pb2.GetSearchIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSearchIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/SetSearchIndex',
+            eventline_dot_v1_dot_search__pb2.SetSearchIndexRequest.SerializeToString,
+            eventline_dot_v1_dot_search__pb2.SetSearchIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -79,6 +79,11 @@ class QueryServiceStub:
                 request_serializer=eventline_dot_v1_dot_query__pb2.RetentionRequest.SerializeToString,
                 response_deserializer=eventline_dot_v1_dot_query__pb2.RetentionResponse.FromString,
                 _registered_method=True)
+        self.SearchEvents = channel.unary_unary(
+                '/eventline.v1.QueryService/SearchEvents',
+                request_serializer=eventline_dot_v1_dot_query__pb2.SearchEventsRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_query__pb2.SearchEventsResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -168,6 +173,18 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchEvents(self, request, context):
+        """SearchEvents finds the events whose type or string property values (nested ones
+        included) hold every word and phrase of a query, newest first, a page at a time.
+        Search is per tenant and off by default (AdminService.SetSearchIndex turns it on);
+        FAILED_PRECONDITION while it is off. Events are found once the server has indexed
+        them in the background: about a second after their ack, once the tenant's history
+        is indexed (SearchIndex.caught_up).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -210,6 +227,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.Retention,
                     request_deserializer=eventline_dot_v1_dot_query__pb2.RetentionRequest.FromString,
                     response_serializer=eventline_dot_v1_dot_query__pb2.RetentionResponse.SerializeToString,
+            ),
+            'SearchEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchEvents,
+                    request_deserializer=eventline_dot_v1_dot_query__pb2.SearchEventsRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_query__pb2.SearchEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -433,6 +455,33 @@ class QueryService:
             '/eventline.v1.QueryService/Retention',
             eventline_dot_v1_dot_query__pb2.RetentionRequest.SerializeToString,
             eventline_dot_v1_dot_query__pb2.RetentionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.QueryService/SearchEvents',
+            eventline_dot_v1_dot_query__pb2.SearchEventsRequest.SerializeToString,
+            eventline_dot_v1_dot_query__pb2.SearchEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

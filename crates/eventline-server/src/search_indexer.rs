@@ -1,0 +1,70 @@
+//! Search's background indexer (README "Search"): every `search.index_interval_ms` it
+//! indexes the new events of each tenant with search on, in commit order, a batch of
+//! `search.index_batch_events` at a time. A tenant's history is indexed the same way,
+//! at most `MAX_BATCHES_PER_PASS` batches per tenant per pass, so one tenant's backfill
+//! never holds up another's new events. Replicas may run it together: a batch moves
+//! the tenant's position only from where it read it, so each event is indexed once.
+
+use std::{sync::Arc, time::Duration};
+
+use eventline_store::{Store, search::index_for_search};
+use tokio::task::JoinHandle;
+
+/// Batches one tenant may index in one pass before the next tenant's turn.
+const MAX_BATCHES_PER_PASS: usize = 20;
+
+/// The indexer's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct SearchIndexer {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) interval: Duration,
+    pub(crate) batch_events: usize,
+}
+
+/// Every counter at zero, so `increase()` sees the first one.
+pub(crate) fn register_metrics() {
+    metrics::counter!("eventline_search_indexed_events_total").absolute(0);
+    metrics::counter!("eventline_search_index_errors_total").absolute(0);
+}
+
+impl SearchIndexer {
+    /// Runs until aborted; `None` when the interval is 0 (turned off).
+    pub(crate) fn spawn(self) -> Option<JoinHandle<()>> {
+        if self.interval.is_zero() {
+            return None;
+        }
+        Some(tokio::spawn(async move {
+            loop {
+                if let Err(error) = self.pass().await {
+                    metrics::counter!("eventline_search_index_errors_total").increment(1);
+                    tracing::warn!(error = %error, "indexing for search failed; retrying later");
+                }
+                tokio::time::sleep(self.interval).await;
+            }
+        }))
+    }
+
+    async fn pass(&self) -> Result<(), eventline_store::StoreError> {
+        for mut cursor in self.store.search_cursors().await? {
+            for _ in 0..MAX_BATCHES_PER_PASS {
+                let indexed = index_for_search(&*self.store, &cursor, self.batch_events).await?;
+                metrics::counter!("eventline_search_indexed_events_total").increment(indexed);
+                if (indexed as usize) < self.batch_events {
+                    break;
+                }
+                // Read the position the batch moved to, and go on from there.
+                match self
+                    .store
+                    .search_cursors()
+                    .await?
+                    .into_iter()
+                    .find(|next| next.tenant_id == cursor.tenant_id)
+                {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,216 @@
+//! Full-text search on PostgreSQL (migration 0011): `event_search` holds a tsvector per
+//! indexed event, built by `to_tsvector('simple', …)` from words the server has already
+//! split and lowercased, so the parser only splits at spaces. Every statement names one
+//! tenant: a router query on Citus.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use eventline_core::{
+    Actor, Event, TenantId,
+    search::{SearchIndex, SearchQuery},
+};
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use super::{PgStore, event_from_row, insert_audit, read};
+use crate::{
+    StoreError,
+    search::{Search, SearchBatch, SearchCursor, search_audit, search_off},
+};
+
+#[async_trait]
+impl Search for PgStore {
+    async fn search_events(&self, query: &SearchQuery) -> Result<Vec<Event>, StoreError> {
+        // USING merges tenant_id and event_id; "timestamp" is the event's, event_time
+        // the index's copy of it (in its time index: a common word walks it newest first).
+        let mut builder = QueryBuilder::<Postgres>::new(read::EVENT_COLUMNS);
+        builder
+            .push(" FROM events JOIN event_search USING (tenant_id, event_id) WHERE tenant_id = ")
+            .push_bind(query.tenant_id.0);
+        builder
+            .push(" AND document @@ to_tsquery('simple', ")
+            .push_bind(query.text.to_tsquery())
+            .push(")");
+        builder.push(" AND event_time >= ").push_bind(query.start);
+        builder.push(" AND event_time < ").push_bind(query.end);
+        read::push_filter(&mut builder, &query.filter);
+        if let Some(after) = &query.after {
+            builder
+                .push(" AND (event_time, event_id) < (")
+                .push_bind(after.timestamp)
+                .push(", ")
+                .push_bind(after.event_id.clone())
+                .push(")");
+        }
+        builder
+            .push(" ORDER BY event_time DESC, event_id DESC LIMIT ")
+            .push_bind(query.limit as i64);
+        let rows = builder.build().fetch_all(&self.read_pool).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn search_index(&self, tenant_id: TenantId) -> Result<SearchIndex, StoreError> {
+        let row: Option<(DateTime<Utc>, i64, bool)> = sqlx::query_as(
+            "SELECT enabled_at, events_indexed, caught_up FROM search_indexes
+             WHERE tenant_id = $1",
+        )
+        .bind(tenant_id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some((enabled_at, events_indexed, caught_up)) => SearchIndex {
+                tenant_id,
+                enabled: true,
+                enabled_at: Some(enabled_at),
+                events_indexed: events_indexed.max(0) as u64,
+                caught_up,
+            },
+            None => search_off(tenant_id),
+        })
+    }
+
+    async fn set_search_index(
+        &self,
+        tenant_id: TenantId,
+        enabled: bool,
+        actor: &Actor,
+    ) -> Result<SearchIndex, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE tenant_id = $1")
+            .bind(tenant_id.0)
+            .fetch_optional(&mut *transaction)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!(
+                "tenant {tenant_id} does not exist"
+            )));
+        }
+        let changed = if enabled {
+            sqlx::query(
+                "INSERT INTO search_indexes (tenant_id, enabled_at) VALUES ($1, $2)
+                 ON CONFLICT (tenant_id) DO NOTHING",
+            )
+            .bind(tenant_id.0)
+            .bind(eventline_core::time::now())
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected()
+        } else {
+            sqlx::query("DELETE FROM event_search WHERE tenant_id = $1")
+                .bind(tenant_id.0)
+                .execute(&mut *transaction)
+                .await?;
+            sqlx::query("DELETE FROM search_indexes WHERE tenant_id = $1")
+                .bind(tenant_id.0)
+                .execute(&mut *transaction)
+                .await?
+                .rows_affected()
+        };
+        let audit = (changed > 0).then(|| search_audit(tenant_id, enabled, actor));
+        if let Some(audit) = &audit {
+            insert_audit(&mut *transaction, audit).await?;
+        }
+        transaction.commit().await?;
+        if let Some(audit) = audit {
+            audit.log();
+        }
+        self.search_index(tenant_id).await
+    }
+
+    async fn search_cursors(&self) -> Result<Vec<SearchCursor>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, cursor_sequence, cursor_event_id, caught_up FROM search_indexes
+             ORDER BY tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let sequence: i64 = row.try_get(1)?;
+                Ok(SearchCursor {
+                    tenant_id: TenantId(row.try_get(0)?),
+                    position: (sequence.max(0) as u64, row.try_get(2)?),
+                    caught_up: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn store_search_batch(&self, batch: &SearchBatch) -> Result<bool, StoreError> {
+        let tenant_id = batch.tenant_id.0;
+        let mut transaction = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE search_indexes
+             SET cursor_sequence = $4, cursor_event_id = $5, caught_up = $6,
+                 events_indexed = events_indexed + $7
+             WHERE tenant_id = $1 AND cursor_sequence = $2 AND cursor_event_id = $3",
+        )
+        .bind(tenant_id)
+        .bind(batch.from.0 as i64)
+        .bind(&batch.from.1)
+        .bind(batch.to.0 as i64)
+        .bind(&batch.to.1)
+        .bind(batch.caught_up)
+        .bind(batch.documents.len() as i64)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(false);
+        }
+        if !batch.documents.is_empty() {
+            let ids: Vec<&str> = batch
+                .documents
+                .iter()
+                .map(|d| d.event_id.as_str())
+                .collect();
+            // The events still there, locked until this commits: a user deletion waits, then
+            // deletes their words too, so no deleted event's words outlive it.
+            let present: Vec<String> = sqlx::query_scalar(
+                "SELECT event_id FROM events WHERE tenant_id = $1 AND event_id = ANY($2)
+                 FOR KEY SHARE",
+            )
+            .bind(tenant_id)
+            .bind(&ids)
+            .fetch_all(&mut *transaction)
+            .await?;
+            let present: std::collections::HashSet<String> = present.into_iter().collect();
+            let kept: Vec<_> = batch
+                .documents
+                .iter()
+                .filter(|document| present.contains(&document.event_id))
+                .collect();
+            sqlx::query(
+                "INSERT INTO event_search (tenant_id, event_id, event_time, document)
+                 SELECT $1, event_id, event_time, to_tsvector('simple', words)
+                 FROM unnest($2::text[], $3::timestamptz[], $4::text[])
+                      AS d (event_id, event_time, words)
+                 ON CONFLICT (tenant_id, event_id) DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(kept.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>())
+            .bind(kept.iter().map(|d| d.timestamp).collect::<Vec<_>>())
+            .bind(kept.iter().map(|d| d.words.as_str()).collect::<Vec<_>>())
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Drops the words of deleted events, in the deleting transaction.
+pub(super) async fn unsearch(
+    transaction: &mut sqlx::PgConnection,
+    tenant_id: TenantId,
+    event_ids: &[String],
+) -> Result<(), StoreError> {
+    if event_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM event_search WHERE tenant_id = $1 AND event_id = ANY($2)")
+        .bind(tenant_id.0)
+        .bind(event_ids)
+        .execute(transaction)
+        .await?;
+    Ok(())
+}
