@@ -96,6 +96,11 @@ pub(crate) struct IngestArgs {
     /// bucket's cost.
     #[arg(long)]
     key_events_per_second: Option<u32>,
+    /// Turn search on for every bench tenant before sending, so the server's indexer
+    /// runs beside the load; compare with a run without it for search's ingest cost
+    /// (README "Search").
+    #[arg(long)]
+    search: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -357,6 +362,9 @@ impl Target {
                     .create_tenant_key(&format!("bench-{tenant}"))
                     .await?,
             );
+        }
+        if args.search {
+            process.enable_search().await?;
         }
         Ok(Self {
             grpc: process.grpc.clone(),

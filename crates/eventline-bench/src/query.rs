@@ -2,14 +2,17 @@
 //! the hourly rollup built from them), then measures p50/p99 of each query RPC through a
 //! real server and the export throughput.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Args;
-use eventline_core::{IngestClock, TenantId, validate_event};
+use eventline_core::{Actor, IngestClock, TenantId, time, validate_event};
 use eventline_proto::v1::{self, query_service_client::QueryServiceClient};
-use eventline_store::{Store, postgres::PgStore, sqlite::SqliteStore};
+use eventline_store::{Search, Store, postgres::PgStore, sqlite::SqliteStore};
 use hdrhistogram::Histogram;
 use tokio_stream::StreamExt;
 
@@ -72,6 +75,9 @@ pub(crate) struct QueryReport {
     /// How long the server's background task took to build the summaries of the load
     /// (funnel and retention timelines, user sketches), off the query path.
     summaries_prepare_seconds: f64,
+    /// How long the server's indexer took to index the load for search, once turned on
+    /// after it (README "Search").
+    search_index_seconds: f64,
     latencies: Vec<RpcLatency>,
     export_events_per_second: f64,
     /// Server memory before the export, and its peak by the end of it.
@@ -101,6 +107,10 @@ impl QueryReport {
             self.summaries_prepare_seconds
         );
         println!(
+            "| search index built in the background after the load (s) | {:.1} | | |",
+            self.search_index_seconds
+        );
+        println!(
             "| ExportEvents, everything (events/s) | {:.0} | |",
             self.export_events_per_second
         );
@@ -122,14 +132,16 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
     // ends soon after the background task has caught up with the load.
     let settings = [("EVENTLINE_SUMMARIES_PREPARE_INTERVAL_MS", "1000".to_owned())];
     let load_started = Instant::now();
-    let (process, load) = match args.store {
+    let (process, load, store) = match args.store {
         StoreKind::Postgres => match &args.database {
             Some(database) => {
                 let url = server::database_url(&args.postgres.database_url, database);
                 let store = PgStore::connect(&url, 3).await?;
                 let load = reused_load(&store).await?;
+                // The search index is built again too: turned off (dropped), then on.
+                store.set_search_index(load.tenant_id, false, &Actor::Cli).await?;
                 let process = server::ServerProcess::start_with(&url, &settings).await?;
-                (process, load)
+                (process, load, Arc::new(store) as Arc<dyn Store>)
             }
             None => {
                 let url = server::fresh_database(&args.postgres.database_url, &suffix).await?;
@@ -137,7 +149,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
                 let store = PgStore::connect(&url, 3).await?;
                 let tenant_id = bootstrapped_tenant(&store).await?;
                 let load = load_events(&url, &store, tenant_id, args.events, args.seed).await?;
-                (process, load)
+                (process, load, Arc::new(store) as Arc<dyn Store>)
             }
         },
         StoreKind::Sqlite => {
@@ -147,11 +159,12 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
             let store = SqliteStore::connect_url(&url).await?;
             let tenant_id = bootstrapped_tenant(&store).await?;
             let load = append_events(&store, tenant_id, args.events, args.seed).await?;
-            (process, load)
+            (process, load, Arc::new(store) as Arc<dyn Store>)
         }
     };
     let load_seconds = load_started.elapsed().as_secs_f64();
     let summaries_prepare_seconds = summaries_prepared(&process).await?;
+    let search_index_seconds = search_indexed(&*store, &load).await?;
 
     let mut client = eventline_client::Client::connect(process.grpc.clone(), server::BENCH_API_KEY)
         .await?
@@ -161,6 +174,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
         .into_iter()
         .chain(statistics_calls(load.now))
         .chain(analytics_calls(load.now))
+        .chain(search_calls(load.now))
     {
         latencies.push(measure(&process, &mut client, name, &call, args.iterations).await?);
     }
@@ -190,6 +204,7 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
         events: load.events,
         load_seconds,
         summaries_prepare_seconds,
+        search_index_seconds,
         latencies,
         export_events_per_second,
         server_rss_mib_before_export,
@@ -406,6 +421,7 @@ enum Call {
     EventTimeseries(v1::EventTimeseriesRequest),
     Funnel(v1::FunnelRequest),
     Retention(v1::RetentionRequest),
+    SearchEvents(v1::SearchEventsRequest),
 }
 
 impl Call {
@@ -418,6 +434,7 @@ impl Call {
             Self::EventTimeseries(_) => "QueryService/EventTimeseries",
             Self::Funnel(_) => "QueryService/Funnel",
             Self::Retention(_) => "QueryService/Retention",
+            Self::SearchEvents(_) => "QueryService/SearchEvents",
         }
     }
 
@@ -441,6 +458,9 @@ impl Call {
             }
             Self::Retention(request) => {
                 client.retention(request.clone()).await?;
+            }
+            Self::SearchEvents(request) => {
+                client.search_events(request.clone()).await?;
             }
         }
         Ok(())
@@ -624,6 +644,49 @@ async fn measure(
         p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
         server_mean_ms: (sum_after - sum_before) / (count_after - count_before).max(1.0) * 1000.0,
     })
+}
+
+/// The SearchEvents calls measured, over the load's 30 days. The generator's referrers
+/// end in one of 1,000 campaign numbers, so `417` is a word of 1 event in 1,000; every
+/// event names its browser.
+fn search_calls(now: DateTime<Utc>) -> [(&'static str, Call); 3] {
+    let search = |query: &str| {
+        Call::SearchEvents(v1::SearchEventsRequest {
+            query: query.to_owned(),
+            start_time: Some(time::to_proto(now - chrono::Duration::days(30))),
+            end_time: Some(time::to_proto(now)),
+            page_size: 100,
+            ..Default::default()
+        })
+    };
+    [
+        ("SearchEvents, a word in 1 of 1,000 events", search("417")),
+        (
+            "SearchEvents, a phrase in 1 of 1,000 events",
+            search("\"campaign 417\""),
+        ),
+        ("SearchEvents, a word in every event", search("chrome")),
+    ]
+}
+
+/// Turns search on for the load's tenant and waits until the server's indexer has
+/// indexed every event of it; returns how long that took.
+async fn search_indexed(store: &dyn Store, load: &Load) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    store
+        .set_search_index(load.tenant_id, true, &Actor::Cli)
+        .await?;
+    loop {
+        let index = store.search_index(load.tenant_id).await?;
+        if index.caught_up && index.events_indexed >= load.events as u64 {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(3_600),
+            "the search index was not built within an hour ({index:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Waits until the server's background task has prepared the summaries of the load (a

@@ -250,6 +250,32 @@ impl ServerProcess {
 
     /// Creates tenant `name` with an ingest key through the REST admin API; returns the
     /// key's secret.
+    /// Turns search on for every tenant, so the server's indexer runs beside the load.
+    pub(crate) async fn enable_search(&self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let tenants: serde_json::Value = client
+            .get(format!("{}/v1/tenants", self.http))
+            .bearer_auth(BENCH_ADMIN_TOKEN)
+            .send()
+            .await?
+            .error_for_status()
+            .context("list the bench tenants")?
+            .json()
+            .await?;
+        for tenant in tenants["tenants"].as_array().into_iter().flatten() {
+            let tenant_id = tenant["tenant_id"].as_str().context("a tenant without id")?;
+            client
+                .put(format!("{}/v1/tenants/{tenant_id}/search-index", self.http))
+                .bearer_auth(BENCH_ADMIN_TOKEN)
+                .json(&serde_json::json!({ "enabled": true }))
+                .send()
+                .await?
+                .error_for_status()
+                .context("turn search on")?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn create_tenant_key(&self, name: &str) -> anyhow::Result<String> {
         let client = reqwest::Client::new();
         let tenant: serde_json::Value = client
