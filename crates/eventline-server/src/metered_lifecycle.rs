@@ -1,4 +1,4 @@
-//! [`MeteredStore`]'s data lifecycle traits: each operation timed like the rest.
+//! [`MeteredStore`]'s data lifecycle traits: each operation timed and traced like the rest.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -8,7 +8,7 @@ use eventline_core::{
 };
 use eventline_store::{Expiry, Quarantine, Schemas, StoreError, UserDeletions};
 
-use crate::metered_store::{MeteredStore, timed};
+use crate::metered_store::MeteredStore;
 
 #[async_trait]
 impl UserDeletions for MeteredStore {
@@ -19,7 +19,7 @@ impl UserDeletions for MeteredStore {
         actor: &Actor,
     ) -> Result<Deletion, StoreError> {
         let inner = self.inner.request_deletion(tenant_id, user_id, actor);
-        timed("request_deletion", inner).await
+        self.timed("request_deletion", inner).await
     }
 
     async fn deletion(
@@ -27,12 +27,13 @@ impl UserDeletions for MeteredStore {
         tenant_id: TenantId,
         deletion_id: &str,
     ) -> Result<Option<Deletion>, StoreError> {
-        timed("deletion", self.inner.deletion(tenant_id, deletion_id)).await
+        self.timed("deletion", self.inner.deletion(tenant_id, deletion_id))
+            .await
     }
 
     async fn unfinished_deletions(&self, tenant_id: TenantId) -> Result<Vec<Deletion>, StoreError> {
         let inner = self.inner.unfinished_deletions(tenant_id);
-        timed("unfinished_deletions", inner).await
+        self.timed("unfinished_deletions", inner).await
     }
 
     async fn delete_user_events(
@@ -41,18 +42,20 @@ impl UserDeletions for MeteredStore {
         limit: usize,
     ) -> Result<u64, StoreError> {
         let inner = self.inner.delete_user_events(deletion, limit);
-        timed("delete_user_events", inner).await
+        self.timed("delete_user_events", inner).await
     }
 
     async fn finish_deletion(&self, deletion: &Deletion) -> Result<Deletion, StoreError> {
-        timed("finish_deletion", self.inner.finish_deletion(deletion)).await
+        self.timed("finish_deletion", self.inner.finish_deletion(deletion))
+            .await
     }
 }
 
 #[async_trait]
 impl Expiry for MeteredStore {
     async fn retention_policy(&self, tenant_id: TenantId) -> Result<Retention, StoreError> {
-        timed("retention_policy", self.inner.retention_policy(tenant_id)).await
+        self.timed("retention_policy", self.inner.retention_policy(tenant_id))
+            .await
     }
 
     async fn set_retention_policy(
@@ -62,7 +65,7 @@ impl Expiry for MeteredStore {
         actor: &Actor,
     ) -> Result<(), StoreError> {
         let inner = self.inner.set_retention_policy(tenant_id, retention, actor);
-        timed("set_retention_policy", inner).await
+        self.timed("set_retention_policy", inner).await
     }
 
     async fn expire_events(
@@ -75,7 +78,7 @@ impl Expiry for MeteredStore {
         let inner = self
             .inner
             .expire_events(tenant_id, before, received_before, limit);
-        timed("expire_events", inner).await
+        self.timed("expire_events", inner).await
     }
 
     async fn expire_rollups(
@@ -83,7 +86,7 @@ impl Expiry for MeteredStore {
         tenant_id: TenantId,
         before: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        timed(
+        self.timed(
             "expire_rollups",
             self.inner.expire_rollups(tenant_id, before),
         )
@@ -99,14 +102,15 @@ impl Quarantine for MeteredStore {
         keep_per_tenant: u64,
     ) -> Result<u64, StoreError> {
         let inner = self.inner.quarantine(events, keep_per_tenant);
-        timed("quarantine", inner).await
+        self.timed("quarantine", inner).await
     }
 
     async fn list_quarantined(
         &self,
         query: &QuarantineQuery,
     ) -> Result<Vec<QuarantinedEvent>, StoreError> {
-        timed("list_quarantined", self.inner.list_quarantined(query)).await
+        self.timed("list_quarantined", self.inner.list_quarantined(query))
+            .await
     }
 
     async fn quarantined(
@@ -115,7 +119,7 @@ impl Quarantine for MeteredStore {
         quarantine_ids: &[String],
     ) -> Result<Vec<QuarantinedEvent>, StoreError> {
         let inner = self.inner.quarantined(tenant_id, quarantine_ids);
-        timed("quarantined", inner).await
+        self.timed("quarantined", inner).await
     }
 
     async fn set_quarantine_reason(
@@ -127,7 +131,7 @@ impl Quarantine for MeteredStore {
         let inner = self
             .inner
             .set_quarantine_reason(tenant_id, quarantine_id, reason);
-        timed("set_quarantine_reason", inner).await
+        self.timed("set_quarantine_reason", inner).await
     }
 
     async fn remove_quarantined(
@@ -136,7 +140,7 @@ impl Quarantine for MeteredStore {
         quarantine_ids: &[String],
     ) -> Result<u64, StoreError> {
         let inner = self.inner.remove_quarantined(tenant_id, quarantine_ids);
-        timed("remove_quarantined", inner).await
+        self.timed("remove_quarantined", inner).await
     }
 
     async fn purge_quarantined(
@@ -145,14 +149,15 @@ impl Quarantine for MeteredStore {
         event_type: Option<&str>,
     ) -> Result<u64, StoreError> {
         let inner = self.inner.purge_quarantined(tenant_id, event_type);
-        timed("purge_quarantined", inner).await
+        self.timed("purge_quarantined", inner).await
     }
 }
 
 #[async_trait]
 impl Schemas for MeteredStore {
     async fn put_schema(&self, schema: &EventSchema, actor: &Actor) -> Result<(), StoreError> {
-        timed("put_schema", self.inner.put_schema(schema, actor)).await
+        self.timed("put_schema", self.inner.put_schema(schema, actor))
+            .await
     }
 
     async fn delete_schema(
@@ -162,10 +167,11 @@ impl Schemas for MeteredStore {
         actor: &Actor,
     ) -> Result<(), StoreError> {
         let inner = self.inner.delete_schema(tenant_id, event_type, actor);
-        timed("delete_schema", inner).await
+        self.timed("delete_schema", inner).await
     }
 
     async fn list_schemas(&self, tenant_id: TenantId) -> Result<Vec<EventSchema>, StoreError> {
-        timed("list_schemas", self.inner.list_schemas(tenant_id)).await
+        self.timed("list_schemas", self.inner.list_schemas(tenant_id))
+            .await
     }
 }
