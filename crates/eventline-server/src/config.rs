@@ -444,7 +444,8 @@ impl Default for SummariesConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TracingConfig {
     /// The OTLP/gRPC endpoint of a collector (or Jaeger), such as
-    /// `http://localhost:4317`; unset exports nothing and installs no exporter.
+    /// `http://localhost:4317` (plaintext); unset exports nothing and installs no
+    /// exporter.
     pub otlp_endpoint: Option<String>,
     /// The `service.name` resource attribute of every exported span.
     pub service_name: String,
@@ -479,11 +480,13 @@ impl TracingConfig {
         if self.service_name.trim().is_empty() {
             return Err("tracing.service_name must not be empty".into());
         }
+        // The exporter is built without TLS: a collector runs beside the server (a
+        // sidecar or a node agent) and forwards over TLS itself.
         if let Some(endpoint) = &self.otlp_endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            && !endpoint.starts_with("http://")
         {
             return Err(format!(
-                "tracing.otlp_endpoint must be an http:// or https:// URL, got {endpoint:?}"
+                "tracing.otlp_endpoint must be an http:// URL such as http://localhost:4317, got {endpoint:?}"
             ));
         }
         Ok(())
@@ -749,9 +752,11 @@ mod tests {
         let error = config.validate().unwrap_err();
         assert!(error.contains("tracing.sample_ratio"), "{error}");
         config.tracing.sample_ratio = 1.0;
-        config.tracing.otlp_endpoint = Some("127.0.0.1:4317".into());
-        let error = config.validate().unwrap_err();
-        assert!(error.contains("tracing.otlp_endpoint"), "{error}");
+        for unusable in ["127.0.0.1:4317", "https://collector:4317"] {
+            config.tracing.otlp_endpoint = Some(unusable.into());
+            let error = config.validate().unwrap_err();
+            assert!(error.contains("tracing.otlp_endpoint"), "{error}");
+        }
     }
 
     #[test]
