@@ -10,7 +10,9 @@ use std::{
     task::{Context, Poll},
 };
 
+use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use opentelemetry::propagation::Extractor;
 use tower::{Layer, Service};
 use tracing::{Span, field::Empty, instrument::Instrumented};
@@ -62,8 +64,8 @@ fn grpc_server_span(path: &str) -> Span {
     )
 }
 
-/// Records a gRPC status code (from the `grpc-status` header of a trailers-only
-/// response) on the call's span; OK is the only code that is not an error.
+/// Records a gRPC status code (from the response head of a trailers-only response, or
+/// from the trailers) on the call's span; OK is the only code that is not an error.
 fn record_grpc_status(span: &Span, headers: &HeaderMap) {
     let Some(code) = headers
         .get("grpc-status")
@@ -100,7 +102,7 @@ impl<S, B, ResBody> Service<Request<B>> for GrpcTrace<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
 {
-    type Response = S::Response;
+    type Response = Response<TracedBody<ResBody>>;
     type Error = S::Error;
     type Future = GrpcTraceFuture<S::Future>;
 
@@ -122,7 +124,8 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// The call's future inside its span; records the status the response head carries.
+    /// The call's future inside its span; records the status the response head carries,
+    /// and hands the span on to the body, which ends it with the stream.
     pub(crate) struct GrpcTraceFuture<F> {
         #[pin]
         inner: Instrumented<F>,
@@ -133,15 +136,56 @@ impl<F, ResBody, E> Future for GrpcTraceFuture<F>
 where
     F: Future<Output = Result<Response<ResBody>, E>>,
 {
-    type Output = F::Output;
+    type Output = Result<Response<TracedBody<ResBody>>, E>;
 
     fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
         let mut inner = self.project().inner;
         let result = std::task::ready!(inner.as_mut().poll(context));
-        if let Ok(response) = &result {
-            record_grpc_status(inner.as_ref().get_ref().span(), response.headers());
+        let span = inner.as_ref().get_ref().span();
+        Poll::Ready(result.map(|response| {
+            record_grpc_status(span, response.headers());
+            response.map(|body| TracedBody {
+                inner: body,
+                span: span.clone(),
+            })
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A gRPC response body holding its call's span open until the stream ends, and
+    /// recording the status its trailers carry.
+    pub(crate) struct TracedBody<B> {
+        #[pin]
+        inner: B,
+        span: Span,
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for TracedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(context);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(trailers) = frame.trailers_ref()
+        {
+            record_grpc_status(this.span, trailers);
         }
-        Poll::Ready(result)
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -308,6 +308,7 @@ async fn a_traceparent_on_grpc_and_on_rest_continues_into_auth_validation_commit
         ("rpc.system", "grpc"),
         ("rpc.service", "eventline.v1.IngestService"),
         ("rpc.method", "Track"),
+        ("rpc.grpc.status_code", "0"),
     ] {
         assert_eq!(
             string_attribute(&rpc.attributes, key).as_deref(),
