@@ -25,6 +25,9 @@ fn exported() -> Targets {
     Targets::new().with_target("eventline", Level::DEBUG)
 }
 
+/// A layer of the process's subscriber, whatever its kind.
+pub(crate) type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
 /// A running exporter; [`Telemetry::shutdown`] flushes what is still queued.
 #[derive(Debug)]
 pub(crate) struct Telemetry {
@@ -34,9 +37,7 @@ pub(crate) struct Telemetry {
 impl Telemetry {
     /// The layer exporting spans to `config.otlp_endpoint`, or nothing when it is unset.
     /// Must run inside the Tokio runtime: the OTLP client is a tonic channel.
-    pub(crate) fn start(
-        config: &TracingConfig,
-    ) -> anyhow::Result<Option<(Self, Box<dyn Layer<Registry> + Send + Sync>)>> {
+    pub(crate) fn start(config: &TracingConfig) -> anyhow::Result<Option<(Self, BoxedLayer)>> {
         let Some(endpoint) = &config.otlp_endpoint else {
             return Ok(None);
         };
