@@ -249,7 +249,7 @@ pub(crate) fn serve_grpc(
             config.grpc.keepalive_timeout_ms,
         )))
         // The call's server span, continuing the caller's `traceparent` (README "Tracing").
-        .layer(crate::trace_context::GrpcTraceLayer)
+        .layer(tower::layer::layer_fn(crate::trace_context::GrpcTrace::new))
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
         .add_routes(grpc_routes);

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use opentelemetry::propagation::Extractor;
-use tower::{Layer, Service};
+use tower::Service;
 use tracing::{Span, field::Empty, instrument::Instrumented};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -80,22 +80,17 @@ fn record_grpc_status(span: &Span, headers: &HeaderMap) {
     }
 }
 
-/// Tower layer of the gRPC port: a server span per call, continuing the caller's trace.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct GrpcTraceLayer;
-
-impl<S> Layer<S> for GrpcTraceLayer {
-    type Service = GrpcTrace<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        GrpcTrace { inner }
-    }
-}
-
-/// See [`GrpcTraceLayer`].
+/// A service of the gRPC port wrapped in a server span per call, continuing the caller's
+/// trace (a layer: `tower::layer::layer_fn(GrpcTrace::new)`).
 #[derive(Debug, Clone)]
 pub(crate) struct GrpcTrace<S> {
     inner: S,
+}
+
+impl<S> GrpcTrace<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self { inner }
+    }
 }
 
 impl<S, B, ResBody> Service<Request<B>> for GrpcTrace<S>

@@ -296,46 +296,43 @@ async fn a_traceparent_on_grpc_and_on_rest_continues_into_auth_validation_commit
 
     let grpc_caller = Caller::new();
     track_over_grpc(&server, &grpc_caller.traceparent(true), "traced-grpc").await;
-    let grpc_server_span = "eventline.v1.IngestService/Track";
-    let mut wanted = vec![grpc_server_span];
-    wanted.extend(WORK_SPANS);
-    let trace = receiver
-        .wait_for_trace(&grpc_caller.trace_id, &wanted)
-        .await;
-    assert_continues(&trace, grpc_server_span, &grpc_caller);
-    let rpc = the_span(&trace, grpc_server_span);
-    for (key, value) in [
+    let grpc_attributes = [
         ("rpc.system", "grpc"),
         ("rpc.service", "eventline.v1.IngestService"),
         ("rpc.method", "Track"),
         ("rpc.grpc.status_code", "0"),
-    ] {
-        assert_eq!(
-            string_attribute(&rpc.attributes, key).as_deref(),
-            Some(value),
-            "{key}"
-        );
-    }
+    ];
+    let grpc_span = "eventline.v1.IngestService/Track";
+    assert_traced(&receiver, &grpc_caller, grpc_span, &grpc_attributes).await;
 
     let rest_caller = Caller::new();
     track_over_rest(&server, &rest_caller.traceparent(true), "traced-rest").await;
-    let rest_server_span = "POST /v1/events";
-    let mut wanted = vec![rest_server_span];
-    wanted.extend(WORK_SPANS);
-    let trace = receiver
-        .wait_for_trace(&rest_caller.trace_id, &wanted)
-        .await;
-    assert_continues(&trace, rest_server_span, &rest_caller);
-    let http = the_span(&trace, rest_server_span);
-    for (key, value) in [
+    let rest_attributes = [
         ("http.request.method", "POST"),
         ("http.route", "/v1/events"),
         ("http.response.status_code", "201"),
-    ] {
+    ];
+    assert_traced(&receiver, &rest_caller, "POST /v1/events", &rest_attributes).await;
+}
+
+/// Waits for `caller`'s trace to hold `server_span_name` and the work spans, then checks
+/// that they continue the caller's span and that the server span has `attributes`.
+async fn assert_traced(
+    receiver: &Receiver,
+    caller: &Caller,
+    server_span_name: &str,
+    attributes: &[(&str, &str)],
+) {
+    let mut wanted = vec![server_span_name];
+    wanted.extend(WORK_SPANS);
+    let trace = receiver.wait_for_trace(&caller.trace_id, &wanted).await;
+    assert_continues(&trace, server_span_name, caller);
+    let server_span = the_span(&trace, server_span_name);
+    for (key, value) in attributes {
         assert_eq!(
-            string_attribute(&http.attributes, key).as_deref(),
-            Some(value),
-            "{key}"
+            string_attribute(&server_span.attributes, key).as_deref(),
+            Some(*value),
+            "{server_span_name}: {key}"
         );
     }
 }
