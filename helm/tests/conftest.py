@@ -130,7 +130,7 @@ def readme_settings() -> dict[str, Setting]:
 
 
 def readme_literal(default: str) -> object | None:
-    """A README default such as `256`, `["*"]` or `0.0.0.0:8080` as a values.yaml value;
+    """A README default such as `256`, `1.0`, `["*"]` or `0.0.0.0:8080` as a values.yaml value;
     None for defaults that are not one literal (`unset: SQLite`)."""
     literal = re.match(r"`([^`]*)`", default)
     if not literal:
@@ -138,6 +138,8 @@ def readme_literal(default: str) -> object | None:
     text = literal.group(1)
     if re.fullmatch(r"-?\d+", text):
         return int(text)
+    if re.fullmatch(r"-?\d+\.\d+", text):
+        return float(text)
     if text.startswith("["):
         return json.loads(text)
     return text

@@ -119,6 +119,7 @@ impl Authenticator {
 
     /// Authenticates an API key that must grant `scope`, returning the key (for its
     /// rate limit).
+    #[tracing::instrument(name = "auth.authenticate", level = "debug", skip_all, fields(scope = %scope))]
     pub async fn key_with_scope(
         &self,
         metadata: &MetadataMap,
@@ -136,6 +137,12 @@ impl Authenticator {
     }
 
     /// Authenticates an AdminService call: the admin token, or a key with the admin scope.
+    #[tracing::instrument(
+        name = "auth.authenticate",
+        level = "debug",
+        skip_all,
+        fields(scope = "admin")
+    )]
     pub async fn admin(&self, metadata: &MetadataMap) -> Result<Principal, Error> {
         let secret = credential(metadata)?;
         let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();

@@ -142,6 +142,18 @@ pub const SETTINGS_HELP: &[(&str, &str)] = &[
         "How many days back the summaries are kept ready",
     ),
     (
+        "tracing.otlp_endpoint",
+        "OTLP/gRPC collector to export traces to, such as http://localhost:4317; unset turns tracing off",
+    ),
+    (
+        "tracing.service_name",
+        "service.name of the exported traces",
+    ),
+    (
+        "tracing.sample_ratio",
+        "Share of traces started here that are sampled, 0 to 1; a caller's traceparent decides for its own",
+    ),
+    (
         "search.index_interval_ms",
         "How often new events of tenants with search on are indexed, in ms; 0 turns indexing off",
     ),
@@ -218,6 +230,7 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     pub summaries: SummariesConfig,
     pub search: SearchConfig,
+    pub tracing: TracingConfig,
     pub tls: TlsConfig,
 }
 
@@ -458,6 +471,60 @@ impl Default for SearchConfig {
     }
 }
 
+/// OpenTelemetry traces over OTLP (README "Tracing"); off unless `otlp_endpoint` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The OTLP/gRPC endpoint of a collector (or Jaeger), such as
+    /// `http://localhost:4317` (plaintext); unset exports nothing and installs no
+    /// exporter.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute of every exported span.
+    pub service_name: String,
+    /// Share of the traces this server starts that are sampled, from 0 to 1. A request
+    /// with a `traceparent` follows its caller's sampling decision instead.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "eventline".into(),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
+impl TracingConfig {
+    /// Whether traces are exported.
+    pub fn enabled(&self) -> bool {
+        self.otlp_endpoint.is_some()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(format!(
+                "tracing.sample_ratio must be between 0 and 1, got {}",
+                self.sample_ratio
+            ));
+        }
+        if self.service_name.trim().is_empty() {
+            return Err("tracing.service_name must not be empty".into());
+        }
+        // The exporter is built without TLS: a collector runs beside the server (a
+        // sidecar or a node agent) and forwards over TLS itself.
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !endpoint.starts_with("http://")
+        {
+            return Err(format!(
+                "tracing.otlp_endpoint must be an http:// URL such as http://localhost:4317, got {endpoint:?}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// TLS on the gRPC and HTTP listeners (the metrics port stays plaintext, for scrapers
 /// inside the cluster). The files are read again when they change, so a rotated
 /// certificate is served to new connections without a restart.
@@ -661,6 +728,7 @@ impl Config {
             );
         }
         self.tls.validate()?;
+        self.tracing.validate()?;
         if self.grpc.max_connections == 0 || self.http.max_connections == 0 {
             return Err("grpc.max_connections and http.max_connections must be at least 1".into());
         }
@@ -715,6 +783,43 @@ mod tests {
         config.summaries.prepare_days = MAX_PREPARE_DAYS + 1;
         let error = config.validate().unwrap_err();
         assert!(error.contains("summaries.prepare_days"), "{error}");
+    }
+
+    #[test]
+    fn tracing_is_off_by_default_and_bad_values_are_refused_naming_the_setting() {
+        let mut config = Config::default();
+        assert!(!config.tracing.enabled(), "tracing must be off by default");
+        config.tracing.otlp_endpoint = Some("http://127.0.0.1:4317".into());
+        config.tracing.sample_ratio = 0.0;
+        assert_eq!(config.validate(), Ok(()));
+        config.tracing.sample_ratio = 1.5;
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("tracing.sample_ratio"), "{error}");
+        config.tracing.sample_ratio = f64::NAN;
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("tracing.sample_ratio"), "{error}");
+        config.tracing.sample_ratio = 1.0;
+        for unusable in ["127.0.0.1:4317", "https://collector:4317"] {
+            config.tracing.otlp_endpoint = Some(unusable.into());
+            let error = config.validate().unwrap_err();
+            assert!(error.contains("tracing.otlp_endpoint"), "{error}");
+        }
+    }
+
+    #[test]
+    fn tracing_settings_come_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env("EVENTLINE_TRACING_OTLP_ENDPOINT", "http://collector:4317");
+            jail.set_env("EVENTLINE_TRACING_SAMPLE_RATIO", "0.25");
+            let config = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.tracing.otlp_endpoint.as_deref(),
+                Some("http://collector:4317")
+            );
+            assert_eq!(config.tracing.sample_ratio, 0.25);
+            assert_eq!(config.tracing.service_name, "eventline");
+            Ok(())
+        });
     }
 
     #[test]

@@ -171,6 +171,7 @@ pub(crate) struct Screened {
 }
 
 /// Validates a batch exactly as IngestBatch does, schemas included.
+#[tracing::instrument(name = "ingest.validate", level = "debug", skip_all, fields(events = events.len()))]
 pub(crate) async fn screen(
     checks: &IngestChecks,
     tenant_id: TenantId,
@@ -339,7 +340,9 @@ impl IngestService for IngestApi {
             .ok_or_else(|| Error::invalid("event", "is required"))?;
         self.limiter.admit(&key, 1)?;
         let clock = IngestClock::now();
-        let event = match validate_or_return(tenant_id, event, &clock) {
+        let validation = tracing::debug_span!("ingest.validate", events = 1_usize);
+        let validated = validation.in_scope(|| validate_or_return(tenant_id, event, &clock));
+        let event = match validated {
             Ok(event) => event,
             Err(rejection) => {
                 let (violation, event) = *rejection;
@@ -350,10 +353,11 @@ impl IngestService for IngestApi {
                     .into());
             }
         };
-        let verdicts = self
-            .checks
-            .check(tenant_id, std::slice::from_ref(&event))
-            .await?;
+        let verdicts = tracing::Instrument::instrument(
+            self.checks.check(tenant_id, std::slice::from_ref(&event)),
+            validation,
+        )
+        .await?;
         if let Some(Verdict::Rejected(reason)) = verdicts.into_iter().next() {
             let violation = FieldViolation::new("properties", reason);
             let rejected = Rejected::stored_form(&event, violation.to_string());

@@ -26,6 +26,7 @@ mod search_indexer;
 mod summaries;
 mod tenant_cache;
 mod tls;
+mod trace_context;
 pub mod writer;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -107,7 +108,12 @@ impl Server {
             max_connections,
         )
         .await?;
-        let store = metered_store::MeteredStore::wrap(store);
+        let db_system = if config.uses_postgres() {
+            "postgresql"
+        } else {
+            "sqlite"
+        };
+        let store = metered_store::MeteredStore::wrap(store, db_system);
         let bootstrap_key = bootstrap(&*store, config.bootstrap.api_key.as_deref()).await?;
         let (listener, grpc_addr) = bind(config.grpc.addr).await?;
         let (http_listener, http_addr) = bind(config.http.addr).await?;

@@ -1,5 +1,5 @@
-//! [`MeteredStore`]'s data lifecycle traits and search: each operation timed like the
-//! rest.
+//! [`MeteredStore`]'s data lifecycle traits and search: each operation timed and traced
+//! like the rest.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,7 +13,7 @@ use eventline_store::{
     search::{SearchBatch, SearchCursor},
 };
 
-use crate::metered_store::{MeteredStore, timed};
+use crate::metered_store::MeteredStore;
 
 #[async_trait]
 impl UserDeletions for MeteredStore {
@@ -24,7 +24,7 @@ impl UserDeletions for MeteredStore {
         actor: &Actor,
     ) -> Result<Deletion, StoreError> {
         let inner = self.inner.request_deletion(tenant_id, user_id, actor);
-        timed("request_deletion", inner).await
+        self.timed("request_deletion", inner).await
     }
 
     async fn deletion(
@@ -32,12 +32,13 @@ impl UserDeletions for MeteredStore {
         tenant_id: TenantId,
         deletion_id: &str,
     ) -> Result<Option<Deletion>, StoreError> {
-        timed("deletion", self.inner.deletion(tenant_id, deletion_id)).await
+        self.timed("deletion", self.inner.deletion(tenant_id, deletion_id))
+            .await
     }
 
     async fn unfinished_deletions(&self, tenant_id: TenantId) -> Result<Vec<Deletion>, StoreError> {
         let inner = self.inner.unfinished_deletions(tenant_id);
-        timed("unfinished_deletions", inner).await
+        self.timed("unfinished_deletions", inner).await
     }
 
     async fn delete_user_events(
@@ -46,18 +47,20 @@ impl UserDeletions for MeteredStore {
         limit: usize,
     ) -> Result<u64, StoreError> {
         let inner = self.inner.delete_user_events(deletion, limit);
-        timed("delete_user_events", inner).await
+        self.timed("delete_user_events", inner).await
     }
 
     async fn finish_deletion(&self, deletion: &Deletion) -> Result<Deletion, StoreError> {
-        timed("finish_deletion", self.inner.finish_deletion(deletion)).await
+        self.timed("finish_deletion", self.inner.finish_deletion(deletion))
+            .await
     }
 }
 
 #[async_trait]
 impl Expiry for MeteredStore {
     async fn retention_policy(&self, tenant_id: TenantId) -> Result<Retention, StoreError> {
-        timed("retention_policy", self.inner.retention_policy(tenant_id)).await
+        self.timed("retention_policy", self.inner.retention_policy(tenant_id))
+            .await
     }
 
     async fn set_retention_policy(
@@ -67,7 +70,7 @@ impl Expiry for MeteredStore {
         actor: &Actor,
     ) -> Result<(), StoreError> {
         let inner = self.inner.set_retention_policy(tenant_id, retention, actor);
-        timed("set_retention_policy", inner).await
+        self.timed("set_retention_policy", inner).await
     }
 
     async fn expire_events(
@@ -80,7 +83,7 @@ impl Expiry for MeteredStore {
         let inner = self
             .inner
             .expire_events(tenant_id, before, received_before, limit);
-        timed("expire_events", inner).await
+        self.timed("expire_events", inner).await
     }
 
     async fn expire_rollups(
@@ -88,7 +91,7 @@ impl Expiry for MeteredStore {
         tenant_id: TenantId,
         before: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        timed(
+        self.timed(
             "expire_rollups",
             self.inner.expire_rollups(tenant_id, before),
         )
@@ -104,14 +107,15 @@ impl Quarantine for MeteredStore {
         keep_per_tenant: u64,
     ) -> Result<u64, StoreError> {
         let inner = self.inner.quarantine(events, keep_per_tenant);
-        timed("quarantine", inner).await
+        self.timed("quarantine", inner).await
     }
 
     async fn list_quarantined(
         &self,
         query: &QuarantineQuery,
     ) -> Result<Vec<QuarantinedEvent>, StoreError> {
-        timed("list_quarantined", self.inner.list_quarantined(query)).await
+        self.timed("list_quarantined", self.inner.list_quarantined(query))
+            .await
     }
 
     async fn quarantined(
@@ -120,7 +124,7 @@ impl Quarantine for MeteredStore {
         quarantine_ids: &[String],
     ) -> Result<Vec<QuarantinedEvent>, StoreError> {
         let inner = self.inner.quarantined(tenant_id, quarantine_ids);
-        timed("quarantined", inner).await
+        self.timed("quarantined", inner).await
     }
 
     async fn set_quarantine_reason(
@@ -132,7 +136,7 @@ impl Quarantine for MeteredStore {
         let inner = self
             .inner
             .set_quarantine_reason(tenant_id, quarantine_id, reason);
-        timed("set_quarantine_reason", inner).await
+        self.timed("set_quarantine_reason", inner).await
     }
 
     async fn remove_quarantined(
@@ -141,7 +145,7 @@ impl Quarantine for MeteredStore {
         quarantine_ids: &[String],
     ) -> Result<u64, StoreError> {
         let inner = self.inner.remove_quarantined(tenant_id, quarantine_ids);
-        timed("remove_quarantined", inner).await
+        self.timed("remove_quarantined", inner).await
     }
 
     async fn purge_quarantined(
@@ -150,14 +154,15 @@ impl Quarantine for MeteredStore {
         event_type: Option<&str>,
     ) -> Result<u64, StoreError> {
         let inner = self.inner.purge_quarantined(tenant_id, event_type);
-        timed("purge_quarantined", inner).await
+        self.timed("purge_quarantined", inner).await
     }
 }
 
 #[async_trait]
 impl Schemas for MeteredStore {
     async fn put_schema(&self, schema: &EventSchema, actor: &Actor) -> Result<(), StoreError> {
-        timed("put_schema", self.inner.put_schema(schema, actor)).await
+        self.timed("put_schema", self.inner.put_schema(schema, actor))
+            .await
     }
 
     async fn delete_schema(
@@ -167,22 +172,25 @@ impl Schemas for MeteredStore {
         actor: &Actor,
     ) -> Result<(), StoreError> {
         let inner = self.inner.delete_schema(tenant_id, event_type, actor);
-        timed("delete_schema", inner).await
+        self.timed("delete_schema", inner).await
     }
 
     async fn list_schemas(&self, tenant_id: TenantId) -> Result<Vec<EventSchema>, StoreError> {
-        timed("list_schemas", self.inner.list_schemas(tenant_id)).await
+        self.timed("list_schemas", self.inner.list_schemas(tenant_id))
+            .await
     }
 }
 
 #[async_trait]
 impl Search for MeteredStore {
     async fn search_events(&self, query: &SearchQuery) -> Result<Vec<Event>, StoreError> {
-        timed("search_events", self.inner.search_events(query)).await
+        self.timed("search_events", self.inner.search_events(query))
+            .await
     }
 
     async fn search_index(&self, tenant_id: TenantId) -> Result<SearchIndex, StoreError> {
-        timed("search_index", self.inner.search_index(tenant_id)).await
+        self.timed("search_index", self.inner.search_index(tenant_id))
+            .await
     }
 
     async fn set_search_index(
@@ -192,14 +200,16 @@ impl Search for MeteredStore {
         actor: &Actor,
     ) -> Result<SearchIndex, StoreError> {
         let inner = self.inner.set_search_index(tenant_id, enabled, actor);
-        timed("set_search_index", inner).await
+        self.timed("set_search_index", inner).await
     }
 
     async fn search_cursors(&self) -> Result<Vec<SearchCursor>, StoreError> {
-        timed("search_cursors", self.inner.search_cursors()).await
+        self.timed("search_cursors", self.inner.search_cursors())
+            .await
     }
 
     async fn store_search_batch(&self, batch: &SearchBatch) -> Result<bool, StoreError> {
-        timed("store_search_batch", self.inner.store_search_batch(batch)).await
+        self.timed("store_search_batch", self.inner.store_search_batch(batch))
+            .await
     }
 }

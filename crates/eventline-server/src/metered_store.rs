@@ -1,5 +1,6 @@
-//! Store metrics in one decorator around any store: the duration of every operation,
-//! `eventline_store_operation_duration_seconds{operation, outcome}`.
+//! Store metrics and spans in one decorator around any store: the duration of every
+//! operation, `eventline_store_operation_duration_seconds{operation, outcome}`, and a
+//! `store.<operation>` span per call (README "Tracing").
 
 use std::{future::Future, sync::Arc, time::Instant};
 
@@ -14,35 +15,52 @@ use eventline_core::{
     },
 };
 use eventline_store::{Appended, PoolStatus, ReplicaLag, Store, StoreError};
+use tracing::Instrument;
 
-/// A store that times every operation of the store it wraps.
+/// A store that times and traces every operation of the store it wraps.
 #[derive(Debug)]
 pub(crate) struct MeteredStore {
     pub(crate) inner: Arc<dyn Store>,
+    /// `db.system` of the spans: `postgresql` or `sqlite`.
+    db_system: &'static str,
 }
 
 impl MeteredStore {
-    pub(crate) fn wrap(inner: Arc<dyn Store>) -> Arc<dyn Store> {
-        Arc::new(Self { inner })
+    pub(crate) fn wrap(inner: Arc<dyn Store>, db_system: &'static str) -> Arc<dyn Store> {
+        Arc::new(Self { inner, db_system })
     }
-}
 
-pub(crate) async fn timed<T>(
-    operation: &'static str,
-    future: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    let started = Instant::now();
-    let result = future.await;
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    metrics::histogram!("eventline_store_operation_duration_seconds", "operation" => operation, "outcome" => outcome)
-        .record(started.elapsed().as_secs_f64());
-    result
+    /// Runs one store operation inside its span and records its duration.
+    pub(crate) async fn timed<T>(
+        &self,
+        operation: &'static str,
+        future: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        // The name is formatted only when a subscriber wants the span.
+        let span = tracing::debug_span!(
+            "store.operation",
+            otel.name = %format_args!("store.{operation}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system = self.db_system,
+            db.operation.name = operation,
+        );
+        let started = Instant::now();
+        let result = future.instrument(span.clone()).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        metrics::histogram!("eventline_store_operation_duration_seconds", "operation" => operation, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
 }
 
 #[async_trait]
 impl Store for MeteredStore {
     async fn append(&self, events: &[Event]) -> Result<Appended, StoreError> {
-        timed("append", self.inner.append(events)).await
+        self.timed("append", self.inner.append(events)).await
     }
 
     async fn watermark_visible(
@@ -50,7 +68,7 @@ impl Store for MeteredStore {
         tenant_id: TenantId,
         watermark: &str,
     ) -> Result<bool, StoreError> {
-        timed(
+        self.timed(
             "watermark_visible",
             self.inner.watermark_visible(tenant_id, watermark),
         )
@@ -58,43 +76,50 @@ impl Store for MeteredStore {
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        timed("ready", self.inner.ready()).await
+        self.timed("ready", self.inner.ready()).await
     }
 
     async fn create_tenant(&self, name: &str, actor: &Actor) -> Result<Tenant, StoreError> {
-        timed("create_tenant", self.inner.create_tenant(name, actor)).await
+        self.timed("create_tenant", self.inner.create_tenant(name, actor))
+            .await
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        timed("list_tenants", self.inner.list_tenants()).await
+        self.timed("list_tenants", self.inner.list_tenants()).await
     }
 
     async fn bootstrap(&self, name: &str, key: &ApiKey) -> Result<bool, StoreError> {
-        timed("bootstrap", self.inner.bootstrap(name, key)).await
+        self.timed("bootstrap", self.inner.bootstrap(name, key))
+            .await
     }
 
     async fn create_api_key(&self, key: &ApiKey, actor: &Actor) -> Result<(), StoreError> {
-        timed("create_api_key", self.inner.create_api_key(key, actor)).await
+        self.timed("create_api_key", self.inner.create_api_key(key, actor))
+            .await
     }
 
     async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
-        timed("api_key", self.inner.api_key(key_id)).await
+        self.timed("api_key", self.inner.api_key(key_id)).await
     }
 
     async fn list_api_keys(&self, tenant_id: TenantId) -> Result<Vec<ApiKey>, StoreError> {
-        timed("list_api_keys", self.inner.list_api_keys(tenant_id)).await
+        self.timed("list_api_keys", self.inner.list_api_keys(tenant_id))
+            .await
     }
 
     async fn revoke_api_key(&self, key_id: &str, actor: &Actor) -> Result<ApiKey, StoreError> {
-        timed("revoke_api_key", self.inner.revoke_api_key(key_id, actor)).await
+        self.timed("revoke_api_key", self.inner.revoke_api_key(key_id, actor))
+            .await
     }
 
     async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        timed("record_audit", self.inner.record_audit(event)).await
+        self.timed("record_audit", self.inner.record_audit(event))
+            .await
     }
 
     async fn list_audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-        timed("list_audit_events", self.inner.list_audit_events(query)).await
+        self.timed("list_audit_events", self.inner.list_audit_events(query))
+            .await
     }
 
     async fn event(
@@ -102,15 +127,17 @@ impl Store for MeteredStore {
         tenant_id: TenantId,
         event_id: &str,
     ) -> Result<Option<Event>, StoreError> {
-        timed("event", self.inner.event(tenant_id, event_id)).await
+        self.timed("event", self.inner.event(tenant_id, event_id))
+            .await
     }
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError> {
-        timed("list_events", self.inner.list_events(query)).await
+        self.timed("list_events", self.inner.list_events(query))
+            .await
     }
 
     async fn count(&self, query: &CountQuery) -> Result<Vec<CountRow>, StoreError> {
-        timed("count", self.inner.count(query)).await
+        self.timed("count", self.inner.count(query)).await
     }
 
     async fn count_users(
@@ -118,7 +145,7 @@ impl Store for MeteredStore {
         query: &CountQuery,
         exact_up_to_events: u64,
     ) -> Result<UserCounts, StoreError> {
-        timed(
+        self.timed(
             "count_users",
             self.inner.count_users(query, exact_up_to_events),
         )
@@ -126,15 +153,15 @@ impl Store for MeteredStore {
     }
 
     async fn breakdown(&self, query: &BreakdownQuery) -> Result<Vec<BreakdownRow>, StoreError> {
-        timed("breakdown", self.inner.breakdown(query)).await
+        self.timed("breakdown", self.inner.breakdown(query)).await
     }
 
     async fn funnel(&self, query: &FunnelQuery) -> Result<FunnelCounts, StoreError> {
-        timed("funnel", self.inner.funnel(query)).await
+        self.timed("funnel", self.inner.funnel(query)).await
     }
 
     async fn retention(&self, query: &RetentionQuery) -> Result<Vec<Cohort>, StoreError> {
-        timed("retention", self.inner.retention(query)).await
+        self.timed("retention", self.inner.retention(query)).await
     }
 
     async fn prepare_summaries(
@@ -142,7 +169,7 @@ impl Store for MeteredStore {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        timed(
+        self.timed(
             "prepare_summaries",
             self.inner.prepare_summaries(start, end),
         )
@@ -150,14 +177,16 @@ impl Store for MeteredStore {
     }
 
     async fn commit_horizon(&self, tenant_id: TenantId) -> Result<u64, StoreError> {
-        timed("commit_horizon", self.inner.commit_horizon(tenant_id)).await
+        self.timed("commit_horizon", self.inner.commit_horizon(tenant_id))
+            .await
     }
 
     async fn list_committed(
         &self,
         query: &CommittedQuery,
     ) -> Result<Vec<(u64, Event)>, StoreError> {
-        timed("list_committed", self.inner.list_committed(query)).await
+        self.timed("list_committed", self.inner.list_committed(query))
+            .await
     }
 
     fn pool_status(&self) -> PoolStatus {
@@ -165,6 +194,6 @@ impl Store for MeteredStore {
     }
 
     async fn replica_lag(&self) -> Result<Option<ReplicaLag>, StoreError> {
-        timed("replica_lag", self.inner.replica_lag()).await
+        self.timed("replica_lag", self.inner.replica_lag()).await
     }
 }

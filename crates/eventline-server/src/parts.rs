@@ -248,7 +248,8 @@ pub(crate) fn serve_grpc(
         .http2_keepalive_timeout(Some(Duration::from_millis(
             config.grpc.keepalive_timeout_ms,
         )))
-        .trace_fn(|request| tracing::info_span!("grpc.request", path = %request.uri().path()))
+        // The call's server span, continuing the caller's `traceparent` (README "Tracing").
+        .layer(tower::layer::layer_fn(crate::trace_context::GrpcTrace::new))
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
         .add_routes(grpc_routes);

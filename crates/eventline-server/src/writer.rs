@@ -3,6 +3,10 @@
 //! then answers each request. The queue is bounded in events by a semaphore: a request
 //! that cannot get room within `enqueue_timeout` is refused with RESOURCE_EXHAUSTED and a
 //! retry delay, so overload never grows memory or blocks forever.
+//!
+//! Tracing: one commit carries the events of many requests, so its `writer.commit` span
+//! is a child of the first request it carries (so a lone request's trace shows its
+//! commit) and holds an OpenTelemetry link to each of the others' spans.
 
 use std::{
     sync::{
@@ -14,11 +18,13 @@ use std::{
 
 use eventline_core::{Error, Event, IngestOutcome, TenantId};
 use eventline_store::{Appended, Store, StoreError};
+use opentelemetry::trace::TraceContextExt;
 use tokio::{
     sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
     task::JoinSet,
 };
-use tracing::{debug, warn};
+use tracing::{Instrument, Span, debug, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::bus::CommitBus;
 
@@ -53,6 +59,8 @@ struct Job {
     /// When it was queued: its wait until a worker takes it is the ack's queueing time.
     queued_at: Instant,
     reply: oneshot::Sender<Result<Commit, Error>>,
+    /// The submitting request's span, which the commit's span descends from or links to.
+    caller: Span,
     _room: OwnedSemaphorePermit,
 }
 
@@ -169,6 +177,7 @@ impl Writer {
                 events,
                 queued_at: Instant::now(),
                 reply,
+                caller: Span::current(),
                 _room: room,
             })
             .await
@@ -240,17 +249,26 @@ impl Worker {
             .iter_mut()
             .flat_map(|job| std::mem::take(&mut job.events))
             .collect();
-        debug!(
-            batch_len = events.len(),
-            requests = jobs.len(),
-            "committing group"
-        );
+        let span = commit_span(&jobs, events.len());
+        span.in_scope(|| {
+            debug!(
+                batch_len = events.len(),
+                requests = jobs.len(),
+                "committing group"
+            )
+        });
         let started = Instant::now();
         for job in &jobs {
             metrics::histogram!("eventline_writer_queue_wait_seconds")
                 .record((started - job.queued_at).as_secs_f64());
         }
-        let result = self.append_with_retries(&events).await;
+        let result = self
+            .append_with_retries(&events)
+            .instrument(span.clone())
+            .await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         metrics::histogram!("eventline_writer_batch_events").record(events.len() as f64);
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::histogram!("eventline_writer_commit_duration_seconds", "outcome" => outcome)
@@ -295,4 +313,23 @@ impl Worker {
             }
         }
     }
+}
+
+/// The span of one group commit: a child of the first request it carries, linked to the
+/// span of every other one (OpenTelemetry links; nothing is looked up when it is off).
+fn commit_span(jobs: &[Job], batch_len: usize) -> Span {
+    let first = jobs.first().and_then(|job| job.caller.id());
+    let span = tracing::debug_span!(
+        parent: first,
+        "writer.commit",
+        batch_len,
+        requests = jobs.len(),
+        otel.status_code = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        for job in jobs.iter().skip(1) {
+            span.add_link(job.caller.context().span().span_context().clone());
+        }
+    }
+    span
 }

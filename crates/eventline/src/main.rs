@@ -7,6 +7,7 @@ mod client;
 mod read;
 mod send;
 mod settings;
+mod telemetry;
 
 use std::path::PathBuf;
 
@@ -132,21 +133,34 @@ fn with_flag<T: serde::Serialize>(figment: Figment, key: &str, value: &Option<T>
     }
 }
 
-fn init_logging(config: &Config) {
+/// Installs the log output and, when `tracing.otlp_endpoint` is set, the OTLP trace
+/// exporter. Each has its own filter: `log.level` chooses what is logged, never what is
+/// traced.
+fn init_logging(config: &Config) -> anyhow::Result<Option<telemetry::Telemetry>> {
+    use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let colour = log_colour(
         std::io::IsTerminal::is_terminal(&std::io::stderr()),
         std::env::var_os("NO_COLOR"),
     );
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_ansi(colour)
         .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Pretty => builder.init(),
-    }
+    let log = match config.log.format {
+        LogFormat::Json => log.json().with_filter(filter).boxed(),
+        LogFormat::Pretty => log.with_filter(filter).boxed(),
+    };
+    let mut layers = vec![log];
+    let telemetry = match telemetry::Telemetry::start(&config.tracing)? {
+        Some((telemetry, layer)) => {
+            layers.push(layer);
+            Some(telemetry)
+        }
+        None => None,
+    };
+    tracing_subscriber::registry().with(layers).init();
+    Ok(telemetry)
 }
 
 /// Whether the pretty log format colours its output: only on a terminal, and never with
@@ -178,7 +192,7 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    init_logging(&config);
+    let telemetry = init_logging(&config)?;
     let store_description = match &config.database.url {
         Some(_) => "PostgreSQL".to_owned(),
         None => format!("SQLite in {}", config.data.dir.display()),
@@ -214,10 +228,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("    export EVENTLINE_API_KEY={}", key.secret);
         println!("    eventline send --type signup --user u1 --prop plan=pro");
     }
-    server
+    let served = server
         .run(shutdown_signal())
         .await
-        .context("eventline stopped with an error")
+        .context("eventline stopped with an error");
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
+    served
 }
 
 #[tokio::main]

@@ -135,10 +135,20 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let span =
-        tracing::info_span!("http.request", %method, route = %route, request_id = %request_id);
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        request_id = %request_id,
+    );
+    crate::trace_context::continue_callers_trace(&span, request.headers());
     let response =
-        tracing::Instrument::instrument(dispatch(&gateway, request, matched), span).await;
+        tracing::Instrument::instrument(dispatch(&gateway, request, matched), span.clone()).await;
+    crate::trace_context::record_http_status(&span, response.status());
     let labels = [
         ("method", method.as_str().to_owned()),
         ("route", route),

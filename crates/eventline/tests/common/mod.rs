@@ -17,6 +17,8 @@ pub const API_KEY: &str = "elk_test_bootstrap_key_0123456789abcdef";
 pub struct ServerProcess {
     pub child: Child,
     pub addr: String,
+    /// The REST gateway's address.
+    pub http_addr: String,
 }
 
 impl Drop for ServerProcess {
@@ -47,12 +49,13 @@ pub async fn spawn_server_with(
     settings: &[(&str, &str)],
 ) -> ServerProcess {
     let addr = format!("127.0.0.1:{port}");
+    let http_addr = format!("127.0.0.1:{}", free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_eventline"))
         .arg("serve")
         .envs(settings.iter().copied())
         .env("EVENTLINE_DATABASE_URL", database_url)
         .env("EVENTLINE_GRPC_ADDR", &addr)
-        .env("EVENTLINE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("EVENTLINE_HTTP_ADDR", &http_addr)
         .env(
             "EVENTLINE_METRICS_ADDR",
             format!("127.0.0.1:{}", free_port()),
@@ -63,7 +66,11 @@ pub async fn spawn_server_with(
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn eventline serve");
-    let mut server = ServerProcess { child, addr };
+    let mut server = ServerProcess {
+        child,
+        addr,
+        http_addr,
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Some(status) = server.child.try_wait().unwrap() {
