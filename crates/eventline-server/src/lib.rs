@@ -25,6 +25,7 @@ mod schemas;
 mod summaries;
 mod tenant_cache;
 mod tls;
+pub mod webhook;
 pub mod writer;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
