@@ -142,6 +142,10 @@ pub const SETTINGS_HELP: &[(&str, &str)] = &[
         "How many days back the summaries are kept ready",
     ),
     (
+        "alerts.evaluate_interval_ms",
+        "How often every tenant's alert rules are evaluated, in ms; 0 turns alerts off on this replica",
+    ),
+    (
         "tls.cert_path",
         "PEM certificate chain: serve gRPC and HTTP over TLS",
     ),
@@ -209,6 +213,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub lifecycle: LifecycleConfig,
     pub summaries: SummariesConfig,
+    pub alerts: AlertsConfig,
     pub tls: TlsConfig,
 }
 
@@ -422,6 +427,23 @@ impl Default for SummariesConfig {
         Self {
             prepare_interval_ms: 60_000,
             prepare_days: 35,
+        }
+    }
+}
+
+/// Alert rules' evaluation (README "Alerts").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// How often every tenant's rules are evaluated over the minutes that have ended, in
+    /// milliseconds; 0 turns evaluation (and notifications) off on this replica.
+    pub evaluate_interval_ms: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            evaluate_interval_ms: 60_000,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! crates and nothing depends on it but the binary.
 
 pub mod admin;
+pub mod alerts;
 pub mod auth;
 pub mod budget;
 pub mod bus;
@@ -13,6 +14,7 @@ mod gateway;
 mod health;
 pub mod ingest;
 mod lifecycle;
+mod metered_alerts;
 mod metered_lifecycle;
 mod metered_store;
 pub mod metrics;
@@ -174,6 +176,7 @@ impl Server {
         quarantine::register_metrics();
         lifecycle::register_metrics();
         summaries::register_metrics();
+        alerts::register_metrics();
         budget::register_metrics();
         connection::register_metrics();
         let (tls, tls_reloader) = match tls {
@@ -208,6 +211,14 @@ impl Server {
             days: config.summaries.prepare_days,
         }
         .spawn();
+        let alerts_task = alerts::AlertsTask {
+            evaluator: alerts::AlertEvaluator::new(
+                Arc::clone(&store),
+                webhook::RetryPolicy::default(),
+            ),
+            interval: Duration::from_millis(config.alerts.evaluate_interval_ms),
+        }
+        .spawn();
         let shared = parts::Shared {
             auth: Authenticator::new(Arc::clone(&store), config.admin.token.as_deref()),
             checks: quarantine::IngestChecks::new(
@@ -239,6 +250,7 @@ impl Server {
             Some(health_task),
             Some(lifecycle_task),
             summaries_task,
+            alerts_task,
             tls_reloader,
             commit_listener,
         ]

@@ -31,7 +31,7 @@ const REPLAY_BATCH: usize = 1_000;
 
 impl AdminApi {
     /// The tenant a lifecycle request names, once the caller may manage it.
-    async fn managed_tenant(
+    pub(super) async fn managed_tenant(
         &self,
         metadata: &tonic::metadata::MetadataMap,
         tenant_id: &str,

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from eventline.v1 import alerts_pb2 as eventline_dot_v1_dot_alerts__pb2
 from eventline.v1 import lifecycle_pb2 as eventline_dot_v1_dot_lifecycle__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65ventline/v1/admin.proto\x12\x0c\x65ventline.v1\x1a\x1c\x65ventline/v1/lifecycle.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\x06Tenant\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12;\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"\xe2\x02\n\x06\x41piKey\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12+\n\x06scopes\x18\x03 \x03(\x0e\x32\x13.eventline.v1.ScopeR\x06scopes\x12;\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0brevoke_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrevokeTime\x12;\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12*\n\x11\x65vents_per_second\x18\x07 \x01(\rR\x0f\x65ventsPerSecond\x12\x14\n\x05\x62urst\x18\x08 \x01(\rR\x05\x62urst\")\n\x13\x43reateTenantRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"D\n\x14\x43reateTenantResponse\x12,\n\x06tenant\x18\x01 \x01(\x0b\x32\x14.eventline.v1.TenantR\x06tenant\"\x14\n\x12ListTenantsRequest\"E\n\x13ListTenantsResponse\x12.\n\x07tenants\x18\x01 \x03(\x0b\x32\x14.eventline.v1.TenantR\x07tenants\"\xde\x01\n\x13\x43reateApiKeyRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12+\n\x06scopes\x18\x02 \x03(\x0e\x32\x13.eventline.v1.ScopeR\x06scopes\x12;\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12*\n\x11\x65vents_per_second\x18\x04 \x01(\rR\x0f\x65ventsPerSecond\x12\x14\n\x05\x62urst\x18\x05 \x01(\rR\x05\x62urst\"]\n\x14\x43reateApiKeyResponse\x12-\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.eventline.v1.ApiKeyR\x06\x61piKey\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"1\n\x12ListApiKeysRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\"F\n\x13ListApiKeysResponse\x12/\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x14.eventline.v1.ApiKeyR\x07\x61piKeys\",\n\x13RevokeApiKeyRequest\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\"E\n\x14RevokeApiKeyResponse\x12-\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.eventline.v1.ApiKeyR\x06\x61piKey\"\xdd\x02\n\nAuditEvent\x12\x19\n\x08\x61udit_id\x18\x01 \x01(\tR\x07\x61uditId\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x14\n\x05\x61\x63tor\x18\x03 \x01(\tR\x05\x61\x63tor\x12\x31\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x19.eventline.v1.AuditActionR\x06\x61\x63tion\x12\x16\n\x06target\x18\x05 \x01(\tR\x06target\x12\x39\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12?\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32%.eventline.v1.AuditEvent.DetailsEntryR\x07\x64\x65tails\x1a:\n\x0c\x44\x65tailsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"q\n\x16ListAuditEventsRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"~\n\x17ListAuditEventsResponse\x12;\n\x0c\x61udit_events\x18\x01 \x03(\x0b\x32\x18.eventline.v1.AuditEventR\x0b\x61uditEvents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*R\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSCOPE_INGEST\x10\x01\x12\x0f\n\x0bSCOPE_QUERY\x10\x02\x12\x0f\n\x0bSCOPE_ADMIN\x10\x03*\xa6\x03\n\x0b\x41uditAction\x12\x1c\n\x18\x41UDIT_ACTION_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41UDIT_ACTION_TENANT_CREATED\x10\x01\x12\x1c\n\x18\x41UDIT_ACTION_KEY_CREATED\x10\x02\x12\x1c\n\x18\x41UDIT_ACTION_KEY_REVOKED\x10\x03\x12!\n\x1d\x41UDIT_ACTION_EXPIRED_KEY_USED\x10\x04\x12(\n$AUDIT_ACTION_USER_DELETION_REQUESTED\x10\x05\x12\'\n#AUDIT_ACTION_USER_DELETION_FINISHED\x10\x06\x12\x1e\n\x1a\x41UDIT_ACTION_RETENTION_SET\x10\x07\x12\x1b\n\x17\x41UDIT_ACTION_SCHEMA_SET\x10\x08\x12\x1f\n\x1b\x41UDIT_ACTION_SCHEMA_DELETED\x10\t\x12$\n AUDIT_ACTION_QUARANTINE_REPLAYED\x10\n\x12\"\n\x1e\x41UDIT_ACTION_QUARANTINE_PURGED\x10\x0b\x32\xfe\x10\n\x0c\x41\x64minService\x12m\n\x0c\x43reateTenant\x12!.eventline.v1.CreateTenantRequest\x1a\".eventline.v1.CreateTenantResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/tenants:\x01*\x12g\n\x0bListTenants\x12 .eventline.v1.ListTenantsRequest\x1a!.eventline.v1.ListTenantsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/tenants\x12~\n\x0c\x43reateApiKey\x12!.eventline.v1.CreateApiKeyRequest\x1a\".eventline.v1.CreateApiKeyResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/tenants/{tenant_id}/keys:\x01*\x12x\n\x0bListApiKeys\x12 .eventline.v1.ListApiKeysRequest\x1a!.eventline.v1.ListApiKeysResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/tenants/{tenant_id}/keys\x12z\n\x0cRevokeApiKey\x12!.eventline.v1.RevokeApiKeyRequest\x1a\".eventline.v1.RevokeApiKeyResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/keys/{key_id}:revoke:\x01*\x12x\n\x0fListAuditEvents\x12$.eventline.v1.ListAuditEventsRequest\x1a%.eventline.v1.ListAuditEventsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/audit-events\x12\x8a\x01\n\nDeleteUser\x12\x1f.eventline.v1.DeleteUserRequest\x1a .eventline.v1.DeleteUserResponse\"9\x82\xd3\xe4\x93\x02\x33\"./v1/tenants/{tenant_id}/users/{user_id}:delete:\x01*\x12\x8b\x01\n\x0bGetDeletion\x12 .eventline.v1.GetDeletionRequest\x1a!.eventline.v1.GetDeletionResponse\"7\x82\xd3\xe4\x93\x02\x31\x12//v1/tenants/{tenant_id}/deletions/{deletion_id}\x12\x80\x01\n\x0cGetRetention\x12!.eventline.v1.GetRetentionRequest\x1a\".eventline.v1.GetRetentionResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/tenants/{tenant_id}/retention\x12\x83\x01\n\x0cSetRetention\x12!.eventline.v1.SetRetentionRequest\x1a\".eventline.v1.SetRetentionResponse\",\x82\xd3\xe4\x93\x02&\x1a!/v1/tenants/{tenant_id}/retention:\x01*\x12\x8a\x01\n\x0fListQuarantined\x12$.eventline.v1.ListQuarantinedRequest\x1a%.eventline.v1.ListQuarantinedResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/tenants/{tenant_id}/quarantine\x12\x9a\x01\n\x11ReplayQuarantined\x12&.eventline.v1.ReplayQuarantinedRequest\x1a\'.eventline.v1.ReplayQuarantinedResponse\"4\x82\xd3\xe4\x93\x02.\")/v1/tenants/{tenant_id}/quarantine:replay:\x01*\x12\x96\x01\n\x10PurgeQuarantined\x12%.eventline.v1.PurgeQuarantinedRequest\x1a&.eventline.v1.PurgeQuarantinedResponse\"3\x82\xd3\xe4\x93\x02-\"(/v1/tenants/{tenant_id}/quarantine:purge:\x01*\x12\x94\x01\n\x0eSetEventSchema\x12#.eventline.v1.SetEventSchemaRequest\x1a$.eventline.v1.SetEventSchemaResponse\"7\x82\xd3\xe4\x93\x02\x31\x1a,/v1/tenants/{tenant_id}/schemas/{event_type}:\x01*\x12\x8a\x01\n\x10ListEventSchemas\x12%.eventline.v1.ListEventSchemasRequest\x1a&.eventline.v1.ListEventSchemasResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/tenants/{tenant_id}/schemas\x12\x9a\x01\n\x11\x44\x65leteEventSchema\x12&.eventline.v1.DeleteEventSchemaRequest\x1a\'.eventline.v1.DeleteEventSchemaResponse\"4\x82\xd3\xe4\x93\x02.*,/v1/tenants/{tenant_id}/schemas/{event_type}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65ventline/v1/admin.proto\x12\x0c\x65ventline.v1\x1a\x19\x65ventline/v1/alerts.proto\x1a\x1c\x65ventline/v1/lifecycle.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\x06Tenant\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12;\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"\xe2\x02\n\x06\x41piKey\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12+\n\x06scopes\x18\x03 \x03(\x0e\x32\x13.eventline.v1.ScopeR\x06scopes\x12;\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0brevoke_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrevokeTime\x12;\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12*\n\x11\x65vents_per_second\x18\x07 \x01(\rR\x0f\x65ventsPerSecond\x12\x14\n\x05\x62urst\x18\x08 \x01(\rR\x05\x62urst\")\n\x13\x43reateTenantRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"D\n\x14\x43reateTenantResponse\x12,\n\x06tenant\x18\x01 \x01(\x0b\x32\x14.eventline.v1.TenantR\x06tenant\"\x14\n\x12ListTenantsRequest\"E\n\x13ListTenantsResponse\x12.\n\x07tenants\x18\x01 \x03(\x0b\x32\x14.eventline.v1.TenantR\x07tenants\"\xde\x01\n\x13\x43reateApiKeyRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12+\n\x06scopes\x18\x02 \x03(\x0e\x32\x13.eventline.v1.ScopeR\x06scopes\x12;\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12*\n\x11\x65vents_per_second\x18\x04 \x01(\rR\x0f\x65ventsPerSecond\x12\x14\n\x05\x62urst\x18\x05 \x01(\rR\x05\x62urst\"]\n\x14\x43reateApiKeyResponse\x12-\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.eventline.v1.ApiKeyR\x06\x61piKey\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"1\n\x12ListApiKeysRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\"F\n\x13ListApiKeysResponse\x12/\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x14.eventline.v1.ApiKeyR\x07\x61piKeys\",\n\x13RevokeApiKeyRequest\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\"E\n\x14RevokeApiKeyResponse\x12-\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.eventline.v1.ApiKeyR\x06\x61piKey\"\xdd\x02\n\nAuditEvent\x12\x19\n\x08\x61udit_id\x18\x01 \x01(\tR\x07\x61uditId\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x14\n\x05\x61\x63tor\x18\x03 \x01(\tR\x05\x61\x63tor\x12\x31\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x19.eventline.v1.AuditActionR\x06\x61\x63tion\x12\x16\n\x06target\x18\x05 \x01(\tR\x06target\x12\x39\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12?\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32%.eventline.v1.AuditEvent.DetailsEntryR\x07\x64\x65tails\x1a:\n\x0c\x44\x65tailsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"q\n\x16ListAuditEventsRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"~\n\x17ListAuditEventsResponse\x12;\n\x0c\x61udit_events\x18\x01 \x03(\x0b\x32\x18.eventline.v1.AuditEventR\x0b\x61uditEvents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*R\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSCOPE_INGEST\x10\x01\x12\x0f\n\x0bSCOPE_QUERY\x10\x02\x12\x0f\n\x0bSCOPE_ADMIN\x10\x03*\xa6\x03\n\x0b\x41uditAction\x12\x1c\n\x18\x41UDIT_ACTION_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41UDIT_ACTION_TENANT_CREATED\x10\x01\x12\x1c\n\x18\x41UDIT_ACTION_KEY_CREATED\x10\x02\x12\x1c\n\x18\x41UDIT_ACTION_KEY_REVOKED\x10\x03\x12!\n\x1d\x41UDIT_ACTION_EXPIRED_KEY_USED\x10\x04\x12(\n$AUDIT_ACTION_USER_DELETION_REQUESTED\x10\x05\x12\'\n#AUDIT_ACTION_USER_DELETION_FINISHED\x10\x06\x12\x1e\n\x1a\x41UDIT_ACTION_RETENTION_SET\x10\x07\x12\x1b\n\x17\x41UDIT_ACTION_SCHEMA_SET\x10\x08\x12\x1f\n\x1b\x41UDIT_ACTION_SCHEMA_DELETED\x10\t\x12$\n AUDIT_ACTION_QUARANTINE_REPLAYED\x10\n\x12\"\n\x1e\x41UDIT_ACTION_QUARANTINE_PURGED\x10\x0b\x32\xbd\x16\n\x0c\x41\x64minService\x12m\n\x0c\x43reateTenant\x12!.eventline.v1.CreateTenantRequest\x1a\".eventline.v1.CreateTenantResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/tenants:\x01*\x12g\n\x0bListTenants\x12 .eventline.v1.ListTenantsRequest\x1a!.eventline.v1.ListTenantsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/tenants\x12~\n\x0c\x43reateApiKey\x12!.eventline.v1.CreateApiKeyRequest\x1a\".eventline.v1.CreateApiKeyResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/tenants/{tenant_id}/keys:\x01*\x12x\n\x0bListApiKeys\x12 .eventline.v1.ListApiKeysRequest\x1a!.eventline.v1.ListApiKeysResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/tenants/{tenant_id}/keys\x12z\n\x0cRevokeApiKey\x12!.eventline.v1.RevokeApiKeyRequest\x1a\".eventline.v1.RevokeApiKeyResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/keys/{key_id}:revoke:\x01*\x12x\n\x0fListAuditEvents\x12$.eventline.v1.ListAuditEventsRequest\x1a%.eventline.v1.ListAuditEventsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/audit-events\x12\x8a\x01\n\nDeleteUser\x12\x1f.eventline.v1.DeleteUserRequest\x1a .eventline.v1.DeleteUserResponse\"9\x82\xd3\xe4\x93\x02\x33\"./v1/tenants/{tenant_id}/users/{user_id}:delete:\x01*\x12\x8b\x01\n\x0bGetDeletion\x12 .eventline.v1.GetDeletionRequest\x1a!.eventline.v1.GetDeletionResponse\"7\x82\xd3\xe4\x93\x02\x31\x12//v1/tenants/{tenant_id}/deletions/{deletion_id}\x12\x80\x01\n\x0cGetRetention\x12!.eventline.v1.GetRetentionRequest\x1a\".eventline.v1.GetRetentionResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/tenants/{tenant_id}/retention\x12\x83\x01\n\x0cSetRetention\x12!.eventline.v1.SetRetentionRequest\x1a\".eventline.v1.SetRetentionResponse\",\x82\xd3\xe4\x93\x02&\x1a!/v1/tenants/{tenant_id}/retention:\x01*\x12\x8a\x01\n\x0fListQuarantined\x12$.eventline.v1.ListQuarantinedRequest\x1a%.eventline.v1.ListQuarantinedResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/tenants/{tenant_id}/quarantine\x12\x9a\x01\n\x11ReplayQuarantined\x12&.eventline.v1.ReplayQuarantinedRequest\x1a\'.eventline.v1.ReplayQuarantinedResponse\"4\x82\xd3\xe4\x93\x02.\")/v1/tenants/{tenant_id}/quarantine:replay:\x01*\x12\x96\x01\n\x10PurgeQuarantined\x12%.eventline.v1.PurgeQuarantinedRequest\x1a&.eventline.v1.PurgeQuarantinedResponse\"3\x82\xd3\xe4\x93\x02-\"(/v1/tenants/{tenant_id}/quarantine:purge:\x01*\x12\x94\x01\n\x0eSetEventSchema\x12#.eventline.v1.SetEventSchemaRequest\x1a$.eventline.v1.SetEventSchemaResponse\"7\x82\xd3\xe4\x93\x02\x31\x1a,/v1/tenants/{tenant_id}/schemas/{event_type}:\x01*\x12\x8a\x01\n\x10ListEventSchemas\x12%.eventline.v1.ListEventSchemasRequest\x1a&.eventline.v1.ListEventSchemasResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/tenants/{tenant_id}/schemas\x12\x9a\x01\n\x11\x44\x65leteEventSchema\x12&.eventline.v1.DeleteEventSchemaRequest\x1a\'.eventline.v1.DeleteEventSchemaResponse\"4\x82\xd3\xe4\x93\x02.*,/v1/tenants/{tenant_id}/schemas/{event_type}\x12\x89\x01\n\x0f\x43reateAlertRule\x12$.eventline.v1.CreateAlertRuleRequest\x1a%.eventline.v1.CreateAlertRuleResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/tenants/{tenant_id}/alerts:\x01*\x12w\n\nListAlerts\x12\x1f.eventline.v1.ListAlertsRequest\x1a .eventline.v1.ListAlertsResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/tenants/{tenant_id}/alerts\x12{\n\x08GetAlert\x12\x1d.eventline.v1.GetAlertRequest\x1a\x1e.eventline.v1.GetAlertResponse\"0\x82\xd3\xe4\x93\x02*\x12(/v1/tenants/{tenant_id}/alerts/{rule_id}\x12\x90\x01\n\x0f\x44\x65leteAlertRule\x12$.eventline.v1.DeleteAlertRuleRequest\x1a%.eventline.v1.DeleteAlertRuleResponse\"0\x82\xd3\xe4\x93\x02**(/v1/tenants/{tenant_id}/alerts/{rule_id}\x12\xa7\x01\n\x13ListAlertDeliveries\x12(.eventline.v1.ListAlertDeliveriesRequest\x1a).eventline.v1.ListAlertDeliveriesResponse\";\x82\xd3\xe4\x93\x02\x35\x12\x33/v1/tenants/{tenant_id}/alerts/{rule_id}/deliveriesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -68,42 +69,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADMINSERVICE'].methods_by_name['ListEventSchemas']._serialized_options = b'\202\323\344\223\002!\022\037/v1/tenants/{tenant_id}/schemas'
   _globals['_ADMINSERVICE'].methods_by_name['DeleteEventSchema']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['DeleteEventSchema']._serialized_options = b'\202\323\344\223\002.*,/v1/tenants/{tenant_id}/schemas/{event_type}'
-  _globals['_SCOPE']._serialized_start=1973
-  _globals['_SCOPE']._serialized_end=2055
-  _globals['_AUDITACTION']._serialized_start=2058
-  _globals['_AUDITACTION']._serialized_end=2480
-  _globals['_TENANT']._serialized_start=135
-  _globals['_TENANT']._serialized_end=253
-  _globals['_APIKEY']._serialized_start=256
-  _globals['_APIKEY']._serialized_end=610
-  _globals['_CREATETENANTREQUEST']._serialized_start=612
-  _globals['_CREATETENANTREQUEST']._serialized_end=653
-  _globals['_CREATETENANTRESPONSE']._serialized_start=655
-  _globals['_CREATETENANTRESPONSE']._serialized_end=723
-  _globals['_LISTTENANTSREQUEST']._serialized_start=725
-  _globals['_LISTTENANTSREQUEST']._serialized_end=745
-  _globals['_LISTTENANTSRESPONSE']._serialized_start=747
-  _globals['_LISTTENANTSRESPONSE']._serialized_end=816
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=819
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1041
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1043
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1136
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1138
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1187
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1189
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1259
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1261
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1305
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1307
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1376
-  _globals['_AUDITEVENT']._serialized_start=1379
-  _globals['_AUDITEVENT']._serialized_end=1728
-  _globals['_AUDITEVENT_DETAILSENTRY']._serialized_start=1670
-  _globals['_AUDITEVENT_DETAILSENTRY']._serialized_end=1728
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1730
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1843
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1845
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1971
-  _globals['_ADMINSERVICE']._serialized_start=2483
-  _globals['_ADMINSERVICE']._serialized_end=4657
+  _globals['_ADMINSERVICE'].methods_by_name['CreateAlertRule']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['CreateAlertRule']._serialized_options = b'\202\323\344\223\002#\"\036/v1/tenants/{tenant_id}/alerts:\001*'
+  _globals['_ADMINSERVICE'].methods_by_name['ListAlerts']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['ListAlerts']._serialized_options = b'\202\323\344\223\002 \022\036/v1/tenants/{tenant_id}/alerts'
+  _globals['_ADMINSERVICE'].methods_by_name['GetAlert']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['GetAlert']._serialized_options = b'\202\323\344\223\002*\022(/v1/tenants/{tenant_id}/alerts/{rule_id}'
+  _globals['_ADMINSERVICE'].methods_by_name['DeleteAlertRule']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['DeleteAlertRule']._serialized_options = b'\202\323\344\223\002**(/v1/tenants/{tenant_id}/alerts/{rule_id}'
+  _globals['_ADMINSERVICE'].methods_by_name['ListAlertDeliveries']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['ListAlertDeliveries']._serialized_options = b'\202\323\344\223\0025\0223/v1/tenants/{tenant_id}/alerts/{rule_id}/deliveries'
+  _globals['_SCOPE']._serialized_start=2000
+  _globals['_SCOPE']._serialized_end=2082
+  _globals['_AUDITACTION']._serialized_start=2085
+  _globals['_AUDITACTION']._serialized_end=2507
+  _globals['_TENANT']._serialized_start=162
+  _globals['_TENANT']._serialized_end=280
+  _globals['_APIKEY']._serialized_start=283
+  _globals['_APIKEY']._serialized_end=637
+  _globals['_CREATETENANTREQUEST']._serialized_start=639
+  _globals['_CREATETENANTREQUEST']._serialized_end=680
+  _globals['_CREATETENANTRESPONSE']._serialized_start=682
+  _globals['_CREATETENANTRESPONSE']._serialized_end=750
+  _globals['_LISTTENANTSREQUEST']._serialized_start=752
+  _globals['_LISTTENANTSREQUEST']._serialized_end=772
+  _globals['_LISTTENANTSRESPONSE']._serialized_start=774
+  _globals['_LISTTENANTSRESPONSE']._serialized_end=843
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=846
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1068
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1070
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1163
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1165
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1214
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1216
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1286
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1288
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1332
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1334
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1403
+  _globals['_AUDITEVENT']._serialized_start=1406
+  _globals['_AUDITEVENT']._serialized_end=1755
+  _globals['_AUDITEVENT_DETAILSENTRY']._serialized_start=1697
+  _globals['_AUDITEVENT_DETAILSENTRY']._serialized_end=1755
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1757
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1870
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1872
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1998
+  _globals['_ADMINSERVICE']._serialized_start=2510
+  _globals['_ADMINSERVICE']._serialized_end=5387
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,287 @@
+//! Alert rules and their delivery log on SQLite (migration 0007). Writes take the write
+//! lock up front (`BEGIN IMMEDIATE`), as appends do; times are microseconds.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventline_core::{
+    TenantId,
+    alerts::{
+        AlertDelivery, AlertRule, AlertState, AlertStatus, DeliveryOutcome, DeliveryQuery,
+        DeliveryResult, Evaluation,
+    },
+};
+use sqlx::{Row, sqlite::SqliteRow};
+
+use super::{SqliteStore, from_micros, micros, parse_tenant_id};
+use crate::{
+    StoreError,
+    alerts::{Alerts, ConditionColumns, deliveries_kept, missing_rule},
+};
+
+const RULE_COLUMNS: &str = "tenant_id, rule_id, name, window_seconds, webhook_url, \
+     webhook_secret, created_us, state, state_since_us, last_value, evaluated_until_us, kind, \
+     event_type, denominator_event_type, comparison, threshold, min_denominator, \
+     baseline_windows, sensitivity, min_count";
+
+const DELIVERY_COLUMNS: &str = "tenant_id, delivery_id, rule_id, transition, value, outcome, \
+     attempts, last_status, last_error, created_us, finished_us";
+
+fn rule_from_row(row: &SqliteRow) -> Result<AlertRule, StoreError> {
+    let window_seconds: i32 = row.try_get(3)?;
+    let state: String = row.try_get(7)?;
+    let condition = ConditionColumns {
+        kind: row.try_get(11)?,
+        event_type: row.try_get(12)?,
+        denominator_event_type: row.try_get(13)?,
+        comparison: row.try_get(14)?,
+        threshold: row.try_get(15)?,
+        min_denominator: row.try_get(16)?,
+        baseline_windows: row.try_get(17)?,
+        sensitivity: row.try_get(18)?,
+        min_count: row.try_get(19)?,
+    };
+    Ok(AlertRule {
+        tenant_id: tenant(row)?,
+        rule_id: row.try_get(1)?,
+        name: row.try_get(2)?,
+        window: Duration::from_secs(window_seconds.max(0) as u64),
+        condition: condition.into_condition()?,
+        webhook_url: row.try_get(4)?,
+        webhook_secret: row.try_get(5)?,
+        created_at: from_micros(row.try_get(6)?)?,
+        status: AlertStatus {
+            state: AlertState::parse(&state).map_err(StoreError::Internal)?,
+            since: from_micros(row.try_get(8)?)?,
+            last_value: row.try_get(9)?,
+            evaluated_until: optional_time(row.try_get(10)?)?,
+        },
+    })
+}
+
+fn delivery_from_row(row: &SqliteRow) -> Result<AlertDelivery, StoreError> {
+    let transition: String = row.try_get(3)?;
+    let outcome: String = row.try_get(5)?;
+    let attempts: i32 = row.try_get(6)?;
+    let last_status: Option<i32> = row.try_get(7)?;
+    Ok(AlertDelivery {
+        tenant_id: tenant(row)?,
+        delivery_id: row.try_get(1)?,
+        rule_id: row.try_get(2)?,
+        transition: AlertState::parse(&transition).map_err(StoreError::Internal)?,
+        value: row.try_get(4)?,
+        outcome: DeliveryOutcome::parse(&outcome).map_err(StoreError::Internal)?,
+        attempts: attempts.max(0) as u32,
+        last_status: last_status.and_then(|status| u16::try_from(status).ok()),
+        last_error: row.try_get(8)?,
+        created_at: from_micros(row.try_get(9)?)?,
+        finished_at: optional_time(row.try_get(10)?)?,
+    })
+}
+
+fn tenant(row: &SqliteRow) -> Result<TenantId, StoreError> {
+    let text: String = row.try_get(0)?;
+    parse_tenant_id(&text)
+}
+
+fn optional_time(value: Option<i64>) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+    value.map(from_micros).transpose()
+}
+
+#[async_trait]
+impl Alerts for SqliteStore {
+    async fn create_alert_rule(&self, rule: &AlertRule) -> Result<(), StoreError> {
+        let condition = ConditionColumns::of(&rule.condition);
+        sqlx::query(
+            "INSERT INTO alert_rules (tenant_id, rule_id, name, window_seconds, webhook_url,
+                 webhook_secret, created_us, state, state_since_us, last_value,
+                 evaluated_until_us, kind, event_type, denominator_event_type, comparison,
+                 threshold, min_denominator, baseline_windows, sensitivity, min_count)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(rule.tenant_id.to_string())
+        .bind(&rule.rule_id)
+        .bind(&rule.name)
+        .bind(i32::try_from(rule.window.as_secs()).unwrap_or(i32::MAX))
+        .bind(&rule.webhook_url)
+        .bind(&rule.webhook_secret)
+        .bind(micros(rule.created_at))
+        .bind(rule.status.state.as_str())
+        .bind(micros(rule.status.since))
+        .bind(rule.status.last_value)
+        .bind(rule.status.evaluated_until.map(micros))
+        .bind(&condition.kind)
+        .bind(&condition.event_type)
+        .bind(&condition.denominator_event_type)
+        .bind(&condition.comparison)
+        .bind(condition.threshold)
+        .bind(condition.min_denominator)
+        .bind(condition.baseline_windows)
+        .bind(condition.sensitivity)
+        .bind(condition.min_count)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn alert_rules(&self, tenant_id: TenantId) -> Result<Vec<AlertRule>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant_id = ? ORDER BY rule_id"
+        )))
+        .bind(tenant_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rule_from_row).collect()
+    }
+
+    async fn alert_rule(
+        &self,
+        tenant_id: TenantId,
+        rule_id: &str,
+    ) -> Result<Option<AlertRule>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant_id = ? AND rule_id = ?"
+        )))
+        .bind(tenant_id.to_string())
+        .bind(rule_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(rule_from_row).transpose()
+    }
+
+    async fn delete_alert_rule(
+        &self,
+        tenant_id: TenantId,
+        rule_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let deleted = sqlx::query("DELETE FROM alert_rules WHERE tenant_id = ? AND rule_id = ?")
+            .bind(tenant_id.to_string())
+            .bind(rule_id)
+            .execute(&mut *transaction)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(missing_rule(rule_id));
+        }
+        sqlx::query("DELETE FROM alert_deliveries WHERE tenant_id = ? AND rule_id = ?")
+            .bind(tenant_id.to_string())
+            .bind(rule_id)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn record_alert_evaluation(
+        &self,
+        rule: &AlertRule,
+        evaluation: &Evaluation,
+    ) -> Result<Option<AlertDelivery>, StoreError> {
+        if evaluation.state == rule.status.state {
+            sqlx::query(
+                "UPDATE alert_rules SET last_value = ?3, evaluated_until_us = ?4
+                 WHERE tenant_id = ?1 AND rule_id = ?2
+                   AND (evaluated_until_us IS NULL OR evaluated_until_us < ?4)",
+            )
+            .bind(rule.tenant_id.to_string())
+            .bind(&rule.rule_id)
+            .bind(evaluation.value)
+            .bind(micros(evaluation.window_end))
+            .execute(&self.pool)
+            .await?;
+            return Ok(None);
+        }
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let changed = sqlx::query(
+            "UPDATE alert_rules
+             SET state = ?4, state_since_us = ?5, last_value = ?6, evaluated_until_us = ?5
+             WHERE tenant_id = ?1 AND rule_id = ?2 AND state = ?3
+               AND (evaluated_until_us IS NULL OR evaluated_until_us < ?5)",
+        )
+        .bind(rule.tenant_id.to_string())
+        .bind(&rule.rule_id)
+        .bind(rule.status.state.as_str())
+        .bind(evaluation.state.as_str())
+        .bind(micros(evaluation.window_end))
+        .bind(evaluation.value)
+        .execute(&mut *transaction)
+        .await?;
+        if changed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let delivery = AlertDelivery::pending(rule, evaluation);
+        sqlx::query(
+            "INSERT INTO alert_deliveries (tenant_id, delivery_id, rule_id, transition, value,
+                 outcome, created_us)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(delivery.tenant_id.to_string())
+        .bind(&delivery.delivery_id)
+        .bind(&delivery.rule_id)
+        .bind(delivery.transition.as_str())
+        .bind(delivery.value)
+        .bind(delivery.outcome.as_str())
+        .bind(micros(delivery.created_at))
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query(
+            "DELETE FROM alert_deliveries
+             WHERE tenant_id = ?1 AND rule_id = ?2 AND delivery_id < (
+                 SELECT delivery_id FROM alert_deliveries
+                 WHERE tenant_id = ?1 AND rule_id = ?2
+                 ORDER BY delivery_id DESC LIMIT 1 OFFSET ?3 - 1)",
+        )
+        .bind(rule.tenant_id.to_string())
+        .bind(&rule.rule_id)
+        .bind(deliveries_kept())
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(Some(delivery))
+    }
+
+    async fn finish_alert_delivery(
+        &self,
+        tenant_id: TenantId,
+        delivery_id: &str,
+        result: &DeliveryResult,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE alert_deliveries
+             SET outcome = ?, attempts = ?, last_status = ?, last_error = ?,
+                 finished_us = ?
+             WHERE tenant_id = ? AND delivery_id = ?",
+        )
+        .bind(result.outcome.as_str())
+        .bind(i64::from(result.attempts))
+        .bind(result.last_status.map(i64::from))
+        .bind(&result.last_error)
+        .bind(micros(eventline_core::time::now()))
+        .bind(tenant_id.to_string())
+        .bind(delivery_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn alert_deliveries(
+        &self,
+        query: &DeliveryQuery,
+    ) -> Result<Vec<AlertDelivery>, StoreError> {
+        let mut builder = sqlx::QueryBuilder::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries WHERE tenant_id = "
+        ));
+        builder.push_bind(query.tenant_id.to_string());
+        if let Some(rule_id) = &query.rule_id {
+            builder.push(" AND rule_id = ").push_bind(rule_id);
+        }
+        if let Some(before) = &query.before {
+            builder.push(" AND delivery_id < ").push_bind(before);
+        }
+        builder
+            .push(" ORDER BY delivery_id DESC LIMIT ")
+            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let rows = builder.build().fetch_all(&self.pool).await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+}
