@@ -230,8 +230,8 @@ mod tests {
         }
         assert_eq!(
             routes.len(),
-            28,
-            "3 ingest + 8 query (+1 user binding) + 16 admin"
+            33,
+            "3 ingest + 8 query (+1 user binding) + 21 admin"
         );
     }
 
