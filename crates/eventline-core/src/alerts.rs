@@ -388,7 +388,9 @@ impl AlertRule {
             ));
         }
         let window_seconds = rule.window_seconds;
-        if window_seconds < 60 || window_seconds > MAX_WINDOW_SECONDS || window_seconds % 60 != 0 {
+        if !(60..=MAX_WINDOW_SECONDS).contains(&window_seconds)
+            || !window_seconds.is_multiple_of(60)
+        {
             return Err(Error::invalid(
                 "rule.window_seconds",
                 format!(
