@@ -1,5 +1,7 @@
 -- Alert rules and their delivery log (README "Alerts"); see
--- migrations/postgres/0013_alerts.sql.
+-- migrations/postgres/0013_alerts.sql. Times are microseconds since the epoch, under the
+-- PostgreSQL column names, so both stores run the same statements
+-- (eventline-store/src/alerts.rs).
 
 CREATE TABLE alert_rules (
     tenant_id              TEXT NOT NULL,
@@ -17,11 +19,11 @@ CREATE TABLE alert_rules (
     min_count              INTEGER,
     webhook_url            TEXT NOT NULL,
     webhook_secret         TEXT NOT NULL,
-    created_us             INTEGER NOT NULL,
+    created_at             INTEGER NOT NULL,
     state                  TEXT NOT NULL CHECK (state IN ('resolved', 'firing')),
-    state_since_us         INTEGER NOT NULL,
+    state_since            INTEGER NOT NULL,
     last_value             REAL,
-    evaluated_until_us     INTEGER,
+    evaluated_until        INTEGER,
     PRIMARY KEY (tenant_id, rule_id)
 );
 
@@ -35,8 +37,8 @@ CREATE TABLE alert_deliveries (
     attempts    INTEGER NOT NULL DEFAULT 0,
     last_status INTEGER,
     last_error  TEXT,
-    created_us  INTEGER NOT NULL,
-    finished_us INTEGER,
+    created_at  INTEGER NOT NULL,
+    finished_at INTEGER,
     PRIMARY KEY (tenant_id, delivery_id)
 );
 CREATE INDEX alert_deliveries_by_rule ON alert_deliveries (tenant_id, rule_id, delivery_id);

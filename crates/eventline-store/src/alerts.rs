@@ -176,3 +176,62 @@ pub(crate) fn missing_rule(rule_id: &str) -> StoreError {
 pub(crate) fn deliveries_kept() -> i64 {
     eventline_core::alerts::MAX_DELIVERIES_PER_RULE as i64
 }
+
+/// The statements, the same text on both backends: the columns have the same names
+/// (SQLite keeps times as microseconds under them) and both take `$n` parameters.
+pub(crate) mod sql {
+    pub(crate) const DELIVERY_COLUMNS: &str = "tenant_id, delivery_id, rule_id, transition, \
+         value, outcome, attempts, last_status, last_error, created_at, finished_at";
+
+    pub(crate) const INSERT_RULE: &str = "INSERT INTO alert_rules (tenant_id, rule_id, name,
+             window_seconds, webhook_url, webhook_secret, created_at, state, state_since,
+             last_value, evaluated_until, kind, event_type, denominator_event_type, comparison,
+             threshold, min_denominator, baseline_windows, sensitivity, min_count)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+             $18, $19, $20)";
+
+    pub(crate) const SELECT_RULES: &str = "SELECT tenant_id, rule_id, name, window_seconds,
+             webhook_url, webhook_secret, created_at, state, state_since, last_value,
+             evaluated_until, kind, event_type, denominator_event_type, comparison, threshold,
+             min_denominator, baseline_windows, sensitivity, min_count
+         FROM alert_rules WHERE tenant_id = $1 ORDER BY rule_id";
+
+    pub(crate) const SELECT_RULE: &str = "SELECT tenant_id, rule_id, name, window_seconds,
+             webhook_url, webhook_secret, created_at, state, state_since, last_value,
+             evaluated_until, kind, event_type, denominator_event_type, comparison, threshold,
+             min_denominator, baseline_windows, sensitivity, min_count
+         FROM alert_rules WHERE tenant_id = $1 AND rule_id = $2";
+
+    pub(crate) const DELETE_RULE: &str =
+        "DELETE FROM alert_rules WHERE tenant_id = $1 AND rule_id = $2";
+
+    pub(crate) const DELETE_RULE_DELIVERIES: &str =
+        "DELETE FROM alert_deliveries WHERE tenant_id = $1 AND rule_id = $2";
+
+    /// An evaluation that keeps the state: its value, unless a later window was recorded.
+    pub(crate) const RECORD_VALUE: &str = "UPDATE alert_rules
+         SET last_value = $3, evaluated_until = $4
+         WHERE tenant_id = $1 AND rule_id = $2
+           AND (evaluated_until IS NULL OR evaluated_until < $4)";
+
+    /// The compare-and-set of a change of state ($3 the state read, $4 the new one).
+    pub(crate) const CHANGE_STATE: &str = "UPDATE alert_rules
+         SET state = $4, state_since = $5, last_value = $6, evaluated_until = $5
+         WHERE tenant_id = $1 AND rule_id = $2 AND state = $3
+           AND (evaluated_until IS NULL OR evaluated_until < $5)";
+
+    pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO alert_deliveries (tenant_id,
+             delivery_id, rule_id, transition, value, outcome, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+    /// Drops a rule's deliveries older than its newest $3.
+    pub(crate) const PRUNE_DELIVERIES: &str = "DELETE FROM alert_deliveries
+         WHERE tenant_id = $1 AND rule_id = $2 AND delivery_id < (
+             SELECT delivery_id FROM alert_deliveries
+             WHERE tenant_id = $1 AND rule_id = $2
+             ORDER BY delivery_id DESC LIMIT 1 OFFSET $3 - 1)";
+
+    pub(crate) const FINISH_DELIVERY: &str = "UPDATE alert_deliveries
+         SET outcome = $3, attempts = $4, last_status = $5, last_error = $6, finished_at = $7
+         WHERE tenant_id = $1 AND delivery_id = $2";
+}

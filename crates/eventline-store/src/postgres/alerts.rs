@@ -16,16 +16,8 @@ use sqlx::{Row, postgres::PgRow};
 use super::PgStore;
 use crate::{
     StoreError,
-    alerts::{Alerts, ConditionColumns, deliveries_kept, missing_rule},
+    alerts::{Alerts, ConditionColumns, deliveries_kept, missing_rule, sql},
 };
-
-const RULE_COLUMNS: &str = "tenant_id, rule_id, name, window_seconds, webhook_url, \
-     webhook_secret, created_at, state, state_since, last_value, evaluated_until, kind, \
-     event_type, denominator_event_type, comparison, threshold, min_denominator, \
-     baseline_windows, sensitivity, min_count";
-
-const DELIVERY_COLUMNS: &str = "tenant_id, delivery_id, rule_id, transition, value, outcome, \
-     attempts, last_status, last_error, created_at, finished_at";
 
 fn rule_from_row(row: &PgRow) -> Result<AlertRule, StoreError> {
     let window_seconds: i32 = row.try_get(3)?;
@@ -83,46 +75,37 @@ fn delivery_from_row(row: &PgRow) -> Result<AlertDelivery, StoreError> {
 impl Alerts for PgStore {
     async fn create_alert_rule(&self, rule: &AlertRule) -> Result<(), StoreError> {
         let condition = ConditionColumns::of(&rule.condition);
-        sqlx::query(
-            "INSERT INTO alert_rules (tenant_id, rule_id, name, window_seconds, webhook_url,
-                 webhook_secret, created_at, state, state_since, last_value, evaluated_until,
-                 kind, event_type, denominator_event_type, comparison, threshold,
-                 min_denominator, baseline_windows, sensitivity, min_count)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                 $17, $18, $19, $20)",
-        )
-        .bind(rule.tenant_id.0)
-        .bind(&rule.rule_id)
-        .bind(&rule.name)
-        .bind(i32::try_from(rule.window.as_secs()).unwrap_or(i32::MAX))
-        .bind(&rule.webhook_url)
-        .bind(&rule.webhook_secret)
-        .bind(rule.created_at)
-        .bind(rule.status.state.as_str())
-        .bind(rule.status.since)
-        .bind(rule.status.last_value)
-        .bind(rule.status.evaluated_until)
-        .bind(&condition.kind)
-        .bind(&condition.event_type)
-        .bind(&condition.denominator_event_type)
-        .bind(&condition.comparison)
-        .bind(condition.threshold)
-        .bind(condition.min_denominator)
-        .bind(condition.baseline_windows)
-        .bind(condition.sensitivity)
-        .bind(condition.min_count)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(sql::INSERT_RULE)
+            .bind(rule.tenant_id.0)
+            .bind(&rule.rule_id)
+            .bind(&rule.name)
+            .bind(i32::try_from(rule.window.as_secs()).unwrap_or(i32::MAX))
+            .bind(&rule.webhook_url)
+            .bind(&rule.webhook_secret)
+            .bind(rule.created_at)
+            .bind(rule.status.state.as_str())
+            .bind(rule.status.since)
+            .bind(rule.status.last_value)
+            .bind(rule.status.evaluated_until)
+            .bind(&condition.kind)
+            .bind(&condition.event_type)
+            .bind(&condition.denominator_event_type)
+            .bind(&condition.comparison)
+            .bind(condition.threshold)
+            .bind(condition.min_denominator)
+            .bind(condition.baseline_windows)
+            .bind(condition.sensitivity)
+            .bind(condition.min_count)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn alert_rules(&self, tenant_id: TenantId) -> Result<Vec<AlertRule>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant_id = $1 ORDER BY rule_id"
-        )))
-        .bind(tenant_id.0)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(sql::SELECT_RULES)
+            .bind(tenant_id.0)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(rule_from_row).collect()
     }
 
@@ -131,13 +114,11 @@ impl Alerts for PgStore {
         tenant_id: TenantId,
         rule_id: &str,
     ) -> Result<Option<AlertRule>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant_id = $1 AND rule_id = $2"
-        )))
-        .bind(tenant_id.0)
-        .bind(rule_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(sql::SELECT_RULE)
+            .bind(tenant_id.0)
+            .bind(rule_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(rule_from_row).transpose()
     }
 
@@ -147,7 +128,7 @@ impl Alerts for PgStore {
         rule_id: &str,
     ) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await?;
-        let deleted = sqlx::query("DELETE FROM alert_rules WHERE tenant_id = $1 AND rule_id = $2")
+        let deleted = sqlx::query(sql::DELETE_RULE)
             .bind(tenant_id.0)
             .bind(rule_id)
             .execute(&mut *transaction)
@@ -155,7 +136,7 @@ impl Alerts for PgStore {
         if deleted.rows_affected() == 0 {
             return Err(missing_rule(rule_id));
         }
-        sqlx::query("DELETE FROM alert_deliveries WHERE tenant_id = $1 AND rule_id = $2")
+        sqlx::query(sql::DELETE_RULE_DELIVERIES)
             .bind(tenant_id.0)
             .bind(rule_id)
             .execute(&mut *transaction)
@@ -170,64 +151,45 @@ impl Alerts for PgStore {
         evaluation: &Evaluation,
     ) -> Result<Option<AlertDelivery>, StoreError> {
         if evaluation.state == rule.status.state {
-            sqlx::query(
-                "UPDATE alert_rules SET last_value = $3, evaluated_until = $4
-                 WHERE tenant_id = $1 AND rule_id = $2
-                   AND (evaluated_until IS NULL OR evaluated_until < $4)",
-            )
-            .bind(rule.tenant_id.0)
-            .bind(&rule.rule_id)
-            .bind(evaluation.value)
-            .bind(evaluation.window_end)
-            .execute(&self.pool)
-            .await?;
+            sqlx::query(sql::RECORD_VALUE)
+                .bind(rule.tenant_id.0)
+                .bind(&rule.rule_id)
+                .bind(evaluation.value)
+                .bind(evaluation.window_end)
+                .execute(&self.pool)
+                .await?;
             return Ok(None);
         }
         let mut transaction = self.pool.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE alert_rules
-             SET state = $4, state_since = $5, last_value = $6, evaluated_until = $5
-             WHERE tenant_id = $1 AND rule_id = $2 AND state = $3
-               AND (evaluated_until IS NULL OR evaluated_until < $5)",
-        )
-        .bind(rule.tenant_id.0)
-        .bind(&rule.rule_id)
-        .bind(rule.status.state.as_str())
-        .bind(evaluation.state.as_str())
-        .bind(evaluation.window_end)
-        .bind(evaluation.value)
-        .execute(&mut *transaction)
-        .await?;
+        let changed = sqlx::query(sql::CHANGE_STATE)
+            .bind(rule.tenant_id.0)
+            .bind(&rule.rule_id)
+            .bind(rule.status.state.as_str())
+            .bind(evaluation.state.as_str())
+            .bind(evaluation.window_end)
+            .bind(evaluation.value)
+            .execute(&mut *transaction)
+            .await?;
         if changed.rows_affected() == 0 {
             return Ok(None);
         }
         let delivery = AlertDelivery::pending(rule, evaluation);
-        sqlx::query(
-            "INSERT INTO alert_deliveries (tenant_id, delivery_id, rule_id, transition, value,
-                 outcome, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(delivery.tenant_id.0)
-        .bind(&delivery.delivery_id)
-        .bind(&delivery.rule_id)
-        .bind(delivery.transition.as_str())
-        .bind(delivery.value)
-        .bind(delivery.outcome.as_str())
-        .bind(delivery.created_at)
-        .execute(&mut *transaction)
-        .await?;
-        sqlx::query(
-            "DELETE FROM alert_deliveries
-             WHERE tenant_id = $1 AND rule_id = $2 AND delivery_id < (
-                 SELECT delivery_id FROM alert_deliveries
-                 WHERE tenant_id = $1 AND rule_id = $2
-                 ORDER BY delivery_id DESC OFFSET $3 - 1 LIMIT 1)",
-        )
-        .bind(rule.tenant_id.0)
-        .bind(&rule.rule_id)
-        .bind(deliveries_kept())
-        .execute(&mut *transaction)
-        .await?;
+        sqlx::query(sql::INSERT_DELIVERY)
+            .bind(delivery.tenant_id.0)
+            .bind(&delivery.delivery_id)
+            .bind(&delivery.rule_id)
+            .bind(delivery.transition.as_str())
+            .bind(delivery.value)
+            .bind(delivery.outcome.as_str())
+            .bind(delivery.created_at)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(sql::PRUNE_DELIVERIES)
+            .bind(rule.tenant_id.0)
+            .bind(&rule.rule_id)
+            .bind(deliveries_kept())
+            .execute(&mut *transaction)
+            .await?;
         transaction.commit().await?;
         Ok(Some(delivery))
     }
@@ -238,20 +200,16 @@ impl Alerts for PgStore {
         delivery_id: &str,
         result: &DeliveryResult,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE alert_deliveries
-             SET outcome = $3, attempts = $4, last_status = $5, last_error = $6,
-                 finished_at = now()
-             WHERE tenant_id = $1 AND delivery_id = $2",
-        )
-        .bind(tenant_id.0)
-        .bind(delivery_id)
-        .bind(result.outcome.as_str())
-        .bind(i32::try_from(result.attempts).unwrap_or(i32::MAX))
-        .bind(result.last_status.map(i32::from))
-        .bind(&result.last_error)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(sql::FINISH_DELIVERY)
+            .bind(tenant_id.0)
+            .bind(delivery_id)
+            .bind(result.outcome.as_str())
+            .bind(i32::try_from(result.attempts).unwrap_or(i32::MAX))
+            .bind(result.last_status.map(i32::from))
+            .bind(&result.last_error)
+            .bind(eventline_core::time::now())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -260,7 +218,8 @@ impl Alerts for PgStore {
         query: &DeliveryQuery,
     ) -> Result<Vec<AlertDelivery>, StoreError> {
         let mut builder = sqlx::QueryBuilder::new(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries WHERE tenant_id = "
+            "SELECT {} FROM alert_deliveries WHERE tenant_id = ",
+            sql::DELIVERY_COLUMNS
         ));
         builder.push_bind(query.tenant_id.0);
         if let Some(rule_id) = &query.rule_id {

@@ -16,16 +16,8 @@ use sqlx::{Row, sqlite::SqliteRow};
 use super::{SqliteStore, from_micros, micros, parse_tenant_id};
 use crate::{
     StoreError,
-    alerts::{Alerts, ConditionColumns, deliveries_kept, missing_rule},
+    alerts::{Alerts, ConditionColumns, deliveries_kept, missing_rule, sql},
 };
-
-const RULE_COLUMNS: &str = "tenant_id, rule_id, name, window_seconds, webhook_url, \
-     webhook_secret, created_us, state, state_since_us, last_value, evaluated_until_us, kind, \
-     event_type, denominator_event_type, comparison, threshold, min_denominator, \
-     baseline_windows, sensitivity, min_count";
-
-const DELIVERY_COLUMNS: &str = "tenant_id, delivery_id, rule_id, transition, value, outcome, \
-     attempts, last_status, last_error, created_us, finished_us";
 
 fn rule_from_row(row: &SqliteRow) -> Result<AlertRule, StoreError> {
     let window_seconds: i32 = row.try_get(3)?;
@@ -92,45 +84,37 @@ fn optional_time(value: Option<i64>) -> Result<Option<chrono::DateTime<chrono::U
 impl Alerts for SqliteStore {
     async fn create_alert_rule(&self, rule: &AlertRule) -> Result<(), StoreError> {
         let condition = ConditionColumns::of(&rule.condition);
-        sqlx::query(
-            "INSERT INTO alert_rules (tenant_id, rule_id, name, window_seconds, webhook_url,
-                 webhook_secret, created_us, state, state_since_us, last_value,
-                 evaluated_until_us, kind, event_type, denominator_event_type, comparison,
-                 threshold, min_denominator, baseline_windows, sensitivity, min_count)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(rule.tenant_id.to_string())
-        .bind(&rule.rule_id)
-        .bind(&rule.name)
-        .bind(i32::try_from(rule.window.as_secs()).unwrap_or(i32::MAX))
-        .bind(&rule.webhook_url)
-        .bind(&rule.webhook_secret)
-        .bind(micros(rule.created_at))
-        .bind(rule.status.state.as_str())
-        .bind(micros(rule.status.since))
-        .bind(rule.status.last_value)
-        .bind(rule.status.evaluated_until.map(micros))
-        .bind(&condition.kind)
-        .bind(&condition.event_type)
-        .bind(&condition.denominator_event_type)
-        .bind(&condition.comparison)
-        .bind(condition.threshold)
-        .bind(condition.min_denominator)
-        .bind(condition.baseline_windows)
-        .bind(condition.sensitivity)
-        .bind(condition.min_count)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(sql::INSERT_RULE)
+            .bind(rule.tenant_id.to_string())
+            .bind(&rule.rule_id)
+            .bind(&rule.name)
+            .bind(i32::try_from(rule.window.as_secs()).unwrap_or(i32::MAX))
+            .bind(&rule.webhook_url)
+            .bind(&rule.webhook_secret)
+            .bind(micros(rule.created_at))
+            .bind(rule.status.state.as_str())
+            .bind(micros(rule.status.since))
+            .bind(rule.status.last_value)
+            .bind(rule.status.evaluated_until.map(micros))
+            .bind(&condition.kind)
+            .bind(&condition.event_type)
+            .bind(&condition.denominator_event_type)
+            .bind(&condition.comparison)
+            .bind(condition.threshold)
+            .bind(condition.min_denominator)
+            .bind(condition.baseline_windows)
+            .bind(condition.sensitivity)
+            .bind(condition.min_count)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn alert_rules(&self, tenant_id: TenantId) -> Result<Vec<AlertRule>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant_id = ? ORDER BY rule_id"
-        )))
-        .bind(tenant_id.to_string())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(sql::SELECT_RULES)
+            .bind(tenant_id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(rule_from_row).collect()
     }
 
@@ -139,13 +123,11 @@ impl Alerts for SqliteStore {
         tenant_id: TenantId,
         rule_id: &str,
     ) -> Result<Option<AlertRule>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant_id = ? AND rule_id = ?"
-        )))
-        .bind(tenant_id.to_string())
-        .bind(rule_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(sql::SELECT_RULE)
+            .bind(tenant_id.to_string())
+            .bind(rule_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(rule_from_row).transpose()
     }
 
@@ -155,7 +137,7 @@ impl Alerts for SqliteStore {
         rule_id: &str,
     ) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let deleted = sqlx::query("DELETE FROM alert_rules WHERE tenant_id = ? AND rule_id = ?")
+        let deleted = sqlx::query(sql::DELETE_RULE)
             .bind(tenant_id.to_string())
             .bind(rule_id)
             .execute(&mut *transaction)
@@ -163,7 +145,7 @@ impl Alerts for SqliteStore {
         if deleted.rows_affected() == 0 {
             return Err(missing_rule(rule_id));
         }
-        sqlx::query("DELETE FROM alert_deliveries WHERE tenant_id = ? AND rule_id = ?")
+        sqlx::query(sql::DELETE_RULE_DELIVERIES)
             .bind(tenant_id.to_string())
             .bind(rule_id)
             .execute(&mut *transaction)
@@ -178,64 +160,45 @@ impl Alerts for SqliteStore {
         evaluation: &Evaluation,
     ) -> Result<Option<AlertDelivery>, StoreError> {
         if evaluation.state == rule.status.state {
-            sqlx::query(
-                "UPDATE alert_rules SET last_value = ?3, evaluated_until_us = ?4
-                 WHERE tenant_id = ?1 AND rule_id = ?2
-                   AND (evaluated_until_us IS NULL OR evaluated_until_us < ?4)",
-            )
-            .bind(rule.tenant_id.to_string())
-            .bind(&rule.rule_id)
-            .bind(evaluation.value)
-            .bind(micros(evaluation.window_end))
-            .execute(&self.pool)
-            .await?;
+            sqlx::query(sql::RECORD_VALUE)
+                .bind(rule.tenant_id.to_string())
+                .bind(&rule.rule_id)
+                .bind(evaluation.value)
+                .bind(micros(evaluation.window_end))
+                .execute(&self.pool)
+                .await?;
             return Ok(None);
         }
         let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let changed = sqlx::query(
-            "UPDATE alert_rules
-             SET state = ?4, state_since_us = ?5, last_value = ?6, evaluated_until_us = ?5
-             WHERE tenant_id = ?1 AND rule_id = ?2 AND state = ?3
-               AND (evaluated_until_us IS NULL OR evaluated_until_us < ?5)",
-        )
-        .bind(rule.tenant_id.to_string())
-        .bind(&rule.rule_id)
-        .bind(rule.status.state.as_str())
-        .bind(evaluation.state.as_str())
-        .bind(micros(evaluation.window_end))
-        .bind(evaluation.value)
-        .execute(&mut *transaction)
-        .await?;
+        let changed = sqlx::query(sql::CHANGE_STATE)
+            .bind(rule.tenant_id.to_string())
+            .bind(&rule.rule_id)
+            .bind(rule.status.state.as_str())
+            .bind(evaluation.state.as_str())
+            .bind(micros(evaluation.window_end))
+            .bind(evaluation.value)
+            .execute(&mut *transaction)
+            .await?;
         if changed.rows_affected() == 0 {
             return Ok(None);
         }
         let delivery = AlertDelivery::pending(rule, evaluation);
-        sqlx::query(
-            "INSERT INTO alert_deliveries (tenant_id, delivery_id, rule_id, transition, value,
-                 outcome, created_us)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(delivery.tenant_id.to_string())
-        .bind(&delivery.delivery_id)
-        .bind(&delivery.rule_id)
-        .bind(delivery.transition.as_str())
-        .bind(delivery.value)
-        .bind(delivery.outcome.as_str())
-        .bind(micros(delivery.created_at))
-        .execute(&mut *transaction)
-        .await?;
-        sqlx::query(
-            "DELETE FROM alert_deliveries
-             WHERE tenant_id = ?1 AND rule_id = ?2 AND delivery_id < (
-                 SELECT delivery_id FROM alert_deliveries
-                 WHERE tenant_id = ?1 AND rule_id = ?2
-                 ORDER BY delivery_id DESC LIMIT 1 OFFSET ?3 - 1)",
-        )
-        .bind(rule.tenant_id.to_string())
-        .bind(&rule.rule_id)
-        .bind(deliveries_kept())
-        .execute(&mut *transaction)
-        .await?;
+        sqlx::query(sql::INSERT_DELIVERY)
+            .bind(delivery.tenant_id.to_string())
+            .bind(&delivery.delivery_id)
+            .bind(&delivery.rule_id)
+            .bind(delivery.transition.as_str())
+            .bind(delivery.value)
+            .bind(delivery.outcome.as_str())
+            .bind(micros(delivery.created_at))
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(sql::PRUNE_DELIVERIES)
+            .bind(rule.tenant_id.to_string())
+            .bind(&rule.rule_id)
+            .bind(deliveries_kept())
+            .execute(&mut *transaction)
+            .await?;
         transaction.commit().await?;
         Ok(Some(delivery))
     }
@@ -246,21 +209,16 @@ impl Alerts for SqliteStore {
         delivery_id: &str,
         result: &DeliveryResult,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE alert_deliveries
-             SET outcome = ?, attempts = ?, last_status = ?, last_error = ?,
-                 finished_us = ?
-             WHERE tenant_id = ? AND delivery_id = ?",
-        )
-        .bind(result.outcome.as_str())
-        .bind(i64::from(result.attempts))
-        .bind(result.last_status.map(i64::from))
-        .bind(&result.last_error)
-        .bind(micros(eventline_core::time::now()))
-        .bind(tenant_id.to_string())
-        .bind(delivery_id)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(sql::FINISH_DELIVERY)
+            .bind(tenant_id.to_string())
+            .bind(delivery_id)
+            .bind(result.outcome.as_str())
+            .bind(i64::from(result.attempts))
+            .bind(result.last_status.map(i64::from))
+            .bind(&result.last_error)
+            .bind(micros(eventline_core::time::now()))
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -269,7 +227,8 @@ impl Alerts for SqliteStore {
         query: &DeliveryQuery,
     ) -> Result<Vec<AlertDelivery>, StoreError> {
         let mut builder = sqlx::QueryBuilder::new(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries WHERE tenant_id = "
+            "SELECT {} FROM alert_deliveries WHERE tenant_id = ",
+            sql::DELIVERY_COLUMNS
         ));
         builder.push_bind(query.tenant_id.to_string());
         if let Some(rule_id) = &query.rule_id {
