@@ -2,14 +2,18 @@
 //! postgres/0013 and sqlite/0007). Every method is scoped to one tenant by its
 //! arguments (on Citus, a router statement on the tenant's worker).
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use eventline_core::{
     TenantId,
     alerts::{
-        AlertCondition, AlertDelivery, AlertRule, Comparison, DeliveryQuery, DeliveryResult,
-        Evaluation,
+        AlertCondition, AlertDelivery, AlertRule, AlertState, AlertStatus, Comparison,
+        DeliveryOutcome, DeliveryQuery, DeliveryResult, Evaluation,
     },
 };
+use sqlx::Row;
 
 use crate::StoreError;
 
@@ -161,6 +165,89 @@ impl ConditionColumns {
             ))),
         }
     }
+}
+
+/// What the backends decode their own way: the tenant id and the times of a row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowKeys {
+    pub(crate) tenant_id: TenantId,
+    pub(crate) created_at: DateTime<Utc>,
+    /// A rule's `state_since`; unused for deliveries.
+    pub(crate) since: DateTime<Utc>,
+    /// A rule's `evaluated_until` or a delivery's `finished_at`.
+    pub(crate) until: Option<DateTime<Utc>>,
+}
+
+/// A rule from a row of `sql::SELECT_RULES`, with the keys its backend decoded.
+pub(crate) fn rule_from_row<'r, R>(row: &'r R, keys: RowKeys) -> Result<AlertRule, StoreError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let window_seconds: i32 = row.try_get(3)?;
+    let state: String = row.try_get(7)?;
+    let condition = ConditionColumns {
+        kind: row.try_get(11)?,
+        event_type: row.try_get(12)?,
+        denominator_event_type: row.try_get(13)?,
+        comparison: row.try_get(14)?,
+        threshold: row.try_get(15)?,
+        min_denominator: row.try_get(16)?,
+        baseline_windows: row.try_get(17)?,
+        sensitivity: row.try_get(18)?,
+        min_count: row.try_get(19)?,
+    };
+    Ok(AlertRule {
+        tenant_id: keys.tenant_id,
+        rule_id: row.try_get(1)?,
+        name: row.try_get(2)?,
+        window: Duration::from_secs(window_seconds.max(0) as u64),
+        condition: condition.into_condition()?,
+        webhook_url: row.try_get(4)?,
+        webhook_secret: row.try_get(5)?,
+        created_at: keys.created_at,
+        status: AlertStatus {
+            state: AlertState::parse(&state).map_err(StoreError::Internal)?,
+            since: keys.since,
+            last_value: row.try_get(9)?,
+            evaluated_until: keys.until,
+        },
+    })
+}
+
+/// A delivery from a row of `sql::DELIVERY_COLUMNS`, with the keys its backend decoded.
+pub(crate) fn delivery_from_row<'r, R>(
+    row: &'r R,
+    keys: RowKeys,
+) -> Result<AlertDelivery, StoreError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let transition: String = row.try_get(3)?;
+    let outcome: String = row.try_get(5)?;
+    let attempts: i32 = row.try_get(6)?;
+    let last_status: Option<i32> = row.try_get(7)?;
+    Ok(AlertDelivery {
+        tenant_id: keys.tenant_id,
+        delivery_id: row.try_get(1)?,
+        rule_id: row.try_get(2)?,
+        transition: AlertState::parse(&transition).map_err(StoreError::Internal)?,
+        value: row.try_get(4)?,
+        outcome: DeliveryOutcome::parse(&outcome).map_err(StoreError::Internal)?,
+        attempts: attempts.max(0) as u32,
+        last_status: last_status.and_then(|status| u16::try_from(status).ok()),
+        last_error: row.try_get(8)?,
+        created_at: keys.created_at,
+        finished_at: keys.until,
+    })
 }
 
 fn saturating_i64(value: u64) -> i64 {

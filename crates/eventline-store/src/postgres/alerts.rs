@@ -1,74 +1,37 @@
 //! Alert rules and their delivery log on PostgreSQL (migration 0013). Every statement
 //! names one tenant, so on Citus each is a router query on the tenant's worker.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use eventline_core::{
     TenantId,
-    alerts::{
-        AlertDelivery, AlertRule, AlertState, AlertStatus, DeliveryOutcome, DeliveryQuery,
-        DeliveryResult, Evaluation,
-    },
+    alerts::{AlertDelivery, AlertRule, DeliveryQuery, DeliveryResult, Evaluation},
 };
 use sqlx::{Row, postgres::PgRow};
 
 use super::PgStore;
 use crate::{
     StoreError,
-    alerts::{Alerts, ConditionColumns, deliveries_kept, missing_rule, sql},
+    alerts::{self, Alerts, ConditionColumns, RowKeys, deliveries_kept, missing_rule, sql},
 };
 
 fn rule_from_row(row: &PgRow) -> Result<AlertRule, StoreError> {
-    let window_seconds: i32 = row.try_get(3)?;
-    let state: String = row.try_get(7)?;
-    let condition = ConditionColumns {
-        kind: row.try_get(11)?,
-        event_type: row.try_get(12)?,
-        denominator_event_type: row.try_get(13)?,
-        comparison: row.try_get(14)?,
-        threshold: row.try_get(15)?,
-        min_denominator: row.try_get(16)?,
-        baseline_windows: row.try_get(17)?,
-        sensitivity: row.try_get(18)?,
-        min_count: row.try_get(19)?,
-    };
-    Ok(AlertRule {
+    let keys = RowKeys {
         tenant_id: TenantId(row.try_get(0)?),
-        rule_id: row.try_get(1)?,
-        name: row.try_get(2)?,
-        window: Duration::from_secs(window_seconds.max(0) as u64),
-        condition: condition.into_condition()?,
-        webhook_url: row.try_get(4)?,
-        webhook_secret: row.try_get(5)?,
         created_at: row.try_get(6)?,
-        status: AlertStatus {
-            state: AlertState::parse(&state).map_err(StoreError::Internal)?,
-            since: row.try_get(8)?,
-            last_value: row.try_get(9)?,
-            evaluated_until: row.try_get(10)?,
-        },
-    })
+        since: row.try_get(8)?,
+        until: row.try_get(10)?,
+    };
+    alerts::rule_from_row(row, keys)
 }
 
 fn delivery_from_row(row: &PgRow) -> Result<AlertDelivery, StoreError> {
-    let transition: String = row.try_get(3)?;
-    let outcome: String = row.try_get(5)?;
-    let attempts: i32 = row.try_get(6)?;
-    let last_status: Option<i32> = row.try_get(7)?;
-    Ok(AlertDelivery {
+    let keys = RowKeys {
         tenant_id: TenantId(row.try_get(0)?),
-        delivery_id: row.try_get(1)?,
-        rule_id: row.try_get(2)?,
-        transition: AlertState::parse(&transition).map_err(StoreError::Internal)?,
-        value: row.try_get(4)?,
-        outcome: DeliveryOutcome::parse(&outcome).map_err(StoreError::Internal)?,
-        attempts: attempts.max(0) as u32,
-        last_status: last_status.and_then(|status| u16::try_from(status).ok()),
-        last_error: row.try_get(8)?,
         created_at: row.try_get(9)?,
-        finished_at: row.try_get(10)?,
-    })
+        since: row.try_get(9)?,
+        until: row.try_get(10)?,
+    };
+    alerts::delivery_from_row(row, keys)
 }
 
 #[async_trait]

@@ -1,74 +1,37 @@
 //! Alert rules and their delivery log on SQLite (migration 0007). Writes take the write
 //! lock up front (`BEGIN IMMEDIATE`), as appends do; times are microseconds.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use eventline_core::{
     TenantId,
-    alerts::{
-        AlertDelivery, AlertRule, AlertState, AlertStatus, DeliveryOutcome, DeliveryQuery,
-        DeliveryResult, Evaluation,
-    },
+    alerts::{AlertDelivery, AlertRule, DeliveryQuery, DeliveryResult, Evaluation},
 };
 use sqlx::{Row, sqlite::SqliteRow};
 
 use super::{SqliteStore, from_micros, micros, parse_tenant_id};
 use crate::{
     StoreError,
-    alerts::{Alerts, ConditionColumns, deliveries_kept, missing_rule, sql},
+    alerts::{self, Alerts, ConditionColumns, RowKeys, deliveries_kept, missing_rule, sql},
 };
 
 fn rule_from_row(row: &SqliteRow) -> Result<AlertRule, StoreError> {
-    let window_seconds: i32 = row.try_get(3)?;
-    let state: String = row.try_get(7)?;
-    let condition = ConditionColumns {
-        kind: row.try_get(11)?,
-        event_type: row.try_get(12)?,
-        denominator_event_type: row.try_get(13)?,
-        comparison: row.try_get(14)?,
-        threshold: row.try_get(15)?,
-        min_denominator: row.try_get(16)?,
-        baseline_windows: row.try_get(17)?,
-        sensitivity: row.try_get(18)?,
-        min_count: row.try_get(19)?,
-    };
-    Ok(AlertRule {
+    let keys = RowKeys {
         tenant_id: tenant(row)?,
-        rule_id: row.try_get(1)?,
-        name: row.try_get(2)?,
-        window: Duration::from_secs(window_seconds.max(0) as u64),
-        condition: condition.into_condition()?,
-        webhook_url: row.try_get(4)?,
-        webhook_secret: row.try_get(5)?,
         created_at: from_micros(row.try_get(6)?)?,
-        status: AlertStatus {
-            state: AlertState::parse(&state).map_err(StoreError::Internal)?,
-            since: from_micros(row.try_get(8)?)?,
-            last_value: row.try_get(9)?,
-            evaluated_until: optional_time(row.try_get(10)?)?,
-        },
-    })
+        since: from_micros(row.try_get(8)?)?,
+        until: optional_time(row.try_get(10)?)?,
+    };
+    alerts::rule_from_row(row, keys)
 }
 
 fn delivery_from_row(row: &SqliteRow) -> Result<AlertDelivery, StoreError> {
-    let transition: String = row.try_get(3)?;
-    let outcome: String = row.try_get(5)?;
-    let attempts: i32 = row.try_get(6)?;
-    let last_status: Option<i32> = row.try_get(7)?;
-    Ok(AlertDelivery {
+    let keys = RowKeys {
         tenant_id: tenant(row)?,
-        delivery_id: row.try_get(1)?,
-        rule_id: row.try_get(2)?,
-        transition: AlertState::parse(&transition).map_err(StoreError::Internal)?,
-        value: row.try_get(4)?,
-        outcome: DeliveryOutcome::parse(&outcome).map_err(StoreError::Internal)?,
-        attempts: attempts.max(0) as u32,
-        last_status: last_status.and_then(|status| u16::try_from(status).ok()),
-        last_error: row.try_get(8)?,
         created_at: from_micros(row.try_get(9)?)?,
-        finished_at: optional_time(row.try_get(10)?)?,
-    })
+        since: from_micros(row.try_get(9)?)?,
+        until: optional_time(row.try_get(10)?)?,
+    };
+    alerts::delivery_from_row(row, keys)
 }
 
 fn tenant(row: &SqliteRow) -> Result<TenantId, StoreError> {
