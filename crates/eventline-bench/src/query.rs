@@ -139,7 +139,9 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<QueryReport> {
                 let store = PgStore::connect(&url, 3).await?;
                 let load = reused_load(&store).await?;
                 // The search index is built again too: turned off (dropped), then on.
-                store.set_search_index(load.tenant_id, false, &Actor::Cli).await?;
+                store
+                    .set_search_index(load.tenant_id, false, &Actor::Cli)
+                    .await?;
                 let process = server::ServerProcess::start_with(&url, &settings).await?;
                 (process, load, Arc::new(store) as Arc<dyn Store>)
             }

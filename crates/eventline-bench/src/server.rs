@@ -263,7 +263,9 @@ impl ServerProcess {
             .json()
             .await?;
         for tenant in tenants["tenants"].as_array().into_iter().flatten() {
-            let tenant_id = tenant["tenant_id"].as_str().context("a tenant without id")?;
+            let tenant_id = tenant["tenant_id"]
+                .as_str()
+                .context("a tenant without id")?;
             client
                 .put(format!("{}/v1/tenants/{tenant_id}/search-index", self.http))
                 .bearer_auth(BENCH_ADMIN_TOKEN)

@@ -3,6 +3,7 @@
 //! mapping to `tonic::Status`. It does no I/O and must not depend on the store or server.
 
 pub mod admin;
+pub mod alerts;
 pub mod breakdown;
 pub mod error;
 pub mod event;

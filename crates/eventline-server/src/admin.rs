@@ -15,6 +15,7 @@ use crate::{
     query::cursor::{self, Cursor},
 };
 
+mod alerts;
 mod lifecycle;
 mod search;
 
@@ -39,8 +40,8 @@ impl AdminApi {
     }
 }
 
-/// Answers a lifecycle RPC: `AdminApi::$method(metadata, body)`.
-macro_rules! lifecycle_rpc {
+/// Answers an RPC about one tenant (lifecycle, alerts): `AdminApi::$method(metadata, body)`.
+macro_rules! tenant_rpc {
     ($self:ident, $request:ident, $method:ident) => {{
         let (metadata, _, body) = $request.into_parts();
         Ok(Response::new($self.$method(&metadata, body).await?))
@@ -249,83 +250,118 @@ impl AdminService for AdminApi {
         &self,
         request: Request<v1::DeleteUserRequest>,
     ) -> Result<Response<v1::DeleteUserResponse>, Status> {
-        lifecycle_rpc!(self, request, delete_user_rpc)
+        tenant_rpc!(self, request, delete_user_rpc)
     }
 
     async fn get_deletion(
         &self,
         request: Request<v1::GetDeletionRequest>,
     ) -> Result<Response<v1::GetDeletionResponse>, Status> {
-        lifecycle_rpc!(self, request, get_deletion_rpc)
+        tenant_rpc!(self, request, get_deletion_rpc)
     }
 
     async fn get_retention(
         &self,
         request: Request<v1::GetRetentionRequest>,
     ) -> Result<Response<v1::GetRetentionResponse>, Status> {
-        lifecycle_rpc!(self, request, get_retention_rpc)
+        tenant_rpc!(self, request, get_retention_rpc)
     }
 
     async fn set_retention(
         &self,
         request: Request<v1::SetRetentionRequest>,
     ) -> Result<Response<v1::SetRetentionResponse>, Status> {
-        lifecycle_rpc!(self, request, set_retention_rpc)
+        tenant_rpc!(self, request, set_retention_rpc)
     }
 
     async fn list_quarantined(
         &self,
         request: Request<v1::ListQuarantinedRequest>,
     ) -> Result<Response<v1::ListQuarantinedResponse>, Status> {
-        lifecycle_rpc!(self, request, list_quarantined_rpc)
+        tenant_rpc!(self, request, list_quarantined_rpc)
     }
 
     async fn replay_quarantined(
         &self,
         request: Request<v1::ReplayQuarantinedRequest>,
     ) -> Result<Response<v1::ReplayQuarantinedResponse>, Status> {
-        lifecycle_rpc!(self, request, replay_quarantined_rpc)
+        tenant_rpc!(self, request, replay_quarantined_rpc)
     }
 
     async fn purge_quarantined(
         &self,
         request: Request<v1::PurgeQuarantinedRequest>,
     ) -> Result<Response<v1::PurgeQuarantinedResponse>, Status> {
-        lifecycle_rpc!(self, request, purge_quarantined_rpc)
+        tenant_rpc!(self, request, purge_quarantined_rpc)
     }
 
     async fn set_event_schema(
         &self,
         request: Request<v1::SetEventSchemaRequest>,
     ) -> Result<Response<v1::SetEventSchemaResponse>, Status> {
-        lifecycle_rpc!(self, request, set_event_schema_rpc)
+        tenant_rpc!(self, request, set_event_schema_rpc)
     }
 
     async fn list_event_schemas(
         &self,
         request: Request<v1::ListEventSchemasRequest>,
     ) -> Result<Response<v1::ListEventSchemasResponse>, Status> {
-        lifecycle_rpc!(self, request, list_event_schemas_rpc)
+        tenant_rpc!(self, request, list_event_schemas_rpc)
     }
 
     async fn delete_event_schema(
         &self,
         request: Request<v1::DeleteEventSchemaRequest>,
     ) -> Result<Response<v1::DeleteEventSchemaResponse>, Status> {
-        lifecycle_rpc!(self, request, delete_event_schema_rpc)
+        tenant_rpc!(self, request, delete_event_schema_rpc)
+    }
+
+    async fn create_alert_rule(
+        &self,
+        request: Request<v1::CreateAlertRuleRequest>,
+    ) -> Result<Response<v1::CreateAlertRuleResponse>, Status> {
+        tenant_rpc!(self, request, create_alert_rule_rpc)
+    }
+
+    async fn list_alerts(
+        &self,
+        request: Request<v1::ListAlertsRequest>,
+    ) -> Result<Response<v1::ListAlertsResponse>, Status> {
+        tenant_rpc!(self, request, list_alerts_rpc)
+    }
+
+    async fn get_alert(
+        &self,
+        request: Request<v1::GetAlertRequest>,
+    ) -> Result<Response<v1::GetAlertResponse>, Status> {
+        tenant_rpc!(self, request, get_alert_rpc)
+    }
+
+    async fn delete_alert_rule(
+        &self,
+        request: Request<v1::DeleteAlertRuleRequest>,
+    ) -> Result<Response<v1::DeleteAlertRuleResponse>, Status> {
+        tenant_rpc!(self, request, delete_alert_rule_rpc)
+    }
+
+    async fn list_alert_deliveries(
+        &self,
+        request: Request<v1::ListAlertDeliveriesRequest>,
+    ) -> Result<Response<v1::ListAlertDeliveriesResponse>, Status> {
+        tenant_rpc!(self, request, list_alert_deliveries_rpc)
     }
 
     async fn get_search_index(
         &self,
         request: Request<v1::GetSearchIndexRequest>,
     ) -> Result<Response<v1::GetSearchIndexResponse>, Status> {
-        lifecycle_rpc!(self, request, get_search_index_rpc)
+        tenant_rpc!(self, request, get_search_index_rpc)
     }
 
     async fn set_search_index(
         &self,
         request: Request<v1::SetSearchIndexRequest>,
     ) -> Result<Response<v1::SetSearchIndexResponse>, Status> {
-        lifecycle_rpc!(self, request, set_search_index_rpc)
+        tenant_rpc!(self, request, set_search_index_rpc)
     }
 }

@@ -162,6 +162,10 @@ pub const SETTINGS_HELP: &[(&str, &str)] = &[
         "Most events indexed in one transaction",
     ),
     (
+        "alerts.evaluate_interval_ms",
+        "How often every tenant's alert rules are evaluated, in ms; 0 turns alerts off on this replica",
+    ),
+    (
         "tls.cert_path",
         "PEM certificate chain: serve gRPC and HTTP over TLS",
     ),
@@ -231,6 +235,7 @@ pub struct Config {
     pub summaries: SummariesConfig,
     pub search: SearchConfig,
     pub tracing: TracingConfig,
+    pub alerts: AlertsConfig,
     pub tls: TlsConfig,
 }
 
@@ -467,6 +472,23 @@ impl Default for SearchConfig {
         Self {
             index_interval_ms: 1_000,
             index_batch_events: 5_000,
+        }
+    }
+}
+
+/// Alert rules' evaluation (README "Alerts").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// How often every tenant's rules are evaluated over the minutes that have ended, in
+    /// milliseconds; 0 turns evaluation (and notifications) off on this replica.
+    pub evaluate_interval_ms: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            evaluate_interval_ms: 60_000,
         }
     }
 }

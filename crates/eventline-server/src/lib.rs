@@ -4,6 +4,7 @@
 //! crates and nothing depends on it but the binary.
 
 pub mod admin;
+pub mod alerts;
 pub mod auth;
 pub mod budget;
 pub mod bus;
@@ -13,6 +14,7 @@ mod gateway;
 mod health;
 pub mod ingest;
 mod lifecycle;
+mod metered_alerts;
 mod metered_lifecycle;
 mod metered_store;
 pub mod metrics;
@@ -27,6 +29,7 @@ mod summaries;
 mod tenant_cache;
 mod tls;
 mod trace_context;
+pub mod webhook;
 pub mod writer;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -181,6 +184,7 @@ impl Server {
         lifecycle::register_metrics();
         summaries::register_metrics();
         search_indexer::register_metrics();
+        alerts::register_metrics();
         budget::register_metrics();
         connection::register_metrics();
         let (tls, tls_reloader) = match tls {
@@ -221,6 +225,14 @@ impl Server {
             batch_events: config.search.index_batch_events as usize,
         }
         .spawn();
+        let alerts_task = alerts::AlertsTask {
+            evaluator: alerts::AlertEvaluator::new(
+                Arc::clone(&store),
+                webhook::RetryPolicy::default(),
+            ),
+            interval: Duration::from_millis(config.alerts.evaluate_interval_ms),
+        }
+        .spawn();
         let shared = parts::Shared {
             auth: Authenticator::new(Arc::clone(&store), config.admin.token.as_deref()),
             checks: quarantine::IngestChecks::new(
@@ -253,6 +265,7 @@ impl Server {
             Some(lifecycle_task),
             summaries_task,
             search_indexer,
+            alerts_task,
             tls_reloader,
             commit_listener,
         ]

@@ -2,6 +2,7 @@
 //! (embedded default) implementations, their embedded migrations, and a test harness
 //! that hands out fresh databases. It must not depend on the server or on proto types.
 
+pub mod alerts;
 mod analytics;
 mod breakdowns;
 mod counts;
@@ -29,17 +30,27 @@ use eventline_core::{
     },
 };
 
+pub use alerts::Alerts;
 pub use error::StoreError;
 pub use lifecycle::{Expiry, Quarantine, Schemas, UserDeletions};
 pub use search::Search;
 
 /// Where events are kept. Every method is tenant-scoped by its arguments; no method
 /// returns data of a tenant it was not asked about. The data lifecycle's traits
-/// ([`UserDeletions`], [`Expiry`], [`Quarantine`], [`Schemas`]) and [`Search`] come with
-/// every store.
+/// ([`UserDeletions`], [`Expiry`], [`Quarantine`], [`Schemas`]), [`Search`] and alert
+/// rules ([`Alerts`]) come with every store.
 #[async_trait]
 pub trait Store:
-    UserDeletions + Expiry + Quarantine + Schemas + Search + Send + Sync + std::fmt::Debug + 'static
+    UserDeletions
+    + Expiry
+    + Quarantine
+    + Schemas
+    + Search
+    + Alerts
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
 {
     /// Appends `events` in one transaction and returns one outcome per event, in order:
     /// `Accepted` for rows inserted, `Duplicate` for `(tenant, event_id)` pairs already

@@ -69,6 +69,8 @@ async fn citus_migrate_distributes_by_tenant_colocated_and_twice_changes_nothing
     assert_eq!(
         kinds,
         [
+            ("alert_deliveries", "distributed"),
+            ("alert_rules", "distributed"),
             ("api_keys", "reference"),
             ("audit_events", "distributed"),
             ("bucket_summaries", "distributed"),

@@ -448,7 +448,7 @@ mod tests {
             .values()
             .map(|path| path.as_object().unwrap().len())
             .sum();
-        assert_eq!(operations, 31);
+        assert_eq!(operations, 36);
     }
 
     #[test]

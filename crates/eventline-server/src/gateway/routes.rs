@@ -230,8 +230,8 @@ mod tests {
         }
         assert_eq!(
             routes.len(),
-            31,
-            "3 ingest + 9 query (+1 user binding) + 18 admin"
+            36,
+            "3 ingest + 9 query (+1 user binding) + 23 admin"
         );
     }
 

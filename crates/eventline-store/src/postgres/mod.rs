@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::{Appended, Store, StoreError, Watermarks};
 
+mod alerts;
 mod cached;
 mod copy;
 mod lifecycle;

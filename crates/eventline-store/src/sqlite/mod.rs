@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 use crate::{Appended, Store, StoreError, hour_of};
 
+mod alerts;
 mod cached;
 mod lifecycle;
 mod read;

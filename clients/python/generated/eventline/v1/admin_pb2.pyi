@@ -1,5 +1,6 @@
 import datetime
 
+from eventline.v1 import alerts_pb2 as _alerts_pb2
 from eventline.v1 import lifecycle_pb2 as _lifecycle_pb2
 from eventline.v1 import search_pb2 as _search_pb2
 from google.api import annotations_pb2 as _annotations_pb2

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from eventline.v1 import admin_pb2 as eventline_dot_v1_dot_admin__pb2
+from eventline.v1 import alerts_pb2 as eventline_dot_v1_dot_alerts__pb2
 from eventline.v1 import lifecycle_pb2 as eventline_dot_v1_dot_lifecycle__pb2
 from eventline.v1 import search_pb2 as eventline_dot_v1_dot_search__pb2
 
@@ -128,6 +129,31 @@ class AdminServiceStub:
                 '/eventline.v1.AdminService/SetSearchIndex',
                 request_serializer=eventline_dot_v1_dot_search__pb2.SetSearchIndexRequest.SerializeToString,
                 response_deserializer=eventline_dot_v1_dot_search__pb2.SetSearchIndexResponse.FromString,
+                _registered_method=True)
+        self.CreateAlertRule = channel.unary_unary(
+                '/eventline.v1.AdminService/CreateAlertRule',
+                request_serializer=eventline_dot_v1_dot_alerts__pb2.CreateAlertRuleRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_alerts__pb2.CreateAlertRuleResponse.FromString,
+                _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/eventline.v1.AdminService/ListAlerts',
+                request_serializer=eventline_dot_v1_dot_alerts__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_alerts__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
+        self.GetAlert = channel.unary_unary(
+                '/eventline.v1.AdminService/GetAlert',
+                request_serializer=eventline_dot_v1_dot_alerts__pb2.GetAlertRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_alerts__pb2.GetAlertResponse.FromString,
+                _registered_method=True)
+        self.DeleteAlertRule = channel.unary_unary(
+                '/eventline.v1.AdminService/DeleteAlertRule',
+                request_serializer=eventline_dot_v1_dot_alerts__pb2.DeleteAlertRuleRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_alerts__pb2.DeleteAlertRuleResponse.FromString,
+                _registered_method=True)
+        self.ListAlertDeliveries = channel.unary_unary(
+                '/eventline.v1.AdminService/ListAlertDeliveries',
+                request_serializer=eventline_dot_v1_dot_alerts__pb2.ListAlertDeliveriesRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_alerts__pb2.ListAlertDeliveriesResponse.FromString,
                 _registered_method=True)
 
 
@@ -279,6 +305,47 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAlertRule(self, request, context):
+        """CreateAlertRule adds an alert rule to the tenant (README "Alerts") and answers with
+        its webhook signing secret, shown only this once. The server evaluates it every
+        minute from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlerts(self, request, context):
+        """ListAlerts lists the tenant's alert rules with their state, last value and since
+        when they have been in that state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAlert(self, request, context):
+        """GetAlert reports one alert rule with its state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAlertRule(self, request, context):
+        """DeleteAlertRule removes an alert rule and its delivery log; a notification already
+        being sent is still sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlertDeliveries(self, request, context):
+        """ListAlertDeliveries pages the notifications sent for the tenant's rules (rule_id
+        "-" for every rule), newest first: the change, the attempts, the last HTTP status
+        or error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -371,6 +438,31 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetSearchIndex,
                     request_deserializer=eventline_dot_v1_dot_search__pb2.SetSearchIndexRequest.FromString,
                     response_serializer=eventline_dot_v1_dot_search__pb2.SetSearchIndexResponse.SerializeToString,
+            ),
+            'CreateAlertRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAlertRule,
+                    request_deserializer=eventline_dot_v1_dot_alerts__pb2.CreateAlertRuleRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_alerts__pb2.CreateAlertRuleResponse.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=eventline_dot_v1_dot_alerts__pb2.ListAlertsRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_alerts__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'GetAlert': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAlert,
+                    request_deserializer=eventline_dot_v1_dot_alerts__pb2.GetAlertRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_alerts__pb2.GetAlertResponse.SerializeToString,
+            ),
+            'DeleteAlertRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAlertRule,
+                    request_deserializer=eventline_dot_v1_dot_alerts__pb2.DeleteAlertRuleRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_alerts__pb2.DeleteAlertRuleResponse.SerializeToString,
+            ),
+            'ListAlertDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlertDeliveries,
+                    request_deserializer=eventline_dot_v1_dot_alerts__pb2.ListAlertDeliveriesRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_alerts__pb2.ListAlertDeliveriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -862,6 +954,141 @@ class AdminService:
             '/eventline.v1.AdminService/SetSearchIndex',
             eventline_dot_v1_dot_search__pb2.SetSearchIndexRequest.SerializeToString,
             eventline_dot_v1_dot_search__pb2.SetSearchIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAlertRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/CreateAlertRule',
+            eventline_dot_v1_dot_alerts__pb2.CreateAlertRuleRequest.SerializeToString,
+            eventline_dot_v1_dot_alerts__pb2.CreateAlertRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/ListAlerts',
+            eventline_dot_v1_dot_alerts__pb2.ListAlertsRequest.SerializeToString,
+            eventline_dot_v1_dot_alerts__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAlert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/GetAlert',
+            eventline_dot_v1_dot_alerts__pb2.GetAlertRequest.SerializeToString,
+            eventline_dot_v1_dot_alerts__pb2.GetAlertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAlertRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/DeleteAlertRule',
+            eventline_dot_v1_dot_alerts__pb2.DeleteAlertRuleRequest.SerializeToString,
+            eventline_dot_v1_dot_alerts__pb2.DeleteAlertRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlertDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/ListAlertDeliveries',
+            eventline_dot_v1_dot_alerts__pb2.ListAlertDeliveriesRequest.SerializeToString,
+            eventline_dot_v1_dot_alerts__pb2.ListAlertDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

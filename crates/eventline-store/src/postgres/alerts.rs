@@ -1,0 +1,200 @@
+//! Alert rules and their delivery log on PostgreSQL (migration 0013). Every statement
+//! names one tenant, so on Citus each is a router query on the tenant's worker.
+
+use async_trait::async_trait;
+use eventline_core::{
+    TenantId,
+    alerts::{AlertDelivery, AlertRule, DeliveryQuery, DeliveryResult, Evaluation},
+};
+use sqlx::{Row, postgres::PgRow};
+
+use super::PgStore;
+use crate::{
+    StoreError,
+    alerts::{self, Alerts, ConditionColumns, RowKeys, deliveries_kept, missing_rule, sql},
+};
+
+fn rule_from_row(row: &PgRow) -> Result<AlertRule, StoreError> {
+    let keys = RowKeys {
+        tenant_id: TenantId(row.try_get(0)?),
+        created_at: row.try_get(6)?,
+        since: row.try_get(8)?,
+        until: row.try_get(10)?,
+    };
+    alerts::rule_from_row(row, keys)
+}
+
+fn delivery_from_row(row: &PgRow) -> Result<AlertDelivery, StoreError> {
+    let keys = RowKeys {
+        tenant_id: TenantId(row.try_get(0)?),
+        created_at: row.try_get(9)?,
+        since: row.try_get(9)?,
+        until: row.try_get(10)?,
+    };
+    alerts::delivery_from_row(row, keys)
+}
+
+#[async_trait]
+impl Alerts for PgStore {
+    async fn create_alert_rule(&self, rule: &AlertRule) -> Result<(), StoreError> {
+        let condition = ConditionColumns::of(&rule.condition);
+        sqlx::query(sql::INSERT_RULE)
+            .bind(rule.tenant_id.0)
+            .bind(&rule.rule_id)
+            .bind(&rule.name)
+            .bind(i32::try_from(rule.window.as_secs()).unwrap_or(i32::MAX))
+            .bind(&rule.webhook_url)
+            .bind(&rule.webhook_secret)
+            .bind(rule.created_at)
+            .bind(rule.status.state.as_str())
+            .bind(rule.status.since)
+            .bind(rule.status.last_value)
+            .bind(rule.status.evaluated_until)
+            .bind(&condition.kind)
+            .bind(&condition.event_type)
+            .bind(&condition.denominator_event_type)
+            .bind(&condition.comparison)
+            .bind(condition.threshold)
+            .bind(condition.min_denominator)
+            .bind(condition.baseline_windows)
+            .bind(condition.sensitivity)
+            .bind(condition.min_count)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn alert_rules(&self, tenant_id: TenantId) -> Result<Vec<AlertRule>, StoreError> {
+        let rows = sqlx::query(sql::SELECT_RULES)
+            .bind(tenant_id.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rule_from_row).collect()
+    }
+
+    async fn alert_rule(
+        &self,
+        tenant_id: TenantId,
+        rule_id: &str,
+    ) -> Result<Option<AlertRule>, StoreError> {
+        let row = sqlx::query(sql::SELECT_RULE)
+            .bind(tenant_id.0)
+            .bind(rule_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rule_from_row).transpose()
+    }
+
+    async fn delete_alert_rule(
+        &self,
+        tenant_id: TenantId,
+        rule_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let deleted = sqlx::query(sql::DELETE_RULE)
+            .bind(tenant_id.0)
+            .bind(rule_id)
+            .execute(&mut *transaction)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(missing_rule(rule_id));
+        }
+        sqlx::query(sql::DELETE_RULE_DELIVERIES)
+            .bind(tenant_id.0)
+            .bind(rule_id)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn record_alert_evaluation(
+        &self,
+        rule: &AlertRule,
+        evaluation: &Evaluation,
+    ) -> Result<Option<AlertDelivery>, StoreError> {
+        if evaluation.state == rule.status.state {
+            sqlx::query(sql::RECORD_VALUE)
+                .bind(rule.tenant_id.0)
+                .bind(&rule.rule_id)
+                .bind(evaluation.value)
+                .bind(evaluation.window_end)
+                .execute(&self.pool)
+                .await?;
+            return Ok(None);
+        }
+        let mut transaction = self.pool.begin().await?;
+        let changed = sqlx::query(sql::CHANGE_STATE)
+            .bind(rule.tenant_id.0)
+            .bind(&rule.rule_id)
+            .bind(rule.status.state.as_str())
+            .bind(evaluation.state.as_str())
+            .bind(evaluation.window_end)
+            .bind(evaluation.value)
+            .execute(&mut *transaction)
+            .await?;
+        if changed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let delivery = AlertDelivery::pending(rule, evaluation);
+        sqlx::query(sql::INSERT_DELIVERY)
+            .bind(delivery.tenant_id.0)
+            .bind(&delivery.delivery_id)
+            .bind(&delivery.rule_id)
+            .bind(delivery.transition.as_str())
+            .bind(delivery.value)
+            .bind(delivery.outcome.as_str())
+            .bind(delivery.created_at)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(sql::PRUNE_DELIVERIES)
+            .bind(rule.tenant_id.0)
+            .bind(&rule.rule_id)
+            .bind(deliveries_kept())
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(Some(delivery))
+    }
+
+    async fn finish_alert_delivery(
+        &self,
+        tenant_id: TenantId,
+        delivery_id: &str,
+        result: &DeliveryResult,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::FINISH_DELIVERY)
+            .bind(tenant_id.0)
+            .bind(delivery_id)
+            .bind(result.outcome.as_str())
+            .bind(i32::try_from(result.attempts).unwrap_or(i32::MAX))
+            .bind(result.last_status.map(i32::from))
+            .bind(&result.last_error)
+            .bind(eventline_core::time::now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn alert_deliveries(
+        &self,
+        query: &DeliveryQuery,
+    ) -> Result<Vec<AlertDelivery>, StoreError> {
+        let mut builder = sqlx::QueryBuilder::new(format!(
+            "SELECT {} FROM alert_deliveries WHERE tenant_id = ",
+            sql::DELIVERY_COLUMNS
+        ));
+        builder.push_bind(query.tenant_id.0);
+        if let Some(rule_id) = &query.rule_id {
+            builder.push(" AND rule_id = ").push_bind(rule_id);
+        }
+        if let Some(before) = &query.before {
+            builder.push(" AND delivery_id < ").push_bind(before);
+        }
+        builder
+            .push(" ORDER BY delivery_id DESC LIMIT ")
+            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let rows = builder.build().fetch_all(&self.pool).await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+}
