@@ -47,7 +47,7 @@ CREATE TABLE alert_deliveries (
 );
 CREATE INDEX alert_deliveries_by_rule ON alert_deliveries (tenant_id, rule_id, delivery_id);
 
--- As in 0010, with the tables above colocated too.
+-- As in 0012, with the tables above colocated too.
 CREATE OR REPLACE FUNCTION eventline_distribute() RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -55,7 +55,8 @@ DECLARE
     colocated_tables constant text[] := ARRAY[
         'event_rollups_minutely', 'event_rollups_hourly', 'event_rollups_daily',
         'bucket_summaries', 'audit_events', 'user_deletions', 'quarantined_events',
-        'event_schemas', 'search_indexes', 'event_search', 'alert_rules', 'alert_deliveries'];
+        'event_schemas', 'search_indexes', 'event_search', 'subscriptions',
+        'alert_rules', 'alert_deliveries'];
     tenant_functions constant text[] := ARRAY[
         'eventline_commit_horizon(uuid)', 'eventline_wal_position(uuid)',
         'eventline_wal_visible(uuid,pg_lsn)'];

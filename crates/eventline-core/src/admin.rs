@@ -231,11 +231,14 @@ pub enum AuditAction {
     QuarantinePurged,
     SearchEnabled,
     SearchDisabled,
+    SubscriptionCreated,
+    SubscriptionDeleted,
+    SubscriptionResumed,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 13] = [
+    pub const ALL: [AuditAction; 16] = [
         AuditAction::TenantCreated,
         AuditAction::KeyCreated,
         AuditAction::KeyRevoked,
@@ -249,6 +252,9 @@ impl AuditAction {
         AuditAction::QuarantinePurged,
         AuditAction::SearchEnabled,
         AuditAction::SearchDisabled,
+        AuditAction::SubscriptionCreated,
+        AuditAction::SubscriptionDeleted,
+        AuditAction::SubscriptionResumed,
     ];
 
     /// The name stored in the database and written to the log.
@@ -267,6 +273,9 @@ impl AuditAction {
             Self::QuarantinePurged => "quarantine.purged",
             Self::SearchEnabled => "search.enabled",
             Self::SearchDisabled => "search.disabled",
+            Self::SubscriptionCreated => "subscription.created",
+            Self::SubscriptionDeleted => "subscription.deleted",
+            Self::SubscriptionResumed => "subscription.resumed",
         }
     }
 
@@ -286,6 +295,9 @@ impl AuditAction {
             Self::QuarantinePurged => v1::AuditAction::QuarantinePurged,
             Self::SearchEnabled => v1::AuditAction::SearchEnabled,
             Self::SearchDisabled => v1::AuditAction::SearchDisabled,
+            Self::SubscriptionCreated => v1::AuditAction::SubscriptionCreated,
+            Self::SubscriptionDeleted => v1::AuditAction::SubscriptionDeleted,
+            Self::SubscriptionResumed => v1::AuditAction::SubscriptionResumed,
         }
     }
 }

@@ -258,7 +258,7 @@ fn check_threshold(field: &str, threshold: f64) -> Result<f64, Error> {
     Ok(threshold)
 }
 
-fn required_type(field: &str, event_type: &str) -> Result<String, Error> {
+pub(crate) fn required_type(field: &str, event_type: &str) -> Result<String, Error> {
     optional_type(field, event_type)?.ok_or_else(|| Error::invalid(field, "is required"))
 }
 

@@ -13,6 +13,7 @@ pub mod query;
 pub mod request;
 pub mod search;
 pub mod sketch;
+pub mod streams;
 pub mod time;
 pub mod validate;
 

@@ -18,6 +18,7 @@ use crate::{
 mod alerts;
 mod lifecycle;
 mod search;
+mod streams;
 
 pub use lifecycle::LifecycleParts;
 
@@ -363,5 +364,33 @@ impl AdminService for AdminApi {
         request: Request<v1::SetSearchIndexRequest>,
     ) -> Result<Response<v1::SetSearchIndexResponse>, Status> {
         tenant_rpc!(self, request, set_search_index_rpc)
+    }
+
+    async fn create_subscription(
+        &self,
+        request: Request<v1::CreateSubscriptionRequest>,
+    ) -> Result<Response<v1::CreateSubscriptionResponse>, Status> {
+        tenant_rpc!(self, request, create_subscription_rpc)
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<v1::ListSubscriptionsRequest>,
+    ) -> Result<Response<v1::ListSubscriptionsResponse>, Status> {
+        tenant_rpc!(self, request, list_subscriptions_rpc)
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<v1::DeleteSubscriptionRequest>,
+    ) -> Result<Response<v1::DeleteSubscriptionResponse>, Status> {
+        tenant_rpc!(self, request, delete_subscription_rpc)
+    }
+
+    async fn resume_subscription(
+        &self,
+        request: Request<v1::ResumeSubscriptionRequest>,
+    ) -> Result<Response<v1::ResumeSubscriptionResponse>, Status> {
+        tenant_rpc!(self, request, resume_subscription_rpc)
     }
 }

@@ -162,6 +162,22 @@ pub const SETTINGS_HELP: &[(&str, &str)] = &[
         "Most events indexed in one transaction",
     ),
     (
+        "streams.interval_ms",
+        "How often subscriptions' new events are delivered, in ms; 0 turns delivery off",
+    ),
+    (
+        "streams.batch_events",
+        "Most events in one delivered batch (a webhook body, or messages awaiting JetStream acks)",
+    ),
+    (
+        "streams.max_attempts",
+        "Attempts at one batch, with backoff, before its subscription is paused",
+    ),
+    (
+        "streams.nats_url",
+        "NATS server of NATS subscriptions, such as nats://127.0.0.1:4222; unset refuses them",
+    ),
+    (
         "alerts.evaluate_interval_ms",
         "How often every tenant's alert rules are evaluated, in ms; 0 turns alerts off on this replica",
     ),
@@ -234,6 +250,7 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     pub summaries: SummariesConfig,
     pub search: SearchConfig,
+    pub streams: StreamsConfig,
     pub tracing: TracingConfig,
     pub alerts: AlertsConfig,
     pub tls: TlsConfig,
@@ -476,6 +493,38 @@ impl Default for SearchConfig {
     }
 }
 
+/// The most events `streams.batch_events` may put in one batch.
+const MAX_STREAM_BATCH_EVENTS: u32 = 10_000;
+
+/// Outbound streams' dispatcher (README "Streams").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsConfig {
+    /// How often the dispatcher delivers subscriptions' new events, in milliseconds: how
+    /// long after its ack an event leaves, at most; 0 turns delivery off on this replica.
+    pub interval_ms: u64,
+    /// Most events in one batch: one webhook body, or the NATS messages whose
+    /// acknowledgements are awaited together.
+    pub batch_events: u32,
+    /// Attempts at one batch (the first included), with exponential backoff, before its
+    /// subscription is paused with the error.
+    pub max_attempts: u32,
+    /// The NATS server (with JetStream) that NATS subscriptions publish to; unset, a
+    /// NATS subscription is refused. Tenants name subjects, never servers.
+    pub nats_url: Option<String>,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 500,
+            batch_events: 500,
+            max_attempts: 5,
+            nats_url: None,
+        }
+    }
+}
+
 /// Alert rules' evaluation (README "Alerts").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -705,6 +754,21 @@ impl Config {
                 "search.index_batch_events must be 1 to {MAX_SEARCH_BATCH_EVENTS}"
             ));
         }
+        if !(1..=MAX_STREAM_BATCH_EVENTS).contains(&self.streams.batch_events) {
+            return Err(format!(
+                "streams.batch_events must be 1 to {MAX_STREAM_BATCH_EVENTS}"
+            ));
+        }
+        if !(1..=20).contains(&self.streams.max_attempts) {
+            return Err("streams.max_attempts must be 1 to 20".into());
+        }
+        if let Some(url) = &self.streams.nats_url
+            && !(url.starts_with("nats://") || url.starts_with("tls://"))
+        {
+            return Err(format!(
+                "streams.nats_url must be a nats:// or tls:// URL such as nats://127.0.0.1:4222, got {url:?}"
+            ));
+        }
         if self.lifecycle.quarantine_max_events == 0 {
             return Err("lifecycle.quarantine_max_events must be at least 1".into());
         }
@@ -786,6 +850,22 @@ mod tests {
     use figment::Jail;
 
     use super::*;
+
+    #[test]
+    fn stream_settings_out_of_bounds_are_refused_naming_the_setting() {
+        for events in [0, MAX_STREAM_BATCH_EVENTS + 1] {
+            let mut config = Config::default();
+            config.streams.batch_events = events;
+            let error = config.validate().unwrap_err();
+            assert!(error.contains("streams.batch_events"), "{error}");
+        }
+        let mut config = Config::default();
+        config.streams.nats_url = Some("http://127.0.0.1:4222".into());
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("streams.nats_url"), "{error}");
+        config.streams.nats_url = Some("nats://127.0.0.1:4222".into());
+        config.validate().unwrap();
+    }
 
     #[test]
     fn search_batches_outside_their_bounds_are_refused_naming_the_setting() {

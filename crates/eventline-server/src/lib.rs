@@ -25,6 +25,7 @@ pub mod rate_limit;
 mod readiness;
 mod schemas;
 mod search_indexer;
+mod streams;
 mod summaries;
 mod tenant_cache;
 mod tls;
@@ -184,6 +185,7 @@ impl Server {
         lifecycle::register_metrics();
         summaries::register_metrics();
         search_indexer::register_metrics();
+        streams::register_metrics();
         alerts::register_metrics();
         budget::register_metrics();
         connection::register_metrics();
@@ -223,6 +225,17 @@ impl Server {
             store: Arc::clone(&store),
             interval: Duration::from_millis(config.search.index_interval_ms),
             batch_events: config.search.index_batch_events as usize,
+        }
+        .spawn();
+        let streams_task = streams::StreamsTask {
+            store: Arc::clone(&store),
+            interval: Duration::from_millis(config.streams.interval_ms),
+            batch_events: config.streams.batch_events as usize,
+            nats_url: config.streams.nats_url.clone(),
+            policy: webhook::RetryPolicy {
+                max_attempts: config.streams.max_attempts,
+                ..webhook::RetryPolicy::default()
+            },
         }
         .spawn();
         let alerts_task = alerts::AlertsTask {
@@ -265,6 +278,7 @@ impl Server {
             Some(lifecycle_task),
             summaries_task,
             search_indexer,
+            streams_task,
             alerts_task,
             tls_reloader,
             commit_listener,

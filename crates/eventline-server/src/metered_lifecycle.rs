@@ -7,9 +7,10 @@ use eventline_core::{
     Actor, Event, TenantId,
     lifecycle::{Deletion, EventSchema, QuarantineQuery, QuarantinedEvent, Retention},
     search::{SearchIndex, SearchQuery},
+    streams::Subscription,
 };
 use eventline_store::{
-    Expiry, Quarantine, Schemas, Search, StoreError, UserDeletions,
+    Expiry, Quarantine, Schemas, Search, StoreError, Subscriptions, UserDeletions,
     search::{SearchBatch, SearchCursor},
 };
 
@@ -211,5 +212,82 @@ impl Search for MeteredStore {
     async fn store_search_batch(&self, batch: &SearchBatch) -> Result<bool, StoreError> {
         self.timed("store_search_batch", self.inner.store_search_batch(batch))
             .await
+    }
+}
+
+#[async_trait]
+impl Subscriptions for MeteredStore {
+    async fn create_subscription(
+        &self,
+        subscription: &Subscription,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let inner = self.inner.create_subscription(subscription, actor);
+        self.timed("create_subscription", inner).await
+    }
+
+    async fn list_subscriptions(
+        &self,
+        tenant_id: TenantId,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let inner = self.inner.list_subscriptions(tenant_id);
+        self.timed("list_subscriptions", inner).await
+    }
+
+    async fn delete_subscription(
+        &self,
+        tenant_id: TenantId,
+        subscription_id: &str,
+        actor: &Actor,
+    ) -> Result<bool, StoreError> {
+        let inner = self
+            .inner
+            .delete_subscription(tenant_id, subscription_id, actor);
+        self.timed("delete_subscription", inner).await
+    }
+
+    async fn resume_subscription(
+        &self,
+        tenant_id: TenantId,
+        subscription_id: &str,
+        actor: &Actor,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let inner = self
+            .inner
+            .resume_subscription(tenant_id, subscription_id, actor);
+        self.timed("resume_subscription", inner).await
+    }
+
+    async fn lease_subscriptions(
+        &self,
+        tenant_id: TenantId,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let inner = self.inner.lease_subscriptions(tenant_id, owner, now, until);
+        self.timed("lease_subscriptions", inner).await
+    }
+
+    async fn advance_subscription(
+        &self,
+        subscription: &Subscription,
+        owner: &str,
+        to: &(u64, String),
+        delivered: u64,
+    ) -> Result<bool, StoreError> {
+        let inner = self
+            .inner
+            .advance_subscription(subscription, owner, to, delivered);
+        self.timed("advance_subscription", inner).await
+    }
+
+    async fn pause_subscription(
+        &self,
+        subscription: &Subscription,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let inner = self.inner.pause_subscription(subscription, error);
+        self.timed("pause_subscription", inner).await
     }
 }

@@ -118,7 +118,7 @@ impl RetryPolicy {
 
     /// The wait after failed attempt `attempt`, jittered into its upper half; a
     /// receiver's `Retry-After` lengthens it, never beyond `max_backoff`.
-    fn wait(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    pub(crate) fn wait(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let backoff = self.backoff(attempt);
         let half = backoff / 2;
         let jittered = half + half.mul_f64(rand::rng().random::<f64>());

@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod postgres;
 pub mod search;
 pub mod sqlite;
+pub mod streams;
 mod summaries;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -34,11 +35,12 @@ pub use alerts::Alerts;
 pub use error::StoreError;
 pub use lifecycle::{Expiry, Quarantine, Schemas, UserDeletions};
 pub use search::Search;
+pub use streams::Subscriptions;
 
 /// Where events are kept. Every method is tenant-scoped by its arguments; no method
 /// returns data of a tenant it was not asked about. The data lifecycle's traits
-/// ([`UserDeletions`], [`Expiry`], [`Quarantine`], [`Schemas`]), [`Search`] and alert
-/// rules ([`Alerts`]) come with every store.
+/// ([`UserDeletions`], [`Expiry`], [`Quarantine`], [`Schemas`]), [`Search`], outbound
+/// streams ([`Subscriptions`]) and alert rules ([`Alerts`]) come with every store.
 #[async_trait]
 pub trait Store:
     UserDeletions
@@ -46,6 +48,7 @@ pub trait Store:
     + Quarantine
     + Schemas
     + Search
+    + Subscriptions
     + Alerts
     + Send
     + Sync

@@ -82,6 +82,7 @@ async fn citus_migrate_distributes_by_tenant_colocated_and_twice_changes_nothing
             ("events", "distributed"),
             ("quarantined_events", "distributed"),
             ("search_indexes", "distributed"),
+            ("subscriptions", "distributed"),
             ("tenants", "reference"),
             ("user_deletions", "distributed"),
         ]

@@ -448,7 +448,7 @@ mod tests {
             .values()
             .map(|path| path.as_object().unwrap().len())
             .sum();
-        assert_eq!(operations, 36);
+        assert_eq!(operations, 40);
     }
 
     #[test]

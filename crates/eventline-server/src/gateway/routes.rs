@@ -230,8 +230,8 @@ mod tests {
         }
         assert_eq!(
             routes.len(),
-            36,
-            "3 ingest + 9 query (+1 user binding) + 23 admin"
+            40,
+            "3 ingest + 9 query (+1 user binding) + 27 admin"
         );
     }
 

@@ -31,6 +31,7 @@ mod lifecycle;
 mod nodelay;
 mod read;
 mod search;
+mod streams;
 
 pub use copy::{RollupGrain, copy_events, upsert_rollups_into};
 pub use nodelay::disable_nagle;

@@ -35,6 +35,7 @@ mod cached;
 mod lifecycle;
 mod read;
 mod search;
+mod streams;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
