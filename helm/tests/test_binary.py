@@ -180,10 +180,11 @@ def test_every_eventline_name_the_chart_can_set_is_a_binary_setting(known_to_bin
                     assert setting_of(entry["name"]) in known_to_binary, f"{entry['name']} is not a setting of the binary"
     documented = set(readme_settings())
     # Left to the server on purpose: no rate limit by default, the TLS paths come from the
-    # tls.* values, no EVENTLINE_TLS_* variable is set while TLS is off, and tracing is off
-    # until an OTLP endpoint is given.
+    # tls.* values, no EVENTLINE_TLS_* variable is set while TLS is off, tracing is off
+    # until an OTLP endpoint is given, and NATS subscriptions until a NATS server is.
     unset_on_purpose = {"limits.events_per_second_per_key", "tls.cert_path", "tls.key_path",
-                        "tls.client_ca_path", "tls.reload_interval_ms", "tracing.otlp_endpoint"}
+                        "tls.client_ca_path", "tls.reload_interval_ms", "tracing.otlp_endpoint",
+                        "streams.nats_url"}
     in_values = set(flatten(chart_values()["config"])) | SECRET_SETTINGS | unset_on_purpose
     undocumented = sorted(known_to_binary - documented)
     if undocumented or known_to_binary - in_values:

@@ -273,12 +273,14 @@ impl Server {
         let result = serve_until(serving, shutdown, stop_accepting, stop_signal).await;
         let _ = http_task.await;
         let _ = metrics_task.await;
+        if let Some(streams) = streams_task {
+            streams.stop().await;
+        }
         for task in [
             Some(health_task),
             Some(lifecycle_task),
             summaries_task,
             search_indexer,
-            streams_task,
             alerts_task,
             tls_reloader,
             commit_listener,

@@ -269,6 +269,15 @@ impl Subscriptions for MeteredStore {
         self.timed("lease_subscriptions", inner).await
     }
 
+    async fn release_subscriptions(
+        &self,
+        tenant_id: TenantId,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let inner = self.inner.release_subscriptions(tenant_id, owner);
+        self.timed("release_subscriptions", inner).await
+    }
+
     async fn advance_subscription(
         &self,
         subscription: &Subscription,

@@ -17,8 +17,11 @@ use tokio::task::JoinHandle;
 
 use crate::webhook::{self, RetryPolicy, WebhookMessage, WebhookSecret};
 
-/// How long a replica holds the subscriptions it leased; it renews them every pass.
-const LEASE: Duration = Duration::from_secs(30);
+/// What a lease adds to the longest a batch can take (every attempt timing out after its
+/// longest backoff): a lease never runs out while its batch is still being delivered, so
+/// two replicas never deliver one subscription at once. A replica renews its leases every
+/// pass and gives them up when it stops; one that crashes holds them this long.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// Batches one subscription may deliver in one pass before the next one's turn.
 const MAX_BATCHES_PER_PASS: usize = 20;
 
@@ -46,15 +49,47 @@ struct Sinks {
     nats: Option<async_nats::jetstream::Context>,
 }
 
+/// A running dispatcher.
+pub(crate) struct StreamsHandle {
+    task: JoinHandle<()>,
+    store: Arc<dyn Store>,
+    owner: String,
+}
+
+impl StreamsHandle {
+    /// Stops delivering (a batch in flight is delivered again by whoever goes on) and
+    /// gives this replica's leases up, so that another replica, or this one restarted,
+    /// goes on at once.
+    pub(crate) async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        let Ok(tenants) = self.store.list_tenants().await else {
+            return;
+        };
+        for tenant in tenants {
+            if let Err(error) = self
+                .store
+                .release_subscriptions(tenant.tenant_id, &self.owner)
+                .await
+            {
+                tracing::warn!(error = %error, "giving up stream leases failed; they run out");
+            }
+        }
+    }
+}
+
 impl StreamsTask {
-    /// Runs until aborted; `None` when the interval is 0 (turned off).
-    pub(crate) fn spawn(self) -> Option<JoinHandle<()>> {
+    /// Runs until stopped; `None` when the interval is 0 (turned off).
+    pub(crate) fn spawn(self) -> Option<StreamsHandle> {
         if self.interval.is_zero() {
             return None;
         }
         // This replica's name in the leases it takes.
         let owner = uuid::Uuid::now_v7().to_string();
-        Some(tokio::spawn(async move {
+        let store = Arc::clone(&self.store);
+        let task_owner = owner.clone();
+        let task = tokio::spawn(async move {
+            let owner = task_owner;
             let mut sinks = Sinks {
                 http: webhook::client(),
                 nats: None,
@@ -65,13 +100,20 @@ impl StreamsTask {
                 }
                 tokio::time::sleep(self.interval).await;
             }
-        }))
+        });
+        Some(StreamsHandle { task, store, owner })
+    }
+
+    /// How long a lease lasts: see [`LEASE_MARGIN`].
+    fn lease(&self) -> Duration {
+        let attempt = self.policy.attempt_timeout + self.policy.max_backoff;
+        attempt * self.policy.max_attempts.max(1) + LEASE_MARGIN
     }
 
     async fn pass(&self, owner: &str, sinks: &mut Sinks) -> Result<(), StoreError> {
         for tenant in self.store.list_tenants().await? {
             let now = chrono::Utc::now();
-            let until = now + LEASE;
+            let until = now + self.lease();
             let leased = self
                 .store
                 .lease_subscriptions(tenant.tenant_id, owner, now, until)

@@ -53,6 +53,13 @@ pub trait Subscriptions: Send + Sync {
         until: DateTime<Utc>,
     ) -> Result<Vec<Subscription>, StoreError>;
 
+    /// Gives up `owner`'s leases of the tenant's subscriptions (a replica stopping).
+    async fn release_subscriptions(
+        &self,
+        tenant_id: TenantId,
+        owner: &str,
+    ) -> Result<(), StoreError>;
+
     /// Moves the subscription's position from where `subscription` has it to `to` and
     /// adds `delivered` events, if it is still there and still leased to `owner`;
     /// returns whether it moved.

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod webhook;
+
 use std::net::SocketAddr;
 
 use eventline_proto::v1::{

@@ -181,6 +181,22 @@ impl Subscriptions for PgStore {
         Ok(leased)
     }
 
+    async fn release_subscriptions(
+        &self,
+        tenant_id: TenantId,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE subscriptions SET lease_owner = '', lease_until = '-infinity'
+             WHERE tenant_id = $1 AND lease_owner = $2",
+        )
+        .bind(tenant_id.0)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn advance_subscription(
         &self,
         subscription: &Subscription,

@@ -185,6 +185,22 @@ impl Subscriptions for SqliteStore {
         Ok(leased)
     }
 
+    async fn release_subscriptions(
+        &self,
+        tenant_id: TenantId,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE subscriptions SET lease_owner = '', lease_until_us = 0
+             WHERE tenant_id = ? AND lease_owner = ?",
+        )
+        .bind(tenant_id.to_string())
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn advance_subscription(
         &self,
         subscription: &Subscription,

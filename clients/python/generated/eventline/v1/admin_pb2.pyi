@@ -3,6 +3,7 @@ import datetime
 from eventline.v1 import alerts_pb2 as _alerts_pb2
 from eventline.v1 import lifecycle_pb2 as _lifecycle_pb2
 from eventline.v1 import search_pb2 as _search_pb2
+from eventline.v1 import streams_pb2 as _streams_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -37,6 +38,9 @@ class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ACTION_QUARANTINE_PURGED: _ClassVar[AuditAction]
     AUDIT_ACTION_SEARCH_ENABLED: _ClassVar[AuditAction]
     AUDIT_ACTION_SEARCH_DISABLED: _ClassVar[AuditAction]
+    AUDIT_ACTION_SUBSCRIPTION_CREATED: _ClassVar[AuditAction]
+    AUDIT_ACTION_SUBSCRIPTION_DELETED: _ClassVar[AuditAction]
+    AUDIT_ACTION_SUBSCRIPTION_RESUMED: _ClassVar[AuditAction]
 SCOPE_UNSPECIFIED: Scope
 SCOPE_INGEST: Scope
 SCOPE_QUERY: Scope
@@ -55,6 +59,9 @@ AUDIT_ACTION_QUARANTINE_REPLAYED: AuditAction
 AUDIT_ACTION_QUARANTINE_PURGED: AuditAction
 AUDIT_ACTION_SEARCH_ENABLED: AuditAction
 AUDIT_ACTION_SEARCH_DISABLED: AuditAction
+AUDIT_ACTION_SUBSCRIPTION_CREATED: AuditAction
+AUDIT_ACTION_SUBSCRIPTION_DELETED: AuditAction
+AUDIT_ACTION_SUBSCRIPTION_RESUMED: AuditAction
 
 class Tenant(_message.Message):
     __slots__ = ("tenant_id", "name", "create_time")

@@ -7,6 +7,7 @@ from eventline.v1 import admin_pb2 as eventline_dot_v1_dot_admin__pb2
 from eventline.v1 import alerts_pb2 as eventline_dot_v1_dot_alerts__pb2
 from eventline.v1 import lifecycle_pb2 as eventline_dot_v1_dot_lifecycle__pb2
 from eventline.v1 import search_pb2 as eventline_dot_v1_dot_search__pb2
+from eventline.v1 import streams_pb2 as eventline_dot_v1_dot_streams__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -154,6 +155,26 @@ class AdminServiceStub:
                 '/eventline.v1.AdminService/ListAlertDeliveries',
                 request_serializer=eventline_dot_v1_dot_alerts__pb2.ListAlertDeliveriesRequest.SerializeToString,
                 response_deserializer=eventline_dot_v1_dot_alerts__pb2.ListAlertDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.CreateSubscription = channel.unary_unary(
+                '/eventline.v1.AdminService/CreateSubscription',
+                request_serializer=eventline_dot_v1_dot_streams__pb2.CreateSubscriptionRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_streams__pb2.CreateSubscriptionResponse.FromString,
+                _registered_method=True)
+        self.ListSubscriptions = channel.unary_unary(
+                '/eventline.v1.AdminService/ListSubscriptions',
+                request_serializer=eventline_dot_v1_dot_streams__pb2.ListSubscriptionsRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_streams__pb2.ListSubscriptionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSubscription = channel.unary_unary(
+                '/eventline.v1.AdminService/DeleteSubscription',
+                request_serializer=eventline_dot_v1_dot_streams__pb2.DeleteSubscriptionRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_streams__pb2.DeleteSubscriptionResponse.FromString,
+                _registered_method=True)
+        self.ResumeSubscription = channel.unary_unary(
+                '/eventline.v1.AdminService/ResumeSubscription',
+                request_serializer=eventline_dot_v1_dot_streams__pb2.ResumeSubscriptionRequest.SerializeToString,
+                response_deserializer=eventline_dot_v1_dot_streams__pb2.ResumeSubscriptionResponse.FromString,
                 _registered_method=True)
 
 
@@ -346,6 +367,36 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSubscription(self, request, context):
+        """CreateSubscription subscribes a webhook or a NATS JetStream subject to the tenant's
+        accepted events (README "Streams").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubscriptions(self, request, context):
+        """ListSubscriptions lists the tenant's subscriptions with their state and progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSubscription(self, request, context):
+        """DeleteSubscription stops and removes a subscription.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSubscription(self, request, context):
+        """ResumeSubscription makes a paused subscription deliver again, from the batch that
+        failed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -463,6 +514,26 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAlertDeliveries,
                     request_deserializer=eventline_dot_v1_dot_alerts__pb2.ListAlertDeliveriesRequest.FromString,
                     response_serializer=eventline_dot_v1_dot_alerts__pb2.ListAlertDeliveriesResponse.SerializeToString,
+            ),
+            'CreateSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSubscription,
+                    request_deserializer=eventline_dot_v1_dot_streams__pb2.CreateSubscriptionRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_streams__pb2.CreateSubscriptionResponse.SerializeToString,
+            ),
+            'ListSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubscriptions,
+                    request_deserializer=eventline_dot_v1_dot_streams__pb2.ListSubscriptionsRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_streams__pb2.ListSubscriptionsResponse.SerializeToString,
+            ),
+            'DeleteSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSubscription,
+                    request_deserializer=eventline_dot_v1_dot_streams__pb2.DeleteSubscriptionRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_streams__pb2.DeleteSubscriptionResponse.SerializeToString,
+            ),
+            'ResumeSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSubscription,
+                    request_deserializer=eventline_dot_v1_dot_streams__pb2.ResumeSubscriptionRequest.FromString,
+                    response_serializer=eventline_dot_v1_dot_streams__pb2.ResumeSubscriptionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1089,6 +1160,114 @@ class AdminService:
             '/eventline.v1.AdminService/ListAlertDeliveries',
             eventline_dot_v1_dot_alerts__pb2.ListAlertDeliveriesRequest.SerializeToString,
             eventline_dot_v1_dot_alerts__pb2.ListAlertDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/CreateSubscription',
+            eventline_dot_v1_dot_streams__pb2.CreateSubscriptionRequest.SerializeToString,
+            eventline_dot_v1_dot_streams__pb2.CreateSubscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/ListSubscriptions',
+            eventline_dot_v1_dot_streams__pb2.ListSubscriptionsRequest.SerializeToString,
+            eventline_dot_v1_dot_streams__pb2.ListSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/DeleteSubscription',
+            eventline_dot_v1_dot_streams__pb2.DeleteSubscriptionRequest.SerializeToString,
+            eventline_dot_v1_dot_streams__pb2.DeleteSubscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventline.v1.AdminService/ResumeSubscription',
+            eventline_dot_v1_dot_streams__pb2.ResumeSubscriptionRequest.SerializeToString,
+            eventline_dot_v1_dot_streams__pb2.ResumeSubscriptionResponse.FromString,
             options,
             channel_credentials,
             insecure,
