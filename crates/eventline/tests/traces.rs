@@ -364,6 +364,13 @@ async fn spans_still_queued_at_sigterm_are_exported_before_exit_and_unsampled_ca
         receiver.trace(&unsampled.trace_id).is_empty(),
         "a caller that did not sample its trace gets no spans exported"
     );
+    let everything = receiver.spans.lock().unwrap();
+    assert!(
+        !everything
+            .iter()
+            .any(|received| received.span.name == "store.ready"),
+        "the health check's store calls, outside any span, are not traces of their own"
+    );
 }
 
 #[tokio::test]
