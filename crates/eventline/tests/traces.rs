@@ -175,33 +175,71 @@ async fn start_traced_server(
     .await
 }
 
-/// Sends Track over gRPC with `traceparent` in the metadata.
-async fn track_over_grpc(server: &ServerProcess, traceparent: &str, event_id: &str) {
+/// An IngestService client of `server`.
+async fn ingest_client(server: &ServerProcess) -> IngestServiceClient<tonic::transport::Channel> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut client = IngestServiceClient::new(channel);
-    let mut request = tonic::Request::new(v1::TrackRequest {
-        event: Some(v1::Event {
-            event_id: event_id.into(),
-            event_type: "signup".into(),
-            user_id: "u1".into(),
-            ..Default::default()
-        }),
-    });
+    IngestServiceClient::new(channel)
+}
+
+/// `message` with the test's key and `traceparent` in its metadata.
+fn traced<T>(message: T, traceparent: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
     request
         .metadata_mut()
         .insert("x-api-key", API_KEY.parse().unwrap());
     request
         .metadata_mut()
         .insert("traceparent", traceparent.parse().unwrap());
-    let response = client.track(request).await.expect("Track over gRPC");
+    request
+}
+
+fn signup(event_id: &str) -> v1::Event {
+    v1::Event {
+        event_id: event_id.into(),
+        event_type: "signup".into(),
+        user_id: "u1".into(),
+        ..Default::default()
+    }
+}
+
+/// Sends Track over gRPC with `traceparent` in the metadata.
+async fn track_over_grpc(server: &ServerProcess, traceparent: &str, event_id: &str) {
+    let request = v1::TrackRequest {
+        event: Some(signup(event_id)),
+    };
+    let response = ingest_client(server)
+        .await
+        .track(traced(request, traceparent))
+        .await
+        .expect("Track over gRPC");
     assert_eq!(
         response.into_inner().result.unwrap().status(),
         v1::IngestStatus::Accepted
     );
+}
+
+/// Sends one batch over IngestBidi with `traceparent` in the metadata, and reads the
+/// stream to its end.
+async fn ingest_bidi_over_grpc(server: &ServerProcess, traceparent: &str, event_id: &str) {
+    let batch = v1::IngestBidiRequest {
+        sequence: 1,
+        events: vec![signup(event_id)],
+        sent_at: None,
+    };
+    let outgoing = tokio_stream::iter(vec![batch]);
+    let mut acks = ingest_client(server)
+        .await
+        .ingest_bidi(traced(outgoing, traceparent))
+        .await
+        .expect("IngestBidi")
+        .into_inner();
+    let ack = acks.message().await.unwrap().expect("an ack");
+    assert_eq!(ack.results[0].status(), v1::IngestStatus::Accepted);
+    while acks.message().await.unwrap().is_some() {}
 }
 
 /// Sends `POST /v1/events` with a `traceparent` header.
@@ -304,6 +342,13 @@ async fn a_traceparent_on_grpc_and_on_rest_continues_into_auth_validation_commit
     ];
     let grpc_span = "eventline.v1.IngestService/Track";
     assert_traced(&receiver, &grpc_caller, grpc_span, &grpc_attributes).await;
+
+    // A stream's batches are validated and committed in tasks of their own.
+    let bidi_caller = Caller::new();
+    ingest_bidi_over_grpc(&server, &bidi_caller.traceparent(true), "traced-bidi").await;
+    let bidi_attributes = [("rpc.method", "IngestBidi"), ("rpc.grpc.status_code", "0")];
+    let bidi_span = "eventline.v1.IngestService/IngestBidi";
+    assert_traced(&receiver, &bidi_caller, bidi_span, &bidi_attributes).await;
 
     let rest_caller = Caller::new();
     track_over_rest(&server, &rest_caller.traceparent(true), "traced-rest").await;
