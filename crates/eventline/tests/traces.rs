@@ -242,6 +242,35 @@ async fn ingest_bidi_over_grpc(server: &ServerProcess, traceparent: &str, event_
     while acks.message().await.unwrap().is_some() {}
 }
 
+/// Sends Track as gRPC-Web (HTTP/1.1, as a browser does) with a `traceparent` header.
+async fn track_over_grpc_web(server: &ServerProcess, traceparent: &str, event_id: &str) {
+    let message = prost::Message::encode_to_vec(&v1::TrackRequest {
+        event: Some(signup(event_id)),
+    });
+    let mut framed = vec![0u8];
+    framed.extend(u32::try_from(message.len()).unwrap().to_be_bytes());
+    framed.extend(message);
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/eventline.v1.IngestService/Track",
+            server.addr
+        ))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("x-api-key", API_KEY)
+        .header("traceparent", traceparent)
+        .body(framed)
+        .send()
+        .await
+        .expect("Track over gRPC-Web");
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let body = response.bytes().await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&body).contains("grpc-status:0"),
+        "gRPC-Web's trailers, in the body, say OK"
+    );
+}
+
 /// Sends `POST /v1/events` with a `traceparent` header.
 async fn track_over_rest(server: &ServerProcess, traceparent: &str, event_id: &str) {
     let response = reqwest::Client::new()
@@ -342,6 +371,12 @@ async fn a_traceparent_on_grpc_and_on_rest_continues_into_auth_validation_commit
     ];
     let grpc_span = "eventline.v1.IngestService/Track";
     assert_traced(&receiver, &grpc_caller, grpc_span, &grpc_attributes).await;
+
+    // gRPC-Web is traced as gRPC, its status included.
+    let web_caller = Caller::new();
+    track_over_grpc_web(&server, &web_caller.traceparent(true), "traced-web").await;
+    let web_attributes = [("rpc.method", "Track"), ("rpc.grpc.status_code", "0")];
+    assert_traced(&receiver, &web_caller, grpc_span, &web_attributes).await;
 
     // A stream's batches are validated and committed in tasks of their own.
     let bidi_caller = Caller::new();
