@@ -478,7 +478,9 @@ impl IngestService for IngestApi {
         let (acks, ack_stream) = mpsc::channel(MAX_IN_FLIGHT_BATCHES_PER_STREAM);
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_BATCHES_PER_STREAM));
         let api = self.clone();
-        tokio::spawn(async move {
+        // The reader and each batch's task stay inside the call's span, so the batches'
+        // validation and commits are in the caller's trace (README "Tracing").
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             loop {
                 // Take a slot before reading, so a fast client is paced by commits.
                 let Ok(slot) = Arc::clone(&in_flight).acquire_owned().await else {
@@ -495,7 +497,7 @@ impl IngestService for IngestApi {
                 let api = api.clone();
                 let acks = acks.clone();
                 let key = Arc::clone(&key);
-                tokio::spawn(async move {
+                tokio::spawn(tracing::Instrument::in_current_span(async move {
                     let sequence = message.sequence;
                     let answer = match batch_clock(&message.events, message.sent_at.as_ref()) {
                         Ok(clock) => api
@@ -516,9 +518,9 @@ impl IngestService for IngestApi {
                     };
                     let _ = acks.send(answer).await;
                     drop(slot);
-                });
+                }));
             }
-        });
+        }));
         Ok(Response::new(
             Box::pin(ReceiverStream::new(ack_stream)) as BidiStream
         ))

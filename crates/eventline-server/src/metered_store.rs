@@ -36,15 +36,21 @@ impl MeteredStore {
         operation: &'static str,
         future: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        // The name is formatted only when a subscriber wants the span.
-        let span = tracing::debug_span!(
-            "store.operation",
-            otel.name = %format_args!("store.{operation}"),
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            db.system = self.db_system,
-            db.operation.name = operation,
-        );
+        // A call outside any span (the health check's `ready`, every second) is not
+        // traced: each would be a trace of its own. The name is formatted only when a
+        // subscriber wants the span.
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!(
+                "store.operation",
+                otel.name = %format_args!("store.{operation}"),
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                db.system = self.db_system,
+                db.operation.name = operation,
+            )
+        };
         let started = Instant::now();
         let result = future.instrument(span.clone()).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };

@@ -248,10 +248,12 @@ pub(crate) fn serve_grpc(
         .http2_keepalive_timeout(Some(Duration::from_millis(
             config.grpc.keepalive_timeout_ms,
         )))
-        // The call's server span, continuing the caller's `traceparent` (README "Tracing").
-        .layer(tower::layer::layer_fn(crate::trace_context::GrpcTrace::new))
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
+        // The call's server span, continuing the caller's `traceparent` (README "Tracing"):
+        // inside gRPC-Web, so it sees every call as gRPC (trailers included) and CORS
+        // preflights get none.
+        .layer(tower::layer::layer_fn(crate::trace_context::GrpcTrace::new))
         .add_routes(grpc_routes);
     let limits = ConnectionLimits {
         max_connections: config.grpc.max_connections as usize,

@@ -333,3 +333,63 @@ fn commit_span(jobs: &[Job], batch_len: usize) -> Span {
     }
     span
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    fn job_of(caller: Span) -> Job {
+        let room = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        Job {
+            events: Vec::new(),
+            queued_at: Instant::now(),
+            reply: oneshot::channel().0,
+            caller,
+            _room: room,
+        }
+    }
+
+    fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+        spans.iter().find(|span| span.name == name).unwrap()
+    }
+
+    #[test]
+    fn a_commit_span_is_a_child_of_its_first_request_and_links_the_others() {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let jobs: Vec<Job> = ["first", "second", "third"]
+                .into_iter()
+                .map(|name| job_of(tracing::info_span!("request", otel.name = name)))
+                .collect();
+            drop(commit_span(&jobs, 0));
+        });
+        let spans = exporter.get_finished_spans().unwrap();
+        let commit = named(&spans, "writer.commit");
+        let first = named(&spans, "first");
+        assert_eq!(commit.parent_span_id, first.span_context.span_id());
+        assert_eq!(
+            commit.span_context.trace_id(),
+            first.span_context.trace_id()
+        );
+        let linked: Vec<_> = commit
+            .links
+            .links
+            .iter()
+            .map(|link| link.span_context.span_id())
+            .collect();
+        let others: Vec<_> = ["second", "third"]
+            .into_iter()
+            .map(|name| named(&spans, name).span_context.span_id())
+            .collect();
+        assert_eq!(linked, others);
+    }
+}

@@ -175,32 +175,99 @@ async fn start_traced_server(
     .await
 }
 
-/// Sends Track over gRPC with `traceparent` in the metadata.
-async fn track_over_grpc(server: &ServerProcess, traceparent: &str, event_id: &str) {
+/// An IngestService client of `server`.
+async fn ingest_client(server: &ServerProcess) -> IngestServiceClient<tonic::transport::Channel> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut client = IngestServiceClient::new(channel);
-    let mut request = tonic::Request::new(v1::TrackRequest {
-        event: Some(v1::Event {
-            event_id: event_id.into(),
-            event_type: "signup".into(),
-            user_id: "u1".into(),
-            ..Default::default()
-        }),
-    });
+    IngestServiceClient::new(channel)
+}
+
+/// `message` with the test's key and `traceparent` in its metadata.
+fn traced<T>(message: T, traceparent: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
     request
         .metadata_mut()
         .insert("x-api-key", API_KEY.parse().unwrap());
     request
         .metadata_mut()
         .insert("traceparent", traceparent.parse().unwrap());
-    let response = client.track(request).await.expect("Track over gRPC");
+    request
+}
+
+fn signup(event_id: &str) -> v1::Event {
+    v1::Event {
+        event_id: event_id.into(),
+        event_type: "signup".into(),
+        user_id: "u1".into(),
+        ..Default::default()
+    }
+}
+
+/// Sends Track over gRPC with `traceparent` in the metadata.
+async fn track_over_grpc(server: &ServerProcess, traceparent: &str, event_id: &str) {
+    let request = v1::TrackRequest {
+        event: Some(signup(event_id)),
+    };
+    let response = ingest_client(server)
+        .await
+        .track(traced(request, traceparent))
+        .await
+        .expect("Track over gRPC");
     assert_eq!(
         response.into_inner().result.unwrap().status(),
         v1::IngestStatus::Accepted
+    );
+}
+
+/// Sends one batch over IngestBidi with `traceparent` in the metadata, and reads the
+/// stream to its end.
+async fn ingest_bidi_over_grpc(server: &ServerProcess, traceparent: &str, event_id: &str) {
+    let batch = v1::IngestBidiRequest {
+        sequence: 1,
+        events: vec![signup(event_id)],
+        sent_at: None,
+    };
+    let outgoing = tokio_stream::iter(vec![batch]);
+    let mut acks = ingest_client(server)
+        .await
+        .ingest_bidi(traced(outgoing, traceparent))
+        .await
+        .expect("IngestBidi")
+        .into_inner();
+    let ack = acks.message().await.unwrap().expect("an ack");
+    assert_eq!(ack.results[0].status(), v1::IngestStatus::Accepted);
+    while acks.message().await.unwrap().is_some() {}
+}
+
+/// Sends Track as gRPC-Web (HTTP/1.1, as a browser does) with a `traceparent` header.
+async fn track_over_grpc_web(server: &ServerProcess, traceparent: &str, event_id: &str) {
+    let message = prost::Message::encode_to_vec(&v1::TrackRequest {
+        event: Some(signup(event_id)),
+    });
+    let mut framed = vec![0u8];
+    framed.extend(u32::try_from(message.len()).unwrap().to_be_bytes());
+    framed.extend(message);
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/eventline.v1.IngestService/Track",
+            server.addr
+        ))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("x-api-key", API_KEY)
+        .header("traceparent", traceparent)
+        .body(framed)
+        .send()
+        .await
+        .expect("Track over gRPC-Web");
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let body = response.bytes().await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&body).contains("grpc-status:0"),
+        "gRPC-Web's trailers, in the body, say OK"
     );
 }
 
@@ -305,6 +372,19 @@ async fn a_traceparent_on_grpc_and_on_rest_continues_into_auth_validation_commit
     let grpc_span = "eventline.v1.IngestService/Track";
     assert_traced(&receiver, &grpc_caller, grpc_span, &grpc_attributes).await;
 
+    // gRPC-Web is traced as gRPC, its status included.
+    let web_caller = Caller::new();
+    track_over_grpc_web(&server, &web_caller.traceparent(true), "traced-web").await;
+    let web_attributes = [("rpc.method", "Track"), ("rpc.grpc.status_code", "0")];
+    assert_traced(&receiver, &web_caller, grpc_span, &web_attributes).await;
+
+    // A stream's batches are validated and committed in tasks of their own.
+    let bidi_caller = Caller::new();
+    ingest_bidi_over_grpc(&server, &bidi_caller.traceparent(true), "traced-bidi").await;
+    let bidi_attributes = [("rpc.method", "IngestBidi"), ("rpc.grpc.status_code", "0")];
+    let bidi_span = "eventline.v1.IngestService/IngestBidi";
+    assert_traced(&receiver, &bidi_caller, bidi_span, &bidi_attributes).await;
+
     let rest_caller = Caller::new();
     track_over_rest(&server, &rest_caller.traceparent(true), "traced-rest").await;
     let rest_attributes = [
@@ -363,6 +443,13 @@ async fn spans_still_queued_at_sigterm_are_exported_before_exit_and_unsampled_ca
     assert!(
         receiver.trace(&unsampled.trace_id).is_empty(),
         "a caller that did not sample its trace gets no spans exported"
+    );
+    let everything = receiver.spans.lock().unwrap();
+    assert!(
+        !everything
+            .iter()
+            .any(|received| received.span.name == "store.ready"),
+        "the health check's store calls, outside any span, are not traces of their own"
     );
 }
 

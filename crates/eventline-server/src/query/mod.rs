@@ -276,7 +276,12 @@ impl QueryService for QueryApi {
             .raw_from(tenant_id, query.start, "start_time")
             .await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(stream_export(Arc::clone(&self.store), query, sender));
+        // Its pages' store calls stay in the call's trace (README "Tracing").
+        tokio::spawn(tracing::Instrument::in_current_span(stream_export(
+            Arc::clone(&self.store),
+            query,
+            sender,
+        )));
         Ok(Response::new(
             Box::pin(ReceiverStream::new(receiver)) as Self::ExportEventsStream
         ))
