@@ -125,6 +125,31 @@ impl ConditionColumns {
         }
     }
 
+    /// Binds the columns, in `sql::INSERT_RULE`'s order, after the others.
+    pub(crate) fn bind<'q, DB>(
+        &self,
+        query: sqlx::query::Query<'q, DB, DB::Arguments>,
+    ) -> sqlx::query::Query<'q, DB, DB::Arguments>
+    where
+        DB: sqlx::Database,
+        for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<f64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<i32>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(self.kind.clone())
+            .bind(self.event_type.clone())
+            .bind(self.denominator_event_type.clone())
+            .bind(self.comparison.clone())
+            .bind(self.threshold)
+            .bind(self.min_denominator)
+            .bind(self.baseline_windows)
+            .bind(self.sensitivity)
+            .bind(self.min_count)
+    }
+
     pub(crate) fn into_condition(self) -> Result<AlertCondition, StoreError> {
         let missing = |column: &str| {
             StoreError::Internal(format!("alert rule of kind {} without {column}", self.kind))

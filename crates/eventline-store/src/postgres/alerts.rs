@@ -38,7 +38,7 @@ fn delivery_from_row(row: &PgRow) -> Result<AlertDelivery, StoreError> {
 impl Alerts for PgStore {
     async fn create_alert_rule(&self, rule: &AlertRule) -> Result<(), StoreError> {
         let condition = ConditionColumns::of(&rule.condition);
-        sqlx::query(sql::INSERT_RULE)
+        let query = sqlx::query(sql::INSERT_RULE)
             .bind(rule.tenant_id.0)
             .bind(&rule.rule_id)
             .bind(&rule.name)
@@ -49,18 +49,8 @@ impl Alerts for PgStore {
             .bind(rule.status.state.as_str())
             .bind(rule.status.since)
             .bind(rule.status.last_value)
-            .bind(rule.status.evaluated_until)
-            .bind(&condition.kind)
-            .bind(&condition.event_type)
-            .bind(&condition.denominator_event_type)
-            .bind(&condition.comparison)
-            .bind(condition.threshold)
-            .bind(condition.min_denominator)
-            .bind(condition.baseline_windows)
-            .bind(condition.sensitivity)
-            .bind(condition.min_count)
-            .execute(&self.pool)
-            .await?;
+            .bind(rule.status.evaluated_until);
+        condition.bind(query).execute(&self.pool).await?;
         Ok(())
     }
 

@@ -47,7 +47,7 @@ fn optional_time(value: Option<i64>) -> Result<Option<chrono::DateTime<chrono::U
 impl Alerts for SqliteStore {
     async fn create_alert_rule(&self, rule: &AlertRule) -> Result<(), StoreError> {
         let condition = ConditionColumns::of(&rule.condition);
-        sqlx::query(sql::INSERT_RULE)
+        let query = sqlx::query(sql::INSERT_RULE)
             .bind(rule.tenant_id.to_string())
             .bind(&rule.rule_id)
             .bind(&rule.name)
@@ -58,18 +58,8 @@ impl Alerts for SqliteStore {
             .bind(rule.status.state.as_str())
             .bind(micros(rule.status.since))
             .bind(rule.status.last_value)
-            .bind(rule.status.evaluated_until.map(micros))
-            .bind(&condition.kind)
-            .bind(&condition.event_type)
-            .bind(&condition.denominator_event_type)
-            .bind(&condition.comparison)
-            .bind(condition.threshold)
-            .bind(condition.min_denominator)
-            .bind(condition.baseline_windows)
-            .bind(condition.sensitivity)
-            .bind(condition.min_count)
-            .execute(&self.pool)
-            .await?;
+            .bind(rule.status.evaluated_until.map(micros));
+        condition.bind(query).execute(&self.pool).await?;
         Ok(())
     }
 
