@@ -633,6 +633,10 @@ async fn bad_rules_are_refused_with_400_naming_the_field_and_a_key_without_admin
             "rule.webhook_url",
         ),
         (
+            threshold_rule("https://example.com/x", "error", 1.0),
+            "rule.webhook_url",
+        ),
+        (
             threshold_rule("http://exa mple.com/", "error", 1.0),
             "rule.webhook_url",
         ),
