@@ -709,5 +709,18 @@ async fn bad_rules_are_refused_with_400_naming_the_field_and_a_key_without_admin
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = call(
+        &server,
+        reqwest::Method::GET,
+        &format!("/v1/tenants/{tenant}/alerts/a%00b/deliveries"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("rule_id"),
+        "{body}"
+    );
     server.stop().await;
 }

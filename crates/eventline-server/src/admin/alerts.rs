@@ -13,6 +13,16 @@ use crate::webhook::{self, WebhookSecret};
 /// The rule id of ListAlertDeliveries that stands for every rule (AIP-159).
 const EVERY_RULE: &str = "-";
 
+/// Rule and delivery ids are UUIDs; anything else is refused before it reaches the
+/// database (PostgreSQL text cannot even hold a NUL).
+fn check_id(field: &str, id: &str) -> Result<(), Error> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(Error::invalid(field, "must be an id this server issued"));
+    }
+    Ok(())
+}
+
 impl AdminApi {
     pub(super) async fn create_alert_rule_rpc(
         &self,
@@ -67,6 +77,7 @@ impl AdminApi {
         body: v1::GetAlertRequest,
     ) -> Result<v1::GetAlertResponse, Error> {
         let (_, tenant_id) = self.managed_tenant(metadata, &body.tenant_id).await?;
+        check_id("rule_id", &body.rule_id)?;
         let rule = self
             .store
             .alert_rule(tenant_id, &body.rule_id)
@@ -85,6 +96,7 @@ impl AdminApi {
         body: v1::DeleteAlertRuleRequest,
     ) -> Result<v1::DeleteAlertRuleResponse, Error> {
         let (_, tenant_id) = self.managed_tenant(metadata, &body.tenant_id).await?;
+        check_id("rule_id", &body.rule_id)?;
         self.store
             .delete_alert_rule(tenant_id, &body.rule_id)
             .await?;
@@ -101,8 +113,14 @@ impl AdminApi {
         let rule_id = match body.rule_id.as_str() {
             "" => return Err(Error::invalid("rule_id", "is required (\"-\": every rule)")),
             EVERY_RULE => None,
-            rule_id => Some(rule_id.to_owned()),
+            rule_id => {
+                check_id("rule_id", rule_id)?;
+                Some(rule_id.to_owned())
+            }
         };
+        if !body.page_token.is_empty() {
+            check_id("page_token", &body.page_token)?;
+        }
         let mut deliveries = self
             .store
             .alert_deliveries(&DeliveryQuery {
