@@ -149,19 +149,7 @@ async fn call(
     credential: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("http://{}{path}", server.http_addr))
-        .header("Authorization", format!("Bearer {credential}"));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    server.rest(method, path, credential, body).await
 }
 
 async fn tenant_id(server: &TestServer) -> String {

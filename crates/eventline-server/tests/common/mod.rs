@@ -168,6 +168,30 @@ impl TestServer {
         (tenant.tenant_id, created.secret)
     }
 
+    /// A REST request with `credential` as `Authorization: Bearer` (the admin token or
+    /// a key): the status and the body as JSON (a JSON string when it is not JSON).
+    pub async fn rest(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        credential: &str,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("http://{}{path}", self.http_addr))
+            .header("Authorization", format!("Bearer {credential}"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
     /// The metrics port's `GET /metrics` text.
     pub async fn metrics_text(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.metrics_addr))
