@@ -153,16 +153,7 @@ async fn call(
 }
 
 async fn tenant_id(server: &TestServer) -> String {
-    let (status, body) = call(
-        server,
-        reqwest::Method::GET,
-        "/v1/tenants",
-        ADMIN_TOKEN,
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["tenants"][0]["tenant_id"].as_str().unwrap().to_owned()
+    server.first_tenant_id().await
 }
 
 /// Creates a rule over REST: its id and signing secret.
@@ -232,15 +223,7 @@ async fn send(server: &TestServer, event_type: &str, count: usize, at: DateTime<
         })
         .collect();
     for chunk in events.chunks(1000) {
-        let (status, body) = call(
-            server,
-            reqwest::Method::POST,
-            "/v1/events:batch",
-            &server.api_key,
-            Some(json!({ "events": chunk })),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        server.rest_batch(Value::from(chunk.to_vec())).await;
     }
 }
 

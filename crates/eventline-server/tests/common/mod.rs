@@ -192,6 +192,30 @@ impl TestServer {
         )
     }
 
+    /// `POST /v1/events:batch` with the bootstrap key; fails the test unless it is 200.
+    pub async fn rest_batch(&self, events: serde_json::Value) -> serde_json::Value {
+        let (status, body) = self
+            .rest(
+                reqwest::Method::POST,
+                "/v1/events:batch",
+                &self.api_key,
+                Some(serde_json::json!({ "events": events })),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        body
+    }
+
+    /// The id of the first tenant (by name) over REST with the admin token: the
+    /// `default` one of a fresh server.
+    pub async fn first_tenant_id(&self) -> String {
+        let (status, body) = self
+            .rest(reqwest::Method::GET, "/v1/tenants", ADMIN_TOKEN, None)
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        body["tenants"][0]["tenant_id"].as_str().unwrap().to_owned()
+    }
+
     /// The metrics port's `GET /metrics` text.
     pub async fn metrics_text(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.metrics_addr))
