@@ -229,11 +229,13 @@ pub enum AuditAction {
     SchemaDeleted,
     QuarantineReplayed,
     QuarantinePurged,
+    AlertRuleCreated,
+    AlertRuleDeleted,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 11] = [
+    pub const ALL: [AuditAction; 13] = [
         AuditAction::TenantCreated,
         AuditAction::KeyCreated,
         AuditAction::KeyRevoked,
@@ -245,6 +247,8 @@ impl AuditAction {
         AuditAction::SchemaDeleted,
         AuditAction::QuarantineReplayed,
         AuditAction::QuarantinePurged,
+        AuditAction::AlertRuleCreated,
+        AuditAction::AlertRuleDeleted,
     ];
 
     /// The name stored in the database and written to the log.
@@ -261,6 +265,8 @@ impl AuditAction {
             Self::SchemaDeleted => "schema.deleted",
             Self::QuarantineReplayed => "quarantine.replayed",
             Self::QuarantinePurged => "quarantine.purged",
+            Self::AlertRuleCreated => "alert_rule.created",
+            Self::AlertRuleDeleted => "alert_rule.deleted",
         }
     }
 
@@ -278,6 +284,8 @@ impl AuditAction {
             Self::SchemaDeleted => v1::AuditAction::SchemaDeleted,
             Self::QuarantineReplayed => v1::AuditAction::QuarantineReplayed,
             Self::QuarantinePurged => v1::AuditAction::QuarantinePurged,
+            Self::AlertRuleCreated => v1::AuditAction::AlertRuleCreated,
+            Self::AlertRuleDeleted => v1::AuditAction::AlertRuleDeleted,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventline_core::{
-    TenantId,
+    Actor, AuditAction, AuditEvent, TenantId,
     alerts::{
         AlertCondition, AlertDelivery, AlertRule, AlertState, AlertStatus, Comparison,
         DeliveryOutcome, DeliveryQuery, DeliveryResult, Evaluation,
@@ -20,8 +20,8 @@ use crate::StoreError;
 /// Alert rules with their state, and the notifications their changes send.
 #[async_trait]
 pub trait Alerts: Send + Sync {
-    /// Stores a new rule with its state.
-    async fn create_alert_rule(&self, rule: &AlertRule) -> Result<(), StoreError>;
+    /// Stores a new rule with its state, and its audit record (by `actor`).
+    async fn create_alert_rule(&self, rule: &AlertRule, actor: &Actor) -> Result<(), StoreError>;
 
     /// The tenant's rules with their state, oldest first.
     async fn alert_rules(&self, tenant_id: TenantId) -> Result<Vec<AlertRule>, StoreError>;
@@ -33,9 +33,14 @@ pub trait Alerts: Send + Sync {
         rule_id: &str,
     ) -> Result<Option<AlertRule>, StoreError>;
 
-    /// Removes a rule and its delivery log; `NotFound` when there was none.
-    async fn delete_alert_rule(&self, tenant_id: TenantId, rule_id: &str)
-    -> Result<(), StoreError>;
+    /// Removes a rule and its delivery log, with its audit record (by `actor`);
+    /// `NotFound` when there was none.
+    async fn delete_alert_rule(
+        &self,
+        tenant_id: TenantId,
+        rule_id: &str,
+        actor: &Actor,
+    ) -> Result<(), StoreError>;
 
     /// Records an evaluation of `rule` (as it was read). When `evaluation.state` differs
     /// from `rule.status.state`, the state changes only if it still is the one read and
@@ -277,6 +282,29 @@ where
 
 fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The audit record of a rule created.
+pub(crate) fn rule_created_audit(rule: &AlertRule, actor: &Actor) -> AuditEvent {
+    let mut audit = AuditEvent::new(
+        rule.tenant_id,
+        actor,
+        AuditAction::AlertRuleCreated,
+        &rule.rule_id,
+    );
+    audit.details.insert("name".into(), rule.name.clone());
+    audit
+        .details
+        .insert("kind".into(), rule.condition.kind().to_owned());
+    audit
+        .details
+        .insert("webhook_url".into(), rule.webhook_url.clone());
+    audit
+}
+
+/// The audit record of a rule deleted.
+pub(crate) fn rule_deleted_audit(tenant_id: TenantId, rule_id: &str, actor: &Actor) -> AuditEvent {
+    AuditEvent::new(tenant_id, actor, AuditAction::AlertRuleDeleted, rule_id)
 }
 
 /// The error of a rule that does not exist.

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
 use eventline_core::{
-    Actor, TenantId,
+    Actor, AuditAction, AuditQuery, TenantId,
     alerts::{
         AlertCondition, AlertDelivery, AlertRule, AlertState, AlertStatus, Comparison,
         DeliveryOutcome, DeliveryQuery, DeliveryResult, Evaluation,
@@ -111,10 +111,13 @@ async fn alert_rules_of_every_kind_round_trip_per_tenant_and_delete_with_their_l
     let other = new_tenant(&*store, "other").await;
     let rules = every_kind(tenant_id);
     for rule in &rules {
-        store.create_alert_rule(rule).await.unwrap();
+        store.create_alert_rule(rule, &Actor::Cli).await.unwrap();
     }
     let others_rule = every_kind(other).remove(0);
-    store.create_alert_rule(&others_rule).await.unwrap();
+    store
+        .create_alert_rule(&others_rule, &Actor::Cli)
+        .await
+        .unwrap();
 
     assert_eq!(store.alert_rules(tenant_id).await.unwrap(), rules);
     assert_eq!(
@@ -140,16 +143,18 @@ async fn alert_rules_of_every_kind_round_trip_per_tenant_and_delete_with_their_l
         .expect("a change of state");
     assert!(matches!(
         store
-            .delete_alert_rule(tenant_id, &others_rule.rule_id)
+            .delete_alert_rule(tenant_id, &others_rule.rule_id, &Actor::Cli)
             .await,
         Err(StoreError::NotFound(_))
     ));
     store
-        .delete_alert_rule(tenant_id, &rules[0].rule_id)
+        .delete_alert_rule(tenant_id, &rules[0].rule_id, &Actor::Cli)
         .await
         .unwrap();
     assert!(matches!(
-        store.delete_alert_rule(tenant_id, &rules[0].rule_id).await,
+        store
+            .delete_alert_rule(tenant_id, &rules[0].rule_id, &Actor::Cli)
+            .await,
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(store.alert_rules(tenant_id).await.unwrap(), rules[1..]);
@@ -168,12 +173,39 @@ async fn alert_rules_of_every_kind_round_trip_per_tenant_and_delete_with_their_l
         "the deleted rule's log goes with it"
     );
     assert_eq!(store.alert_rules(other).await.unwrap(), [others_rule]);
+
+    let audit = store
+        .list_audit_events(&AuditQuery {
+            tenant_id: Some(tenant_id),
+            before: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let rule_actions: Vec<(AuditAction, &str)> = audit
+        .iter()
+        .filter(|event| event.target == rules[0].rule_id)
+        .map(|event| {
+            (
+                event.action,
+                event.details.get("name").map_or("", String::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rule_actions,
+        [
+            (AuditAction::AlertRuleDeleted, ""),
+            (AuditAction::AlertRuleCreated, "errors")
+        ],
+        "newest first"
+    );
 }
 
 async fn a_change_of_state_is_recorded_once_and_never_by_an_older_window(store: Arc<dyn Store>) {
     let tenant_id = new_tenant(&*store, "acme").await;
     let rule = every_kind(tenant_id).remove(0);
-    store.create_alert_rule(&rule).await.unwrap();
+    store.create_alert_rule(&rule, &Actor::Cli).await.unwrap();
 
     // Two replicas read the rule resolved and both find it firing at 12:05: one records it.
     let firing = evaluation(5, 12.0, AlertState::Firing);
@@ -267,10 +299,13 @@ async fn deliveries_are_logged_finished_and_paged_newest_first(store: Arc<dyn St
     let mut rules = every_kind(tenant_id);
     rules.truncate(2);
     for rule in &rules {
-        store.create_alert_rule(rule).await.unwrap();
+        store.create_alert_rule(rule, &Actor::Cli).await.unwrap();
     }
     let others_rule = every_kind(other).remove(0);
-    store.create_alert_rule(&others_rule).await.unwrap();
+    store
+        .create_alert_rule(&others_rule, &Actor::Cli)
+        .await
+        .unwrap();
     store
         .record_alert_evaluation(&others_rule, &evaluation(1, 50.0, AlertState::Firing))
         .await

@@ -29,7 +29,7 @@ impl AdminApi {
         metadata: &tonic::metadata::MetadataMap,
         body: v1::CreateAlertRuleRequest,
     ) -> Result<v1::CreateAlertRuleResponse, Error> {
-        let (_, tenant_id) = self.managed_tenant(metadata, &body.tenant_id).await?;
+        let (principal, tenant_id) = self.managed_tenant(metadata, &body.tenant_id).await?;
         let secret = WebhookSecret::generate().expose();
         let rule = AlertRule::from_proto(tenant_id, body.rule.as_ref(), secret.clone())?;
         // The core checks the URL's shape; this is the parse the deliveries will do.
@@ -52,7 +52,9 @@ impl AdminApi {
                 "the tenant has {MAX_RULES_PER_TENANT} alert rules, the most it may have; delete one first"
             )));
         }
-        self.store.create_alert_rule(&rule).await?;
+        self.store
+            .create_alert_rule(&rule, &principal.actor())
+            .await?;
         Ok(v1::CreateAlertRuleResponse {
             alert: Some(rule.to_proto()),
             webhook_secret: secret,
@@ -95,10 +97,10 @@ impl AdminApi {
         metadata: &tonic::metadata::MetadataMap,
         body: v1::DeleteAlertRuleRequest,
     ) -> Result<v1::DeleteAlertRuleResponse, Error> {
-        let (_, tenant_id) = self.managed_tenant(metadata, &body.tenant_id).await?;
+        let (principal, tenant_id) = self.managed_tenant(metadata, &body.tenant_id).await?;
         check_id("rule_id", &body.rule_id)?;
         self.store
-            .delete_alert_rule(tenant_id, &body.rule_id)
+            .delete_alert_rule(tenant_id, &body.rule_id, &principal.actor())
             .await?;
         Ok(v1::DeleteAlertRuleResponse {})
     }

@@ -3,15 +3,18 @@
 
 use async_trait::async_trait;
 use eventline_core::{
-    TenantId,
+    Actor, TenantId,
     alerts::{AlertDelivery, AlertRule, DeliveryQuery, DeliveryResult, Evaluation},
 };
 use sqlx::{Row, postgres::PgRow};
 
-use super::PgStore;
+use super::{PgStore, insert_audit};
 use crate::{
     StoreError,
-    alerts::{self, Alerts, ConditionColumns, RowKeys, deliveries_kept, missing_rule, sql},
+    alerts::{
+        self, Alerts, ConditionColumns, RowKeys, deliveries_kept, missing_rule, rule_created_audit,
+        rule_deleted_audit, sql,
+    },
 };
 
 fn rule_from_row(row: &PgRow) -> Result<AlertRule, StoreError> {
@@ -36,7 +39,7 @@ fn delivery_from_row(row: &PgRow) -> Result<AlertDelivery, StoreError> {
 
 #[async_trait]
 impl Alerts for PgStore {
-    async fn create_alert_rule(&self, rule: &AlertRule) -> Result<(), StoreError> {
+    async fn create_alert_rule(&self, rule: &AlertRule, actor: &Actor) -> Result<(), StoreError> {
         let condition = ConditionColumns::of(&rule.condition);
         let query = sqlx::query(sql::INSERT_RULE)
             .bind(rule.tenant_id.0)
@@ -50,7 +53,12 @@ impl Alerts for PgStore {
             .bind(rule.status.since)
             .bind(rule.status.last_value)
             .bind(rule.status.evaluated_until);
-        condition.bind(query).execute(&self.pool).await?;
+        let mut transaction = self.pool.begin().await?;
+        condition.bind(query).execute(&mut *transaction).await?;
+        let audit = rule_created_audit(rule, actor);
+        insert_audit(&mut *transaction, &audit).await?;
+        transaction.commit().await?;
+        audit.log();
         Ok(())
     }
 
@@ -79,6 +87,7 @@ impl Alerts for PgStore {
         &self,
         tenant_id: TenantId,
         rule_id: &str,
+        actor: &Actor,
     ) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await?;
         let deleted = sqlx::query(sql::DELETE_RULE)
@@ -94,7 +103,10 @@ impl Alerts for PgStore {
             .bind(rule_id)
             .execute(&mut *transaction)
             .await?;
+        let audit = rule_deleted_audit(tenant_id, rule_id, actor);
+        insert_audit(&mut *transaction, &audit).await?;
         transaction.commit().await?;
+        audit.log();
         Ok(())
     }
 

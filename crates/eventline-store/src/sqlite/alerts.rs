@@ -3,15 +3,18 @@
 
 use async_trait::async_trait;
 use eventline_core::{
-    TenantId,
+    Actor, TenantId,
     alerts::{AlertDelivery, AlertRule, DeliveryQuery, DeliveryResult, Evaluation},
 };
 use sqlx::{Row, sqlite::SqliteRow};
 
-use super::{SqliteStore, from_micros, micros, parse_tenant_id};
+use super::{SqliteStore, from_micros, insert_audit, micros, parse_tenant_id};
 use crate::{
     StoreError,
-    alerts::{self, Alerts, ConditionColumns, RowKeys, deliveries_kept, missing_rule, sql},
+    alerts::{
+        self, Alerts, ConditionColumns, RowKeys, deliveries_kept, missing_rule, rule_created_audit,
+        rule_deleted_audit, sql,
+    },
 };
 
 fn rule_from_row(row: &SqliteRow) -> Result<AlertRule, StoreError> {
@@ -45,7 +48,7 @@ fn optional_time(value: Option<i64>) -> Result<Option<chrono::DateTime<chrono::U
 
 #[async_trait]
 impl Alerts for SqliteStore {
-    async fn create_alert_rule(&self, rule: &AlertRule) -> Result<(), StoreError> {
+    async fn create_alert_rule(&self, rule: &AlertRule, actor: &Actor) -> Result<(), StoreError> {
         let condition = ConditionColumns::of(&rule.condition);
         let query = sqlx::query(sql::INSERT_RULE)
             .bind(rule.tenant_id.to_string())
@@ -59,7 +62,12 @@ impl Alerts for SqliteStore {
             .bind(micros(rule.status.since))
             .bind(rule.status.last_value)
             .bind(rule.status.evaluated_until.map(micros));
-        condition.bind(query).execute(&self.pool).await?;
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        condition.bind(query).execute(&mut *transaction).await?;
+        let audit = rule_created_audit(rule, actor);
+        insert_audit(&mut transaction, &audit).await?;
+        transaction.commit().await?;
+        audit.log();
         Ok(())
     }
 
@@ -88,6 +96,7 @@ impl Alerts for SqliteStore {
         &self,
         tenant_id: TenantId,
         rule_id: &str,
+        actor: &Actor,
     ) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let deleted = sqlx::query(sql::DELETE_RULE)
@@ -103,7 +112,10 @@ impl Alerts for SqliteStore {
             .bind(rule_id)
             .execute(&mut *transaction)
             .await?;
+        let audit = rule_deleted_audit(tenant_id, rule_id, actor);
+        insert_audit(&mut transaction, &audit).await?;
         transaction.commit().await?;
+        audit.log();
         Ok(())
     }
 

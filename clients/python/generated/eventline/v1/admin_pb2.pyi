@@ -34,6 +34,8 @@ class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ACTION_SCHEMA_DELETED: _ClassVar[AuditAction]
     AUDIT_ACTION_QUARANTINE_REPLAYED: _ClassVar[AuditAction]
     AUDIT_ACTION_QUARANTINE_PURGED: _ClassVar[AuditAction]
+    AUDIT_ACTION_ALERT_RULE_CREATED: _ClassVar[AuditAction]
+    AUDIT_ACTION_ALERT_RULE_DELETED: _ClassVar[AuditAction]
 SCOPE_UNSPECIFIED: Scope
 SCOPE_INGEST: Scope
 SCOPE_QUERY: Scope
@@ -50,6 +52,8 @@ AUDIT_ACTION_SCHEMA_SET: AuditAction
 AUDIT_ACTION_SCHEMA_DELETED: AuditAction
 AUDIT_ACTION_QUARANTINE_REPLAYED: AuditAction
 AUDIT_ACTION_QUARANTINE_PURGED: AuditAction
+AUDIT_ACTION_ALERT_RULE_CREATED: AuditAction
+AUDIT_ACTION_ALERT_RULE_DELETED: AuditAction
 
 class Tenant(_message.Message):
     __slots__ = ("tenant_id", "name", "create_time")
