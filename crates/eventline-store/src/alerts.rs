@@ -364,12 +364,16 @@ pub(crate) mod sql {
              delivery_id, rule_id, transition, value, outcome, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
-    /// Drops a rule's deliveries older than its newest $3.
-    pub(crate) const PRUNE_DELIVERIES: &str = "DELETE FROM alert_deliveries
-         WHERE tenant_id = $1 AND rule_id = $2 AND delivery_id < (
-             SELECT delivery_id FROM alert_deliveries
-             WHERE tenant_id = $1 AND rule_id = $2
-             ORDER BY delivery_id DESC LIMIT 1 OFFSET $3 - 1)";
+    /// The oldest of a rule's newest $3 deliveries: older ones are dropped. Two plain
+    /// statements rather than a DELETE with a subquery, so that each is a router
+    /// statement on Citus without relying on how it plans modifications with
+    /// subqueries.
+    pub(crate) const OLDEST_KEPT_DELIVERY: &str = "SELECT delivery_id FROM alert_deliveries
+         WHERE tenant_id = $1 AND rule_id = $2
+         ORDER BY delivery_id DESC LIMIT 1 OFFSET $3 - 1";
+
+    pub(crate) const DELETE_DELIVERIES_BEFORE: &str = "DELETE FROM alert_deliveries
+         WHERE tenant_id = $1 AND rule_id = $2 AND delivery_id < $3";
 
     pub(crate) const FINISH_DELIVERY: &str = "UPDATE alert_deliveries
          SET outcome = $3, attempts = $4, last_status = $5, last_error = $6, finished_at = $7

@@ -9,7 +9,7 @@ use eventline_core::{
     Actor, AuditAction, AuditQuery, TenantId,
     alerts::{
         AlertCondition, AlertDelivery, AlertRule, AlertState, AlertStatus, Comparison,
-        DeliveryOutcome, DeliveryQuery, DeliveryResult, Evaluation,
+        DeliveryOutcome, DeliveryQuery, DeliveryResult, Evaluation, MAX_DELIVERIES_PER_RULE,
     },
 };
 use eventline_store::{Store, StoreError};
@@ -18,6 +18,7 @@ eventline_store::conformance_suite!(
     alert_rules_of_every_kind_round_trip_per_tenant_and_delete_with_their_log,
     a_change_of_state_is_recorded_once_and_never_by_an_older_window,
     deliveries_are_logged_finished_and_paged_newest_first,
+    the_delivery_log_keeps_each_rules_newest_thousand,
 );
 
 fn minute(minutes: i64) -> DateTime<Utc> {
@@ -393,4 +394,54 @@ async fn deliveries_are_logged_finished_and_paged_newest_first(store: Arc<dyn St
         .map(|d| d.delivery_id.clone())
         .collect();
     assert_eq!(paged, [ids[2].clone(), ids[1].clone(), ids[0].clone()]);
+}
+
+async fn the_delivery_log_keeps_each_rules_newest_thousand(store: Arc<dyn Store>) {
+    let tenant_id = new_tenant(&*store, "acme").await;
+    let rules = every_kind(tenant_id);
+    for rule in &rules[..2] {
+        store.create_alert_rule(rule, &Actor::Cli).await.unwrap();
+    }
+    store
+        .record_alert_evaluation(&rules[1], &evaluation(0, 1.0, AlertState::Firing))
+        .await
+        .unwrap()
+        .expect("the other rule's change");
+    // Flip rule 0 one more time than it keeps, tracking its state here.
+    let mut rule = rules[0].clone();
+    let mut newest = Vec::new();
+    for minutes in 1..=(MAX_DELIVERIES_PER_RULE as i64 + 1) {
+        let state = if minutes % 2 == 1 {
+            AlertState::Firing
+        } else {
+            AlertState::Resolved
+        };
+        let delivery = store
+            .record_alert_evaluation(&rule, &evaluation(minutes, 1.0, state))
+            .await
+            .unwrap()
+            .expect("a change");
+        newest.push(delivery.delivery_id);
+        rule.status.state = state;
+        rule.status.evaluated_until = Some(minute(minutes));
+    }
+    let page = |rule_id: &str| DeliveryQuery {
+        tenant_id,
+        rule_id: Some(rule_id.to_owned()),
+        before: None,
+        limit: 2 * MAX_DELIVERIES_PER_RULE,
+    };
+    let kept = store.alert_deliveries(&page(&rule.rule_id)).await.unwrap();
+    assert_eq!(kept.len(), MAX_DELIVERIES_PER_RULE);
+    assert_eq!(
+        kept.last().unwrap().delivery_id,
+        newest[1],
+        "the oldest one went"
+    );
+    assert_eq!(kept[0].delivery_id, *newest.last().unwrap());
+    let others = store
+        .alert_deliveries(&page(&rules[1].rule_id))
+        .await
+        .unwrap();
+    assert_eq!(others.len(), 1, "another rule's log is untouched");
 }

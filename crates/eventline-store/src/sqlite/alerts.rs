@@ -158,12 +158,20 @@ impl Alerts for SqliteStore {
             .bind(micros(delivery.created_at))
             .execute(&mut *transaction)
             .await?;
-        sqlx::query(sql::PRUNE_DELIVERIES)
+        let oldest_kept: Option<String> = sqlx::query_scalar(sql::OLDEST_KEPT_DELIVERY)
             .bind(rule.tenant_id.to_string())
             .bind(&rule.rule_id)
             .bind(deliveries_kept())
-            .execute(&mut *transaction)
+            .fetch_optional(&mut *transaction)
             .await?;
+        if let Some(oldest_kept) = oldest_kept {
+            sqlx::query(sql::DELETE_DELIVERIES_BEFORE)
+                .bind(rule.tenant_id.to_string())
+                .bind(&rule.rule_id)
+                .bind(oldest_kept)
+                .execute(&mut *transaction)
+                .await?;
+        }
         transaction.commit().await?;
         Ok(Some(delivery))
     }
