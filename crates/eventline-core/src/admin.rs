@@ -234,11 +234,13 @@ pub enum AuditAction {
     SubscriptionCreated,
     SubscriptionDeleted,
     SubscriptionResumed,
+    AlertRuleCreated,
+    AlertRuleDeleted,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 16] = [
+    pub const ALL: [AuditAction; 18] = [
         AuditAction::TenantCreated,
         AuditAction::KeyCreated,
         AuditAction::KeyRevoked,
@@ -255,6 +257,8 @@ impl AuditAction {
         AuditAction::SubscriptionCreated,
         AuditAction::SubscriptionDeleted,
         AuditAction::SubscriptionResumed,
+        AuditAction::AlertRuleCreated,
+        AuditAction::AlertRuleDeleted,
     ];
 
     /// The name stored in the database and written to the log.
@@ -276,6 +280,8 @@ impl AuditAction {
             Self::SubscriptionCreated => "subscription.created",
             Self::SubscriptionDeleted => "subscription.deleted",
             Self::SubscriptionResumed => "subscription.resumed",
+            Self::AlertRuleCreated => "alert_rule.created",
+            Self::AlertRuleDeleted => "alert_rule.deleted",
         }
     }
 
@@ -298,6 +304,8 @@ impl AuditAction {
             Self::SubscriptionCreated => v1::AuditAction::SubscriptionCreated,
             Self::SubscriptionDeleted => v1::AuditAction::SubscriptionDeleted,
             Self::SubscriptionResumed => v1::AuditAction::SubscriptionResumed,
+            Self::AlertRuleCreated => v1::AuditAction::AlertRuleCreated,
+            Self::AlertRuleDeleted => v1::AuditAction::AlertRuleDeleted,
         }
     }
 }

@@ -378,11 +378,14 @@ impl AlertRule {
     ) -> Result<Self, Error> {
         let rule = rule.ok_or_else(|| Error::invalid("rule", "is required"))?;
         let name_chars = rule.name.chars().count();
-        if name_chars == 0 || name_chars > limits::MAX_EVENT_TYPE_CHARS {
+        if name_chars == 0
+            || name_chars > limits::MAX_EVENT_TYPE_CHARS
+            || rule.name.chars().any(char::is_control)
+        {
             return Err(Error::invalid(
                 "rule.name",
                 format!(
-                    "must be 1 to {} characters, got {name_chars}",
+                    "must be 1 to {} characters without control characters, got {name_chars}",
                     limits::MAX_EVENT_TYPE_CHARS
                 ),
             ));
@@ -647,6 +650,9 @@ mod tests {
 
     #[test]
     fn bad_rules_are_refused_naming_the_field() {
+        let mut named = threshold_rule(60, "http://h/");
+        named.name = "nul\u{0}".into();
+        assert!(refusal(named).contains("rule.name"));
         assert!(refusal(threshold_rule(90, "http://h/")).contains("rule.window_seconds"));
         assert!(refusal(threshold_rule(0, "http://h/")).contains("rule.window_seconds"));
         assert!(refusal(threshold_rule(86_460, "http://h/")).contains("rule.window_seconds"));

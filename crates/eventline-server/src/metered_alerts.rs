@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use eventline_core::{
-    TenantId,
+    Actor, TenantId,
     alerts::{AlertDelivery, AlertRule, DeliveryQuery, DeliveryResult, Evaluation},
 };
 use eventline_store::{Alerts, StoreError};
@@ -11,9 +11,12 @@ use crate::metered_store::MeteredStore;
 
 #[async_trait]
 impl Alerts for MeteredStore {
-    async fn create_alert_rule(&self, rule: &AlertRule) -> Result<(), StoreError> {
-        self.timed("create_alert_rule", self.inner.create_alert_rule(rule))
-            .await
+    async fn create_alert_rule(&self, rule: &AlertRule, actor: &Actor) -> Result<(), StoreError> {
+        self.timed(
+            "create_alert_rule",
+            self.inner.create_alert_rule(rule, actor),
+        )
+        .await
     }
 
     async fn alert_rules(&self, tenant_id: TenantId) -> Result<Vec<AlertRule>, StoreError> {
@@ -34,8 +37,9 @@ impl Alerts for MeteredStore {
         &self,
         tenant_id: TenantId,
         rule_id: &str,
+        actor: &Actor,
     ) -> Result<(), StoreError> {
-        let inner = self.inner.delete_alert_rule(tenant_id, rule_id);
+        let inner = self.inner.delete_alert_rule(tenant_id, rule_id, actor);
         self.timed("delete_alert_rule", inner).await
     }
 

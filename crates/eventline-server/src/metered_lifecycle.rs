@@ -204,8 +204,11 @@ impl Search for MeteredStore {
         self.timed("set_search_index", inner).await
     }
 
-    async fn search_cursors(&self) -> Result<Vec<SearchCursor>, StoreError> {
-        self.timed("search_cursors", self.inner.search_cursors())
+    async fn search_cursor(
+        &self,
+        tenant_id: TenantId,
+    ) -> Result<Option<SearchCursor>, StoreError> {
+        self.timed("search_cursor", self.inner.search_cursor(tenant_id))
             .await
     }
 

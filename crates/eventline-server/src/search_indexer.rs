@@ -45,23 +45,16 @@ impl SearchIndexer {
     }
 
     async fn pass(&self) -> Result<(), eventline_store::StoreError> {
-        for mut cursor in self.store.search_cursors().await? {
+        // Tenant by tenant: on Citus each statement stays on the tenant's worker.
+        for tenant in self.store.list_tenants().await? {
             for _ in 0..MAX_BATCHES_PER_PASS {
+                let Some(cursor) = self.store.search_cursor(tenant.tenant_id).await? else {
+                    break;
+                };
                 let indexed = index_for_search(&*self.store, &cursor, self.batch_events).await?;
                 metrics::counter!("eventline_search_indexed_events_total").increment(indexed);
                 if (indexed as usize) < self.batch_events {
                     break;
-                }
-                // Read the position the batch moved to, and go on from there.
-                match self
-                    .store
-                    .search_cursors()
-                    .await?
-                    .into_iter()
-                    .find(|next| next.tenant_id == cursor.tenant_id)
-                {
-                    Some(next) => cursor = next,
-                    None => break,
                 }
             }
         }

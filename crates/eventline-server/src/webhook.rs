@@ -18,6 +18,13 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
 
+/// The URL schemes [`deliver`] can send to. The workspace's reqwest is built without a
+/// TLS backend: its rustls-without-provider feature would make every other
+/// `reqwest::Client` in the workspace (CLI, tests) panic unless a crypto provider were
+/// installed first, and its default one compiles aws-lc. So https is refused where a
+/// URL is taken, naming the field, rather than failing at every delivery.
+pub const SUPPORTED_SCHEMES: &[&str] = &["http"];
+
 /// The prefix of a Standard Webhooks secret; the rest is the base64 of the key.
 const SECRET_PREFIX: &str = "whsec_";
 /// Random bytes in a generated key (the spec asks for 24 to 64).

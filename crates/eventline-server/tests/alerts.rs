@@ -24,32 +24,11 @@ async fn call(
     credential: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("http://{}{path}", server.http_addr))
-        .header("Authorization", format!("Bearer {credential}"));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    server.rest(method, path, credential, body).await
 }
 
 async fn tenant_id(server: &TestServer) -> String {
-    let (status, body) = call(
-        server,
-        reqwest::Method::GET,
-        "/v1/tenants",
-        ADMIN_TOKEN,
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["tenants"][0]["tenant_id"].as_str().unwrap().to_owned()
+    server.first_tenant_id().await
 }
 
 /// Creates a rule over REST: its id and signing secret.
@@ -119,15 +98,7 @@ async fn send(server: &TestServer, event_type: &str, count: usize, at: DateTime<
         })
         .collect();
     for chunk in events.chunks(1000) {
-        let (status, body) = call(
-            server,
-            reqwest::Method::POST,
-            "/v1/events:batch",
-            &server.api_key,
-            Some(json!({ "events": chunk })),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        server.rest_batch(Value::from(chunk.to_vec())).await;
     }
 }
 
@@ -508,6 +479,10 @@ async fn bad_rules_are_refused_with_400_naming_the_field_and_a_key_without_admin
             "rule.webhook_url",
         ),
         (
+            threshold_rule("https://example.com/x", "error", 1.0),
+            "rule.webhook_url",
+        ),
+        (
             threshold_rule("http://exa mple.com/", "error", 1.0),
             "rule.webhook_url",
         ),
@@ -580,5 +555,18 @@ async fn bad_rules_are_refused_with_400_naming_the_field_and_a_key_without_admin
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = call(
+        &server,
+        reqwest::Method::GET,
+        &format!("/v1/tenants/{tenant}/alerts/a%00b/deliveries"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("rule_id"),
+        "{body}"
+    );
     server.stop().await;
 }

@@ -22,7 +22,7 @@ async fn call(
     credential: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    server.call(method, path, credential, body).await
+    server.rest(method, path, credential, body).await
 }
 
 async fn admin(
@@ -35,22 +35,11 @@ async fn admin(
 }
 
 async fn tenant_id(server: &TestServer) -> String {
-    let (status, body) = admin(server, reqwest::Method::GET, "/v1/tenants", None).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["tenants"][0]["tenant_id"].as_str().unwrap().to_owned()
+    server.first_tenant_id().await
 }
 
 async fn send_batch(server: &TestServer, events: Value) -> Value {
-    let (status, body) = call(
-        server,
-        reqwest::Method::POST,
-        "/v1/events:batch",
-        &server.api_key,
-        Some(json!({ "events": events })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
+    server.rest_batch(events).await
 }
 
 async fn count(server: &TestServer, query: &str) -> (StatusCode, Value) {

@@ -18,7 +18,7 @@ async fn call(
     credential: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    server.call(method, path, credential, body).await
+    server.rest(method, path, credential, body).await
 }
 
 async fn search(server: &TestServer, key: &str, query: &str) -> (StatusCode, Value) {

@@ -18,16 +18,12 @@ use serde_json::{Value, json};
 const NATS_URL: &str = "nats://127.0.0.1:4222";
 
 async fn tenant_id(server: &TestServer) -> String {
-    let (status, body) = server
-        .call(Method::GET, "/v1/tenants", ADMIN_TOKEN, None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["tenants"][0]["tenant_id"].as_str().unwrap().to_owned()
+    server.first_tenant_id().await
 }
 
 async fn subscribe(server: &TestServer, tenant: &str, request: Value) -> Value {
     let (status, body) = server
-        .call(
+        .rest(
             Method::POST,
             &format!("/v1/tenants/{tenant}/subscriptions"),
             ADMIN_TOKEN,
@@ -40,7 +36,7 @@ async fn subscribe(server: &TestServer, tenant: &str, request: Value) -> Value {
 
 async fn subscriptions(server: &TestServer, tenant: &str) -> Vec<Value> {
     let (status, body) = server
-        .call(
+        .rest(
             Method::GET,
             &format!("/v1/tenants/{tenant}/subscriptions"),
             ADMIN_TOKEN,
@@ -65,7 +61,7 @@ async fn send(server: &TestServer, key: &str, ids: &[&str]) {
         })
         .collect();
     let (status, body) = server
-        .call(
+        .rest(
             Method::POST,
             "/v1/events:batch",
             key,
@@ -243,7 +239,7 @@ async fn a_refusing_receiver_pauses_the_subscription_with_its_error_until_resume
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received().len(), 1);
     let (status, body) = server
-        .call(
+        .rest(
             Method::POST,
             &format!("/v1/tenants/{tenant}/subscriptions/{id}:resume"),
             ADMIN_TOKEN,
@@ -268,7 +264,7 @@ async fn a_refusing_receiver_pauses_the_subscription_with_its_error_until_resume
         ),
     ] {
         let (status, body) = server
-            .call(
+            .rest(
                 Method::POST,
                 &format!("/v1/tenants/{tenant}/subscriptions"),
                 ADMIN_TOKEN,
@@ -279,7 +275,7 @@ async fn a_refusing_receiver_pauses_the_subscription_with_its_error_until_resume
         assert!(body["message"].as_str().unwrap().contains(field), "{body}");
     }
     let (status, _) = server
-        .call(
+        .rest(
             Method::DELETE,
             &format!("/v1/tenants/{tenant}/subscriptions/{id}"),
             ADMIN_TOKEN,

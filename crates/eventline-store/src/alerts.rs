@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventline_core::{
-    TenantId,
+    Actor, AuditAction, AuditEvent, TenantId,
     alerts::{
         AlertCondition, AlertDelivery, AlertRule, AlertState, AlertStatus, Comparison,
         DeliveryOutcome, DeliveryQuery, DeliveryResult, Evaluation,
@@ -20,8 +20,8 @@ use crate::StoreError;
 /// Alert rules with their state, and the notifications their changes send.
 #[async_trait]
 pub trait Alerts: Send + Sync {
-    /// Stores a new rule with its state.
-    async fn create_alert_rule(&self, rule: &AlertRule) -> Result<(), StoreError>;
+    /// Stores a new rule with its state, and its audit record (by `actor`).
+    async fn create_alert_rule(&self, rule: &AlertRule, actor: &Actor) -> Result<(), StoreError>;
 
     /// The tenant's rules with their state, oldest first.
     async fn alert_rules(&self, tenant_id: TenantId) -> Result<Vec<AlertRule>, StoreError>;
@@ -33,9 +33,14 @@ pub trait Alerts: Send + Sync {
         rule_id: &str,
     ) -> Result<Option<AlertRule>, StoreError>;
 
-    /// Removes a rule and its delivery log; `NotFound` when there was none.
-    async fn delete_alert_rule(&self, tenant_id: TenantId, rule_id: &str)
-    -> Result<(), StoreError>;
+    /// Removes a rule and its delivery log, with its audit record (by `actor`);
+    /// `NotFound` when there was none.
+    async fn delete_alert_rule(
+        &self,
+        tenant_id: TenantId,
+        rule_id: &str,
+        actor: &Actor,
+    ) -> Result<(), StoreError>;
 
     /// Records an evaluation of `rule` (as it was read). When `evaluation.state` differs
     /// from `rule.status.state`, the state changes only if it still is the one read and
@@ -123,6 +128,31 @@ impl ConditionColumns {
                 ..Self::default()
             },
         }
+    }
+
+    /// Binds the columns, in `sql::INSERT_RULE`'s order, after the others.
+    pub(crate) fn bind<'q, DB>(
+        &self,
+        query: sqlx::query::Query<'q, DB, DB::Arguments>,
+    ) -> sqlx::query::Query<'q, DB, DB::Arguments>
+    where
+        DB: sqlx::Database,
+        for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<f64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<i32>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(self.kind.clone())
+            .bind(self.event_type.clone())
+            .bind(self.denominator_event_type.clone())
+            .bind(self.comparison.clone())
+            .bind(self.threshold)
+            .bind(self.min_denominator)
+            .bind(self.baseline_windows)
+            .bind(self.sensitivity)
+            .bind(self.min_count)
     }
 
     pub(crate) fn into_condition(self) -> Result<AlertCondition, StoreError> {
@@ -254,6 +284,29 @@ fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// The audit record of a rule created.
+pub(crate) fn rule_created_audit(rule: &AlertRule, actor: &Actor) -> AuditEvent {
+    let mut audit = AuditEvent::new(
+        rule.tenant_id,
+        actor,
+        AuditAction::AlertRuleCreated,
+        &rule.rule_id,
+    );
+    audit.details.insert("name".into(), rule.name.clone());
+    audit
+        .details
+        .insert("kind".into(), rule.condition.kind().to_owned());
+    audit
+        .details
+        .insert("webhook_url".into(), rule.webhook_url.clone());
+    audit
+}
+
+/// The audit record of a rule deleted.
+pub(crate) fn rule_deleted_audit(tenant_id: TenantId, rule_id: &str, actor: &Actor) -> AuditEvent {
+    AuditEvent::new(tenant_id, actor, AuditAction::AlertRuleDeleted, rule_id)
+}
+
 /// The error of a rule that does not exist.
 pub(crate) fn missing_rule(rule_id: &str) -> StoreError {
     StoreError::NotFound(format!("alert rule {rule_id:?} does not exist"))
@@ -311,12 +364,16 @@ pub(crate) mod sql {
              delivery_id, rule_id, transition, value, outcome, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
-    /// Drops a rule's deliveries older than its newest $3.
-    pub(crate) const PRUNE_DELIVERIES: &str = "DELETE FROM alert_deliveries
-         WHERE tenant_id = $1 AND rule_id = $2 AND delivery_id < (
-             SELECT delivery_id FROM alert_deliveries
-             WHERE tenant_id = $1 AND rule_id = $2
-             ORDER BY delivery_id DESC LIMIT 1 OFFSET $3 - 1)";
+    /// The oldest of a rule's newest $3 deliveries: older ones are dropped. Two plain
+    /// statements rather than a DELETE with a subquery, so that each is a router
+    /// statement on Citus without relying on how it plans modifications with
+    /// subqueries.
+    pub(crate) const OLDEST_KEPT_DELIVERY: &str = "SELECT delivery_id FROM alert_deliveries
+         WHERE tenant_id = $1 AND rule_id = $2
+         ORDER BY delivery_id DESC LIMIT 1 OFFSET $3 - 1";
+
+    pub(crate) const DELETE_DELIVERIES_BEFORE: &str = "DELETE FROM alert_deliveries
+         WHERE tenant_id = $1 AND rule_id = $2 AND delivery_id < $3";
 
     pub(crate) const FINISH_DELIVERY: &str = "UPDATE alert_deliveries
          SET outcome = $3, attempts = $4, last_status = $5, last_error = $6, finished_at = $7

@@ -32,8 +32,9 @@ pub trait Search: Send + Sync {
         actor: &Actor,
     ) -> Result<SearchIndex, StoreError>;
 
-    /// Every tenant with search on, and the position its index has reached.
-    async fn search_cursors(&self) -> Result<Vec<SearchCursor>, StoreError>;
+    /// The position the tenant's index has reached; `None` while search is off.
+    async fn search_cursor(&self, tenant_id: TenantId)
+    -> Result<Option<SearchCursor>, StoreError>;
 
     /// Stores a batch of documents and moves the tenant's position from `batch.from` to
     /// `batch.to`, in one transaction. Documents of events deleted meanwhile are left

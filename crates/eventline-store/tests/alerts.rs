@@ -6,10 +6,10 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
 use eventline_core::{
-    Actor, TenantId,
+    Actor, AuditAction, AuditQuery, TenantId,
     alerts::{
         AlertCondition, AlertDelivery, AlertRule, AlertState, AlertStatus, Comparison,
-        DeliveryOutcome, DeliveryQuery, DeliveryResult, Evaluation,
+        DeliveryOutcome, DeliveryQuery, DeliveryResult, Evaluation, MAX_DELIVERIES_PER_RULE,
     },
 };
 use eventline_store::{Store, StoreError};
@@ -18,6 +18,7 @@ eventline_store::conformance_suite!(
     alert_rules_of_every_kind_round_trip_per_tenant_and_delete_with_their_log,
     a_change_of_state_is_recorded_once_and_never_by_an_older_window,
     deliveries_are_logged_finished_and_paged_newest_first,
+    the_delivery_log_keeps_each_rules_newest_thousand,
 );
 
 fn minute(minutes: i64) -> DateTime<Utc> {
@@ -111,10 +112,13 @@ async fn alert_rules_of_every_kind_round_trip_per_tenant_and_delete_with_their_l
     let other = new_tenant(&*store, "other").await;
     let rules = every_kind(tenant_id);
     for rule in &rules {
-        store.create_alert_rule(rule).await.unwrap();
+        store.create_alert_rule(rule, &Actor::Cli).await.unwrap();
     }
     let others_rule = every_kind(other).remove(0);
-    store.create_alert_rule(&others_rule).await.unwrap();
+    store
+        .create_alert_rule(&others_rule, &Actor::Cli)
+        .await
+        .unwrap();
 
     assert_eq!(store.alert_rules(tenant_id).await.unwrap(), rules);
     assert_eq!(
@@ -140,16 +144,18 @@ async fn alert_rules_of_every_kind_round_trip_per_tenant_and_delete_with_their_l
         .expect("a change of state");
     assert!(matches!(
         store
-            .delete_alert_rule(tenant_id, &others_rule.rule_id)
+            .delete_alert_rule(tenant_id, &others_rule.rule_id, &Actor::Cli)
             .await,
         Err(StoreError::NotFound(_))
     ));
     store
-        .delete_alert_rule(tenant_id, &rules[0].rule_id)
+        .delete_alert_rule(tenant_id, &rules[0].rule_id, &Actor::Cli)
         .await
         .unwrap();
     assert!(matches!(
-        store.delete_alert_rule(tenant_id, &rules[0].rule_id).await,
+        store
+            .delete_alert_rule(tenant_id, &rules[0].rule_id, &Actor::Cli)
+            .await,
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(store.alert_rules(tenant_id).await.unwrap(), rules[1..]);
@@ -168,12 +174,39 @@ async fn alert_rules_of_every_kind_round_trip_per_tenant_and_delete_with_their_l
         "the deleted rule's log goes with it"
     );
     assert_eq!(store.alert_rules(other).await.unwrap(), [others_rule]);
+
+    let audit = store
+        .list_audit_events(&AuditQuery {
+            tenant_id: Some(tenant_id),
+            before: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let rule_actions: Vec<(AuditAction, &str)> = audit
+        .iter()
+        .filter(|event| event.target == rules[0].rule_id)
+        .map(|event| {
+            (
+                event.action,
+                event.details.get("name").map_or("", String::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rule_actions,
+        [
+            (AuditAction::AlertRuleDeleted, ""),
+            (AuditAction::AlertRuleCreated, "errors")
+        ],
+        "newest first"
+    );
 }
 
 async fn a_change_of_state_is_recorded_once_and_never_by_an_older_window(store: Arc<dyn Store>) {
     let tenant_id = new_tenant(&*store, "acme").await;
     let rule = every_kind(tenant_id).remove(0);
-    store.create_alert_rule(&rule).await.unwrap();
+    store.create_alert_rule(&rule, &Actor::Cli).await.unwrap();
 
     // Two replicas read the rule resolved and both find it firing at 12:05: one records it.
     let firing = evaluation(5, 12.0, AlertState::Firing);
@@ -267,10 +300,13 @@ async fn deliveries_are_logged_finished_and_paged_newest_first(store: Arc<dyn St
     let mut rules = every_kind(tenant_id);
     rules.truncate(2);
     for rule in &rules {
-        store.create_alert_rule(rule).await.unwrap();
+        store.create_alert_rule(rule, &Actor::Cli).await.unwrap();
     }
     let others_rule = every_kind(other).remove(0);
-    store.create_alert_rule(&others_rule).await.unwrap();
+    store
+        .create_alert_rule(&others_rule, &Actor::Cli)
+        .await
+        .unwrap();
     store
         .record_alert_evaluation(&others_rule, &evaluation(1, 50.0, AlertState::Firing))
         .await
@@ -358,4 +394,54 @@ async fn deliveries_are_logged_finished_and_paged_newest_first(store: Arc<dyn St
         .map(|d| d.delivery_id.clone())
         .collect();
     assert_eq!(paged, [ids[2].clone(), ids[1].clone(), ids[0].clone()]);
+}
+
+async fn the_delivery_log_keeps_each_rules_newest_thousand(store: Arc<dyn Store>) {
+    let tenant_id = new_tenant(&*store, "acme").await;
+    let rules = every_kind(tenant_id);
+    for rule in &rules[..2] {
+        store.create_alert_rule(rule, &Actor::Cli).await.unwrap();
+    }
+    store
+        .record_alert_evaluation(&rules[1], &evaluation(0, 1.0, AlertState::Firing))
+        .await
+        .unwrap()
+        .expect("the other rule's change");
+    // Flip rule 0 one more time than it keeps, tracking its state here.
+    let mut rule = rules[0].clone();
+    let mut newest = Vec::new();
+    for minutes in 1..=(MAX_DELIVERIES_PER_RULE as i64 + 1) {
+        let state = if minutes % 2 == 1 {
+            AlertState::Firing
+        } else {
+            AlertState::Resolved
+        };
+        let delivery = store
+            .record_alert_evaluation(&rule, &evaluation(minutes, 1.0, state))
+            .await
+            .unwrap()
+            .expect("a change");
+        newest.push(delivery.delivery_id);
+        rule.status.state = state;
+        rule.status.evaluated_until = Some(minute(minutes));
+    }
+    let page = |rule_id: &str| DeliveryQuery {
+        tenant_id,
+        rule_id: Some(rule_id.to_owned()),
+        before: None,
+        limit: 2 * MAX_DELIVERIES_PER_RULE,
+    };
+    let kept = store.alert_deliveries(&page(&rule.rule_id)).await.unwrap();
+    assert_eq!(kept.len(), MAX_DELIVERIES_PER_RULE);
+    assert_eq!(
+        kept.last().unwrap().delivery_id,
+        newest[1],
+        "the oldest one went"
+    );
+    assert_eq!(kept[0].delivery_id, *newest.last().unwrap());
+    let others = store
+        .alert_deliveries(&page(&rules[1].rule_id))
+        .await
+        .unwrap();
+    assert_eq!(others.len(), 1, "another rule's log is untouched");
 }

@@ -8,10 +8,20 @@ use eventline_core::{
 use eventline_proto::v1;
 
 use super::AdminApi;
-use crate::webhook::WebhookSecret;
+use crate::webhook::{self, WebhookSecret};
 
 /// The rule id of ListAlertDeliveries that stands for every rule (AIP-159).
 const EVERY_RULE: &str = "-";
+
+/// Rule and delivery ids are UUIDs; anything else is refused before it reaches the
+/// database (PostgreSQL text cannot even hold a NUL).
+fn check_id(field: &str, id: &str) -> Result<(), Error> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(Error::invalid(field, "must be an id this server issued"));
+    }
+    Ok(())
+}
 
 impl AdminApi {
     pub(super) async fn create_alert_rule_rpc(
@@ -19,13 +29,22 @@ impl AdminApi {
         metadata: &tonic::metadata::MetadataMap,
         body: v1::CreateAlertRuleRequest,
     ) -> Result<v1::CreateAlertRuleResponse, Error> {
-        let (_, tenant_id) = self.managed_tenant(metadata, &body.tenant_id).await?;
+        let (principal, tenant_id) = self.managed_tenant(metadata, &body.tenant_id).await?;
         let secret = WebhookSecret::generate().expose();
         let rule = AlertRule::from_proto(tenant_id, body.rule.as_ref(), secret.clone())?;
         // The core checks the URL's shape; this is the parse the deliveries will do.
-        reqwest::Url::parse(&rule.webhook_url).map_err(|error| {
+        let url = reqwest::Url::parse(&rule.webhook_url).map_err(|error| {
             Error::invalid("rule.webhook_url", format!("is not a valid URL: {error}"))
         })?;
+        if !webhook::SUPPORTED_SCHEMES.contains(&url.scheme()) {
+            return Err(Error::invalid(
+                "rule.webhook_url",
+                format!(
+                    "{}:// is not supported by this build's webhook client yet; use http:// (README \"Alerts\")",
+                    url.scheme()
+                ),
+            ));
+        }
         // Makes an unknown tenant NOT_FOUND rather than a rule no one can reach.
         self.store.retention_policy(tenant_id).await?;
         if self.store.alert_rules(tenant_id).await?.len() >= MAX_RULES_PER_TENANT {
@@ -33,7 +52,9 @@ impl AdminApi {
                 "the tenant has {MAX_RULES_PER_TENANT} alert rules, the most it may have; delete one first"
             )));
         }
-        self.store.create_alert_rule(&rule).await?;
+        self.store
+            .create_alert_rule(&rule, &principal.actor())
+            .await?;
         Ok(v1::CreateAlertRuleResponse {
             alert: Some(rule.to_proto()),
             webhook_secret: secret,
@@ -58,6 +79,7 @@ impl AdminApi {
         body: v1::GetAlertRequest,
     ) -> Result<v1::GetAlertResponse, Error> {
         let (_, tenant_id) = self.managed_tenant(metadata, &body.tenant_id).await?;
+        check_id("rule_id", &body.rule_id)?;
         let rule = self
             .store
             .alert_rule(tenant_id, &body.rule_id)
@@ -75,9 +97,10 @@ impl AdminApi {
         metadata: &tonic::metadata::MetadataMap,
         body: v1::DeleteAlertRuleRequest,
     ) -> Result<v1::DeleteAlertRuleResponse, Error> {
-        let (_, tenant_id) = self.managed_tenant(metadata, &body.tenant_id).await?;
+        let (principal, tenant_id) = self.managed_tenant(metadata, &body.tenant_id).await?;
+        check_id("rule_id", &body.rule_id)?;
         self.store
-            .delete_alert_rule(tenant_id, &body.rule_id)
+            .delete_alert_rule(tenant_id, &body.rule_id, &principal.actor())
             .await?;
         Ok(v1::DeleteAlertRuleResponse {})
     }
@@ -92,8 +115,14 @@ impl AdminApi {
         let rule_id = match body.rule_id.as_str() {
             "" => return Err(Error::invalid("rule_id", "is required (\"-\": every rule)")),
             EVERY_RULE => None,
-            rule_id => Some(rule_id.to_owned()),
+            rule_id => {
+                check_id("rule_id", rule_id)?;
+                Some(rule_id.to_owned())
+            }
         };
+        if !body.page_token.is_empty() {
+            check_id("page_token", &body.page_token)?;
+        }
         let mut deliveries = self
             .store
             .alert_deliveries(&DeliveryQuery {

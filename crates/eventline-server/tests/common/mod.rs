@@ -171,8 +171,8 @@ impl TestServer {
     }
 
     /// A REST request with `credential` as `Authorization: Bearer` (the admin token or
-    /// a key): the status and the body, as JSON when it parses.
-    pub async fn call(
+    /// a key): the status and the body as JSON (a JSON string when it is not JSON).
+    pub async fn rest(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -185,13 +185,37 @@ impl TestServer {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("send a REST request");
+        let response = request.send().await.unwrap();
         let status = response.status();
-        let text = response.text().await.expect("read a REST response");
+        let text = response.text().await.unwrap();
         (
             status,
             serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
         )
+    }
+
+    /// `POST /v1/events:batch` with the bootstrap key; fails the test unless it is 200.
+    pub async fn rest_batch(&self, events: serde_json::Value) -> serde_json::Value {
+        let (status, body) = self
+            .rest(
+                reqwest::Method::POST,
+                "/v1/events:batch",
+                &self.api_key,
+                Some(serde_json::json!({ "events": events })),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        body
+    }
+
+    /// The id of the first tenant (by name) over REST with the admin token: the
+    /// `default` one of a fresh server.
+    pub async fn first_tenant_id(&self) -> String {
+        let (status, body) = self
+            .rest(reqwest::Method::GET, "/v1/tenants", ADMIN_TOKEN, None)
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        body["tenants"][0]["tenant_id"].as_str().unwrap().to_owned()
     }
 
     /// The metrics port's `GET /metrics` text.

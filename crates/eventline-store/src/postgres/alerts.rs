@@ -3,15 +3,18 @@
 
 use async_trait::async_trait;
 use eventline_core::{
-    TenantId,
+    Actor, TenantId,
     alerts::{AlertDelivery, AlertRule, DeliveryQuery, DeliveryResult, Evaluation},
 };
 use sqlx::{Row, postgres::PgRow};
 
-use super::PgStore;
+use super::{PgStore, insert_audit};
 use crate::{
     StoreError,
-    alerts::{self, Alerts, ConditionColumns, RowKeys, deliveries_kept, missing_rule, sql},
+    alerts::{
+        self, Alerts, ConditionColumns, RowKeys, deliveries_kept, missing_rule, rule_created_audit,
+        rule_deleted_audit, sql,
+    },
 };
 
 fn rule_from_row(row: &PgRow) -> Result<AlertRule, StoreError> {
@@ -36,9 +39,9 @@ fn delivery_from_row(row: &PgRow) -> Result<AlertDelivery, StoreError> {
 
 #[async_trait]
 impl Alerts for PgStore {
-    async fn create_alert_rule(&self, rule: &AlertRule) -> Result<(), StoreError> {
+    async fn create_alert_rule(&self, rule: &AlertRule, actor: &Actor) -> Result<(), StoreError> {
         let condition = ConditionColumns::of(&rule.condition);
-        sqlx::query(sql::INSERT_RULE)
+        let query = sqlx::query(sql::INSERT_RULE)
             .bind(rule.tenant_id.0)
             .bind(&rule.rule_id)
             .bind(&rule.name)
@@ -49,18 +52,13 @@ impl Alerts for PgStore {
             .bind(rule.status.state.as_str())
             .bind(rule.status.since)
             .bind(rule.status.last_value)
-            .bind(rule.status.evaluated_until)
-            .bind(&condition.kind)
-            .bind(&condition.event_type)
-            .bind(&condition.denominator_event_type)
-            .bind(&condition.comparison)
-            .bind(condition.threshold)
-            .bind(condition.min_denominator)
-            .bind(condition.baseline_windows)
-            .bind(condition.sensitivity)
-            .bind(condition.min_count)
-            .execute(&self.pool)
-            .await?;
+            .bind(rule.status.evaluated_until);
+        let mut transaction = self.pool.begin().await?;
+        condition.bind(query).execute(&mut *transaction).await?;
+        let audit = rule_created_audit(rule, actor);
+        insert_audit(&mut *transaction, &audit).await?;
+        transaction.commit().await?;
+        audit.log();
         Ok(())
     }
 
@@ -89,6 +87,7 @@ impl Alerts for PgStore {
         &self,
         tenant_id: TenantId,
         rule_id: &str,
+        actor: &Actor,
     ) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await?;
         let deleted = sqlx::query(sql::DELETE_RULE)
@@ -104,7 +103,10 @@ impl Alerts for PgStore {
             .bind(rule_id)
             .execute(&mut *transaction)
             .await?;
+        let audit = rule_deleted_audit(tenant_id, rule_id, actor);
+        insert_audit(&mut *transaction, &audit).await?;
         transaction.commit().await?;
+        audit.log();
         Ok(())
     }
 
@@ -147,12 +149,20 @@ impl Alerts for PgStore {
             .bind(delivery.created_at)
             .execute(&mut *transaction)
             .await?;
-        sqlx::query(sql::PRUNE_DELIVERIES)
+        let oldest_kept: Option<String> = sqlx::query_scalar(sql::OLDEST_KEPT_DELIVERY)
             .bind(rule.tenant_id.0)
             .bind(&rule.rule_id)
             .bind(deliveries_kept())
-            .execute(&mut *transaction)
+            .fetch_optional(&mut *transaction)
             .await?;
+        if let Some(oldest_kept) = oldest_kept {
+            sqlx::query(sql::DELETE_DELIVERIES_BEFORE)
+                .bind(rule.tenant_id.0)
+                .bind(&rule.rule_id)
+                .bind(oldest_kept)
+                .execute(&mut *transaction)
+                .await?;
+        }
         transaction.commit().await?;
         Ok(Some(delivery))
     }

@@ -116,23 +116,26 @@ impl Search for PgStore {
         self.search_index(tenant_id).await
     }
 
-    async fn search_cursors(&self) -> Result<Vec<SearchCursor>, StoreError> {
-        let rows = sqlx::query(
+    async fn search_cursor(
+        &self,
+        tenant_id: TenantId,
+    ) -> Result<Option<SearchCursor>, StoreError> {
+        let row = sqlx::query(
             "SELECT tenant_id, cursor_sequence, cursor_event_id, caught_up FROM search_indexes
-             ORDER BY tenant_id",
+             WHERE tenant_id = $1",
         )
-        .fetch_all(&self.pool)
+        .bind(tenant_id.0)
+        .fetch_optional(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let sequence: i64 = row.try_get(1)?;
-                Ok(SearchCursor {
-                    tenant_id: TenantId(row.try_get(0)?),
-                    position: (sequence.max(0) as u64, row.try_get(2)?),
-                    caught_up: row.try_get(3)?,
-                })
+        row.map(|row| {
+            let sequence: i64 = row.try_get(1)?;
+            Ok(SearchCursor {
+                tenant_id: TenantId(row.try_get(0)?),
+                position: (sequence.max(0) as u64, row.try_get(2)?),
+                caught_up: row.try_get(3)?,
             })
-            .collect()
+        })
+        .transpose()
     }
 
     async fn store_search_batch(&self, batch: &SearchBatch) -> Result<bool, StoreError> {

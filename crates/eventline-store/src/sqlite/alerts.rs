@@ -3,15 +3,18 @@
 
 use async_trait::async_trait;
 use eventline_core::{
-    TenantId,
+    Actor, TenantId,
     alerts::{AlertDelivery, AlertRule, DeliveryQuery, DeliveryResult, Evaluation},
 };
 use sqlx::{Row, sqlite::SqliteRow};
 
-use super::{SqliteStore, from_micros, micros, parse_tenant_id};
+use super::{SqliteStore, from_micros, insert_audit, micros, parse_tenant_id};
 use crate::{
     StoreError,
-    alerts::{self, Alerts, ConditionColumns, RowKeys, deliveries_kept, missing_rule, sql},
+    alerts::{
+        self, Alerts, ConditionColumns, RowKeys, deliveries_kept, missing_rule, rule_created_audit,
+        rule_deleted_audit, sql,
+    },
 };
 
 fn rule_from_row(row: &SqliteRow) -> Result<AlertRule, StoreError> {
@@ -45,9 +48,9 @@ fn optional_time(value: Option<i64>) -> Result<Option<chrono::DateTime<chrono::U
 
 #[async_trait]
 impl Alerts for SqliteStore {
-    async fn create_alert_rule(&self, rule: &AlertRule) -> Result<(), StoreError> {
+    async fn create_alert_rule(&self, rule: &AlertRule, actor: &Actor) -> Result<(), StoreError> {
         let condition = ConditionColumns::of(&rule.condition);
-        sqlx::query(sql::INSERT_RULE)
+        let query = sqlx::query(sql::INSERT_RULE)
             .bind(rule.tenant_id.to_string())
             .bind(&rule.rule_id)
             .bind(&rule.name)
@@ -58,18 +61,13 @@ impl Alerts for SqliteStore {
             .bind(rule.status.state.as_str())
             .bind(micros(rule.status.since))
             .bind(rule.status.last_value)
-            .bind(rule.status.evaluated_until.map(micros))
-            .bind(&condition.kind)
-            .bind(&condition.event_type)
-            .bind(&condition.denominator_event_type)
-            .bind(&condition.comparison)
-            .bind(condition.threshold)
-            .bind(condition.min_denominator)
-            .bind(condition.baseline_windows)
-            .bind(condition.sensitivity)
-            .bind(condition.min_count)
-            .execute(&self.pool)
-            .await?;
+            .bind(rule.status.evaluated_until.map(micros));
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        condition.bind(query).execute(&mut *transaction).await?;
+        let audit = rule_created_audit(rule, actor);
+        insert_audit(&mut transaction, &audit).await?;
+        transaction.commit().await?;
+        audit.log();
         Ok(())
     }
 
@@ -98,6 +96,7 @@ impl Alerts for SqliteStore {
         &self,
         tenant_id: TenantId,
         rule_id: &str,
+        actor: &Actor,
     ) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let deleted = sqlx::query(sql::DELETE_RULE)
@@ -113,7 +112,10 @@ impl Alerts for SqliteStore {
             .bind(rule_id)
             .execute(&mut *transaction)
             .await?;
+        let audit = rule_deleted_audit(tenant_id, rule_id, actor);
+        insert_audit(&mut transaction, &audit).await?;
         transaction.commit().await?;
+        audit.log();
         Ok(())
     }
 
@@ -156,12 +158,20 @@ impl Alerts for SqliteStore {
             .bind(micros(delivery.created_at))
             .execute(&mut *transaction)
             .await?;
-        sqlx::query(sql::PRUNE_DELIVERIES)
+        let oldest_kept: Option<String> = sqlx::query_scalar(sql::OLDEST_KEPT_DELIVERY)
             .bind(rule.tenant_id.to_string())
             .bind(&rule.rule_id)
             .bind(deliveries_kept())
-            .execute(&mut *transaction)
+            .fetch_optional(&mut *transaction)
             .await?;
+        if let Some(oldest_kept) = oldest_kept {
+            sqlx::query(sql::DELETE_DELIVERIES_BEFORE)
+                .bind(rule.tenant_id.to_string())
+                .bind(&rule.rule_id)
+                .bind(oldest_kept)
+                .execute(&mut *transaction)
+                .await?;
+        }
         transaction.commit().await?;
         Ok(Some(delivery))
     }

@@ -125,24 +125,26 @@ impl Search for SqliteStore {
         self.search_index(tenant_id).await
     }
 
-    async fn search_cursors(&self) -> Result<Vec<SearchCursor>, StoreError> {
-        let rows = sqlx::query(
+    async fn search_cursor(
+        &self,
+        tenant_id: TenantId,
+    ) -> Result<Option<SearchCursor>, StoreError> {
+        let row = sqlx::query(
             "SELECT tenant_id, cursor_sequence, cursor_event_id, caught_up FROM search_indexes
-             ORDER BY tenant_id",
+             WHERE tenant_id = ?",
         )
-        .fetch_all(&self.pool)
+        .bind(tenant_id.to_string())
+        .fetch_optional(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let tenant: String = row.try_get(0)?;
-                let sequence: i64 = row.try_get(1)?;
-                Ok(SearchCursor {
-                    tenant_id: parse_tenant_id(&tenant)?,
-                    position: (sequence.max(0) as u64, row.try_get(2)?),
-                    caught_up: row.try_get(3)?,
-                })
+        row.map(|row| {
+            let sequence: i64 = row.try_get(1)?;
+            Ok(SearchCursor {
+                tenant_id: parse_tenant_id(&row.try_get::<String, _>(0)?)?,
+                position: (sequence.max(0) as u64, row.try_get(2)?),
+                caught_up: row.try_get(3)?,
             })
-            .collect()
+        })
+        .transpose()
     }
 
     async fn store_search_batch(&self, batch: &SearchBatch) -> Result<bool, StoreError> {

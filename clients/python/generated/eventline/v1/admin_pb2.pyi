@@ -41,6 +41,8 @@ class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ACTION_SUBSCRIPTION_CREATED: _ClassVar[AuditAction]
     AUDIT_ACTION_SUBSCRIPTION_DELETED: _ClassVar[AuditAction]
     AUDIT_ACTION_SUBSCRIPTION_RESUMED: _ClassVar[AuditAction]
+    AUDIT_ACTION_ALERT_RULE_CREATED: _ClassVar[AuditAction]
+    AUDIT_ACTION_ALERT_RULE_DELETED: _ClassVar[AuditAction]
 SCOPE_UNSPECIFIED: Scope
 SCOPE_INGEST: Scope
 SCOPE_QUERY: Scope
@@ -62,6 +64,8 @@ AUDIT_ACTION_SEARCH_DISABLED: AuditAction
 AUDIT_ACTION_SUBSCRIPTION_CREATED: AuditAction
 AUDIT_ACTION_SUBSCRIPTION_DELETED: AuditAction
 AUDIT_ACTION_SUBSCRIPTION_RESUMED: AuditAction
+AUDIT_ACTION_ALERT_RULE_CREATED: AuditAction
+AUDIT_ACTION_ALERT_RULE_DELETED: AuditAction
 
 class Tenant(_message.Message):
     __slots__ = ("tenant_id", "name", "create_time")

@@ -221,8 +221,8 @@ export type AlertRule = Message<"eventline.v1.AlertRule"> & {
   } | { case: undefined; value?: undefined };
 
   /**
-   * Where notifications are POSTed: an http:// or https:// URL, at most 2048
-   * characters. Redirects are not followed.
+   * Where notifications are POSTed: an http:// URL, at most 2048 characters (https://
+   * is refused for now: README "Alerts"). Redirects are not followed.
    *
    * @generated from field: string webhook_url = 8;
    */
