@@ -43,9 +43,17 @@ CREATE TABLE alert_deliveries (
     last_error  text,
     created_at  timestamptz NOT NULL,
     finished_at timestamptz,
+    -- The end of the window whose evaluation changed the state: with the rule (rules
+    -- never change) it rebuilds the exact notification for a resend.
+    window_end  timestamptz NOT NULL,
+    -- When a server last took it on; a pending one not finished long after is sent again
+    -- by the next evaluation pass (its server stopped while sending).
+    claimed_at  timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, delivery_id)
 );
 CREATE INDEX alert_deliveries_by_rule ON alert_deliveries (tenant_id, rule_id, delivery_id);
+CREATE INDEX alert_deliveries_pending ON alert_deliveries (tenant_id, claimed_at)
+    WHERE outcome = 'pending';
 
 -- As in 0012, with the tables above colocated too.
 CREATE OR REPLACE FUNCTION eventline_distribute() RETURNS boolean

@@ -556,6 +556,8 @@ pub struct AlertDelivery {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The end of the window whose evaluation changed the state.
+    pub window_end: DateTime<Utc>,
 }
 
 impl AlertDelivery {
@@ -573,6 +575,16 @@ impl AlertDelivery {
             last_error: None,
             created_at: time::now(),
             finished_at: None,
+            window_end: evaluation.window_end,
+        }
+    }
+
+    /// The evaluation that made it, as a resend rebuilds its notification.
+    pub fn evaluation(&self) -> Evaluation {
+        Evaluation {
+            window_end: self.window_end,
+            value: self.value,
+            state: self.transition,
         }
     }
 

@@ -1,6 +1,7 @@
 //! [`MeteredStore`]'s alert rules: each operation timed and traced like the rest.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use eventline_core::{
     Actor, TenantId,
     alerts::{AlertDelivery, AlertRule, DeliveryQuery, DeliveryResult, Evaluation},
@@ -62,6 +63,18 @@ impl Alerts for MeteredStore {
             .inner
             .finish_alert_delivery(tenant_id, delivery_id, result);
         self.timed("finish_alert_delivery", inner).await
+    }
+
+    async fn claim_stale_deliveries(
+        &self,
+        tenant_id: TenantId,
+        claimed_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AlertDelivery>, StoreError> {
+        let inner = self
+            .inner
+            .claim_stale_deliveries(tenant_id, claimed_before, now);
+        timed("claim_stale_deliveries", inner).await
     }
 
     async fn alert_deliveries(

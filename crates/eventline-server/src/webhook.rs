@@ -123,6 +123,14 @@ impl RetryPolicy {
             .min(self.max_backoff)
     }
 
+    /// The longest a delivery can take: every attempt timing out, every wait at its
+    /// longest.
+    pub fn longest(&self) -> Duration {
+        let attempts = self.max_attempts.max(1);
+        let waits: Duration = (1..attempts).map(|attempt| self.backoff(attempt)).sum();
+        self.attempt_timeout.saturating_mul(attempts) + waits
+    }
+
     /// The wait after failed attempt `attempt`, jittered into its upper half; a
     /// receiver's `Retry-After` lengthens it, never beyond `max_backoff`.
     pub(crate) fn wait(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {

@@ -176,6 +176,11 @@ async fn threshold_rule_fires_then_resolves_with_two_signed_notifications(server
     let window_end_text = window_end.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     assert_eq!(body["data"]["window_end"], window_end_text.as_str());
 
+    eventually("the firing delivery recorded", || async {
+        let log = deliveries(&server, &tenant, &rule_id).await;
+        (log.first()?["outcome"] == "ALERT_DELIVERY_OUTCOME_DELIVERED").then_some(())
+    })
+    .await;
     let listed = alert(&server, &tenant, &rule_id).await;
     assert_eq!(listed["state"], "ALERT_STATE_FIRING", "{listed}");
     assert_eq!(listed["last_value"], 3.0);
@@ -305,6 +310,78 @@ async fn a_receiver_failing_twice_gets_three_attempts_and_a_4xx_is_never_retried
     assert_eq!(status, StatusCode::OK, "{every}");
     assert_eq!(every["deliveries"].as_array().unwrap().len(), 1);
     assert!(!every["next_page_token"].as_str().unwrap().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_notification_its_server_stopped_sending_is_sent_again_by_a_later_pass() {
+    let server = server_without_background_evaluation().await;
+    let receiver = Receiver::start(&[]).await;
+    let tenant = tenant_id(&server).await;
+    let (rule_id, secret) = create_rule(
+        &server,
+        &tenant,
+        threshold_rule(&receiver.url, "error", 0.0),
+    )
+    .await;
+    // A replica records the change, then stops before sending it.
+    let tenant_id = eventline_core::TenantId::parse("tenant_id", &tenant).unwrap();
+    let rule = server
+        .store
+        .alert_rule(tenant_id, &rule_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let now = Utc::now();
+    let left = eventline_core::alerts::Evaluation {
+        window_end: BucketWidth::Minute.floor(now),
+        value: Some(4.0),
+        state: eventline_core::alerts::AlertState::Firing,
+    };
+    let delivery = server
+        .store
+        .record_alert_evaluation(&rule, &left)
+        .await
+        .unwrap()
+        .expect("the change");
+    let evaluator = AlertEvaluator::new(server.store.clone(), fast_retries());
+
+    let soon = evaluator.evaluate_at(now).await.unwrap();
+    assert_eq!(soon.resent, 0, "a delivery in flight is left to its server");
+    let later = now + chrono::Duration::minutes(6);
+    let pass = evaluator.evaluate_at(later).await.unwrap();
+    assert_eq!(pass.resent, 1);
+    let received = receiver.wait_for(1).await;
+    let resent = received
+        .iter()
+        .find(|request| request.id == delivery.delivery_id)
+        .expect("the pending notification, with its own webhook-id");
+    assert_signed(&secret, resent);
+    let body = resent.json();
+    assert_eq!(body["type"], "alert.firing");
+    assert_eq!(body["data"]["value"], 4.0);
+    let window_end = left
+        .window_end
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    assert_eq!(body["data"]["window_end"], window_end.as_str());
+    // The resent one and the pass's own change (the rule resolves: no errors came).
+    eventually("both deliveries recorded", || async {
+        let log = deliveries(&server, &tenant, &rule_id).await;
+        let done = log.len() == 2
+            && log
+                .iter()
+                .all(|entry| entry["outcome"] == "ALERT_DELIVERY_OUTCOME_DELIVERED");
+        done.then_some(())
+    })
+    .await;
+    let again = evaluator
+        .evaluate_at(later + chrono::Duration::minutes(6))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.resent, 0,
+        "a delivered notification is never sent again"
+    );
     server.stop().await;
 }
 

@@ -63,6 +63,16 @@ pub trait Alerts: Send + Sync {
         result: &DeliveryResult,
     ) -> Result<(), StoreError>;
 
+    /// Takes on the tenant's pending deliveries last taken on before `claimed_before`
+    /// (their server stopped while sending), marking them taken at `now`, and returns
+    /// them: of several replicas asking at once, one gets each.
+    async fn claim_stale_deliveries(
+        &self,
+        tenant_id: TenantId,
+        claimed_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AlertDelivery>, StoreError>;
+
     /// Reads one page of the delivery log, newest first.
     async fn alert_deliveries(
         &self,
@@ -202,7 +212,7 @@ impl ConditionColumns {
 pub(crate) struct RowKeys {
     pub(crate) tenant_id: TenantId,
     pub(crate) created_at: DateTime<Utc>,
-    /// A rule's `state_since`; unused for deliveries.
+    /// A rule's `state_since`, a delivery's `window_end`.
     pub(crate) since: DateTime<Utc>,
     /// A rule's `evaluated_until` or a delivery's `finished_at`.
     pub(crate) until: Option<DateTime<Utc>>,
@@ -277,6 +287,7 @@ where
         last_error: row.try_get(8)?,
         created_at: keys.created_at,
         finished_at: keys.until,
+        window_end: keys.since,
     })
 }
 
@@ -321,7 +332,7 @@ pub(crate) fn deliveries_kept() -> i64 {
 /// (SQLite keeps times as microseconds under them) and both take `$n` parameters.
 pub(crate) mod sql {
     pub(crate) const DELIVERY_COLUMNS: &str = "tenant_id, delivery_id, rule_id, transition, \
-         value, outcome, attempts, last_status, last_error, created_at, finished_at";
+         value, outcome, attempts, last_status, last_error, created_at, finished_at, window_end";
 
     pub(crate) const INSERT_RULE: &str = "INSERT INTO alert_rules (tenant_id, rule_id, name,
              window_seconds, webhook_url, webhook_secret, created_at, state, state_since,
@@ -361,8 +372,14 @@ pub(crate) mod sql {
            AND (evaluated_until IS NULL OR evaluated_until < $5)";
 
     pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO alert_deliveries (tenant_id,
-             delivery_id, rule_id, transition, value, outcome, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+             delivery_id, rule_id, transition, value, outcome, created_at, window_end,
+             claimed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7)";
+
+    pub(crate) const CLAIM_STALE: &str = "UPDATE alert_deliveries SET claimed_at = $3
+         WHERE tenant_id = $1 AND outcome = 'pending' AND claimed_at < $2
+         RETURNING tenant_id, delivery_id, rule_id, transition, value, outcome, attempts,
+             last_status, last_error, created_at, finished_at, window_end";
 
     /// The oldest of a rule's newest $3 deliveries: older ones are dropped. Two plain
     /// statements rather than a DELETE with a subquery, so that each is a router

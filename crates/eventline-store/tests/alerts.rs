@@ -19,6 +19,7 @@ eventline_store::conformance_suite!(
     a_change_of_state_is_recorded_once_and_never_by_an_older_window,
     deliveries_are_logged_finished_and_paged_newest_first,
     the_delivery_log_keeps_each_rules_newest_thousand,
+    pending_deliveries_left_too_long_are_claimed_once,
 );
 
 fn minute(minutes: i64) -> DateTime<Utc> {
@@ -97,6 +98,20 @@ fn every_kind(tenant_id: TenantId) -> Vec<AlertRule> {
     ]
 }
 
+/// Tenant "acme" with the first `count` rules of `every_kind`, and tenant "other" with
+/// one rule, all stored: (acme, its rules, other's rule).
+async fn acme_and_other(store: &dyn Store, count: usize) -> (TenantId, Vec<AlertRule>, AlertRule) {
+    let tenant_id = new_tenant(store, "acme").await;
+    let other = new_tenant(store, "other").await;
+    let mut rules = every_kind(tenant_id);
+    rules.truncate(count);
+    let others_rule = every_kind(other).remove(0);
+    for rule in rules.iter().chain([&others_rule]) {
+        store.create_alert_rule(rule, &Actor::Cli).await.unwrap();
+    }
+    (tenant_id, rules, others_rule)
+}
+
 fn evaluation(minutes: i64, value: f64, state: AlertState) -> Evaluation {
     Evaluation {
         window_end: minute(minutes),
@@ -108,17 +123,8 @@ fn evaluation(minutes: i64, value: f64, state: AlertState) -> Evaluation {
 async fn alert_rules_of_every_kind_round_trip_per_tenant_and_delete_with_their_log(
     store: Arc<dyn Store>,
 ) {
-    let tenant_id = new_tenant(&*store, "acme").await;
-    let other = new_tenant(&*store, "other").await;
-    let rules = every_kind(tenant_id);
-    for rule in &rules {
-        store.create_alert_rule(rule, &Actor::Cli).await.unwrap();
-    }
-    let others_rule = every_kind(other).remove(0);
-    store
-        .create_alert_rule(&others_rule, &Actor::Cli)
-        .await
-        .unwrap();
+    let (tenant_id, rules, others_rule) = acme_and_other(&*store, 4).await;
+    let other = others_rule.tenant_id;
 
     assert_eq!(store.alert_rules(tenant_id).await.unwrap(), rules);
     assert_eq!(
@@ -295,18 +301,7 @@ async fn a_change_of_state_is_recorded_once_and_never_by_an_older_window(store: 
 }
 
 async fn deliveries_are_logged_finished_and_paged_newest_first(store: Arc<dyn Store>) {
-    let tenant_id = new_tenant(&*store, "acme").await;
-    let other = new_tenant(&*store, "other").await;
-    let mut rules = every_kind(tenant_id);
-    rules.truncate(2);
-    for rule in &rules {
-        store.create_alert_rule(rule, &Actor::Cli).await.unwrap();
-    }
-    let others_rule = every_kind(other).remove(0);
-    store
-        .create_alert_rule(&others_rule, &Actor::Cli)
-        .await
-        .unwrap();
+    let (tenant_id, rules, others_rule) = acme_and_other(&*store, 2).await;
     store
         .record_alert_evaluation(&others_rule, &evaluation(1, 50.0, AlertState::Firing))
         .await
@@ -444,4 +439,60 @@ async fn the_delivery_log_keeps_each_rules_newest_thousand(store: Arc<dyn Store>
         .await
         .unwrap();
     assert_eq!(others.len(), 1, "another rule's log is untouched");
+}
+
+async fn pending_deliveries_left_too_long_are_claimed_once(store: Arc<dyn Store>) {
+    let (tenant_id, rules, others_rule) = acme_and_other(&*store, 2).await;
+    let mut recorded = Vec::new();
+    for rule in [&rules[0], &rules[1], &others_rule] {
+        let delivery = store
+            .record_alert_evaluation(rule, &evaluation(3, 7.0, AlertState::Firing))
+            .await
+            .unwrap()
+            .expect("a change");
+        recorded.push(delivery);
+    }
+    store
+        .finish_alert_delivery(
+            tenant_id,
+            &recorded[1].delivery_id,
+            &DeliveryResult {
+                outcome: DeliveryOutcome::Delivered,
+                attempts: 1,
+                last_status: Some(200),
+                last_error: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    let now = eventline_core::time::now();
+    let recent = store
+        .claim_stale_deliveries(tenant_id, now - chrono::Duration::minutes(5), now)
+        .await
+        .unwrap();
+    assert!(
+        recent.is_empty(),
+        "a delivery just recorded is its server's"
+    );
+    let later = now + chrono::Duration::minutes(10);
+    let claimed = store
+        .claim_stale_deliveries(tenant_id, later - chrono::Duration::minutes(5), later)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed,
+        [recorded[0].clone()],
+        "pending, this tenant's only"
+    );
+    assert_eq!(claimed[0].window_end, minute(3));
+    assert_eq!(
+        claimed[0].evaluation(),
+        evaluation(3, 7.0, AlertState::Firing)
+    );
+    let again = store
+        .claim_stale_deliveries(tenant_id, later - chrono::Duration::minutes(5), later)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "claimed once");
 }

@@ -3,7 +3,9 @@
 //! each rule's value, and for each change of state (recorded once, however many
 //! replicas evaluate: `Alerts::record_alert_evaluation` is a compare-and-set) sends a
 //! signed notification to the rule's webhook, with retries, logging how it went.
-//! Every replica runs one; a minute already evaluated (by any replica) is skipped.
+//! Every replica runs one; a minute already evaluated (by any replica) is skipped. A
+//! notification its server stopped sending is sent again by a later pass, with the same
+//! `webhook-id` and body, once it has been pending for [`RESEND_AFTER`].
 
 mod evaluate;
 mod notify;
@@ -16,6 +18,11 @@ use eventline_store::{Store, StoreError};
 use tokio::task::JoinHandle;
 
 use crate::webhook::RetryPolicy;
+
+/// How long a delivery may stay pending before another pass takes it on: far longer than
+/// a delivery takes with [`RetryPolicy::default`] (5 attempts of 10 s at most, 15 s of
+/// waits), so a live one is never sent twice.
+pub const RESEND_AFTER: Duration = Duration::from_secs(5 * 60);
 
 pub use notify::Notifier;
 
@@ -40,6 +47,8 @@ pub struct PassSummary {
     pub transitions: u64,
     /// Rules whose evaluation failed; they are tried again on the next pass.
     pub errors: u64,
+    /// Notifications left pending by a server that stopped, sent again.
+    pub resent: u64,
 }
 
 /// Evaluates rules and sends the notifications of their changes. `main`'s server runs
@@ -65,6 +74,9 @@ impl AlertEvaluator {
         let window_end = BucketWidth::Minute.floor(now);
         let mut summary = PassSummary::default();
         for tenant in self.store.list_tenants().await? {
+            // Before the evaluation, so what this pass records is never taken for stale.
+            self.resend_stale(tenant.tenant_id, now, &mut summary)
+                .await?;
             self.evaluate_tenant(tenant.tenant_id, window_end, &mut summary)
                 .await?;
         }
@@ -96,6 +108,29 @@ impl AlertEvaluator {
                     tracing::warn!(rule_id = %rule.rule_id, error = %error, "alert rule evaluation failed; retrying next pass");
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Sends again the tenant's deliveries left pending by a server that stopped.
+    async fn resend_stale(
+        &self,
+        tenant_id: TenantId,
+        now: DateTime<Utc>,
+        summary: &mut PassSummary,
+    ) -> Result<(), StoreError> {
+        let claimed_before = now - eventline_core::lifecycle::chrono_duration(RESEND_AFTER);
+        let stale = self
+            .store
+            .claim_stale_deliveries(tenant_id, claimed_before, now)
+            .await?;
+        for delivery in stale {
+            let Some(rule) = self.store.alert_rule(tenant_id, &delivery.rule_id).await? else {
+                continue;
+            };
+            tracing::info!(delivery_id = %delivery.delivery_id, rule_id = %rule.rule_id, "sending an alert notification again after its server stopped");
+            summary.resent += 1;
+            self.notifier.send(&rule, &delivery.evaluation(), delivery);
         }
         Ok(())
     }
@@ -153,5 +188,17 @@ impl AlertsTask {
                 tokio::time::sleep(self.interval).await;
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_in_flight_is_never_taken_for_one_its_server_left() {
+        let longest = RetryPolicy::default().longest();
+        assert_eq!(longest, Duration::from_secs(65));
+        assert!(longest * 2 < RESEND_AFTER, "{longest:?}");
     }
 }

@@ -2,6 +2,7 @@
 //! names one tenant, so on Citus each is a router query on the tenant's worker.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use eventline_core::{
     Actor, TenantId,
     alerts::{AlertDelivery, AlertRule, DeliveryQuery, DeliveryResult, Evaluation},
@@ -31,7 +32,7 @@ fn delivery_from_row(row: &PgRow) -> Result<AlertDelivery, StoreError> {
     let keys = RowKeys {
         tenant_id: TenantId(row.try_get(0)?),
         created_at: row.try_get(9)?,
-        since: row.try_get(9)?,
+        since: row.try_get(11)?,
         until: row.try_get(10)?,
     };
     alerts::delivery_from_row(row, keys)
@@ -147,6 +148,7 @@ impl Alerts for PgStore {
             .bind(delivery.value)
             .bind(delivery.outcome.as_str())
             .bind(delivery.created_at)
+            .bind(delivery.window_end)
             .execute(&mut *transaction)
             .await?;
         let oldest_kept: Option<String> = sqlx::query_scalar(sql::OLDEST_KEPT_DELIVERY)
@@ -184,6 +186,21 @@ impl Alerts for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn claim_stale_deliveries(
+        &self,
+        tenant_id: TenantId,
+        claimed_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AlertDelivery>, StoreError> {
+        let rows = sqlx::query(sql::CLAIM_STALE)
+            .bind(tenant_id.0)
+            .bind(claimed_before)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(delivery_from_row).collect()
     }
 
     async fn alert_deliveries(

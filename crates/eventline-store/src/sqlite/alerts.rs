@@ -2,6 +2,7 @@
 //! lock up front (`BEGIN IMMEDIATE`), as appends do; times are microseconds.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use eventline_core::{
     Actor, TenantId,
     alerts::{AlertDelivery, AlertRule, DeliveryQuery, DeliveryResult, Evaluation},
@@ -31,7 +32,7 @@ fn delivery_from_row(row: &SqliteRow) -> Result<AlertDelivery, StoreError> {
     let keys = RowKeys {
         tenant_id: tenant(row)?,
         created_at: from_micros(row.try_get(9)?)?,
-        since: from_micros(row.try_get(9)?)?,
+        since: from_micros(row.try_get(11)?)?,
         until: optional_time(row.try_get(10)?)?,
     };
     alerts::delivery_from_row(row, keys)
@@ -42,7 +43,7 @@ fn tenant(row: &SqliteRow) -> Result<TenantId, StoreError> {
     parse_tenant_id(&text)
 }
 
-fn optional_time(value: Option<i64>) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+fn optional_time(value: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
     value.map(from_micros).transpose()
 }
 
@@ -156,6 +157,7 @@ impl Alerts for SqliteStore {
             .bind(delivery.value)
             .bind(delivery.outcome.as_str())
             .bind(micros(delivery.created_at))
+            .bind(micros(delivery.window_end))
             .execute(&mut *transaction)
             .await?;
         let oldest_kept: Option<String> = sqlx::query_scalar(sql::OLDEST_KEPT_DELIVERY)
@@ -193,6 +195,21 @@ impl Alerts for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn claim_stale_deliveries(
+        &self,
+        tenant_id: TenantId,
+        claimed_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AlertDelivery>, StoreError> {
+        let rows = sqlx::query(sql::CLAIM_STALE)
+            .bind(tenant_id.to_string())
+            .bind(micros(claimed_before))
+            .bind(micros(now))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(delivery_from_row).collect()
     }
 
     async fn alert_deliveries(
