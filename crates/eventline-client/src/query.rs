@@ -41,7 +41,7 @@ impl Client {
         self.pages(request, |mut client, request| {
             Box::pin(async move {
                 let page = client.list_events(request.clone()).await?.into_inner();
-                let next = (!page.next_page_token.is_empty()).then(|| v1::ListEventsRequest {
+                let next = (!page.next_page_token.is_empty()).then_some(v1::ListEventsRequest {
                     page_token: page.next_page_token,
                     ..request
                 });
@@ -59,7 +59,7 @@ impl Client {
         self.pages(request, |mut client, request| {
             Box::pin(async move {
                 let page = client.search_events(request.clone()).await?.into_inner();
-                let next = (!page.next_page_token.is_empty()).then(|| v1::SearchEventsRequest {
+                let next = (!page.next_page_token.is_empty()).then_some(v1::SearchEventsRequest {
                     page_token: page.next_page_token,
                     ..request
                 });

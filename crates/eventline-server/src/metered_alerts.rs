@@ -74,7 +74,7 @@ impl Alerts for MeteredStore {
         let inner = self
             .inner
             .claim_stale_deliveries(tenant_id, claimed_before, now);
-        timed("claim_stale_deliveries", inner).await
+        self.timed("claim_stale_deliveries", inner).await
     }
 
     async fn alert_deliveries(

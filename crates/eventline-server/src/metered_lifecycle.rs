@@ -204,10 +204,7 @@ impl Search for MeteredStore {
         self.timed("set_search_index", inner).await
     }
 
-    async fn search_cursor(
-        &self,
-        tenant_id: TenantId,
-    ) -> Result<Option<SearchCursor>, StoreError> {
+    async fn search_cursor(&self, tenant_id: TenantId) -> Result<Option<SearchCursor>, StoreError> {
         self.timed("search_cursor", self.inner.search_cursor(tenant_id))
             .await
     }

@@ -25,6 +25,24 @@ use sha2::Sha256;
 /// URL is taken, naming the field, rather than failing at every delivery.
 pub const SUPPORTED_SCHEMES: &[&str] = &["http"];
 
+/// Parses a webhook URL as deliveries will, refusing (naming `field`) one that does not
+/// parse or whose scheme [`deliver`] cannot send to; `readme` names the section to read.
+pub fn check_url(field: &str, url: &str, readme: &str) -> Result<(), eventline_core::Error> {
+    let parsed = reqwest::Url::parse(url).map_err(|error| {
+        eventline_core::Error::invalid(field, format!("is not a valid URL: {error}"))
+    })?;
+    if !SUPPORTED_SCHEMES.contains(&parsed.scheme()) {
+        return Err(eventline_core::Error::invalid(
+            field,
+            format!(
+                "{}:// is not supported by this build's webhook client yet; use http:// (README \"{readme}\")",
+                parsed.scheme()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The prefix of a Standard Webhooks secret; the rest is the base64 of the key.
 const SECRET_PREFIX: &str = "whsec_";
 /// Random bytes in a generated key (the spec asks for 24 to 64).

@@ -256,6 +256,10 @@ async fn a_refusing_receiver_pauses_the_subscription_with_its_error_until_resume
     // Bad input names its field; deleting stops it.
     for (request, field) in [
         (json!({"webhook": {"url": "ftp://x"}}), "webhook.url"),
+        (
+            json!({"webhook": {"url": "https://hooks.example.com/x"}}),
+            "webhook.url",
+        ),
         (json!({"nats": {"subject": "a.>"}}), "nats.subject"),
         (json!({}), "sink"),
         (

@@ -33,8 +33,7 @@ pub trait Search: Send + Sync {
     ) -> Result<SearchIndex, StoreError>;
 
     /// The position the tenant's index has reached; `None` while search is off.
-    async fn search_cursor(&self, tenant_id: TenantId)
-    -> Result<Option<SearchCursor>, StoreError>;
+    async fn search_cursor(&self, tenant_id: TenantId) -> Result<Option<SearchCursor>, StoreError>;
 
     /// Stores a batch of documents and moves the tenant's position from `batch.from` to
     /// `batch.to`, in one transaction. Documents of events deleted meanwhile are left

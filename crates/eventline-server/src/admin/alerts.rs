@@ -33,18 +33,7 @@ impl AdminApi {
         let secret = WebhookSecret::generate().expose();
         let rule = AlertRule::from_proto(tenant_id, body.rule.as_ref(), secret.clone())?;
         // The core checks the URL's shape; this is the parse the deliveries will do.
-        let url = reqwest::Url::parse(&rule.webhook_url).map_err(|error| {
-            Error::invalid("rule.webhook_url", format!("is not a valid URL: {error}"))
-        })?;
-        if !webhook::SUPPORTED_SCHEMES.contains(&url.scheme()) {
-            return Err(Error::invalid(
-                "rule.webhook_url",
-                format!(
-                    "{}:// is not supported by this build's webhook client yet; use http:// (README \"Alerts\")",
-                    url.scheme()
-                ),
-            ));
-        }
+        webhook::check_url("rule.webhook_url", &rule.webhook_url, "Alerts")?;
         // Makes an unknown tenant NOT_FOUND rather than a rule no one can reach.
         self.store.retention_policy(tenant_id).await?;
         if self.store.alert_rules(tenant_id).await?.len() >= MAX_RULES_PER_TENANT {

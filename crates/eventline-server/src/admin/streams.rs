@@ -1,10 +1,13 @@
 //! AdminService's outbound streams RPCs (README "Streams").
 
-use eventline_core::{Error, streams::Subscription};
+use eventline_core::{
+    Error,
+    streams::{Sink, Subscription},
+};
 use eventline_proto::v1;
 
 use super::AdminApi;
-use crate::webhook::WebhookSecret;
+use crate::webhook::{self, WebhookSecret};
 
 impl AdminApi {
     pub(super) async fn create_subscription_rpc(
@@ -21,6 +24,9 @@ impl AdminApi {
         };
         let secret = WebhookSecret::generate().expose();
         let subscription = Subscription::from_request(tenant_id, &body, position, secret)?;
+        if let Sink::Webhook { url } = &subscription.sink {
+            webhook::check_url("webhook.url", url, "Streams")?;
+        }
         self.store
             .create_subscription(&subscription, &principal.actor())
             .await?;

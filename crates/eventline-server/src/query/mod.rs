@@ -512,6 +512,9 @@ fn search_query(tenant_id: TenantId, search: SearchEvents) -> Result<SearchQuery
     })
 }
 
+/// A page's window and the position it continues after (none on the first page).
+type PageStart = (DateTime<Utc>, DateTime<Utc>, Option<query::Position>);
+
 /// Where a newest-first page starts: the request's window, or the window and position a
 /// `page_token` (issued for the same `digest`) carries.
 fn page_start(
@@ -519,7 +522,7 @@ fn page_start(
     digest: String,
     window: (DateTime<Utc>, DateTime<Utc>),
     rpc: &str,
-) -> Result<(DateTime<Utc>, DateTime<Utc>, Option<query::Position>), Error> {
+) -> Result<PageStart, Error> {
     if page_token.is_empty() {
         return Ok((window.0, window.1, None));
     }

@@ -116,10 +116,7 @@ impl Search for PgStore {
         self.search_index(tenant_id).await
     }
 
-    async fn search_cursor(
-        &self,
-        tenant_id: TenantId,
-    ) -> Result<Option<SearchCursor>, StoreError> {
+    async fn search_cursor(&self, tenant_id: TenantId) -> Result<Option<SearchCursor>, StoreError> {
         let row = sqlx::query(
             "SELECT tenant_id, cursor_sequence, cursor_event_id, caught_up FROM search_indexes
              WHERE tenant_id = $1",

@@ -26,7 +26,8 @@ export const file_eventline_v1_streams: GenFile = /*@__PURE__*/
  */
 export type WebhookSink = Message<"eventline.v1.WebhookSink"> & {
   /**
-   * http:// or https:// URL.
+   * An http:// URL (this version's webhook client has no TLS: an https:// URL is
+   * refused, naming the field; README "Streams").
    *
    * @generated from field: string url = 1;
    */
