@@ -55,7 +55,7 @@ CREATE INDEX alert_deliveries_by_rule ON alert_deliveries (tenant_id, rule_id, d
 CREATE INDEX alert_deliveries_pending ON alert_deliveries (tenant_id, claimed_at)
     WHERE outcome = 'pending';
 
--- As in 0012, with the tables above colocated too.
+-- As in 0010, with the tables of 0011 (search), 0012 (streams) and above colocated too.
 CREATE OR REPLACE FUNCTION eventline_distribute() RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
