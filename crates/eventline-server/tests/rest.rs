@@ -509,11 +509,13 @@ async fn swagger_ui_renders_every_operation_in_headless_chromium() {
     );
     let dom = String::from_utf8_lossy(&dom.stdout);
     let operations = dom.matches("class=\"opblock-summary-path\"").count();
-    assert_eq!(operations, 33, "Swagger UI shows every REST operation");
+    assert_eq!(operations, 40, "Swagger UI shows every REST operation");
     for path in [
         "data-path=\"/v1/events:batch\"",
         "data-path=\"/v1/users/{user_id}/events\"",
         "data-path=\"/v1/stats/top-event-types\"",
+        "data-path=\"/v1/events:search\"",
+        "data-path=\"/v1/tenants/{tenant_id}/subscriptions\"",
         "data-path=\"/v1/analytics/funnel\"",
     ] {
         assert!(dom.contains(path), "{path} not rendered");
