@@ -11,25 +11,15 @@ use eventline_proto::v1;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-async fn call(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    credential: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    server.rest(method, path, credential, body).await
-}
-
 async fn search(server: &TestServer, key: &str, query: &str) -> (StatusCode, Value) {
-    call(
-        server,
-        Method::GET,
-        &format!("/v1/events:search?{query}"),
-        key,
-        None,
-    )
-    .await
+    server
+        .rest(
+            Method::GET,
+            &format!("/v1/events:search?{query}"),
+            key,
+            None,
+        )
+        .await
 }
 
 fn ids(body: &Value) -> Vec<String> {
@@ -45,7 +35,9 @@ fn ids(body: &Value) -> Vec<String> {
 }
 
 async fn search_is_off_by_default_then_finds_new_and_old_events(server: TestServer) {
-    let (status, tenants) = call(&server, Method::GET, "/v1/tenants", ADMIN_TOKEN, None).await;
+    let (status, tenants) = server
+        .rest(Method::GET, "/v1/tenants", ADMIN_TOKEN, None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{tenants}");
     let tenant_id = tenants["tenants"][0]["tenant_id"]
         .as_str()
@@ -62,14 +54,14 @@ async fn search_is_off_by_default_then_finds_new_and_old_events(server: TestServ
                    "properties": {"error": "Payment gateway timeout", "attempt": i}})
         })
         .collect();
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/v1/events:batch",
-        &key,
-        Some(json!({"events": old})),
-    )
-    .await;
+    let (status, body) = server
+        .rest(
+            Method::POST,
+            "/v1/events:batch",
+            &key,
+            Some(json!({"events": old})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     let (status, body) = search(&server, &key, "query=timeout").await;
@@ -79,7 +71,7 @@ async fn search_is_off_by_default_then_finds_new_and_old_events(server: TestServ
         "{body}"
     );
     let path = format!("/v1/tenants/{tenant_id}/search-index");
-    let (status, body) = call(&server, Method::GET, &path, ADMIN_TOKEN, None).await;
+    let (status, body) = server.rest(Method::GET, &path, ADMIN_TOKEN, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["search_index"]["enabled"], json!(false), "{body}");
 
@@ -87,23 +79,23 @@ async fn search_is_off_by_default_then_finds_new_and_old_events(server: TestServ
     let (_, query_only) = server
         .tenant_with_key("other", &[v1::Scope::Query, v1::Scope::Ingest])
         .await;
-    let (status, _) = call(
-        &server,
-        Method::PUT,
-        &path,
-        &query_only,
-        Some(json!({"enabled": true})),
-    )
-    .await;
+    let (status, _) = server
+        .rest(
+            Method::PUT,
+            &path,
+            &query_only,
+            Some(json!({"enabled": true})),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, body) = call(
-        &server,
-        Method::PUT,
-        &path,
-        ADMIN_TOKEN,
-        Some(json!({"enabled": true})),
-    )
-    .await;
+    let (status, body) = server
+        .rest(
+            Method::PUT,
+            &path,
+            ADMIN_TOKEN,
+            Some(json!({"enabled": true})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["search_index"]["enabled"], json!(true), "{body}");
     assert!(body["search_index"]["enable_time"].is_string(), "{body}");
@@ -115,14 +107,14 @@ async fn search_is_off_by_default_then_finds_new_and_old_events(server: TestServ
         {"event_id": "new-2", "event_type": "page_view", "timestamp": stamp(9),
          "properties": {"path": "/docs/gateway"}},
     ]);
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/v1/events:batch",
-        &key,
-        Some(json!({"events": new})),
-    )
-    .await;
+    let (status, body) = server
+        .rest(
+            Method::POST,
+            "/v1/events:batch",
+            &key,
+            Some(json!({"events": new})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -139,7 +131,7 @@ async fn search_is_off_by_default_then_finds_new_and_old_events(server: TestServ
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (_, body) = call(&server, Method::GET, &path, ADMIN_TOKEN, None).await;
+    let (_, body) = server.rest(Method::GET, &path, ADMIN_TOKEN, None).await;
     assert_eq!(body["search_index"]["events_indexed"], json!("7"), "{body}");
     assert_eq!(body["search_index"]["caught_up"], json!(true), "{body}");
 
@@ -216,14 +208,14 @@ async fn search_is_off_by_default_then_finds_new_and_old_events(server: TestServ
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
 
     // Off drops the index.
-    let (status, body) = call(
-        &server,
-        Method::PUT,
-        &path,
-        ADMIN_TOKEN,
-        Some(json!({"enabled": false})),
-    )
-    .await;
+    let (status, body) = server
+        .rest(
+            Method::PUT,
+            &path,
+            ADMIN_TOKEN,
+            Some(json!({"enabled": false})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["search_index"]["events_indexed"], json!("0"), "{body}");
     let (status, _) = search(&server, &key, "query=timeout").await;

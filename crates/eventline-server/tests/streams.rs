@@ -17,10 +17,6 @@ use serde_json::{Value, json};
 
 const NATS_URL: &str = "nats://127.0.0.1:4222";
 
-async fn tenant_id(server: &TestServer) -> String {
-    server.first_tenant_id().await
-}
-
 async fn subscribe(server: &TestServer, tenant: &str, request: Value) -> Value {
     let (status, body) = server
         .rest(
@@ -98,7 +94,7 @@ async fn webhook_gets_wanted_events_in_commit_order_signed_and_resumes_after_a_r
 ) {
     // The first two attempts fail: the dispatcher retries the same batch.
     let receiver = Receiver::start(&[500, 503]).await;
-    let tenant = tenant_id(&server).await;
+    let tenant = server.first_tenant_id().await;
     let key = server.api_key.clone();
     let created = subscribe(
         &server,
@@ -216,7 +212,7 @@ async fn a_refusing_receiver_pauses_the_subscription_with_its_error_until_resume
     let server = TestServer::postgres_with(fast).await;
     // 410 is final: no retry, the subscription pauses at once.
     let receiver = Receiver::start(&[410]).await;
-    let tenant = tenant_id(&server).await;
+    let tenant = server.first_tenant_id().await;
     let key = server.api_key.clone();
     let created = subscribe(&server, &tenant, json!({"webhook": {"url": receiver.url}})).await;
     let id = created["subscription"]["subscription_id"]
@@ -317,7 +313,7 @@ async fn nats_jetstream_gets_history_and_new_events_in_commit_order_each_with_it
         .expect("create a JetStream stream");
 
     let server = TestServer::postgres_with(fast).await;
-    let tenant = tenant_id(&server).await;
+    let tenant = server.first_tenant_id().await;
     let key = server.api_key.clone();
     // History first: replay_history delivers what was stored before the subscription.
     send(&server, &key, &["h1:signup", "h2:view"]).await;
