@@ -2,7 +2,8 @@
 //! indexes the new events of each tenant with search on, in commit order, a batch of
 //! `search.index_batch_events` at a time. A tenant's history is indexed the same way,
 //! at most `MAX_BATCHES_PER_PASS` batches per tenant per pass, so one tenant's backfill
-//! never holds up another's new events. Replicas may run it together: a batch moves
+//! never holds up another's new events; while a backfill lasts, passes follow each other
+//! without the wait. Replicas may run it together: a batch moves
 //! the tenant's position only from where it read it, so each event is indexed once.
 
 use std::{sync::Arc, time::Duration};
@@ -12,6 +13,13 @@ use tokio::task::JoinHandle;
 
 /// Batches one tenant may index in one pass before the next tenant's turn.
 const MAX_BATCHES_PER_PASS: usize = 20;
+
+/// Whether a pass left events to index (a tenant used up its batches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    CaughtUp,
+    MoreLeft,
+}
 
 /// The indexer's settings.
 #[derive(Debug, Clone)]
@@ -35,19 +43,26 @@ impl SearchIndexer {
         }
         Some(tokio::spawn(async move {
             loop {
-                if let Err(error) = self.pass().await {
-                    metrics::counter!("eventline_search_index_errors_total").increment(1);
-                    tracing::warn!(error = %error, "indexing for search failed; retrying later");
+                match self.pass().await {
+                    // A backfill goes on at once; only a pass that caught up waits.
+                    Ok(Progress::MoreLeft) => continue,
+                    Ok(Progress::CaughtUp) => {}
+                    Err(error) => {
+                        metrics::counter!("eventline_search_index_errors_total").increment(1);
+                        tracing::warn!(error = %error, "indexing for search failed; retrying later");
+                    }
                 }
                 tokio::time::sleep(self.interval).await;
             }
         }))
     }
 
-    async fn pass(&self) -> Result<(), eventline_store::StoreError> {
+    async fn pass(&self) -> Result<Progress, eventline_store::StoreError> {
+        let mut progress = Progress::CaughtUp;
         // Tenant by tenant: on Citus each statement stays on the tenant's worker.
         for tenant in self.store.list_tenants().await? {
-            for _ in 0..MAX_BATCHES_PER_PASS {
+            let mut batches = 0;
+            loop {
                 let Some(cursor) = self.store.search_cursor(tenant.tenant_id).await? else {
                     break;
                 };
@@ -56,8 +71,13 @@ impl SearchIndexer {
                 if (indexed as usize) < self.batch_events {
                     break;
                 }
+                batches += 1;
+                if batches == MAX_BATCHES_PER_PASS {
+                    progress = Progress::MoreLeft;
+                    break;
+                }
             }
         }
-        Ok(())
+        Ok(progress)
     }
 }

@@ -96,8 +96,11 @@ pub(super) async fn list_committed(
     query: &CommittedQuery,
 ) -> Result<Vec<(u64, Event)>, StoreError> {
     let mut builder = QueryBuilder::new(EVENT_COLUMNS);
+    // Named apart: an output column named commit_xid (a cast keeps its column's name)
+    // would be what ORDER BY commit_xid sorts, a bigint no index holds, so every read
+    // sorted the tenant's whole history instead of walking events_by_commit.
     builder
-        .push(", commit_xid::text::bigint FROM events WHERE tenant_id = ")
+        .push(", commit_xid::text::bigint AS commit_sequence FROM events WHERE tenant_id = ")
         .push_bind(query.tenant_id.0);
     builder
         .push(" AND (commit_xid, event_id) > (")
