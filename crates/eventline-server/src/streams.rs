@@ -15,7 +15,7 @@ use eventline_core::{
 use eventline_store::{Store, StoreError};
 use tokio::task::JoinHandle;
 
-use crate::webhook::{self, RetryPolicy, WebhookMessage, WebhookSecret};
+use crate::webhook::{self, RetryPolicy, WebhookClient, WebhookMessage, WebhookSecret};
 
 /// What a lease adds to the longest a batch can take (every attempt timing out after its
 /// longest backoff): a lease never runs out while its batch is still being delivered, so
@@ -45,7 +45,7 @@ pub(crate) fn register_metrics() {
 
 /// The connections a dispatcher keeps between passes.
 struct Sinks {
-    http: reqwest::Client,
+    http: WebhookClient,
     nats: Option<async_nats::jetstream::Context>,
 }
 
@@ -91,7 +91,7 @@ impl StreamsTask {
         let task = tokio::spawn(async move {
             let owner = task_owner;
             let mut sinks = Sinks {
-                http: webhook::client(),
+                http: WebhookClient::new(),
                 nats: None,
             };
             loop {

@@ -10,35 +10,41 @@
 //! [`deliver`] POSTs one JSON body and retries what may succeed later (connection
 //! errors, timeouts, 5xx, 429) with exponential backoff and jitter, up to
 //! [`RetryPolicy::max_attempts`]; any other 4xx is the receiver's final answer.
+//!
+//! `https://` receivers are verified against the system's roots; `SSL_CERT_FILE` and
+//! `SSL_CERT_DIR` name others, as they do for curl and OpenSSL (README "Streams").
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use base64::Engine;
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
 use rand::Rng;
 use sha2::Sha256;
 
-/// The URL schemes [`deliver`] can send to. The workspace's reqwest is built without a
-/// TLS backend: its rustls-without-provider feature would make every other
-/// `reqwest::Client` in the workspace (CLI, tests) panic unless a crypto provider were
-/// installed first, and its default one compiles aws-lc. So https is refused where a
-/// URL is taken, naming the field, rather than failing at every delivery.
-pub const SUPPORTED_SCHEMES: &[&str] = &["http"];
+/// The URL schemes [`deliver`] sends to.
+pub const SUPPORTED_SCHEMES: &[&str] = &["http", "https"];
 
 /// Parses a webhook URL as deliveries will, refusing (naming `field`) one that does not
 /// parse or whose scheme [`deliver`] cannot send to; `readme` names the section to read.
 pub fn check_url(field: &str, url: &str, readme: &str) -> Result<(), eventline_core::Error> {
-    let parsed = reqwest::Url::parse(url).map_err(|error| {
+    let parsed: http::Uri = url.parse().map_err(|error| {
         eventline_core::Error::invalid(field, format!("is not a valid URL: {error}"))
     })?;
-    if !SUPPORTED_SCHEMES.contains(&parsed.scheme()) {
+    let scheme = parsed.scheme_str().unwrap_or_default();
+    if !SUPPORTED_SCHEMES.contains(&scheme) {
         return Err(eventline_core::Error::invalid(
             field,
-            format!(
-                "{}:// is not supported by this build's webhook client yet; use http:// (README \"{readme}\")",
-                parsed.scheme()
-            ),
+            format!("must be an http:// or https:// URL (README \"{readme}\")"),
         ));
+    }
+    if parsed.host().is_none_or(str::is_empty) {
+        return Err(eventline_core::Error::invalid(field, "names no host"));
     }
     Ok(())
 }
@@ -214,15 +220,59 @@ pub struct Delivery {
     pub outcome: DeliveryOutcome,
 }
 
-/// The client every delivery shares: no redirects (a signed message goes where it was
-/// addressed or fails), a connect timeout, pooled connections.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("eventline-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("a client without TLS or proxy settings always builds")
+/// The `User-Agent` of every delivery.
+const USER_AGENT: &str = concat!("eventline-webhooks/", env!("CARGO_PKG_VERSION"));
+/// How much of a failed attempt's answer is read (the first part names the error).
+const MAX_ERROR_BODY_BYTES: usize = 4096;
+
+/// The client every delivery shares: http and https (rustls with ring), pooled
+/// connections, a connect timeout, and no redirects (a signed message goes where it was
+/// addressed or fails).
+#[derive(Clone)]
+pub struct WebhookClient {
+    inner: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for WebhookClient {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("WebhookClient")
+    }
+}
+
+impl WebhookClient {
+    /// Trusting the system's roots, or those `SSL_CERT_FILE`/`SSL_CERT_DIR` name. With
+    /// none found (a bare container), http:// still works and https:// fails naming the
+    /// certificate, after a warning here.
+    pub fn new() -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match builder.with_provider_and_native_roots(Arc::clone(&provider)) {
+            Ok(builder) => builder,
+            Err(error) => {
+                tracing::warn!(%error, "no root certificates found: https:// webhooks will fail until SSL_CERT_FILE names some");
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                    rustls::ClientConfig::builder_with_provider(provider)
+                        .with_safe_default_protocol_versions()
+                        .expect("ring supports the default protocol versions")
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                )
+            }
+        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+        Self {
+            inner: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+}
+
+impl Default for WebhookClient {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// One attempt's result: final, or worth trying again after an optional `Retry-After`.
@@ -234,7 +284,7 @@ enum Attempt {
 /// POSTs `message` signed with `secret`, retrying as `policy` says; returns the attempts
 /// made and how the last one ended.
 pub async fn deliver(
-    client: &reqwest::Client,
+    client: &WebhookClient,
     secret: &WebhookSecret,
     message: &WebhookMessage<'_>,
     policy: &RetryPolicy,
@@ -256,65 +306,84 @@ pub async fn deliver(
 }
 
 async fn attempt(
-    client: &reqwest::Client,
+    client: &WebhookClient,
     secret: &WebhookSecret,
     message: &WebhookMessage<'_>,
     policy: &RetryPolicy,
 ) -> Attempt {
     let timestamp = chrono::Utc::now().timestamp();
-    let sent = client
-        .post(message.url)
-        .timeout(policy.attempt_timeout)
+    let request = http::Request::post(message.url)
         .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::USER_AGENT, USER_AGENT)
         .header("webhook-id", message.id)
         .header("webhook-timestamp", timestamp.to_string())
         .header(
             "webhook-signature",
             secret.sign(message.id, timestamp, message.body),
         )
-        .body(message.body.to_vec())
-        .send()
-        .await;
-    let response = match sent {
-        Ok(response) => response,
-        // A URL reqwest cannot send to is not worth another try; anything else
-        // (refused, reset, timed out) may pass later.
-        Err(error) if error.is_builder() => {
+        .body(Full::new(Bytes::copy_from_slice(message.body)));
+    let request = match request {
+        Ok(request) => request,
+        // A URL that cannot be sent to is not worth another try.
+        Err(error) => {
             return Attempt::Final(DeliveryOutcome::Unreachable {
-                error: error_chain(&error),
+                error: format!("invalid URL: {error}"),
             });
         }
-        Err(error) => {
+    };
+    // The whole attempt, connecting and reading the answer, within its timeout; anything
+    // that fails here (refused, reset, TLS, timed out) may pass later.
+    let answer = tokio::time::timeout(policy.attempt_timeout, async {
+        let response = client
+            .inner
+            .request(request)
+            .await
+            .map_err(|error| error_chain(&error))?;
+        let (parts, body) = response.into_parts();
+        let body = if parts.status.is_success() {
+            String::new()
+        } else {
+            // Only the first part names the error; a failed read just leaves it out.
+            Limited::new(body, MAX_ERROR_BODY_BYTES)
+                .collect()
+                .await
+                .map(|collected| String::from_utf8_lossy(&collected.to_bytes()).into_owned())
+                .unwrap_or_default()
+        };
+        Ok::<_, String>((parts.status, parts.headers, body))
+    })
+    .await;
+    let (status, headers, body) = match answer {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(error)) => return Attempt::Retry(DeliveryOutcome::Unreachable { error }, None),
+        Err(_) => {
             return Attempt::Retry(
                 DeliveryOutcome::Unreachable {
-                    error: error_chain(&error),
+                    error: format!("timed out after {:?}", policy.attempt_timeout),
                 },
                 None,
             );
         }
     };
-    let status = response.status();
     if status.is_success() {
         return Attempt::Final(DeliveryOutcome::Delivered {
             status: status.as_u16(),
         });
     }
-    let retry_after = retry_after(response.headers());
-    let body = response.text().await.unwrap_or_default();
     let outcome = DeliveryOutcome::Failed {
         status: status.as_u16(),
         error: failure_text(status, &body),
     };
     if is_retryable(status) {
-        Attempt::Retry(outcome, retry_after)
+        Attempt::Retry(outcome, retry_after(&headers))
     } else {
         Attempt::Final(outcome)
     }
 }
 
 /// 5xx and 429 may pass later; every other answer is final.
-fn is_retryable(status: reqwest::StatusCode) -> bool {
-    status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+fn is_retryable(status: http::StatusCode) -> bool {
+    status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not honoured).
@@ -329,7 +398,7 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
-fn failure_text(status: reqwest::StatusCode, body: &str) -> String {
+fn failure_text(status: http::StatusCode, body: &str) -> String {
     let body: String = body.trim().chars().take(MAX_ERROR_BODY_CHARS).collect();
     if body.is_empty() {
         format!("HTTP {status}")
@@ -339,7 +408,7 @@ fn failure_text(status: reqwest::StatusCode, body: &str) -> String {
 }
 
 /// The error and its causes, which say what actually failed (refused, timed out, DNS).
-fn error_chain(error: &reqwest::Error) -> String {
+fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
@@ -418,7 +487,7 @@ mod tests {
             (404, false),
             (410, false),
         ] {
-            let status = reqwest::StatusCode::from_u16(status).unwrap();
+            let status = http::StatusCode::from_u16(status).unwrap();
             assert_eq!(is_retryable(status), retried, "{status}");
         }
     }

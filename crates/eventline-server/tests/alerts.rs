@@ -556,7 +556,7 @@ async fn bad_rules_are_refused_with_400_naming_the_field_and_a_key_without_admin
             "rule.webhook_url",
         ),
         (
-            threshold_rule("https://example.com/x", "error", 1.0),
+            threshold_rule("https:///no-host", "error", 1.0),
             "rule.webhook_url",
         ),
         (

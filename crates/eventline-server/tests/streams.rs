@@ -253,7 +253,7 @@ async fn a_refusing_receiver_pauses_the_subscription_with_its_error_until_resume
     for (request, field) in [
         (json!({"webhook": {"url": "ftp://x"}}), "webhook.url"),
         (
-            json!({"webhook": {"url": "https://hooks.example.com/x"}}),
+            json!({"webhook": {"url": "mailto:ops@example.com"}}),
             "webhook.url",
         ),
         (json!({"nats": {"subject": "a.>"}}), "nats.subject"),

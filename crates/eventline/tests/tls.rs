@@ -2,17 +2,21 @@
 //! `--cacert` against certificates made by openssl, the CLI over `https://` with
 //! `--ca-cert`, a certificate swapped on disk and served without a restart, and mTLS
 //! refusing clients without a certificate. One server runs on SQLite, the other on
-//! PostgreSQL. Readiness is read from the metrics port, which stays plaintext.
+//! PostgreSQL. Readiness is read from the metrics port, which stays plaintext. Outbound,
+//! a stream delivers to an `https://` webhook whose CA `SSL_CERT_FILE` names, and pauses
+//! on one whose certificate nobody vouches for.
 
 mod common;
 
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use common::{API_KEY, free_port};
+use common::{API_KEY, free_port, spawn_server_with};
+use serde_json::{Value, json};
 
 /// Runs a tool the test needs; its absence is a failure that says how to install it.
 fn run(program: &str, args: &[&str]) -> Output {
@@ -446,4 +450,206 @@ async fn with_a_client_ca_clients_without_a_certificate_are_refused_on_both_port
         "{}",
         text(&sent)
     );
+}
+
+/// One request an HTTPS receiver got: its headers and body.
+#[derive(Debug, Clone)]
+struct Hook {
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+/// An HTTPS webhook receiver on a free port of 127.0.0.1, serving `certificate` (issued
+/// for localhost) and answering 200 to every POST, which it keeps.
+async fn https_receiver(certificate: &str, key: &str) -> (u16, Arc<Mutex<Vec<Hook>>>) {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hooks = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&hooks);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let kept = Arc::clone(&kept);
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends here, which is the point.
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let kept = Arc::clone(&kept);
+                        async move {
+                            use http_body_util::BodyExt;
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await?.to_bytes().to_vec();
+                            kept.lock().unwrap().push(Hook {
+                                headers: parts.headers,
+                                body,
+                            });
+                            Ok::<_, hyper::Error>(http::Response::new(http_body_util::Empty::<
+                                bytes::Bytes,
+                            >::new(
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, hooks)
+}
+
+/// A REST call to a plaintext server with `token` as the bearer; the answer's JSON.
+async fn rest(method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> Value {
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{url}: {status} {body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_delivers_to_an_https_webhook_trusted_through_ssl_cert_file() {
+    const ADMIN_TOKEN: &str = "admin_token_for_the_tls_test";
+    let directory = tempfile::tempdir().unwrap();
+    let hooks_ca = Authority::new(directory.path(), "hooks");
+    let strangers = Authority::new(directory.path(), "strangers");
+    let (certificate, key) = hooks_ca.server_certificate();
+    let (stranger_certificate, stranger_key) = strangers.server_certificate();
+    let (trusted_port, trusted_hooks) = https_receiver(&certificate, &key).await;
+    let (untrusted_port, untrusted_hooks) =
+        https_receiver(&stranger_certificate, &stranger_key).await;
+
+    let database = format!("sqlite:{}", directory.path().join("tls.sqlite3").display());
+    let ca = hooks_ca.ca();
+    let server = spawn_server_with(
+        &database,
+        free_port(),
+        &[
+            // What the webhook client trusts, as for curl and OpenSSL.
+            ("SSL_CERT_FILE", ca.as_str()),
+            ("EVENTLINE_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("EVENTLINE_STREAMS_INTERVAL_MS", "100"),
+            ("EVENTLINE_STREAMS_MAX_ATTEMPTS", "1"),
+        ],
+    )
+    .await;
+    let http = format!("http://{}", server.http_addr);
+    let tenants = rest(
+        reqwest::Method::GET,
+        &format!("{http}/v1/tenants"),
+        ADMIN_TOKEN,
+        None,
+    )
+    .await;
+    let tenant = tenants["tenants"][0]["tenant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let subscriptions = format!("{http}/v1/tenants/{tenant}/subscriptions");
+    let trusted = rest(
+        reqwest::Method::POST,
+        &subscriptions,
+        ADMIN_TOKEN,
+        Some(json!({"webhook": {"url": format!("https://localhost:{trusted_port}/hook")}})),
+    )
+    .await;
+    let untrusted = rest(
+        reqwest::Method::POST,
+        &subscriptions,
+        ADMIN_TOKEN,
+        Some(json!({"webhook": {"url": format!("https://localhost:{untrusted_port}/hook")}})),
+    )
+    .await;
+
+    let sent = reqwest::Client::new()
+        .post(format!("{http}/v1/events"))
+        .header("x-api-key", API_KEY)
+        .json(&json!({"event_id": "tls-hook-1", "event_type": "signup", "user_id": "u1"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(sent.status().is_success(), "{}", sent.text().await.unwrap());
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let hook = loop {
+        if let Some(hook) = trusted_hooks.lock().unwrap().first().cloned() {
+            break hook;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing reached the https webhook in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let body: Value = serde_json::from_slice(&hook.body).unwrap();
+    assert_eq!(body["events"][0]["event_id"], "tls-hook-1", "{body}");
+    let header = |name: &str| hook.headers[name].to_str().unwrap().to_owned();
+    let secret = eventline_server::webhook::WebhookSecret::parse(
+        trusted["webhook_secret"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        header("webhook-signature"),
+        secret.sign(
+            &header("webhook-id"),
+            header("webhook-timestamp").parse().unwrap(),
+            &hook.body
+        ),
+        "signed as over http"
+    );
+
+    // The other receiver's CA is not in SSL_CERT_FILE: nothing reaches it, and the
+    // subscription pauses naming the certificate.
+    let untrusted_id = untrusted["subscription"]["subscription_id"]
+        .as_str()
+        .unwrap();
+    let paused = loop {
+        let listed = rest(reqwest::Method::GET, &subscriptions, ADMIN_TOKEN, None).await;
+        let subscription = listed["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["subscription_id"] == untrusted_id)
+            .cloned()
+            .unwrap();
+        if subscription["state"] == "SUBSCRIPTION_STATE_PAUSED" {
+            break subscription;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still not paused: {subscription}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = paused["last_error"].as_str().unwrap();
+    assert!(error.contains("certificate"), "{error}");
+    assert!(untrusted_hooks.lock().unwrap().is_empty());
 }

@@ -10,7 +10,7 @@ use eventline_store::Store;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::webhook::{self, RetryPolicy, WebhookMessage, WebhookSecret};
+use crate::webhook::{self, RetryPolicy, WebhookClient, WebhookMessage, WebhookSecret};
 
 /// Deliveries in flight at once on a replica; more wait for a turn.
 const MAX_CONCURRENT_DELIVERIES: usize = 64;
@@ -19,7 +19,7 @@ const MAX_CONCURRENT_DELIVERIES: usize = 64;
 #[derive(Debug, Clone)]
 pub struct Notifier {
     store: Arc<dyn Store>,
-    client: reqwest::Client,
+    client: WebhookClient,
     policy: RetryPolicy,
     permits: Arc<Semaphore>,
 }
@@ -28,7 +28,7 @@ impl Notifier {
     pub(super) fn new(store: Arc<dyn Store>, policy: RetryPolicy) -> Self {
         Self {
             store,
-            client: webhook::client(),
+            client: WebhookClient::new(),
             policy,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES)),
         }
