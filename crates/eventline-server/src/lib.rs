@@ -225,6 +225,7 @@ impl Server {
             store: Arc::clone(&store),
             interval: Duration::from_millis(config.search.index_interval_ms),
             batch_events: config.search.index_batch_events as usize,
+            ingest: writer.load(),
         }
         .spawn();
         let streams_task = streams::StreamsTask {

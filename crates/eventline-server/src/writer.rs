@@ -102,6 +102,27 @@ impl Health {
     }
 }
 
+/// How busy the writer is (see [`Writer::load`]).
+#[derive(Debug, Clone)]
+pub struct WriterLoad {
+    room: Arc<Semaphore>,
+    queue_events: usize,
+}
+
+impl WriterLoad {
+    /// Events waiting for, or in, a commit.
+    pub fn queued_events(&self) -> usize {
+        self.queue_events
+            .saturating_sub(self.room.available_permits())
+    }
+
+    /// Whether events are waiting for, or in, a commit right now. Under light load the
+    /// writer is mostly idle between commits; at capacity it is almost never idle.
+    pub fn is_busy(&self) -> bool {
+        self.queued_events() > 0
+    }
+}
+
 /// The running workers; await [`WriterTasks::drain`] after dropping every [`Writer`].
 #[derive(Debug)]
 pub struct WriterTasks {
@@ -187,9 +208,16 @@ impl Writer {
 
     /// Events waiting for, or in, a commit.
     pub fn queued_events(&self) -> usize {
-        self.options
-            .queue_events
-            .saturating_sub(self.room.available_permits())
+        self.load().queued_events()
+    }
+
+    /// A view of how busy the writer is, for background work that should yield to
+    /// ingest; unlike a `Writer`, it does not keep the queue open.
+    pub fn load(&self) -> WriterLoad {
+        WriterLoad {
+            room: Arc::clone(&self.room),
+            queue_events: self.options.queue_events,
+        }
     }
 
     /// False for a few seconds after a commit failed, unless one succeeded since.

@@ -143,6 +143,12 @@ impl Search for PgStore {
     async fn store_search_batch(&self, batch: &SearchBatch) -> Result<bool, StoreError> {
         let tenant_id = batch.tenant_id.0;
         let mut transaction = self.pool.begin().await?;
+        // The index is derived: a crash that loses this commit loses the position with
+        // it, and the batch is indexed again. So it does not wait for its WAL flush, which
+        // ingest's commits would otherwise queue behind.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *transaction)
+            .await?;
         let moved = sqlx::query(
             "UPDATE search_indexes
              SET cursor_sequence = $4, cursor_event_id = $5, caught_up = $6,
@@ -168,11 +174,13 @@ impl Search for PgStore {
                 .iter()
                 .map(|d| d.event_id.as_str())
                 .collect();
-            // The events still there, locked until this commits: a user deletion waits, then
-            // deletes their words too, so no deleted event's words outlive it.
+            // The events still there. A deletion takes the same lock before it drops
+            // words, so it either committed before this read (its events are left out
+            // here) or waits for this commit and then drops these words too: no deleted
+            // event's words outlive it. One lock, not a row lock on each event.
+            lock_tenant_words(&mut transaction, batch.tenant_id).await?;
             let present: Vec<String> = sqlx::query_scalar(
-                "SELECT event_id FROM events WHERE tenant_id = $1 AND event_id = ANY($2)
-                 FOR KEY SHARE",
+                "SELECT event_id FROM events WHERE tenant_id = $1 AND event_id = ANY($2)",
             )
             .bind(tenant_id)
             .bind(&ids)
@@ -224,6 +232,23 @@ fn push_match(builder: &mut QueryBuilder<Postgres>, query: &SearchQuery) {
     }
 }
 
+/// The class of the advisory lock that orders a tenant's indexing batches and deletions.
+const WORDS_LOCK_CLASS: i32 = 0x5EA2C4;
+
+/// Takes, until the transaction ends, the lock on the tenant's words that an indexing
+/// batch and a deletion of its events both take (see `store_search_batch`).
+async fn lock_tenant_words(
+    transaction: &mut sqlx::PgConnection,
+    tenant_id: TenantId,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
+        .bind(WORDS_LOCK_CLASS)
+        .bind(tenant_id.0)
+        .execute(transaction)
+        .await?;
+    Ok(())
+}
+
 /// Drops the words of deleted events, in the deleting transaction.
 pub(super) async fn unsearch(
     transaction: &mut sqlx::PgConnection,
@@ -233,6 +258,7 @@ pub(super) async fn unsearch(
     if event_ids.is_empty() {
         return Ok(());
     }
+    lock_tenant_words(&mut *transaction, tenant_id).await?;
     sqlx::query("DELETE FROM event_search WHERE tenant_id = $1 AND event_id = ANY($2)")
         .bind(tenant_id.0)
         .bind(event_ids)
