@@ -33,7 +33,12 @@ impl Search for PgStore {
             builder
                 .push(" ORDER BY event_time DESC, event_id DESC LIMIT ")
                 .push_bind(query.limit as i64);
-            builder.push(") AS page JOIN events USING (tenant_id, event_id)");
+            // The tenant named on both sides, so Citus routes the whole statement to
+            // the tenant's worker.
+            builder.push(
+                ") AS page JOIN events USING (tenant_id, event_id) WHERE events.tenant_id = ",
+            );
+            builder.push_bind(query.tenant_id.0);
             builder.push(" ORDER BY event_time DESC, event_id DESC");
         } else {
             builder.push(" FROM events JOIN event_search USING (tenant_id, event_id)");
