@@ -547,8 +547,9 @@ impl Default for AlertsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TracingConfig {
     /// The OTLP/gRPC endpoint of a collector (or Jaeger), such as
-    /// `http://localhost:4317` (plaintext); unset exports nothing and installs no
-    /// exporter.
+    /// `http://localhost:4317` (plaintext) or `https://collector:4317` (TLS, verified
+    /// against the system's roots or those `SSL_CERT_FILE` names); unset exports nothing
+    /// and installs no exporter.
     pub otlp_endpoint: Option<String>,
     /// The `service.name` resource attribute of every exported span.
     pub service_name: String,
@@ -583,13 +584,12 @@ impl TracingConfig {
         if self.service_name.trim().is_empty() {
             return Err("tracing.service_name must not be empty".into());
         }
-        // The exporter is built without TLS: a collector runs beside the server (a
-        // sidecar or a node agent) and forwards over TLS itself.
+        // https:// is verified against the system's roots (or SSL_CERT_FILE's).
         if let Some(endpoint) = &self.otlp_endpoint
-            && !endpoint.starts_with("http://")
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
             return Err(format!(
-                "tracing.otlp_endpoint must be an http:// URL such as http://localhost:4317, got {endpoint:?}"
+                "tracing.otlp_endpoint must be an http:// or https:// URL such as http://localhost:4317, got {endpoint:?}"
             ));
         }
         Ok(())
@@ -901,7 +901,7 @@ mod tests {
         let error = config.validate().unwrap_err();
         assert!(error.contains("tracing.sample_ratio"), "{error}");
         config.tracing.sample_ratio = 1.0;
-        for unusable in ["127.0.0.1:4317", "https://collector:4317"] {
+        for unusable in ["127.0.0.1:4317", "grpc://collector:4317"] {
             config.tracing.otlp_endpoint = Some(unusable.into());
             let error = config.validate().unwrap_err();
             assert!(error.contains("tracing.otlp_endpoint"), "{error}");

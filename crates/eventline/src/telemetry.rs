@@ -6,7 +6,7 @@
 use anyhow::Context;
 use eventline_server::config::TracingConfig;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::{
     Resource,
     propagation::TraceContextPropagator,
@@ -41,9 +41,15 @@ impl Telemetry {
         let Some(endpoint) = &config.otlp_endpoint else {
             return Ok(None);
         };
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
-            .with_endpoint(endpoint.clone())
+            .with_endpoint(endpoint.clone());
+        if endpoint.starts_with("https://") {
+            // The system's roots, or those SSL_CERT_FILE / SSL_CERT_DIR name.
+            exporter = exporter
+                .with_tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots());
+        }
+        let exporter = exporter
             .build()
             .with_context(|| format!("tracing.otlp_endpoint {endpoint:?} is unusable"))?;
         let provider = SdkTracerProvider::builder()

@@ -3,7 +3,8 @@
 //! reads back what the server exported. A caller's W3C `traceparent` must continue into
 //! the server span of a gRPC call and of a REST request, and on into the spans of auth,
 //! validation, the writer's commit and a store call; without an endpoint nothing is
-//! exported, and spans still queued at SIGTERM are flushed before the process exits.
+//! exported, and spans still queued at SIGTERM are flushed before the process exits. A
+//! collector on `https://` is reached over TLS, trusted through `SSL_CERT_FILE`.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{API_KEY, ServerProcess, free_port, spawn_server_with};
+use common::{API_KEY, ServerProcess, authority::Authority, free_port, spawn_server_with};
 use eventline_proto::v1::{self, ingest_service_client::IngestServiceClient};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
@@ -77,6 +78,27 @@ impl Receiver {
                 .serve_with_incoming(TcpListenerStream::new(listener)),
         );
         (receiver, addr)
+    }
+
+    /// [`Receiver::start`] speaking TLS with `certificate` and `key` (PEM files), on
+    /// localhost; returns its port.
+    async fn start_tls(certificate: &str, key: &str) -> (Self, u16) {
+        let identity = tonic::transport::Identity::from_pem(
+            std::fs::read(certificate).unwrap(),
+            std::fs::read(key).unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let receiver = Self::default();
+        let service = TraceServiceServer::new(receiver.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .unwrap()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        (receiver, port)
     }
 
     fn trace(&self, trace_id: &[u8]) -> Vec<Received> {
@@ -415,6 +437,38 @@ async fn assert_traced(
             "{server_span_name}: {key}"
         );
     }
+}
+
+#[tokio::test]
+async fn spans_reach_an_https_collector_whose_ca_ssl_cert_file_names() {
+    let directory = tempfile::tempdir().unwrap();
+    let authority = Authority::new(directory.path(), "collector");
+    let (certificate, key) = authority.server_certificate();
+    let (receiver, port) = Receiver::start_tls(&certificate, &key).await;
+    let endpoint = format!("https://localhost:{port}");
+    let ca = authority.ca();
+    let database_url = eventline_store::testing::fresh_postgres_database().await;
+    let server = spawn_server_with(
+        &database_url,
+        free_port(),
+        &[
+            ("EVENTLINE_TRACING_OTLP_ENDPOINT", endpoint.as_str()),
+            ("EVENTLINE_TRACING_SERVICE_NAME", "eventline-under-test"),
+            ("SSL_CERT_FILE", ca.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    let caller = Caller::new();
+    track_over_grpc(&server, &caller.traceparent(true), "traced-over-tls").await;
+    let attributes = [("rpc.method", "Track"), ("rpc.grpc.status_code", "0")];
+    assert_traced(
+        &receiver,
+        &caller,
+        "eventline.v1.IngestService/Track",
+        &attributes,
+    )
+    .await;
 }
 
 #[tokio::test]

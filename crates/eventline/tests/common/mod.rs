@@ -10,6 +10,8 @@ use std::{
 
 use tonic_health_probe::serving;
 
+pub mod authority;
+
 /// A bootstrap key the tests know in advance.
 pub const API_KEY: &str = "elk_test_bootstrap_key_0123456789abcdef";
 
