@@ -116,8 +116,9 @@ impl WriterLoad {
             .saturating_sub(self.room.available_permits())
     }
 
-    /// Whether events are waiting for, or in, a commit right now. Under light load the
-    /// writer is mostly idle between commits; at capacity it is almost never idle.
+    /// Whether events are waiting for, or in, a commit right now. At capacity the writer
+    /// is never idle; group commit keeps it busy much of the time at moderate load too,
+    /// so background work that waits for an idle writer yields more than it must.
     pub fn is_busy(&self) -> bool {
         self.queued_events() > 0
     }
