@@ -103,16 +103,16 @@ impl SearchIndexer {
         Ok(progress)
     }
 
-    /// Waits while the writer is busy, up to `MAX_YIELD_INTERVALS` intervals after the
-    /// last batch: at moderate load the writer is idle between commits and indexing goes
-    /// on; at capacity it never is, and search trails until the load eases.
+    /// Waits while ingest is at capacity (events wait for a writer worker), up to
+    /// `MAX_YIELD_INTERVALS` intervals after the last batch: at moderate load indexing
+    /// goes on; at capacity search trails until the load eases.
     async fn yield_to_ingest(&self, last_batch: Option<Instant>) {
         let Some(last_batch) = last_batch else {
             return;
         };
         let longest = self.interval * MAX_YIELD_INTERVALS;
         let mut yielded = false;
-        while self.ingest.is_busy() && last_batch.elapsed() < longest {
+        while self.ingest.is_saturated() && last_batch.elapsed() < longest {
             yielded = true;
             tokio::time::sleep(YIELD_POLL).await;
         }

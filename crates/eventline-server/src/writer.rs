@@ -11,7 +11,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -69,6 +69,8 @@ struct Job {
 pub struct Writer {
     sender: mpsc::Sender<Job>,
     room: Arc<Semaphore>,
+    /// Events queued that no worker has taken yet.
+    waiting: Arc<AtomicUsize>,
     health: Arc<Health>,
     options: WriterOptions,
 }
@@ -107,6 +109,7 @@ impl Health {
 pub struct WriterLoad {
     room: Arc<Semaphore>,
     queue_events: usize,
+    waiting: Arc<AtomicUsize>,
 }
 
 impl WriterLoad {
@@ -116,11 +119,11 @@ impl WriterLoad {
             .saturating_sub(self.room.available_permits())
     }
 
-    /// Whether events are waiting for, or in, a commit right now. At capacity the writer
-    /// is never idle; group commit keeps it busy much of the time at moderate load too,
-    /// so background work that waits for an idle writer yields more than it must.
-    pub fn is_busy(&self) -> bool {
-        self.queued_events() > 0
+    /// Whether events are waiting for a worker: every worker is committing and more
+    /// arrive, which is what ingest at capacity looks like. (Events merely in a commit
+    /// are not enough: group commit keeps the workers busy at moderate load too.)
+    pub fn is_saturated(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
     }
 }
 
@@ -152,11 +155,13 @@ impl Writer {
             failing: AtomicBool::new(false),
             since: std::sync::Mutex::new(Instant::now()),
         });
+        let waiting = Arc::new(AtomicUsize::new(0));
         let mut workers = JoinSet::new();
         for _ in 0..options.workers.max(1) {
             let worker = Worker {
                 store: Arc::clone(&store),
                 receiver: Arc::clone(&receiver),
+                waiting: Arc::clone(&waiting),
                 health: Arc::clone(&health),
                 bus: bus.clone(),
                 max_batch_events: options.max_batch_events.max(1),
@@ -166,6 +171,7 @@ impl Writer {
         let writer = Writer {
             sender,
             room: Arc::new(Semaphore::new(options.queue_events)),
+            waiting,
             health,
             options,
         };
@@ -194,7 +200,10 @@ impl Writer {
             }
         };
         let (reply, answer) = oneshot::channel();
-        self.sender
+        let count = events.len();
+        self.waiting.fetch_add(count, Ordering::Relaxed);
+        let sent = self
+            .sender
             .send(Job {
                 events,
                 queued_at: Instant::now(),
@@ -202,8 +211,11 @@ impl Writer {
                 caller: Span::current(),
                 _room: room,
             })
-            .await
-            .map_err(|_| shutting_down())?;
+            .await;
+        if sent.is_err() {
+            self.waiting.fetch_sub(count, Ordering::Relaxed);
+            return Err(shutting_down());
+        }
         answer.await.map_err(|_| shutting_down())?
     }
 
@@ -218,6 +230,7 @@ impl Writer {
         WriterLoad {
             room: Arc::clone(&self.room),
             queue_events: self.options.queue_events,
+            waiting: Arc::clone(&self.waiting),
         }
     }
 
@@ -237,6 +250,7 @@ fn shutting_down() -> Error {
 struct Worker {
     store: Arc<dyn Store>,
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
+    waiting: Arc<AtomicUsize>,
     health: Arc<Health>,
     bus: CommitBus,
     max_batch_events: usize,
@@ -264,6 +278,7 @@ impl Worker {
                 Err(_) => break,
             }
         }
+        self.waiting.fetch_sub(total, Ordering::Relaxed);
         Some(jobs)
     }
 
