@@ -43,19 +43,11 @@ CREATE TABLE alert_deliveries (
     last_error  text,
     created_at  timestamptz NOT NULL,
     finished_at timestamptz,
-    -- The end of the window whose evaluation changed the state: with the rule (rules
-    -- never change) it rebuilds the exact notification for a resend.
-    window_end  timestamptz NOT NULL,
-    -- When a server last took it on; a pending one not finished long after is sent again
-    -- by the next evaluation pass (its server stopped while sending).
-    claimed_at  timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, delivery_id)
 );
 CREATE INDEX alert_deliveries_by_rule ON alert_deliveries (tenant_id, rule_id, delivery_id);
-CREATE INDEX alert_deliveries_pending ON alert_deliveries (tenant_id, claimed_at)
-    WHERE outcome = 'pending';
 
--- As in 0010, with the tables of 0011 (search), 0012 (streams) and above colocated too.
+-- As in 0010, with the tables above colocated too.
 CREATE OR REPLACE FUNCTION eventline_distribute() RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -63,8 +55,7 @@ DECLARE
     colocated_tables constant text[] := ARRAY[
         'event_rollups_minutely', 'event_rollups_hourly', 'event_rollups_daily',
         'bucket_summaries', 'audit_events', 'user_deletions', 'quarantined_events',
-        'event_schemas', 'search_indexes', 'event_search', 'subscriptions',
-        'alert_rules', 'alert_deliveries'];
+        'event_schemas', 'alert_rules', 'alert_deliveries'];
     tenant_functions constant text[] := ARRAY[
         'eventline_commit_horizon(uuid)', 'eventline_wal_position(uuid)',
         'eventline_wal_visible(uuid,pg_lsn)'];

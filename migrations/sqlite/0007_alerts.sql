@@ -39,10 +39,6 @@ CREATE TABLE alert_deliveries (
     last_error  TEXT,
     created_at  INTEGER NOT NULL,
     finished_at INTEGER,
-    window_end  INTEGER NOT NULL,
-    claimed_at  INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, delivery_id)
 );
 CREATE INDEX alert_deliveries_by_rule ON alert_deliveries (tenant_id, rule_id, delivery_id);
-CREATE INDEX alert_deliveries_pending ON alert_deliveries (tenant_id, claimed_at)
-    WHERE outcome = 'pending';

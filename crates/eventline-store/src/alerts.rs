@@ -1,5 +1,5 @@
 //! Alert rules, their state and their delivery log (README "Alerts"; migrations
-//! postgres/0013 and sqlite/0007). Every method is scoped to one tenant by its
+//! postgres/0013 and 0016, sqlite/0007 and 0010). Every method is scoped to one tenant by its
 //! arguments (on Citus, a router statement on the tenant's worker).
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Alert rules and their delivery log on PostgreSQL (migration 0013). Every statement
+//! Alert rules and their delivery log on PostgreSQL (migrations 0013 and 0016). Every statement
 //! names one tenant, so on Citus each is a router query on the tenant's worker.
 
 use async_trait::async_trait;

@@ -1,4 +1,4 @@
-//! Full-text search on PostgreSQL (migration 0011): `event_search` holds a tsvector per
+//! Full-text search on PostgreSQL (migration 0014): `event_search` holds a tsvector per
 //! indexed event, built by `to_tsvector('simple', …)` from words the server has already
 //! split and lowercased, so the parser only splits at spaces. Every statement names one
 //! tenant: a router query on Citus.

@@ -1,4 +1,4 @@
-//! Outbound streams on PostgreSQL (migration 0012). Every statement names one tenant: a
+//! Outbound streams on PostgreSQL (migration 0015). Every statement names one tenant: a
 //! router statement on Citus.
 
 use async_trait::async_trait;

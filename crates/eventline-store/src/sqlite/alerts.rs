@@ -1,4 +1,4 @@
-//! Alert rules and their delivery log on SQLite (migration 0007). Writes take the write
+//! Alert rules and their delivery log on SQLite (migrations 0007 and 0010). Writes take the write
 //! lock up front (`BEGIN IMMEDIATE`), as appends do; times are microseconds.
 
 use async_trait::async_trait;

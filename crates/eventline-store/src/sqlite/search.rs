@@ -1,4 +1,4 @@
-//! Full-text search on SQLite (migration 0005): an FTS5 table without content of its
+//! Full-text search on SQLite (migration 0008): an FTS5 table without content of its
 //! own, keyed by the event's rowid, holding words the server has already split and
 //! lowercased. A trigger drops an event's words when the event is deleted.
 

@@ -1,4 +1,4 @@
-//! Outbound streams on SQLite (migration 0006); event types are a JSON array.
+//! Outbound streams on SQLite (migration 0009); event types are a JSON array.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

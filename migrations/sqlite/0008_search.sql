@@ -1,4 +1,4 @@
--- Full-text search (README "Search"); see migrations/postgres/0011_search.sql. The words
+-- Full-text search (README "Search"); see migrations/postgres/0014_search.sql. The words
 -- are in an FTS5 table without content of its own, keyed by the event's rowid.
 
 CREATE TABLE search_indexes (

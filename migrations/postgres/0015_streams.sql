@@ -28,5 +28,5 @@ CREATE TABLE subscriptions (
 );
 
 -- On Citus these tables are colocated with events by eventline_distribute(), which
--- migration 0013 redefines with every table of 0011 to 0013 (the function runs after the
+-- migration 0016 redefines with every table of 0013 to 0016 (the function runs after the
 -- last migration, so one definition serves them all).

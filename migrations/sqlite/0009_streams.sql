@@ -1,4 +1,4 @@
--- Outbound streams (README "Streams"); see migrations/postgres/0012_streams.sql.
+-- Outbound streams (README "Streams"); see migrations/postgres/0015_streams.sql.
 
 CREATE TABLE subscriptions (
     tenant_id        TEXT NOT NULL,

@@ -31,5 +31,5 @@ CREATE INDEX event_search_words ON event_search USING gin (document)
 CREATE INDEX event_search_by_time ON event_search (tenant_id, event_time, event_id);
 
 -- On Citus these tables are colocated with events by eventline_distribute(), which
--- migration 0013 redefines with every table of 0011 to 0013 (the function runs after the
+-- migration 0016 redefines with every table of 0013 to 0016 (the function runs after the
 -- last migration, so one definition serves them all).
