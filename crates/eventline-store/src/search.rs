@@ -133,13 +133,26 @@ pub(crate) fn search_audit(tenant_id: TenantId, enabled: bool, actor: &Actor) ->
     AuditEvent::new(tenant_id, actor, action, &tenant_id.to_string())
 }
 
-/// The index of a tenant with search off.
-pub(crate) fn search_off(tenant_id: TenantId) -> SearchIndex {
-    SearchIndex {
-        tenant_id,
-        enabled: false,
-        enabled_at: None,
-        events_indexed: 0,
-        caught_up: false,
+/// A tenant's index from its `search_indexes` row (enabled_at, events_indexed,
+/// caught_up): off, and zero, without one.
+pub(crate) fn search_index_of(
+    tenant_id: TenantId,
+    row: Option<(DateTime<Utc>, i64, bool)>,
+) -> SearchIndex {
+    match row {
+        Some((enabled_at, events_indexed, caught_up)) => SearchIndex {
+            tenant_id,
+            enabled: true,
+            enabled_at: Some(enabled_at),
+            events_indexed: events_indexed.max(0) as u64,
+            caught_up,
+        },
+        None => SearchIndex {
+            tenant_id,
+            enabled: false,
+            enabled_at: None,
+            events_indexed: 0,
+            caught_up: false,
+        },
     }
 }

@@ -15,7 +15,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use super::{PgStore, event_from_row, insert_audit, read};
 use crate::{
     StoreError,
-    search::{Search, SearchBatch, SearchCursor, search_audit, search_off},
+    search::{Search, SearchBatch, SearchCursor, search_audit, search_index_of},
 };
 
 #[async_trait]
@@ -66,16 +66,7 @@ impl Search for PgStore {
         .bind(tenant_id.0)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(match row {
-            Some((enabled_at, events_indexed, caught_up)) => SearchIndex {
-                tenant_id,
-                enabled: true,
-                enabled_at: Some(enabled_at),
-                events_indexed: events_indexed.max(0) as u64,
-                caught_up,
-            },
-            None => search_off(tenant_id),
-        })
+        Ok(search_index_of(tenant_id, row))
     }
 
     async fn set_search_index(

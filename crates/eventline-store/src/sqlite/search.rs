@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     StoreError,
-    search::{Search, SearchBatch, SearchCursor, search_audit, search_off},
+    search::{Search, SearchBatch, SearchCursor, search_audit, search_index_of},
 };
 
 #[async_trait]
@@ -58,16 +58,12 @@ impl Search for SqliteStore {
         .bind(tenant_id.to_string())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(match row {
-            Some((enabled_us, events_indexed, caught_up)) => SearchIndex {
-                tenant_id,
-                enabled: true,
-                enabled_at: Some(from_micros(enabled_us)?),
-                events_indexed: events_indexed.max(0) as u64,
-                caught_up,
-            },
-            None => search_off(tenant_id),
-        })
+        let row = row
+            .map(|(enabled_us, events_indexed, caught_up)| {
+                Ok::<_, StoreError>((from_micros(enabled_us)?, events_indexed, caught_up))
+            })
+            .transpose()?;
+        Ok(search_index_of(tenant_id, row))
     }
 
     async fn set_search_index(
